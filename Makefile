@@ -1,0 +1,31 @@
+# The two commands of the README: `make run` and `make test`. Both install first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Marks an install done for this pyproject.toml and lock; either changing reinstalls.
+STAMP := $(VENV)/.kiln-installed
+
+.PHONY: run test install ui status clean
+
+run: $(STAMP)
+	$(BIN)/kiln run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# constraints.txt is the lock: every package at the version that was tested.
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+ui: $(STAMP)
+	$(BIN)/kiln ui
+
+status: $(STAMP)
+	$(BIN)/kiln status
+
+clean:
+	rm -rf $(VENV) .prefect

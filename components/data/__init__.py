@@ -1,0 +1,1 @@
+"""Data sources, validation, splitting and augmentation of labelled text."""

@@ -1,0 +1,148 @@
+"""The pipeline DAG as DVC reads it from dvc.yaml: stage order, staleness, reproduction.
+
+Kiln never writes the DAG down a second time: `kiln run` walks DVC's own graph, asks
+DVC whether a stage changed, and lets DVC's `reproduce` remove outputs, consult its run
+cache, save, commit and write dvc.lock. The one thing Kiln changes is how a stage's
+command executes: `kiln stage NAME` commands run inside the current interpreter, so a
+run pays the seconds of importing torch, lightning or great_expectations once instead of
+once per stage.
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from components.errors import KilnError
+
+if TYPE_CHECKING:
+    from dvc.repo import Repo
+    from dvc.stage import PipelineStage
+
+COMMAND_PREFIX = "kiln stage "
+
+
+def open_repo(root: Path) -> "Repo":
+    from dvc.repo import Repo
+
+    return Repo(str(root))
+
+
+def load_stage(repo: "Repo", name: str) -> "PipelineStage":
+    from dvc.exceptions import DvcException
+
+    try:
+        stages = repo.stage.collect(name)
+    except DvcException as err:
+        raise KilnError(f"dvc.yaml: no stage '{name}' ({err})") from None
+    if len(stages) != 1:
+        raise KilnError(f"dvc.yaml: '{name}' names {len(stages)} stages, expected one")
+    return stages[0]
+
+
+def plan(repo: "Repo", targets: list[str] | None = None) -> list["PipelineStage"]:
+    """The stages to visit, dependencies first, exactly as `dvc repro TARGETS` orders them."""
+    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+
+    stages = collect_stages(repo, targets or ["dvc.yaml"])
+    return plan_repro(get_active_graph(repo.index.graph), stages)
+
+
+def stage_name(stage: "PipelineStage") -> str:
+    return stage.addressing
+
+
+def kiln_stage_of(command: str | list[str]) -> str | None:
+    """The stage name if `command` is a plain `kiln stage NAME`, else None."""
+    if isinstance(command, list):
+        if len(command) != 1:
+            return None
+        command = command[0]
+    command = command.strip()
+    if not command.startswith(COMMAND_PREFIX):
+        return None
+    rest = command[len(COMMAND_PREFIX) :].split()
+    return rest[0] if len(rest) == 1 else None
+
+
+@contextmanager
+def in_process(execute: Callable[["PipelineStage", str], None]) -> Iterator[None]:
+    """While active, DVC runs `kiln stage NAME` commands by calling `execute(stage, NAME)`
+    in this process; any other command still goes to a shell.
+
+    DVC has no public hook for how a command runs, so this swaps its `cmd_run`; DVC is
+    pinned, and the test suite checks that `kiln run` leaves dvc.lock as `dvc repro` does.
+    """
+    import dvc.stage.run as dvc_run
+
+    original = dvc_run.cmd_run
+
+    def cmd_run(stage, dry=False, run_env=None):
+        name = kiln_stage_of(stage.cmd)
+        if name is None or dry:
+            return original(stage, dry=dry, run_env=run_env)
+        return execute(stage, name)
+
+    dvc_run.cmd_run = cmd_run
+    try:
+        yield
+    finally:
+        dvc_run.cmd_run = original
+
+
+def reproduce(repo: "Repo", stage: "PipelineStage", force: bool = False) -> bool:
+    """Reproduce one stage if DVC finds it changed; True if it ran (or came from DVC's
+    run cache), False if it was up to date."""
+    done = repo.reproduce(stage.addressing, single_item=True, force=force)
+    return bool(done)
+
+
+def status(repo: "Repo", targets: list[str] | None = None) -> dict[str, list[str]]:
+    """Why each stale stage would rerun, in DAG order; stages downstream of a stale one
+    are listed too, since their inputs are about to change."""
+    stale: dict[str, list[str]] = {}
+    graph = repo.index.graph
+    with repo.lock:
+        for stage in plan(repo, targets):
+            reasons = [_reason(entry) for entry in stage.status().get(stage.addressing, [])]
+            upstream = [stage_name(s) for s in graph.successors(stage) if stage_name(s) in stale]
+            if upstream and not reasons:
+                reasons.append("downstream of " + ", ".join(upstream))
+            if reasons:
+                stale[stage_name(stage)] = reasons
+    return stale
+
+
+def _reason(entry) -> str:
+    if isinstance(entry, str):
+        return entry
+    parts = []
+    for kind, changes in entry.items():
+        if isinstance(changes, dict):
+            parts.append(kind + ": " + ", ".join(f"{path} ({_what(what)})" for path, what in changes.items()))
+        else:
+            parts.append(f"{kind}: {changes}")
+    return "; ".join(parts)
+
+
+def _what(change) -> str:
+    """DVC reports params changes as {key: 'modified'}; files as a plain word."""
+    if isinstance(change, dict):
+        return ", ".join(f"{key} {word}" for key, word in change.items())
+    return str(change)
+
+
+def hashes(stage: "PipelineStage", kind: str) -> dict[str, str]:
+    """DVC's content hash of each dependency or output (params excluded), the same
+    values dvc.lock records."""
+    from dvc.dependency.param import ParamsDependency
+
+    entries = stage.deps if kind == "deps" else stage.outs
+    found = {}
+    for entry in entries:
+        if isinstance(entry, ParamsDependency) or not entry.exists:
+            continue
+        info = entry.get_hash()
+        if info and info.value:
+            found[entry.def_path] = info.value
+    return found

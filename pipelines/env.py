@@ -1,0 +1,60 @@
+"""Where Kiln runs and the environment it gives the tools it drives.
+
+Called by the CLI before any tool is imported, never at import time.
+"""
+
+import os
+import subprocess
+from pathlib import Path
+
+from components.errors import KilnError
+
+# No internet at run time: telemetry calls would only fail and fill the log.
+TELEMETRY_OFF = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+}
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The Kiln repository: the nearest folder upward holding dvc.yaml and params.yaml."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
+            return folder
+    raise KilnError(f"no Kiln repository (dvc.yaml and params.yaml) in {here} or above it")
+
+
+def local_tracking_uri(root: Path) -> str:
+    return f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
+
+
+def configure(root: Path) -> None:
+    """Embedded defaults, each overridable by the variable a user already knows:
+    MLFLOW_TRACKING_URI, PREFECT_API_URL, PREFECT_HOME."""
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", local_tracking_uri(root))
+    if "PREFECT_API_URL" not in os.environ:
+        # The ephemeral API keeps its database here, beside the project, not in ~/.prefect.
+        os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+
+def git_state(root: Path) -> tuple[str, bool]:
+    """(commit, dirty) of the repository, or ("unknown", False) outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+    return commit, bool(status.strip())

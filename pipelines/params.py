@@ -1,0 +1,84 @@
+"""params.yaml as typed, validated config: one model per section, unknown keys refused."""
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from components.data.augment import AugmentConfig
+from components.data.sources import IngestConfig
+from components.data.split import SplitConfig
+from components.data.validation import ValidateConfig
+from components.errors import KilnError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PathsConfig(_Section):
+    """Where stages write; dvc.yaml reads these same keys (`${paths.raw}`), so a path is
+    written once."""
+
+    raw: str = "data/raw/dataset.parquet"
+    validated: str = "data/validated/dataset.parquet"
+    quarantine: str = "data/quarantine/rows.parquet"
+    split: str = "data/split"
+    augmented: str = "data/augmented/train.parquet"
+    reports: str = "reports"
+
+
+class TrackingConfig(_Section):
+    experiment: str = Field("kiln", min_length=1)
+
+
+class OrchestrationConfig(_Section):
+    retries: int = Field(2, ge=0, le=10, description="retries of a stage that failed for a transient reason")
+    retry_delay_s: float = Field(5.0, ge=0)
+
+
+class Params(_Section):
+    # `validate` would shadow a BaseModel method, hence the alias.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    paths: PathsConfig = PathsConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    orchestration: OrchestrationConfig = OrchestrationConfig()
+    ingest: IngestConfig = IngestConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    split: SplitConfig = SplitConfig()
+    augment: AugmentConfig = AugmentConfig()
+
+    def section(self, name: str) -> BaseModel:
+        return getattr(self, "validate_" if name == "validate" else name)
+
+
+def _location(loc: tuple) -> str:
+    return ".".join("validate" if part == "validate_" else str(part) for part in loc)
+
+
+def parse(data: object, source: str) -> Params:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise KilnError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            where = _location(e["loc"]) or "(top level)"
+            what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            lines.append(f"  {where}: {what}")
+        raise KilnError(f"{source}: invalid params:\n" + "\n".join(lines)) from None
+
+
+def load(path: Path) -> Params:
+    """Read and validate params.yaml; any problem is a KilnError naming the key."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KilnError(f"{path}: not found (Kiln runs from the repository root)") from None
+    except yaml.YAMLError as err:
+        raise KilnError(f"{path}: not valid YAML: {err}") from None
+    return parse(data, str(path))

@@ -1,0 +1,90 @@
+"""Stage adapters and the executor that runs one of them as DVC asks.
+
+An adapter is `run(ctx) -> StageResult`: it reads its section of params, calls a
+component, writes its outputs and returns its metrics. The executor does the rest the
+same way for every stage: clears stale outputs, opens the MLflow child run, times the
+work, writes the stage's metrics file and tags the run with DVC's hashes.
+"""
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from components.errors import KilnError
+from pipelines import dag, tracking
+from pipelines.io import remove, write_json
+from pipelines.params import Params, load
+
+if TYPE_CHECKING:
+    from dvc.stage import PipelineStage
+
+# Stage name -> adapter module, imported only when that stage runs.
+ADAPTERS = {
+    "ingest": "pipelines.stages.ingest",
+    "validate": "pipelines.stages.validate",
+    "split": "pipelines.stages.split",
+    "augment": "pipelines.stages.augment",
+}
+
+
+@dataclass
+class StageResult:
+    metrics: dict[str, float]
+    # Files or folders to log as MLflow artifacts, by artifact folder.
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class StageContext:
+    name: str
+    root: Path
+    params: Params
+    run: tracking.StageRun
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+
+@dataclass
+class Timing:
+    name: str
+    seconds: float
+
+
+def execute(root: Path, name: str, stage: "PipelineStage | None" = None) -> Timing:
+    """Run stage `name` once, with `stage` as DVC loaded it (loaded here if None)."""
+    if name not in ADAPTERS:
+        raise KilnError(f"unknown stage '{name}'; Kiln's stages are: {', '.join(ADAPTERS)}")
+    params = load(root / "params.yaml")
+    if stage is None:
+        stage = dag.load_stage(dag.open_repo(root), name)
+    outs = [(root / out.def_path, out) for out in stage.outs]
+    for path, out in outs:
+        if not out.persist:
+            remove(path)
+    adapter = importlib.import_module(ADAPTERS[name])
+    section = params.section(name).model_dump(mode="json")
+    tags = {f"dvc.dep.{path}": value for path, value in dag.hashes(stage, "deps").items()}
+    reports = (root / params.paths.reports).resolve()
+    with tracking.stage_run(name, section, root, params.tracking.experiment, tags) as run:
+        start = time.perf_counter()
+        try:
+            result = adapter.run(StageContext(name, root, params, run))
+        except BaseException:
+            # Leave nothing a later stage could mistake for this stage's output; reports
+            # stay, since they explain the failure.
+            for path, out in outs:
+                if not out.persist and not path.resolve().is_relative_to(reports):
+                    remove(path)
+            raise
+        seconds = time.perf_counter() - start
+        for path, out in outs:
+            if out.metric:
+                write_json(result.metrics, path)
+        run.log_metrics({**result.metrics, "time/stage_s": seconds})
+        for folder, path in result.artifacts.items():
+            run.log_artifact(path, folder)
+        run.set_tags({f"dvc.out.{path}": value for path, value in dag.hashes(stage, "outs").items()})
+    return Timing(name, seconds)

@@ -1,0 +1,42 @@
+"""validate: the expectation suite over the raw dataset; valid rows go on, quarantined
+rows are set aside with their reasons, and a failure stops the pipeline here."""
+
+from components.data.validation import validate
+from components.errors import KilnError
+from pipelines.io import read_parquet, write_json, write_parquet
+from pipelines.stages import StageContext, StageResult
+
+
+def run(ctx: StageContext) -> StageResult:
+    paths = ctx.params.paths
+    raw = read_parquet(ctx.path(paths.raw), "validate", "ingest")
+    reports = ctx.path(paths.reports)
+    docs = reports / "validation_docs"
+    outcome = validate(raw, ctx.params.validate_, docs)
+    report_path = reports / "validation.json"
+    write_json(outcome.report, report_path)
+    metrics = {
+        "data/rows": outcome.report["rows"],
+        "data/valid_rows": outcome.report["rows_valid"],
+        "data/quarantined_rows": outcome.report["rows_quarantined"],
+        "data/duplicate_rows": outcome.report["duplicates"]["rows"],
+        "data/failed_expectations": len(outcome.failures),
+    }
+    if not outcome.success:
+        # The report and Data Docs are what a person opens to see why: log them first.
+        ctx.run.log_metrics(metrics)
+        ctx.run.log_artifact(report_path, "validation")
+        ctx.run.log_artifact(docs, "validation/data_docs")
+        ctx.run.set_tags({"kiln.validation": "failed"})
+        lines = "\n".join(f"  - {line}" for line in outcome.failures)
+        raise KilnError(
+            f"validate: {len(outcome.failures)} expectation(s) failed on {paths.raw}:\n{lines}\n"
+            f"  report: {report_path.relative_to(ctx.root)}, Data Docs: {(docs / 'index.html').relative_to(ctx.root)}"
+        )
+    write_parquet(outcome.quarantined, ctx.path(paths.quarantine))
+    write_parquet(outcome.valid, ctx.path(paths.validated))
+    ctx.run.set_tags({"kiln.validation": "passed"})
+    return StageResult(
+        metrics=metrics,
+        artifacts={"validation": report_path, "validation/data_docs": docs},
+    )

@@ -1,0 +1,90 @@
+"""Shared fixtures: a throwaway copy of the repository, and the `kiln` of this venv."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def project_files() -> list[str]:
+    """The repository's files as a clone would have them (tracked plus new, not ignored)."""
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout
+    return [line for line in out.splitlines() if (ROOT / line).is_file()]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any tracking server or Prefect API of the developer's."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "PREFECT_", "KILN_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A copy of the repository in its own git repo, with no outputs and an empty MLflow store."""
+    dest = tmp_path / "kiln"
+    for name in project_files():
+        if name.startswith(("data/raw/", "data/validated/", "data/split/", "data/augmented/",
+                            "data/quarantine/", "reports/", "mlflow/mlflow.db")) or name == "dvc.lock":
+            continue
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    git = ["git", "-c", "user.name=kiln-test", "-c", "user.email=test@kiln.invalid"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
+    return dest
+
+
+def run(args: list[str], cwd: Path, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=clean_env(**extra), capture_output=True, text=True, timeout=900)
+
+
+def kiln(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess:
+    return run([str(BIN / "kiln"), *args], cwd, **extra)
+
+
+def set_params(repo: Path, **sections: dict) -> None:
+    """Merge `sections` into the copy's params.yaml."""
+    import yaml
+
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for name, values in sections.items():
+        _merge(params.setdefault(name, {}), values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _merge(into: dict, values: dict) -> None:
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+LABELS = ["business", "entertainment", "politics", "sports", "tech"]
+
+
+def tiny_frame(rows_per_label: int = 12) -> pd.DataFrame:
+    """A small labelled dataset with distinct texts, balanced over the BBC labels."""
+    rows = []
+    for label in LABELS:
+        for i in range(rows_per_label):
+            words = " ".join(f"{label}word{j}" for j in range(i % 5 + 3))
+            rows.append({"text": f"Story {i} about {label}: {words}. More detail {i * 7} follows here.",
+                         "label": label})
+    return pd.DataFrame(rows)

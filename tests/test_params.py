@@ -1,0 +1,40 @@
+import pytest
+
+from components.errors import KilnError
+from pipelines.params import load, parse
+from tests.conftest import ROOT
+
+
+def test_shipped_params_are_valid():
+    params = load(ROOT / "params.yaml")
+    assert params.ingest.source == "bbc"
+    assert params.validate_.max_duplicate_rate == 0.05
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(KilnError, match=r"ingest\.sourse: unknown key"):
+        parse({"ingest": {"sourse": "bbc"}}, "params.yaml")
+
+
+def test_unknown_section_is_named():
+    with pytest.raises(KilnError, match=r"valdiate: unknown key"):
+        parse({"valdiate": {}}, "params.yaml")
+
+
+def test_value_out_of_range_is_named():
+    with pytest.raises(KilnError, match=r"split\.test"):
+        parse({"split": {"test": 1.5}}, "params.yaml")
+    with pytest.raises(KilnError, match=r"validate: .*min_chars is larger than max_chars"):
+        parse({"validate": {"min_chars": 10, "max_chars": 5}}, "params.yaml")
+
+
+def test_bad_choice_is_named():
+    with pytest.raises(KilnError, match=r"ingest\.source"):
+        parse({"ingest": {"source": "s3"}}, "params.yaml")
+
+
+def test_broken_yaml(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("ingest: [unclosed\n")
+    with pytest.raises(KilnError, match="not valid YAML"):
+        load(path)
