@@ -71,7 +71,8 @@ def augment(train: pd.DataFrame, cfg: AugmentConfig) -> pd.DataFrame:
     columns = ["id", "text", "label", "source", "origin_id", "op"]
     if cfg.factor == 0 or train.empty:
         return pd.DataFrame(columns=columns)
-    vocabulary = tuple(word for text in train["text"] for word in text.split())
+    # Sorted, so the draw does not depend on row order; repeats keep word frequencies.
+    vocabulary = tuple(sorted(word for text in train["text"] for word in text.split()))
     augmenter = Augmenter(cfg, vocabulary)
     rows = []
     for row in train.itertuples(index=False):

@@ -146,6 +146,7 @@ def _describe(result) -> str:
 
 def _summary(result, samples: int) -> dict[str, Any]:
     r = result.result or {}
+    config = result.expectation_config
     entry: dict[str, Any] = {"expectation": _describe(result), "success": bool(result.success)}
     if result.exception_info and result.exception_info.get("raised_exception"):
         entry["error"] = result.exception_info.get("exception_message")
@@ -160,6 +161,9 @@ def _summary(result, samples: int) -> dict[str, Any]:
             entry["samples"] = [_short(v) for v in (r.get("partial_unexpected_list") or [])[:samples]]
     if r.get("observed_value") is not None:
         entry["observed"] = _jsonable(r["observed_value"])
+        bounds = {k: config.kwargs[k] for k in ("min_value", "max_value") if config.kwargs.get(k) is not None}
+        if bounds:
+            entry["expected"] = bounds
     return entry
 
 
@@ -188,7 +192,11 @@ def failure_line(entry: dict[str, Any]) -> str:
     if "unexpected_count" in entry:
         samples = ", ".join(repr(s) for s in entry.get("samples", []))
         return f"{entry['expectation']}: {entry['unexpected_count']} rows" + (f", e.g. {samples}" if samples else "")
-    return f"{entry['expectation']}: observed {entry.get('observed')!r}"
+    observed = entry.get("observed")
+    shown = f"{observed:.4f}" if isinstance(observed, float) else repr(observed)
+    expected = entry.get("expected", {})
+    bounds = " and ".join(f"{'>=' if k == 'min_value' else '<='} {v}" for k, v in expected.items())
+    return f"{entry['expectation']}: observed {shown}" + (f", expected {bounds}" if bounds else "")
 
 
 def duplicate_groups(frame: pd.DataFrame) -> list[list[str]]:

@@ -1,0 +1,78 @@
+"""The data half end to end on the bundled corpus: `dvc repro`, then `kiln run`."""
+
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import BIN, kiln, run, set_params
+
+pytestmark = pytest.mark.slow
+
+
+def lock_without_docs(repo) -> dict:
+    """dvc.lock less the Data Docs folder, whose HTML carries the time it was rendered."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    outs = lock["stages"]["validate"]["outs"]
+    lock["stages"]["validate"]["outs"] = [o for o in outs if o["path"] != "reports/validation_docs"]
+    return lock
+
+
+def runs(repo) -> pd.DataFrame:
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow' / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["kiln"])
+
+
+def test_dvc_repro_then_kiln_run(repo):
+    dvc = str(BIN / "dvc")
+    first = run([dvc, "repro"], repo)
+    assert first.returncode == 0, first.stdout + first.stderr
+    lock = (repo / "dvc.lock").read_text()
+    expected = lock_without_docs(repo)
+    for name in ("raw/dataset.parquet", "validated/dataset.parquet", "split/test.parquet", "augmented/train.parquet"):
+        assert (repo / "data" / name).exists(), name
+    assert json.loads((repo / "reports/validation.json").read_text())["duplicates"]["rows"] == 98
+
+    # One parent run for the execution, one child per stage, each with DVC hashes.
+    found = runs(repo)
+    parents = found[found["tags.mlflow.parentRunId"].isna()]
+    assert len(parents) == 1 and parents["tags.kiln.trigger"].iloc[0] == "dvc repro"
+    children = found[found["tags.mlflow.parentRunId"] == parents["run_id"].iloc[0]]
+    assert sorted(children["tags.mlflow.runName"]) == ["augment", "ingest", "split", "validate"]
+    assert children["tags.dvc.out.data/raw/dataset.parquet"].notna().any()
+    assert (children["tags.git.commit"].str.len() == 40).all()
+
+    # Nothing changed: nothing reruns and dvc.lock stays as it was.
+    again = run([dvc, "repro"], repo)
+    assert again.returncode == 0
+    assert again.stdout.count("didn't change, skipping") == 4
+    assert (repo / "dvc.lock").read_text() == lock
+    assert len(runs(repo)) == len(found)
+
+    out = kiln("run", cwd=repo)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("up to date") == 4
+    assert (repo / "dvc.lock").read_text() == lock
+    assert len(runs(repo)) == len(found)
+
+    # A param change makes augment stale, and `kiln status` says why.
+    set_params(repo, augment={"alpha": 0.2})
+    status = kiln("status", cwd=repo)
+    assert "augment:\n  changed deps: params.yaml (augment modified)" in status.stdout
+
+    # `kiln run --force` reruns everything in one Prefect flow and leaves dvc.lock as
+    # `dvc repro --force` does.
+    set_params(repo, augment={"alpha": 0.1})
+    forced = kiln("run", "--force", cwd=repo)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert forced.stdout.count(" ran ") == 4
+    assert "overhead" in forced.stdout
+    assert lock_without_docs(repo) == expected
+    latest = runs(repo)
+    flows = latest[latest["tags.kiln.trigger"] == "kiln run"]
+    parent = flows[flows["tags.mlflow.parentRunId"].isna()]
+    assert len(parent) == 1
+    assert parent["tags.prefect.flow_run_id"].notna().all()
+    assert (flows[flows["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]["status"] == "FINISHED").sum() == 4

@@ -1,0 +1,48 @@
+import pandas as pd
+
+from components.data.schema import normalise
+from components.data.split import SplitConfig, split, split_report
+from components.data.sources import read_bbc
+
+
+def test_bbc_split_has_no_text_in_two_splits():
+    result = split(read_bbc(), SplitConfig())
+    seen: dict[str, str] = {}
+    for name, frame in result.frames().items():
+        for text in frame["text"]:
+            key = normalise(text)
+            assert seen.setdefault(key, name) == name, f"text in {seen[key]} and {name}"
+    assert result.duplicates_dropped == 101
+    assert sum(len(f) for f in result.frames().values()) == 2225 - 101
+
+
+def test_split_is_stratified_and_sized():
+    report = split_report(split(read_bbc(), SplitConfig()))
+    for name, expected in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
+        assert abs(report[name]["share"] - expected) < 0.03
+    totals = pd.DataFrame({n: report[n]["classes"] for n in ("train", "val", "test")})
+    shares = totals.div(totals.sum(axis=1), axis=0)
+    assert (shares["train"].between(0.72, 0.88)).all(), shares
+
+
+def test_old_texts_keep_their_split_when_data_arrives():
+    bbc = read_bbc()
+    old = split(bbc.iloc[:1500], SplitConfig())
+    new = split(bbc, SplitConfig())
+    for name in ("train", "val", "test"):
+        assert set(old.frames()[name]["id"]) <= set(new.frames()[name]["id"]), name
+
+
+def test_conflicting_labels_are_dropped():
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "text": ["Same text", "same  TEXT", "other"],
+                          "label": ["x", "y", "x"], "source": "t"})
+    result = split(frame, SplitConfig())
+    assert result.conflicts_dropped == 2
+    assert sum(len(f) for f in result.frames().values()) == 1
+
+
+def test_salt_reshuffles():
+    bbc = read_bbc()
+    a = split(bbc, SplitConfig()).test["id"]
+    b = split(bbc, SplitConfig(salt="other")).test["id"]
+    assert set(a) != set(b)

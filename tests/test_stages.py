@@ -1,0 +1,70 @@
+"""Stages run as a user runs them, through `kiln stage` and `dvc repro`, in a copy of the repo."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from tests.conftest import BIN, kiln, run, set_params, tiny_frame
+
+pytestmark = pytest.mark.slow
+
+
+def use_file(repo, data: bytes | pd.DataFrame, name: str = "mine.csv") -> None:
+    path = repo / "data" / "external" / name
+    if isinstance(data, pd.DataFrame):
+        data.to_csv(path, index=False)
+    else:
+        path.write_bytes(data)
+    set_params(repo, ingest={"source": "file", "file": {"path": f"data/external/{name}"}})
+
+
+def test_bad_file_fails_ingest_and_leaves_no_output(repo):
+    use_file(repo, tiny_frame())
+    assert kiln("stage", "ingest", cwd=repo).returncode == 0
+    assert (repo / "data/raw/dataset.parquet").exists()
+    use_file(repo, b'text,label\n"never closed,tech\nx,y\n')
+    out = kiln("stage", "ingest", cwd=repo)
+    assert out.returncode == 1
+    assert "kiln: error: ingest: " in out.stderr and "mine.csv: malformed CSV" in out.stderr
+    assert "Traceback" not in out.stderr
+    # The dataset of the earlier good run is gone too: nothing stale to mistake for valid.
+    assert not (repo / "data/raw/dataset.parquet").exists()
+
+
+def test_params_typo_fails_before_any_work(repo):
+    set_params(repo, split={"tset": 0.2})
+    out = kiln("stage", "ingest", cwd=repo)
+    assert out.returncode == 1
+    assert "split.tset: unknown key" in out.stderr
+    assert not (repo / "data/raw/dataset.parquet").exists()
+    assert not (repo / "mlflow/mlflow.db").exists()
+
+
+def test_failed_validation_stops_dvc_repro(repo):
+    frame = tiny_frame()
+    frame.loc[0, "label"] = "sprot"
+    frame.loc[1, "text"] = ""
+    use_file(repo, frame)
+    out = run([str(BIN / "dvc"), "repro"], repo)
+    assert out.returncode != 0
+    combined = out.stdout + out.stderr
+    assert "validate: 3 expectation(s) failed on data/raw/dataset.parquet" in combined
+    assert "expect_column_values_to_be_in_set(label): 1 rows, e.g. 'sprot'" in combined
+    assert not (repo / "data/validated/dataset.parquet").exists()
+    assert not (repo / "data/split/train.parquet").exists()
+    report = json.loads((repo / "reports/validation.json").read_text())
+    assert report["success"] is False
+
+
+def test_quarantine_policy_lets_the_run_go_on(repo):
+    frame = tiny_frame(40)
+    frame.loc[0, "label"] = "sprot"
+    use_file(repo, frame)
+    set_params(repo, validate={"policy": "quarantine", "max_quarantine_share": 0.05})
+    out = run([str(BIN / "dvc"), "repro", "split"], repo)
+    assert out.returncode == 0, out.stdout + out.stderr
+    quarantined = pd.read_parquet(repo / "data/quarantine/rows.parquet")
+    assert quarantined["id"].tolist() == ["mine.csv:2"]
+    assert quarantined["reason"].tolist() == ["expect_column_values_to_be_in_set(label)"]
+    assert (repo / "data/split/train.parquet").exists()
