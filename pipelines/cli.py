@@ -1,7 +1,6 @@
 """The `kiln` command."""
 
 import os
-import subprocess
 import sys
 import time
 from typing import Annotated
@@ -76,11 +75,10 @@ def ui(
     (root / "mlflow").mkdir(exist_ok=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
                "--host", host, "--port", str(port)]
-    typer.echo(f"MLflow UI: http://{host}:{port}  (store: {uri}; Ctrl-C stops it)")
-    try:
-        subprocess.run(command, check=False)
-    except KeyboardInterrupt:
-        pass
+    typer.echo(f"MLflow UI: http://{host}:{port}  (store: {uri}; Ctrl-C stops it)", color=False)
+    sys.stdout.flush()
+    # Become the UI process, so Ctrl-C and kill reach the server itself.
+    os.execv(sys.executable, command)
 
 
 def _user_error(err: BaseException) -> KilnError | None:

@@ -57,10 +57,11 @@ def reproduce(repo, stage, force: bool, timings: dict[str, stages.Timing]) -> St
 def pipeline(targets: list[str] | None = None, force: bool = False) -> list[StageRow]:
     root = find_root()
     params = load(root / "params.yaml")
-    # DVC narrates each step and suggests git commands; the flow's table says what ran.
-    logging.getLogger("dvc").setLevel(logging.WARNING)
     os.environ[tracking.FLOW_RUN_ENV] = str(flow_run.get_id())
     repo = dag.open_repo(root)
+    # DVC narrates each step and suggests git commands; the flow's table says what ran.
+    # (Set after open_repo: importing dvc resets its logger.)
+    logging.getLogger("dvc").setLevel(logging.WARNING)
     timings: dict[str, stages.Timing] = {}
 
     def execute(stage, name: str) -> None:

@@ -1,0 +1,69 @@
+"""The `kiln` command's own behaviour: the UI, and which failures Prefect retries."""
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from components.errors import KilnError
+from pipelines.flow import transient
+from tests.conftest import BIN, clean_env
+
+
+class _State:
+    def __init__(self, err: BaseException):
+        self.err = err
+
+    def result(self):
+        raise self.err
+
+
+def _wrapped(inner: BaseException) -> BaseException:
+    try:
+        try:
+            raise inner
+        except BaseException as err:
+            raise RuntimeError("failed to reproduce 'ingest'") from err
+    except RuntimeError as outer:
+        return outer
+
+
+def test_user_errors_are_not_retried_but_transient_ones_are():
+    assert transient(None, None, _State(_wrapped(KilnError("ingest: x.csv: the file is empty")))) is False
+    assert transient(None, None, _State(_wrapped(ConnectionError("tracking server went away")))) is True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_kiln_ui_serves_the_local_store(repo):
+    port = _free_port()
+    proc = subprocess.Popen([str(BIN / "kiln"), "ui", "--port", str(port)], cwd=repo, env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        first = proc.stdout.readline()
+        assert f"MLflow UI: http://127.0.0.1:{port}" in first
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as reply:
+                    assert reply.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, "the UI exited"
+                assert time.time() < deadline, "the UI did not answer in 90 s"
+                time.sleep(1)
+    finally:
+        # The server has workers of its own: stop the whole process group.
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert (repo / "mlflow" / "mlflow.db").exists()
