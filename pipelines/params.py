@@ -10,6 +10,7 @@ from components.data.sources import IngestConfig
 from components.data.split import SplitConfig
 from components.data.validation import ValidateConfig
 from components.errors import KilnError
+from components.text.tokenizer import TokenizeConfig
 
 
 class _Section(BaseModel):
@@ -25,6 +26,7 @@ class PathsConfig(_Section):
     quarantine: str = "data/quarantine/rows.parquet"
     split: str = "data/split"
     augmented: str = "data/augmented/train.parquet"
+    tokenizer: str = "models/tokenizer.json"
     reports: str = "reports"
 
 
@@ -48,6 +50,7 @@ class Params(_Section):
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     split: SplitConfig = SplitConfig()
     augment: AugmentConfig = AugmentConfig()
+    tokenize: TokenizeConfig = TokenizeConfig()
 
     def section(self, name: str) -> BaseModel:
         return getattr(self, "validate_" if name == "validate" else name)

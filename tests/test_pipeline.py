@@ -1,4 +1,4 @@
-"""The data half end to end on the bundled corpus: `dvc repro`, then `kiln run`."""
+"""Every stage end to end on the bundled corpus: `dvc repro`, then `kiln run`."""
 
 import json
 
@@ -7,9 +7,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import BIN, kiln, run, set_params
+from tests.conftest import BIN, ROOT, kiln, run, set_params
 
 pytestmark = pytest.mark.slow
+
+
+STAGES = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
 
 
 def lock_without_docs(repo) -> dict:
@@ -40,20 +43,20 @@ def test_dvc_repro_then_kiln_run(repo):
     parents = found[found["tags.mlflow.parentRunId"].isna()]
     assert len(parents) == 1 and parents["tags.kiln.trigger"].iloc[0] == "dvc repro"
     children = found[found["tags.mlflow.parentRunId"] == parents["run_id"].iloc[0]]
-    assert sorted(children["tags.mlflow.runName"]) == ["augment", "ingest", "split", "validate"]
+    assert sorted(children["tags.mlflow.runName"]) == sorted(STAGES)
     assert children["tags.dvc.out.data/raw/dataset.parquet"].notna().any()
     assert (children["tags.git.commit"].str.len() == 40).all()
 
     # Nothing changed: nothing reruns and dvc.lock stays as it was.
     again = run([dvc, "repro"], repo)
     assert again.returncode == 0
-    assert again.stdout.count("didn't change, skipping") == 4
+    assert again.stdout.count("didn't change, skipping") == len(STAGES)
     assert (repo / "dvc.lock").read_text() == lock
     assert len(runs(repo)) == len(found)
 
     out = kiln("run", cwd=repo)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.count("up to date") == 4
+    assert out.stdout.count("up to date") == len(STAGES)
     assert (repo / "dvc.lock").read_text() == lock
     assert len(runs(repo)) == len(found)
 
@@ -67,7 +70,7 @@ def test_dvc_repro_then_kiln_run(repo):
     set_params(repo, augment={"alpha": 0.1})
     forced = kiln("run", "--force", cwd=repo)
     assert forced.returncode == 0, forced.stdout + forced.stderr
-    assert forced.stdout.count(" ran ") == 4
+    assert forced.stdout.count(" ran ") == len(STAGES)
     assert "overhead" in forced.stdout
     assert lock_without_docs(repo) == expected
     latest = runs(repo)
@@ -75,4 +78,4 @@ def test_dvc_repro_then_kiln_run(repo):
     parent = flows[flows["tags.mlflow.parentRunId"].isna()]
     assert len(parent) == 1
     assert parent["tags.prefect.flow_run_id"].notna().all()
-    assert (flows[flows["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]["status"] == "FINISHED").sum() == 4
+    assert (flows[flows["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]["status"] == "FINISHED").sum() == len(STAGES)

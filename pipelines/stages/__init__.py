@@ -26,6 +26,7 @@ ADAPTERS = {
     "validate": "pipelines.stages.validate",
     "split": "pipelines.stages.split",
     "augment": "pipelines.stages.augment",
+    "tokenize": "pipelines.stages.tokenize",
 }
 
 
