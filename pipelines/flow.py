@@ -110,6 +110,16 @@ def run(targets: list[str] | None, force: bool) -> list[StageRow]:
     server = _start_api()
     import mlflow  # noqa: F401  (needed by every stage; imported while the server starts)
 
-    if server is not None:
-        server.join()
-    return pipeline(targets=targets or None, force=force)
+    if server is None:
+        return pipeline(targets=targets or None, force=force)
+    server.join()
+    try:
+        return pipeline(targets=targets or None, force=force)
+    finally:
+        # Stopped here rather than at exit, so the time it takes shows in the table; the
+        # flow's last log lines go to the API first.
+        from prefect.logging.handlers import APILogWorker
+        from prefect.server.api.server import SubprocessASGIServer
+
+        APILogWorker.drain_all()
+        SubprocessASGIServer().stop()
