@@ -10,7 +10,10 @@ from components.data.sources import IngestConfig
 from components.data.split import SplitConfig
 from components.data.validation import ValidateConfig
 from components.errors import KilnError
+from components.text.model import EncoderConfig
+from components.text.recipes import FinetuneConfig, PretrainConfig
 from components.text.tokenizer import TokenizeConfig
+from components.text.training import HardwareConfig
 
 
 class _Section(BaseModel):
@@ -27,6 +30,8 @@ class PathsConfig(_Section):
     split: str = "data/split"
     augmented: str = "data/augmented/train.parquet"
     tokenizer: str = "models/tokenizer.json"
+    encoder: str = "models/encoder"
+    teacher: str = "models/teacher"
     reports: str = "reports"
 
 
@@ -51,6 +56,10 @@ class Params(_Section):
     split: SplitConfig = SplitConfig()
     augment: AugmentConfig = AugmentConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
+    hardware: HardwareConfig = HardwareConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
 
     def section(self, name: str) -> BaseModel:
         return getattr(self, "validate_" if name == "validate" else name)

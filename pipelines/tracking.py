@@ -131,12 +131,19 @@ def run_tags(root: Path, trigger: str) -> dict[str, str]:
 class StageRun:
     """What a stage adapter may log while it runs; everything else the executor logs."""
 
-    def __init__(self, mlflow: "MlflowClient", run_id: str, parent_id: str):
+    def __init__(self, mlflow: "MlflowClient | None", run_id: str | None, parent_id: str | None):
         self.mlflow = mlflow
         self.run_id = run_id
         self.parent_id = parent_id
 
+    @classmethod
+    def offline(cls) -> "StageRun":
+        """For processes that must not log (distributed workers): every call is a no-op."""
+        return cls(None, None, None)
+
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        if self.mlflow is None:
+            return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -145,12 +152,16 @@ class StageRun:
         )
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if self.mlflow is None:
+            return
         if path.is_dir():
             self.mlflow.log_artifacts(self.run_id, str(path), artifact_path)
         elif path.exists():
             self.mlflow.log_artifact(self.run_id, str(path), artifact_path)
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        if self.mlflow is None:
+            return
         for key, value in tags.items():
             self.mlflow.set_tag(self.run_id, key, value)
 

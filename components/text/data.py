@@ -1,0 +1,129 @@
+"""DataModules for masked-LM pretraining and sequence classification."""
+
+import hashlib
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, PreTrainedTokenizerFast
+
+from components.errors import KilnError
+
+
+def load_tokenizer(path: Path, stage: str) -> PreTrainedTokenizerFast:
+    """The tokenize stage's tokenizer.json as a transformers tokenizer."""
+    if not path.is_file():
+        raise KilnError(f"{stage}: tokenizer {path} is missing; the tokenize stage makes it (kiln stage tokenize)")
+    try:
+        return PreTrainedTokenizerFast(
+            tokenizer_file=str(path),
+            unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+        )
+    except Exception as err:  # tokenizers raises a bare Exception for a broken file
+        raise KilnError(f"{stage}: tokenizer {path} is corrupt ({err}); rerun the tokenize stage") from None
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def windows(texts: list[str], tokenizer: PreTrainedTokenizerFast, length: int) -> list[list[int]]:
+    """Every text cut into consecutive windows of at most `length` tokens ([CLS] and
+    [SEP] included), so pretraining sees whole texts, not just their openings."""
+    body = length - 2
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    out = []
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        for start in range(0, max(len(ids), 1), body):
+            out.append([cls, *ids[start : start + body], sep])
+    return out
+
+
+class _Rows(Dataset):
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.rows[index]
+
+
+class MaskedLMData(L.LightningDataModule):
+    """Train and val texts as windows; train windows are masked afresh each batch, val
+    windows once, with a fixed seed, so val/loss compares across epochs and runs."""
+
+    def __init__(self, train: list[str], val: list[str], tokenizer: PreTrainedTokenizerFast,
+                 length: int, batch_size: int, mask_prob: float, seed: int):
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.seed = seed
+        self.collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mask_prob, seed=seed)
+        self.train_rows = [{"input_ids": w} for w in windows(train, tokenizer, length)]
+        val_rows = [{"input_ids": w} for w in windows(val, tokenizer, length)]
+        fixed = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mask_prob, seed=seed + 1)
+        self.val_batches = [fixed(val_rows[i : i + batch_size]) for i in range(0, len(val_rows), batch_size)]
+
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(_Rows(self.train_rows), batch_size=self.batch_size, shuffle=True,
+                          collate_fn=self.collator, generator=generator)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(_Rows(self.val_batches), batch_size=None)
+
+
+def label_map(labels: pd.Series) -> dict[str, int]:
+    return {label: i for i, label in enumerate(sorted(labels.unique()))}
+
+
+def stratified_fraction(frame: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """`fraction` of each label's rows (at least one per label), drawn with `seed`."""
+    if fraction >= 1:
+        return frame
+    parts = []
+    for _, group in frame.groupby("label", sort=True):
+        n = max(1, round(len(group) * fraction))
+        parts.append(group.sample(n=n, random_state=seed))
+    return pd.concat(parts).sort_index()
+
+
+class ClassificationData(L.LightningDataModule):
+    """Texts truncated to `length` tokens with integer labels from `labels`."""
+
+    def __init__(self, splits: dict[str, pd.DataFrame], labels: dict[str, int],
+                 tokenizer: PreTrainedTokenizerFast, length: int, batch_size: int, seed: int):
+        super().__init__()
+        self.batch_size = batch_size
+        self.seed = seed
+        self.collator = DataCollatorWithPadding(tokenizer)
+        self.sets = {name: _Rows(self.encode(frame, labels, tokenizer, length)) for name, frame in splits.items()}
+
+    @staticmethod
+    def encode(frame: pd.DataFrame, labels: dict[str, int], tokenizer, length: int) -> list[dict]:
+        unknown = sorted(set(frame["label"]) - set(labels))
+        if unknown:
+            raise KilnError(f"labels {unknown} are not in the model's label map {sorted(labels)}")
+        encoded = tokenizer(frame["text"].tolist(), truncation=True, max_length=length)
+        ids = np.array([labels[v] for v in frame["label"]])
+        return [{"input_ids": e, "attention_mask": m, "labels": int(y)}
+                for e, m, y in zip(encoded["input_ids"], encoded["attention_mask"], ids)]
+
+    def loader(self, name: str, shuffle: bool = False) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(self.sets[name], batch_size=self.batch_size, shuffle=shuffle,
+                          collate_fn=self.collator, generator=generator)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")

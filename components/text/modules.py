@@ -1,0 +1,109 @@
+"""LightningModules that train the plain `transformers` models; they only `self.log`
+metrics named `split/metric`, and whatever logger the stage injects records them."""
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from transformers import get_linear_schedule_with_warmup
+
+
+class OptimConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(5e-4, gt=0, le=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup: float = Field(0.1, ge=0, lt=1, description="share of steps with a linear warm-up")
+
+
+class _Trained(L.LightningModule):
+    def __init__(self, model: nn.Module, optim: OptimConfig, describe: dict[str, Any]):
+        super().__init__()
+        self.model = model
+        self.optim = optim
+        # What the checkpoint says about itself (config, label map, tokenizer hash...).
+        self.describe = describe
+
+    def configure_optimizers(self):
+        decay = [p for n, p in self.model.named_parameters() if p.ndim > 1]
+        rest = [p for n, p in self.model.named_parameters() if p.ndim <= 1]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.optim.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+            lr=self.optim.lr,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = get_linear_schedule_with_warmup(optimizer, int(self.optim.warmup * total), total)
+        return [optimizer], [{"scheduler": schedule, "interval": "step"}]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        best = self.trainer.checkpoint_callback.best_model_score if self.trainer.checkpoint_callback else None
+        checkpoint["kiln"] = {
+            **self.describe,
+            "step": self.global_step,
+            "best_metric": None if best is None else float(best),
+        }
+
+
+class MaskedLM(_Trained):
+    """Masked-language-model pretraining of a BertForMaskedLM."""
+
+    def training_step(self, batch: dict, _index: int) -> torch.Tensor:
+        loss = self.model(**batch).loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict, _index: int) -> None:
+        loss = self.model(**batch).loss
+        self.log("val/loss", loss, batch_size=batch["input_ids"].shape[0], sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        loss = self.trainer.callback_metrics.get("val/loss")
+        if loss is not None:
+            self.log("val/perplexity", math.exp(min(float(loss), 50.0)), sync_dist=True)
+
+
+class Classifier(_Trained):
+    """Sequence classification with cross-entropy; macro-F1 is the metric that matters."""
+
+    def __init__(self, model: nn.Module, optim: OptimConfig, describe: dict[str, Any], num_labels: int):
+        super().__init__(model, optim, describe)
+        self.f1 = nn.ModuleDict({s: MulticlassF1Score(num_labels, average="macro") for s in ("val", "test")})
+        self.accuracy = nn.ModuleDict({s: MulticlassAccuracy(num_labels, average="micro") for s in ("val", "test")})
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return nn.functional.cross_entropy(out.logits, batch["labels"]), out.logits
+
+    def training_step(self, batch: dict, _index: int) -> torch.Tensor:
+        loss, _ = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
+        return loss
+
+    def _evaluate(self, split: str, batch: dict) -> None:
+        loss, logits = self.loss(batch)
+        preds = logits.argmax(-1)
+        self.f1[split].update(preds, batch["labels"])
+        self.accuracy[split].update(preds, batch["labels"])
+        self.log(f"{split}/loss", loss, batch_size=batch["labels"].shape[0], sync_dist=True)
+
+    def _epoch_end(self, split: str) -> None:
+        self.log(f"{split}/macro_f1", self.f1[split].compute(), prog_bar=split == "val")
+        self.log(f"{split}/accuracy", self.accuracy[split].compute())
+        self.f1[split].reset()
+        self.accuracy[split].reset()
+
+    def validation_step(self, batch: dict, _index: int) -> None:
+        self._evaluate("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def test_step(self, batch: dict, _index: int) -> None:
+        self._evaluate("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test")

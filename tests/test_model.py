@@ -1,0 +1,65 @@
+"""Units of the text model components: configs, windows, masking."""
+
+import pytest
+import torch
+from pydantic import ValidationError
+
+from components.text.data import MaskedLMData, windows
+from components.text.model import EncoderConfig
+from components.text.modules import OptimConfig
+from components.text.tokenizer import TokenizeConfig, train_tokenizer
+from tests.conftest import tiny_frame
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from components.text.data import load_tokenizer
+
+    path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
+    train_tokenizer(tiny_frame()["text"].tolist() * 3, TokenizeConfig(vocab_size=300)).save(str(path))
+    return load_tokenizer(path, "test")
+
+
+def test_heads_must_divide_hidden():
+    with pytest.raises(ValidationError, match=r"heads \(3\) must divide hidden \(32\)"):
+        EncoderConfig(hidden=32, heads=3)
+
+
+def test_negative_learning_rate_is_refused():
+    with pytest.raises(ValidationError, match="lr"):
+        OptimConfig(lr=-1e-3)
+
+
+def test_windows_cover_the_whole_text(tokenizer):
+    text = " ".join(f"word{i}" for i in range(200))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    out = windows([text], tokenizer, 16)
+    assert all(len(w) <= 16 and w[0] == tokenizer.cls_token_id and w[-1] == tokenizer.sep_token_id for w in out)
+    assert [t for w in out for t in w[1:-1]] == ids
+
+
+def test_masking_is_15_percent_with_80_10_10(tokenizer):
+    texts = [" ".join(f"story{i % 7} about tech and business" for i in range(60))] * 40
+    data = MaskedLMData(texts, texts[:2], tokenizer, 64, 4096, 0.15, seed=0)
+    batch = data.collator(data.train_rows)
+    original = tokenizer.pad(data.train_rows, return_tensors="pt")["input_ids"]
+    chosen = batch["labels"] != -100
+    special = torch.isin(original, torch.tensor(tokenizer.all_special_ids))
+    assert not (chosen & special).any()
+    share = chosen.sum().item() / (~special).sum().item()
+    assert 0.14 < share < 0.16
+    inputs = batch["input_ids"][chosen]
+    masked = (inputs == tokenizer.mask_token_id).float().mean().item()
+    kept = (inputs == original[chosen]).float().mean().item()
+    assert 0.77 < masked < 0.83
+    # Kept: the 10 % left as they were, plus random replacements that drew the same token.
+    assert 0.08 < kept < 0.13
+    assert (batch["labels"][chosen] == original[chosen]).all()
+
+
+def test_val_masks_do_not_change_between_epochs(tokenizer):
+    texts = tiny_frame()["text"].tolist()
+    data = MaskedLMData(texts, texts, tokenizer, 32, 8, 0.15, seed=0)
+    first = [b["input_ids"].clone() for b in data.val_dataloader()]
+    second = [b["input_ids"] for b in data.val_dataloader()]
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
