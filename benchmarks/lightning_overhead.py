@@ -17,7 +17,7 @@ import torch
 from transformers import BertForMaskedLM
 
 from components.text.model import bert_config
-from components.text.modules import MaskedLM, OptimConfig
+from components.text.modules import MaskedLM, OptimConfig, masked_lm_loss
 from components.text.training import HardwareConfig, LoopConfig, build_trainer
 from pipelines.params import load
 
@@ -50,7 +50,7 @@ def plain(model, data: list[dict], warmup: int) -> float:
     for i, batch in enumerate(data):
         if i == warmup:
             start = time.perf_counter()
-        loss = model(**batch).loss
+        loss = masked_lm_loss(model, batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()

@@ -2,11 +2,9 @@
 
 import os
 import sys
-import time
 from typing import Annotated
 
 import click
-import psutil
 import typer
 
 from components.errors import KilnError
@@ -42,9 +40,7 @@ def run(
     from pipelines.params import load
 
     load(root / "params.yaml")  # a typo in params.yaml fails here, before any work
-    rows = flow.run(targets, force)
-    # Wall time since this process started, interpreter start-up included.
-    typer.echo(flow.table(rows, time.time() - psutil.Process().create_time()))
+    flow.run(targets, force)
 
 
 @app.command()
@@ -63,6 +59,16 @@ def status() -> None:
         typer.echo(f"{name}:")
         for reason in reasons:
             typer.echo(f"  {reason}")
+
+
+@app.command()
+def profile(name: Annotated[str, typer.Argument(help="a file of profiles/, without .yaml")]) -> None:
+    """Merge a named params profile (profiles/NAME.yaml) into params.yaml."""
+    root = _root()
+    from pipelines.profiles import apply
+
+    path = apply(root, name)
+    typer.echo(f"{path.name}: profile '{name}' merged; `kiln status` shows what it makes stale")
 
 
 @app.command()

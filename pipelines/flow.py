@@ -8,11 +8,14 @@ what is stale and records what ran, so `kiln run` skips and leaves dvc.lock exac
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 
+import psutil
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Failed
 
 from components.errors import KilnError
 from pipelines import dag, stages, tracking
@@ -23,29 +26,39 @@ from pipelines.params import load
 @dataclass
 class StageRow:
     name: str
-    status: str  # ran | up to date | from run cache
+    status: str  # ran | up to date | from run cache | failed
     seconds: float
 
 
+def _chain(err: BaseException | None):
+    while err is not None:
+        yield err
+        err = err.__cause__ or err.__context__
+
+
 def transient(_task, _task_run, state) -> bool:
-    """Retry a stage unless it failed on something the user must fix: bad data, bad
-    params, a missing input (a KilnError anywhere in the exception's chain)."""
-    try:
-        state.result()
-    except BaseException as err:  # the state holds the stage's exception; inspect it
-        seen = err
-        while seen is not None:
-            if isinstance(seen, KilnError):
-                return False
-            seen = seen.__cause__ or seen.__context__
-        return True
-    return False
+    """Retry a stage only for what may pass by itself: a connection that dropped or
+    timed out (a tracking server that blinked, say). A bug or a missing file would fail
+    again the same way, and user errors are not retried (see `reproduce`)."""
+    err = state.result(raise_on_failure=False)
+    return isinstance(err, BaseException) and any(
+        isinstance(e, (ConnectionError, TimeoutError)) or "Timeout" in type(e).__name__
+        or "Connection" in type(e).__name__
+        for e in _chain(err)
+    )
 
 
 @task(cache_policy=NO_CACHE)
 def reproduce(repo, stage, force: bool, timings: dict[str, stages.Timing]) -> StageRow:
     name = dag.stage_name(stage)
-    ran = dag.reproduce(repo, stage, force=force)
+    try:
+        ran = dag.reproduce(repo, stage, force=force)
+    except Exception as err:
+        # A user error (bad data, bad params, a missing input) fails the task with its
+        # message alone: no retry, and no traceback in the log.
+        if user := next((e for e in _chain(err) if isinstance(e, KilnError)), None):
+            return Failed(message=str(user), data=user)
+        raise
     if not ran:
         return StageRow(name, "up to date", 0.0)
     if name in timings:
@@ -53,8 +66,10 @@ def reproduce(repo, stage, force: bool, timings: dict[str, stages.Timing]) -> St
     return StageRow(name, "from run cache", 0.0)
 
 
-@flow(name="kiln-pipeline", log_prints=True)
-def pipeline(targets: list[str] | None = None, force: bool = False) -> list[StageRow]:
+@flow(name="kiln-pipeline")
+def pipeline(targets: list[str] | None = None, force: bool = False):
+    """Bring the stages of dvc.yaml up to date; prints a table of what ran and how long.
+    A stage that fails on a user error ends the flow Failed, with that error's message."""
     root = find_root()
     params = load(root / "params.yaml")
     os.environ[tracking.FLOW_RUN_ENV] = str(flow_run.get_id())
@@ -67,16 +82,31 @@ def pipeline(targets: list[str] | None = None, force: bool = False) -> list[Stag
     def execute(stage, name: str) -> None:
         timings[name] = stages.execute(root, name, stage)
 
-    rows = []
+    rows: list[StageRow] = []
+    failure: KilnError | None = None
     task_options = {
         "retries": params.orchestration.retries,
         "retry_delay_seconds": params.orchestration.retry_delay_s,
         "retry_condition_fn": transient,
     }
-    with tracking.pipeline_run(root, params.tracking.experiment), dag.in_process(execute):
-        for stage in dag.plan(repo, targets):
-            step = reproduce.with_options(task_run_name=dag.stage_name(stage), **task_options)
-            rows.append(step(repo, stage, force, timings))
+    try:
+        with tracking.pipeline_run(root, params.tracking.experiment), dag.in_process(execute):
+            for stage in dag.plan(repo, targets):
+                name = dag.stage_name(stage)
+                step = reproduce.with_options(task_run_name=name, **task_options)
+                state = step(repo, stage, force, timings, return_state=True)
+                if state.is_failed():
+                    rows.append(StageRow(name, "failed", 0.0))
+                    error = state.result(raise_on_failure=False)
+                    # Raised inside the block, so the MLflow parent run ends FAILED.
+                    raise error if isinstance(error, BaseException) else RuntimeError(state.message)
+                rows.append(state.result())
+    except KilnError as err:
+        failure = err
+    # Wall time since this process started, interpreter start-up included.
+    print(table(rows, time.time() - psutil.Process().create_time()))
+    if failure is not None:
+        return Failed(message=str(failure), data=failure)
     return rows
 
 
@@ -106,20 +136,21 @@ def table(rows: list[StageRow], wall: float) -> str:
     return "\n".join(lines)
 
 
-def run(targets: list[str] | None, force: bool) -> list[StageRow]:
+def run(targets: list[str] | None, force: bool) -> None:
+    """Run the flow; a failed stage's user error is raised as that KilnError."""
     server = _start_api()
     import mlflow  # noqa: F401  (needed by every stage; imported while the server starts)
 
-    if server is None:
-        return pipeline(targets=targets or None, force=force)
-    server.join()
+    if server is not None:
+        server.join()
     try:
-        return pipeline(targets=targets or None, force=force)
+        state = pipeline(targets=targets or None, force=force, return_state=True)
     finally:
-        # Stopped here rather than at exit, so the time it takes shows in the table; the
-        # flow's last log lines go to the API first.
-        from prefect.logging.handlers import APILogWorker
-        from prefect.server.api.server import SubprocessASGIServer
+        if server is not None:
+            # The flow's last log lines go to the API before it stops.
+            from prefect.logging.handlers import APILogWorker
+            from prefect.server.api.server import SubprocessASGIServer
 
-        APILogWorker.drain_all()
-        SubprocessASGIServer().stop()
+            APILogWorker.drain_all()
+            SubprocessASGIServer().stop()
+    state.result()  # raises the stage's error if the flow failed

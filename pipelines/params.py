@@ -3,14 +3,16 @@
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from components.data.augment import AugmentConfig
 from components.data.sources import IngestConfig
 from components.data.split import SplitConfig
 from components.data.validation import ValidateConfig
 from components.errors import KilnError
+from components.text.distill import DistillConfig
 from components.text.model import EncoderConfig
+from components.text.prune import PruneConfig
 from components.text.recipes import FinetuneConfig, PretrainConfig
 from components.text.tokenizer import TokenizeConfig
 from components.text.training import HardwareConfig
@@ -32,6 +34,8 @@ class PathsConfig(_Section):
     tokenizer: str = "models/tokenizer.json"
     encoder: str = "models/encoder"
     teacher: str = "models/teacher"
+    student: str = "models/student"
+    pruned: str = "models/pruned"
     reports: str = "reports"
 
 
@@ -60,6 +64,18 @@ class Params(_Section):
     encoder: EncoderConfig = EncoderConfig()
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    distill: DistillConfig = DistillConfig()
+    prune: PruneConfig = PruneConfig()
+
+    @model_validator(mode="after")
+    def _student_smaller(self) -> "Params":
+        student, teacher = self.distill.student, self.encoder
+        if not (student.layers < teacher.layers and student.hidden < teacher.hidden):
+            raise ValueError(
+                f"distill.student ({student.layers} layers, {student.hidden} wide) must have fewer layers and "
+                f"a narrower hidden size than encoder ({teacher.layers} layers, {teacher.hidden} wide)"
+            )
+        return self
 
     def section(self, name: str) -> BaseModel:
         return getattr(self, "validate_" if name == "validate" else name)
@@ -79,9 +95,14 @@ def parse(data: object, source: str) -> Params:
     except ValidationError as err:
         lines = []
         for e in err.errors():
-            where = _location(e["loc"]) or "(top level)"
-            what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-            lines.append(f"  {where}: {what}")
+            where = _location(e["loc"])
+            if e["type"] == "extra_forbidden":
+                what = "unknown key"
+            elif e["type"] == "value_error":
+                what = str(e["ctx"]["error"])  # our own checks word their message fully
+            else:
+                what = e["msg"]
+            lines.append(f"  {where}: {what}" if where else f"  {what}")
         raise KilnError(f"{source}: invalid params:\n" + "\n".join(lines)) from None
 
 

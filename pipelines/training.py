@@ -75,3 +75,22 @@ def load_model(folder: Path, cls, stage: str, maker: str):
     except Exception as err:  # transformers raises many types for a broken folder
         raise KilnError(f"{stage}: model {folder} is corrupt ({err}); rerun the {maker} stage") from None
     return model, tokenizer, describe
+
+
+def fit_and_score(ctx: StageContext, module, data, folder: Path, loop, loggers: list,
+                  patience: int | None = None) -> tuple[Any, dict[str, float]]:
+    """Fit `module` keeping the best val/macro_f1 checkpoint (resuming `folder`'s
+    last.ckpt if there is one), restore the best weights, and score val and test."""
+    from components.text.training import best_state, build_trainer
+
+    trainer = build_trainer(f"{ctx.name} {folder.name}", ctx.params.hardware, loop, folder, loggers,
+                            monitor="val/macro_f1", mode="max", patience=patience)
+    last = folder / "last.ckpt"
+    if last.is_file():
+        print(f"{ctx.name}: resuming {folder.name} from {last.relative_to(ctx.root)}", flush=True)
+    trainer.fit(module, datamodule=data, ckpt_path=last if last.is_file() else None)
+    if (state := best_state(trainer)) is not None:
+        module.load_state_dict(state)
+    val = trainer.validate(module, datamodule=data, verbose=False)[0]
+    test = trainer.test(module, datamodule=data, verbose=False)[0]
+    return trainer, {**val, **test}

@@ -34,7 +34,29 @@ def clean_env(**extra: str) -> dict[str, str]:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A copy of the repository in its own git repo, with no outputs and an empty MLflow store."""
+    return copy_repo(tmp_path / "kiln")
+
+
+@pytest.fixture(scope="session")
+def prepared_template(tmp_path_factory) -> Path:
+    """A tiny-config copy whose data stages and tokenizer have run: made once a session."""
+    dest = tiny_repo(copy_repo(tmp_path_factory.mktemp("prepared") / "kiln"))
+    out = kiln("run", "augment", "tokenize", cwd=dest)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return dest
+
+
+@pytest.fixture
+def prepared(prepared_template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of `prepared_template`, with an empty MLflow store of its own."""
     dest = tmp_path / "kiln"
+    shutil.copytree(prepared_template, dest, symlinks=True,
+                    ignore=shutil.ignore_patterns("mlflow.db", "artifacts", ".prefect"))
+    return dest
+
+
+def copy_repo(dest: Path) -> Path:
+    """`dest` as a new git repo holding the project's files, without any outputs."""
     for name in project_files():
         outputs = ("data/raw/", "data/validated/", "data/split/", "data/augmented/", "data/quarantine/",
                    "models/", "reports/", "checkpoints/", "mlflow/mlflow.db")
@@ -93,10 +115,14 @@ def tiny_frame(rows_per_label: int = 12) -> pd.DataFrame:
 
 # A model and budget small enough for a stage test to train in seconds.
 TINY_TRAINING = {
-    "encoder": {"layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "max_length": 32},
+    "encoder": {"layers": 2, "hidden": 32, "heads": 2, "intermediate": 64, "max_length": 32},
     "tokenize": {"vocab_size": 300},
     "pretrain": {"loop": {"max_steps": 6, "batch_size": 8, "val_every_steps": 3, "checkpoint_every": 2, "log_every": 1}},
     "finetune": {"loop": {"max_epochs": 2, "batch_size": 8, "checkpoint_every": 2, "log_every": 1}},
+    "distill": {"student": {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32}, "hidden_weight": 1.0,
+                "loop": {"max_epochs": 1, "batch_size": 8, "checkpoint_every": 2, "log_every": 1}},
+    "prune": {"curve": [0.0, 0.25, 0.5, 0.75], "importance_batches": 2,
+              "loop": {"max_epochs": 1, "batch_size": 8, "checkpoint_every": 2, "log_every": 1}},
     "hardware": {"accelerator": "cpu", "devices": 1},
 }
 

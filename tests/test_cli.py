@@ -18,8 +18,8 @@ class _State:
     def __init__(self, err: BaseException):
         self.err = err
 
-    def result(self):
-        raise self.err
+    def result(self, raise_on_failure: bool = True):
+        return self.err
 
 
 def _wrapped(inner: BaseException) -> BaseException:
@@ -32,9 +32,12 @@ def _wrapped(inner: BaseException) -> BaseException:
         return outer
 
 
-def test_user_errors_are_not_retried_but_transient_ones_are():
-    assert transient(None, None, _State(_wrapped(KilnError("ingest: x.csv: the file is empty")))) is False
+def test_only_os_and_network_errors_are_retried():
     assert transient(None, None, _State(_wrapped(ConnectionError("tracking server went away")))) is True
+    assert transient(None, None, _State(_wrapped(TimeoutError("read timed out")))) is True
+    assert transient(None, None, _State(_wrapped(AttributeError("a bug fails again the same way")))) is False
+    assert transient(None, None, _State(_wrapped(FileNotFoundError("data/raw/dataset.parquet")))) is False
+    assert transient(None, None, _State(_wrapped(KilnError("ingest: x.csv: the file is empty")))) is False
 
 
 def _free_port() -> int:
@@ -67,3 +70,17 @@ def test_kiln_ui_serves_the_local_store(repo):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
     assert (repo / "mlflow" / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_gpu_profile_merges_into_params_and_keeps_comments(repo):
+    from tests.conftest import kiln as run_kiln
+
+    before = (repo / "params.yaml").read_text()
+    out = run_kiln("profile", "gpu", cwd=repo)
+    assert out.returncode == 0, out.stderr
+    after = (repo / "params.yaml").read_text()
+    assert "# Every knob of Kiln" in after and "precision: bf16-mixed" in after
+    assert "  layers: 6" in after and after != before
+    bad = run_kiln("profile", "tpu", cwd=repo)
+    assert bad.returncode == 1 and "no profile 'tpu'" in bad.stderr and "profiles: gpu" in bad.stderr

@@ -63,3 +63,47 @@ def test_val_masks_do_not_change_between_epochs(tokenizer):
     first = [b["input_ids"].clone() for b in data.val_dataloader()]
     second = [b["input_ids"] for b in data.val_dataloader()]
     assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_kd_loss_matches_a_hand_computation():
+    import math
+
+    from components.text.distill import kd_loss
+
+    student = torch.tensor([[1.0, 0.0]])
+    teacher = torch.tensor([[0.0, 2.0]])
+    labels = torch.tensor([0])
+    alpha, t = 0.3, 2.0
+
+    def softmax(xs):
+        exps = [math.exp(x) for x in xs]
+        return [e / sum(exps) for e in exps]
+
+    ce = -math.log(softmax([1.0, 0.0])[0])
+    p_t, p_s = softmax([0.0, 1.0]), softmax([0.5, 0.0])
+    kl = sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s))
+    expected = alpha * ce + (1 - alpha) * t * t * kl
+    assert kd_loss(student, teacher, labels, alpha, t).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_layer_map_spreads_student_layers_over_the_teacher():
+    from components.text.distill import layer_map
+
+    assert layer_map(2, 4) == [(0, 0), (1, 2), (2, 4)]
+    assert layer_map(1, 2) == [(0, 0), (1, 2)]
+
+
+def test_masked_only_loss_equals_the_full_loss():
+    from transformers import BertForMaskedLM
+
+    from components.text.model import bert_config
+    from components.text.modules import masked_lm_loss
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(bert_config(EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64,
+                                                      max_length=16, dropout=0.0), 100, 0)).eval()
+    ids = torch.randint(5, 100, (4, 16))
+    labels = torch.where(torch.rand(4, 16) < 0.3, ids, torch.full_like(ids, -100))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    with torch.no_grad():
+        assert masked_lm_loss(model, batch).item() == pytest.approx(model(**batch).loss.item(), rel=1e-5)

@@ -38,3 +38,13 @@ def test_broken_yaml(tmp_path):
     path.write_text("ingest: [unclosed\n")
     with pytest.raises(KilnError, match="not valid YAML"):
         load(path)
+
+
+def test_student_must_be_smaller_than_teacher():
+    with pytest.raises(KilnError, match=r"distill\.student \(3 layers, 128 wide\) must have fewer layers"):
+        parse({"distill": {"student": {"layers": 3}}}, "params.yaml")
+
+
+def test_pruning_ratio_of_one_is_refused():
+    with pytest.raises(KilnError, match=r"prune\.head_ratio"):
+        parse({"prune": {"head_ratio": 1}}, "params.yaml")

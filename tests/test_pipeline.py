@@ -66,7 +66,8 @@ def test_dvc_repro_then_kiln_run(repo):
     set_params(repo, augment={"alpha": 0.2})
     status = kiln("status", cwd=repo)
     assert "augment:\n  changed deps: params.yaml (augment modified)" in status.stdout
-    assert "finetune" not in status.stdout
+    assert "finetune:\n  downstream of augment" in status.stdout
+    assert "pretrain" not in status.stdout
 
     # `kiln run --force` reruns everything in one Prefect flow and leaves dvc.lock as
     # `dvc repro --force` does.

@@ -68,3 +68,12 @@ def test_quarantine_policy_lets_the_run_go_on(repo):
     assert quarantined["id"].tolist() == ["mine.csv:2"]
     assert quarantined["reason"].tolist() == ["expect_column_values_to_be_in_set(label)"]
     assert (repo / "data/split/train.parquet").exists()
+
+
+def test_kiln_run_stops_on_a_user_error_with_its_message(repo):
+    use_file(repo, b"body,label\nhello there,tech\n")
+    out = kiln("run", cwd=repo)
+    assert out.returncode == 1
+    assert "kiln: error: ingest: " in out.stderr and "no text column 'text'" in out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "ingest       failed" in out.stdout + out.stderr

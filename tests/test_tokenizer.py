@@ -25,9 +25,8 @@ def test_stage_learns_from_train_only(repo):
     frame["text"] = [f"{t} marker{i}x marker{i}x marker{i}x" for i, t in enumerate(frame["text"])]
     frame.to_csv(repo / "data/external/mine.csv", index=False)
     set_params(repo, ingest={"source": "file", "file": {"path": "data/external/mine.csv"}})
-    for stage in ("ingest", "validate", "split", "tokenize"):
-        out = kiln("stage", stage, cwd=repo)
-        assert out.returncode == 0, out.stderr
+    out = kiln("run", "tokenize", cwd=repo)
+    assert out.returncode == 0, out.stdout + out.stderr
     from tokenizers import Tokenizer
 
     vocab = Tokenizer.from_file(str(repo / "models/tokenizer.json")).get_vocab()

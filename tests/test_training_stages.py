@@ -10,7 +10,7 @@ import mlflow
 import pytest
 import torch
 
-from tests.conftest import BIN, clean_env, kiln, set_params, tiny_repo
+from tests.conftest import BIN, clean_env, kiln, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -27,9 +27,10 @@ def child_runs(repo, stage: str):
     return found[found["tags.kiln.stage"] == stage]
 
 
-def test_pretrain_then_finetune(repo):
-    tiny_repo(repo)
-    stages(repo, "ingest", "validate", "split", "tokenize", "pretrain", "finetune")
+def test_pretrain_finetune_distill_prune(prepared):
+    repo = prepared
+    out = kiln("run", "prune", cwd=repo)
+    assert out.returncode == 0, out.stdout + out.stderr
     encoder = json.loads((repo / "models/encoder/kiln.json").read_text())
     assert encoder["encoder"]["hidden"] == 32 and encoder["metrics"]["train/steps"] == 6
     assert len(encoder["tokenizer"]) == 64  # sha256 of tokenizer.json
@@ -40,13 +41,25 @@ def test_pretrain_then_finetune(repo):
     assert {"val/loss", "val/perplexity"} <= set(metrics)
     run = child_runs(repo, "pretrain").iloc[0]
     assert run["metrics.train/loss"] > 0 and run["metrics.val/perplexity"] > 1
+    student = json.loads((repo / "models/student/kiln.json").read_text())
+    assert student["metrics"]["model/params"] < teacher["metrics"]["model/params"]
+    # Both trained on train plus its augmented copies (factor 1).
+    train_rows = json.loads((repo / "reports/split.json").read_text())["train/rows"]
+    assert student["metrics"]["train/rows"] == teacher["metrics"]["train/rows"] == 2 * train_rows
+    assert "test/macro_f1_retention" in student["metrics"]
+    assert child_runs(repo, "distill")["metrics.train/hidden_loss"].notna().all()
+    pruned = json.loads((repo / "models/pruned/kiln.json").read_text())["metrics"]
+    assert pruned["model/params_non_embedding"] < pruned["model/params_non_embedding_before"]
+    curve = json.loads((repo / "reports/prune_curve.json").read_text())
+    assert [p["ratio"] for p in curve] == [0.0, 0.25, 0.5, 0.75]
+    assert curve[0]["params_non_embedding"] > curve[-1]["params_non_embedding"]
     # Finished stages leave no checkpoints behind.
     assert not (repo / "checkpoints/pretrain").exists()
 
 
-def test_missing_tokenizer_names_file_and_stage(repo):
-    tiny_repo(repo)
-    stages(repo, "ingest", "validate", "split")
+def test_missing_tokenizer_names_file_and_stage(prepared):
+    repo = prepared
+    (repo / "models/tokenizer.json").unlink()
     out = kiln("stage", "pretrain", cwd=repo)
     assert out.returncode == 1
     assert "pretrain: tokenizer" in out.stderr and "models/tokenizer.json is missing; the tokenize stage makes it" in out.stderr
@@ -63,10 +76,10 @@ def test_params_out_of_range_fail_before_training(repo):
     assert "finetune.optim.lr" in out.stderr and "heads (4) must divide hidden (30)" in out.stderr
 
 
-def test_killed_pretrain_resumes_from_its_last_checkpoint(repo):
-    tiny_repo(repo, pretrain={"loop": {"max_epochs": 1000, "max_steps": 400, "checkpoint_every": 5,
-                                       "val_every_steps": 5}})
-    stages(repo, "ingest", "validate", "split", "tokenize")
+def test_killed_pretrain_resumes_from_its_last_checkpoint(prepared):
+    repo = prepared
+    set_params(repo, pretrain={"loop": {"max_epochs": 1000, "max_steps": 400, "checkpoint_every": 5,
+                                        "val_every_steps": 5}})
     last = repo / "checkpoints/pretrain/last.ckpt"
     proc = subprocess.Popen([str(BIN / "kiln"), "stage", "pretrain"], cwd=repo, env=clean_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -87,8 +100,9 @@ def test_killed_pretrain_resumes_from_its_last_checkpoint(repo):
     assert json.loads((repo / "reports/pretrain.json").read_text())["train/steps"] == 400
 
 
-def test_pretrain_with_ddp_on_two_cpu_processes(repo):
-    tiny_repo(repo, hardware={"accelerator": "cpu", "devices": 2, "strategy": "ddp"})
-    stages(repo, "ingest", "validate", "split", "tokenize", "pretrain")
+def test_pretrain_with_ddp_on_two_cpu_processes(prepared):
+    repo = prepared
+    set_params(repo, hardware={"accelerator": "cpu", "devices": 2, "strategy": "ddp"})
+    stages(repo, "pretrain")
     assert (repo / "models/encoder/model.safetensors").is_file()
     assert len(child_runs(repo, "pretrain")) == 1

@@ -23,6 +23,11 @@ class MeanPoolClassifier(BertPreTrainedModel):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
+        if shapes := getattr(config, "kiln_layer_shapes", None):
+            # A pruned model: rebuild its sliced layers before the weights are loaded.
+            from components.text.prune import apply_shapes
+
+            apply_shapes(self, shapes)
 
     def forward(
         self,

@@ -28,9 +28,13 @@ class _Trained(L.LightningModule):
         # What the checkpoint says about itself (config, label map, tokenizer hash...).
         self.describe = describe
 
+    def trained_parameters(self) -> list[nn.Parameter]:
+        return list(self.model.parameters())
+
     def configure_optimizers(self):
-        decay = [p for n, p in self.model.named_parameters() if p.ndim > 1]
-        rest = [p for n, p in self.model.named_parameters() if p.ndim <= 1]
+        # Matrices get weight decay; biases and LayerNorm weights do not.
+        decay = [p for p in self.trained_parameters() if p.ndim > 1]
+        rest = [p for p in self.trained_parameters() if p.ndim <= 1]
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": self.optim.weight_decay}, {"params": rest, "weight_decay": 0.0}],
             lr=self.optim.lr,
@@ -48,16 +52,26 @@ class _Trained(L.LightningModule):
         }
 
 
+def masked_lm_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    """BertForMaskedLM's loss, with the vocabulary projection applied to the masked
+    positions only: the same value, for about a third less compute at 15 % masking with
+    an 8,000-token vocabulary (the projection is otherwise ~40 % of a small BERT's work)."""
+    hidden = model.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    chosen = batch["labels"] != -100
+    logits = model.cls(hidden[chosen])
+    return nn.functional.cross_entropy(logits, batch["labels"][chosen])
+
+
 class MaskedLM(_Trained):
     """Masked-language-model pretraining of a BertForMaskedLM."""
 
     def training_step(self, batch: dict, _index: int) -> torch.Tensor:
-        loss = self.model(**batch).loss
+        loss = masked_lm_loss(self.model, batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
     def validation_step(self, batch: dict, _index: int) -> None:
-        loss = self.model(**batch).loss
+        loss = masked_lm_loss(self.model, batch)
         self.log("val/loss", loss, batch_size=batch["input_ids"].shape[0], sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:

@@ -11,8 +11,8 @@ class PretrainConfig(BaseModel):
 
     init: str | None = Field(None, description="local path or hub name of a checkpoint to adapt; None: from scratch")
     mask_prob: float = Field(0.15, gt=0, lt=1)
-    loop: LoopConfig = LoopConfig(max_epochs=1, max_steps=120, val_every_steps=60)
-    optim: OptimConfig = OptimConfig(lr=5e-4)
+    loop: LoopConfig = LoopConfig(max_epochs=1, max_steps=200, val_every_steps=100)
+    optim: OptimConfig = OptimConfig(lr=1e-3, warmup=0.05)
 
 
 class FinetuneConfig(BaseModel):
@@ -20,6 +20,7 @@ class FinetuneConfig(BaseModel):
 
     label_fraction: float = Field(1.0, gt=0, le=1, description="stratified share of train labels used")
     ablation: bool = Field(False, description="also train the same classifier from scratch and log the gain")
+    augmented: bool = Field(True, description="also train on the augmented copies of the train rows used")
     patience: int = Field(2, ge=1, description="epochs without a better val/macro_f1 before stopping")
-    loop: LoopConfig = LoopConfig(max_epochs=5)
+    loop: LoopConfig = LoopConfig(max_epochs=3)
     optim: OptimConfig = OptimConfig(lr=5e-4)

@@ -30,6 +30,8 @@ ADAPTERS = {
     "tokenize": "pipelines.stages.tokenize",
     "pretrain": "pipelines.stages.pretrain",
     "finetune": "pipelines.stages.finetune",
+    "distill": "pipelines.stages.distill",
+    "prune": "pipelines.stages.prune",
 }
 
 

@@ -4,33 +4,25 @@ with `ablation`, the same classifier from scratch beside it."""
 from pathlib import Path
 
 import lightning as L
+import pandas as pd
 from transformers import BertForMaskedLM
 
 from components.text.classifier import MeanPoolClassifier
 from components.text.data import ClassificationData, label_map, stratified_fraction
 from components.text.model import count_parameters
 from components.text.modules import Classifier
-from components.text.training import best_state, build_trainer, finish
+from components.text.training import finish
 from pipelines.io import read_parquet
 from pipelines.stages import StageContext, StageResult
-from pipelines.training import checkpoints, load_model, mlflow_logger, save_model
+from pipelines.training import checkpoints, fit_and_score, load_model, mlflow_logger, save_model
 
 
 def _train(ctx: StageContext, model, data: ClassificationData, labels: dict, describe: dict,
            folder: Path, loggers: list):
-    cfg, params = ctx.params.finetune, ctx.params
+    cfg = ctx.params.finetune
     module = Classifier(model, cfg.optim, describe, num_labels=len(labels))
-    trainer = build_trainer(f"finetune {folder.name}", params.hardware, cfg.loop, folder, loggers,
-                            monitor="val/macro_f1", mode="max", patience=cfg.patience)
-    last = folder / "last.ckpt"
-    if last.is_file():
-        print(f"{ctx.name}: resuming {folder.name} from {last.relative_to(ctx.root)}", flush=True)
-    trainer.fit(module, datamodule=data, ckpt_path=last if last.is_file() else None)
-    if (state := best_state(trainer)) is not None:
-        module.load_state_dict(state)
-    val = trainer.validate(module, datamodule=data, verbose=False)[0]
-    test = trainer.test(module, datamodule=data, verbose=False)[0]
-    return module, trainer, {**val, **test}
+    trainer, scores = fit_and_score(ctx, module, data, folder, cfg.loop, loggers, patience=cfg.patience)
+    return module, trainer, scores
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -41,6 +33,11 @@ def run(ctx: StageContext) -> StageResult:
     encoder, tokenizer, pretrained = load_model(ctx.path(paths.encoder), BertForMaskedLM, "finetune", "pretrain")
     labels = label_map(split["train"]["label"])
     split["train"] = stratified_fraction(split["train"], cfg.label_fraction, params.hardware.seed)
+    if cfg.augmented:
+        # Only copies of the rows kept: a label fraction must not come back through them.
+        augmented = read_parquet(ctx.path(paths.augmented), "finetune", "augment")
+        copies = augmented[augmented["origin_id"].isin(split["train"]["id"])]
+        split["train"] = pd.concat([split["train"], copies[split["train"].columns]], ignore_index=True)
     length = min(params.encoder.max_length, encoder.config.max_position_embeddings)
     data = ClassificationData(split, labels, tokenizer, length, cfg.loop.batch_size, params.hardware.seed)
 
@@ -81,6 +78,5 @@ def run(ctx: StageContext) -> StageResult:
         })
     if trainer.is_global_zero:
         save_model(module.model, tokenizer, {**describe, "metrics": metrics}, ctx.path(paths.teacher))
-    if trainer.is_global_zero:
         finish(folder)
     return StageResult(metrics=metrics)

@@ -57,6 +57,5 @@ def run(ctx: StageContext) -> StageResult:
     }
     if trainer.is_global_zero:
         save_model(model, tokenizer, {**describe, "metrics": metrics}, ctx.path(paths.encoder))
-    if trainer.is_global_zero:
         finish(folder)
     return StageResult(metrics=metrics)

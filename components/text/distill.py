@@ -1,0 +1,100 @@
+"""Knowledge distillation: a smaller student learns from the teacher's soft targets.
+
+loss = alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher || student at temperature T)
+(Hinton et al., 2015), plus, with `hidden_weight`, the MSE between student hidden states
+and the teacher's at evenly spaced layers, through a learned projection when the widths
+differ (TinyBERT, Jiao et al., 2020).
+"""
+
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+from torch.nn import functional as F
+
+from components.text.modules import Classifier, OptimConfig
+from components.text.training import LoopConfig
+
+
+class StudentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    layers: int = Field(1, ge=1)
+    hidden: int = Field(128, ge=8)
+    heads: int = Field(2, ge=1)
+    intermediate: int = Field(512, ge=8)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "StudentConfig":
+        if self.hidden % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden})")
+        return self
+
+
+class DistillConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    student: StudentConfig = StudentConfig()
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label loss")
+    temperature: float = Field(2.0, gt=0)
+    hidden_weight: float = Field(0.0, ge=0, description="weight of hidden-state matching; 0 turns it off")
+    augmented: bool = Field(True, description="transfer set: train plus the augmented copies")
+    loop: LoopConfig = LoopConfig(max_epochs=3)
+    optim: OptimConfig = OptimConfig(lr=1e-3)
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float,
+            temperature: float) -> torch.Tensor:
+    hard = F.cross_entropy(student, labels)
+    # KL(teacher || student) = sum p_t (log p_t - log p_s); batchmean makes it per example.
+    soft = F.kl_div(F.log_softmax(student / temperature, -1), F.softmax(teacher / temperature, -1),
+                    reduction="batchmean")
+    return alpha * hard + (1 - alpha) * temperature**2 * soft
+
+
+def layer_map(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:
+    """(student, teacher) hidden-state indices to match: embeddings to embeddings, then
+    each student layer to the teacher layer at the same relative depth."""
+    return [(0, 0)] + [(s, round(s * teacher_layers / student_layers)) for s in range(1, student_layers + 1)]
+
+
+class Distiller(Classifier):
+    """Trains `model` (the student) against a frozen teacher; evaluates like a Classifier."""
+
+    def __init__(self, model: nn.Module, teacher: nn.Module, cfg: DistillConfig, describe: dict[str, Any],
+                 num_labels: int):
+        super().__init__(model, cfg.optim, describe, num_labels)
+        self.cfg = cfg
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.pairs = layer_map(model.config.num_hidden_layers, teacher.config.num_hidden_layers)
+        width_s, width_t = model.config.hidden_size, teacher.config.hidden_size
+        self.projections = nn.ModuleList(
+            nn.Linear(width_s, width_t) for _ in self.pairs
+        ) if cfg.hidden_weight > 0 else nn.ModuleList()
+
+    def train(self, mode: bool = True) -> "Distiller":
+        super().train(mode)
+        self.teacher.eval()  # the teacher's dropout stays off
+        return self
+
+    def training_step(self, batch: dict, _index: int) -> torch.Tensor:
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        matching = self.cfg.hidden_weight > 0
+        with torch.no_grad():
+            teacher = self.teacher(**inputs, output_hidden_states=matching)
+        student = self.model(**inputs, output_hidden_states=matching)
+        loss = kd_loss(student.logits, teacher.logits, batch["labels"], self.cfg.alpha, self.cfg.temperature)
+        if matching:
+            mask = batch["attention_mask"].unsqueeze(-1).to(student.logits.dtype)
+            hidden = sum(
+                (((proj(student.hidden_states[s]) - teacher.hidden_states[t]) ** 2) * mask).sum() / mask.sum()
+                for proj, (s, t) in zip(self.projections, self.pairs)
+            ) / len(self.pairs)
+            self.log("train/hidden_loss", hidden, batch_size=batch["labels"].shape[0])
+            loss = loss + self.cfg.hidden_weight * hidden
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
+        return loss
+
+    def trained_parameters(self) -> list[nn.Parameter]:
+        return super().trained_parameters() + list(self.projections.parameters())
