@@ -62,7 +62,7 @@ def test_quarantine_policy_lets_the_run_go_on(repo):
     frame.loc[0, "label"] = "sprot"
     use_file(repo, frame)
     set_params(repo, validate={"policy": "quarantine", "max_quarantine_share": 0.05})
-    out = run([str(BIN / "dvc"), "repro", "split"], repo)
+    out = kiln("run", "split", cwd=repo)
     assert out.returncode == 0, out.stdout + out.stderr
     quarantined = pd.read_parquet(repo / "data/quarantine/rows.parquet")
     assert quarantined["id"].tolist() == ["mine.csv:2"]

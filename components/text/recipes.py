@@ -11,8 +11,8 @@ class PretrainConfig(BaseModel):
 
     init: str | None = Field(None, description="local path or hub name of a checkpoint to adapt; None: from scratch")
     mask_prob: float = Field(0.15, gt=0, lt=1)
-    loop: LoopConfig = LoopConfig(max_epochs=1, max_steps=200, val_every_steps=100)
-    optim: OptimConfig = OptimConfig(lr=1e-3, warmup=0.05)
+    loop: LoopConfig = LoopConfig(max_epochs=1, max_steps=120, val_every_steps=60)
+    optim: OptimConfig = OptimConfig(lr=5e-4)
 
 
 class FinetuneConfig(BaseModel):
