@@ -22,9 +22,6 @@ class EncoderConfig(BaseModel):
             raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden})")
         return self
 
-    def smaller_than(self, other: "EncoderConfig") -> bool:
-        return self.layers < other.layers and self.hidden < other.hidden
-
 
 def bert_config(cfg: EncoderConfig, vocab_size: int, pad_token_id: int, num_labels: int = 2) -> BertConfig:
     return BertConfig(
