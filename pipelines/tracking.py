@@ -162,8 +162,9 @@ class StageRun:
     def set_tags(self, tags: dict[str, str]) -> None:
         if self.mlflow is None:
             return
-        for key, value in tags.items():
-            self.mlflow.set_tag(self.run_id, key, value)
+        from mlflow.entities import RunTag
+
+        self.mlflow.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 @contextmanager

@@ -8,12 +8,28 @@ from pathlib import Path
 from typing import Any
 
 from components.errors import KilnError
-from pipelines.io import atomic
+from pipelines.io import atomic, read_parquet
 from pipelines.stages import StageContext
 
 # Checkpoints live outside every DVC output: DVC deletes a stage's outputs before it
 # reruns it, and a resumed run needs them.
 CHECKPOINTS = "checkpoints"
+
+
+def read_split(ctx: StageContext) -> dict:
+    """The train, val and test frames of the split stage."""
+    folder = ctx.path(ctx.params.paths.split)
+    return {name: read_parquet(folder / f"{name}.parquet", ctx.name, "split") for name in ("train", "val", "test")}
+
+
+def with_augmented(ctx: StageContext, train):
+    """`train` plus the augment stage's copies of its rows (only those: a label fraction
+    must not come back through the copies of rows it left out)."""
+    import pandas as pd
+
+    augmented = read_parquet(ctx.path(ctx.params.paths.augmented), ctx.name, "augment")
+    copies = augmented[augmented["origin_id"].isin(train["id"])]
+    return pd.concat([train, copies[train.columns]], ignore_index=True)
 
 
 def checkpoints(ctx: StageContext, *sections: str) -> tuple[Path, Path | None]:

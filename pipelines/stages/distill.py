@@ -2,16 +2,15 @@
 augmented texts."""
 
 import lightning as L
-import pandas as pd
 
 from components.text.classifier import MeanPoolClassifier
 from components.text.data import ClassificationData
 from components.text.distill import Distiller
 from components.text.model import count_parameters
 from components.text.training import finish
-from pipelines.io import read_parquet
 from pipelines.stages import StageContext, StageResult
-from pipelines.training import checkpoints, fit_and_score, load_model, mlflow_logger, save_model
+from pipelines.training import (checkpoints, fit_and_score, load_model, mlflow_logger, read_split, save_model,
+                                with_augmented)
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -19,11 +18,9 @@ def run(ctx: StageContext) -> StageResult:
     L.seed_everything(params.hardware.seed, workers=True, verbose=False)
     teacher, tokenizer, taught = load_model(ctx.path(paths.teacher), MeanPoolClassifier, "distill", "finetune")
     labels = taught["labels"]
-    split = {name: read_parquet(ctx.path(paths.split) / f"{name}.parquet", "distill", "split")
-             for name in ("train", "val", "test")}
+    split = read_split(ctx)
     if cfg.augmented:
-        augmented = read_parquet(ctx.path(paths.augmented), "distill", "augment")
-        split["train"] = pd.concat([split["train"], augmented[split["train"].columns]], ignore_index=True)
+        split["train"] = with_augmented(ctx, split["train"])
     size = cfg.student
     config = teacher.config.__class__.from_dict({
         **teacher.config.to_dict(),

@@ -4,7 +4,6 @@ with `ablation`, the same classifier from scratch beside it."""
 from pathlib import Path
 
 import lightning as L
-import pandas as pd
 from transformers import BertForMaskedLM
 
 from components.text.classifier import MeanPoolClassifier
@@ -12,9 +11,9 @@ from components.text.data import ClassificationData, label_map, stratified_fract
 from components.text.model import count_parameters
 from components.text.modules import Classifier
 from components.text.training import finish
-from pipelines.io import read_parquet
 from pipelines.stages import StageContext, StageResult
-from pipelines.training import checkpoints, fit_and_score, load_model, mlflow_logger, save_model
+from pipelines.training import (checkpoints, fit_and_score, load_model, mlflow_logger, read_split, save_model,
+                                with_augmented)
 
 
 def _train(ctx: StageContext, model, data: ClassificationData, labels: dict, describe: dict,
@@ -28,16 +27,12 @@ def _train(ctx: StageContext, model, data: ClassificationData, labels: dict, des
 def run(ctx: StageContext) -> StageResult:
     params, paths, cfg = ctx.params, ctx.params.paths, ctx.params.finetune
     L.seed_everything(params.hardware.seed, workers=True, verbose=False)
-    split = {name: read_parquet(ctx.path(paths.split) / f"{name}.parquet", "finetune", "split")
-             for name in ("train", "val", "test")}
+    split = read_split(ctx)
     encoder, tokenizer, pretrained = load_model(ctx.path(paths.encoder), BertForMaskedLM, "finetune", "pretrain")
     labels = label_map(split["train"]["label"])
     split["train"] = stratified_fraction(split["train"], cfg.label_fraction, params.hardware.seed)
     if cfg.augmented:
-        # Only copies of the rows kept: a label fraction must not come back through them.
-        augmented = read_parquet(ctx.path(paths.augmented), "finetune", "augment")
-        copies = augmented[augmented["origin_id"].isin(split["train"]["id"])]
-        split["train"] = pd.concat([split["train"], copies[split["train"].columns]], ignore_index=True)
+        split["train"] = with_augmented(ctx, split["train"])
     length = min(params.encoder.max_length, encoder.config.max_position_embeddings)
     data = ClassificationData(split, labels, tokenizer, length, cfg.loop.batch_size, params.hardware.seed)
 

@@ -4,7 +4,6 @@ short distillation from the teacher."""
 import copy
 
 import lightning as L
-import pandas as pd
 import torch
 
 from components.text.classifier import MeanPoolClassifier
@@ -13,9 +12,10 @@ from components.text.distill import DistillConfig, Distiller
 from components.text.model import count_parameters
 from components.text.prune import ffn_importance, head_importance, prune
 from components.text.training import finish
-from pipelines.io import read_parquet, write_json
+from pipelines.io import write_json
 from pipelines.stages import StageContext, StageResult
-from pipelines.training import checkpoints, fit_and_score, load_model, mlflow_logger, save_model
+from pipelines.training import (checkpoints, fit_and_score, load_model, mlflow_logger, read_split, save_model,
+                                with_augmented)
 
 
 def _val_f1(model, data: ClassificationData, labels: dict) -> float:
@@ -36,10 +36,8 @@ def run(ctx: StageContext) -> StageResult:
     student, tokenizer, made = load_model(ctx.path(paths.student), MeanPoolClassifier, "prune", "distill")
     teacher, _, _ = load_model(ctx.path(paths.teacher), MeanPoolClassifier, "prune", "finetune")
     labels = made["labels"]
-    split = {name: read_parquet(ctx.path(paths.split) / f"{name}.parquet", "prune", "split")
-             for name in ("train", "val", "test")}
-    augmented = read_parquet(ctx.path(paths.augmented), "prune", "augment")
-    split["train"] = pd.concat([split["train"], augmented[split["train"].columns]], ignore_index=True)
+    split = read_split(ctx)
+    split["train"] = with_augmented(ctx, split["train"])
     data = ClassificationData(split, labels, tokenizer, student.config.max_position_embeddings,
                               cfg.loop.batch_size, params.hardware.seed)
 
