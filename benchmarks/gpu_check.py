@@ -24,9 +24,10 @@ from transformers import BertForMaskedLM  # noqa: E402
 
 from components.text.classifier import MeanPoolClassifier  # noqa: E402
 from components.text.data import ClassificationData, MaskedLMData, label_map, load_tokenizer  # noqa: E402
-from components.text.model import EncoderConfig, bert_config  # noqa: E402
-from components.text.modules import Classifier, MaskedLM, OptimConfig  # noqa: E402
-from components.text.training import HardwareConfig, LoopConfig, build_trainer  # noqa: E402
+from components.text.config import EncoderConfig, HardwareConfig, LoopConfig, OptimConfig  # noqa: E402
+from components.text.model import bert_config  # noqa: E402
+from components.text.modules import Classifier, MaskedLM  # noqa: E402
+from components.text.training import build_trainer  # noqa: E402
 
 
 class Throughput(L.Callback):

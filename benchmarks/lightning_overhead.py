@@ -17,8 +17,9 @@ import torch
 from transformers import BertForMaskedLM
 
 from components.text.model import bert_config
-from components.text.modules import MaskedLM, OptimConfig, masked_lm_loss
-from components.text.training import HardwareConfig, LoopConfig, build_trainer
+from components.text.config import HardwareConfig, LoopConfig, OptimConfig
+from components.text.modules import MaskedLM, masked_lm_loss
+from components.text.training import build_trainer
 from pipelines.params import load
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,12 +10,9 @@ from components.data.sources import IngestConfig
 from components.data.split import SplitConfig
 from components.data.validation import ValidateConfig
 from components.errors import KilnError
-from components.text.distill import DistillConfig
-from components.text.model import EncoderConfig
-from components.text.prune import PruneConfig
-from components.text.recipes import FinetuneConfig, PretrainConfig
+from components.text.config import (DistillConfig, EncoderConfig, FinetuneConfig, HardwareConfig, PretrainConfig,
+                                    PruneConfig)
 from components.text.tokenizer import TokenizeConfig
-from components.text.training import HardwareConfig
 
 
 class _Section(BaseModel):

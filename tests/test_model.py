@@ -5,8 +5,7 @@ import torch
 from pydantic import ValidationError
 
 from components.text.data import MaskedLMData, windows
-from components.text.model import EncoderConfig
-from components.text.modules import OptimConfig
+from components.text.config import EncoderConfig, OptimConfig
 from components.text.tokenizer import TokenizeConfig, train_tokenizer
 from tests.conftest import tiny_frame
 

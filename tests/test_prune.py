@@ -5,7 +5,8 @@ import copy
 import torch
 
 from components.text.classifier import MeanPoolClassifier
-from components.text.model import EncoderConfig, bert_config, count_parameters
+from components.text.config import EncoderConfig
+from components.text.model import bert_config, count_parameters
 from components.text.prune import ffn_importance, head_importance, keep_heads, keep_neurons, prune
 
 

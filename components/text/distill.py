@@ -9,39 +9,11 @@ differ (TinyBERT, Jiao et al., 2020).
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
-from components.text.modules import Classifier, OptimConfig
-from components.text.training import LoopConfig
-
-
-class StudentConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    layers: int = Field(1, ge=1)
-    hidden: int = Field(128, ge=8)
-    heads: int = Field(2, ge=1)
-    intermediate: int = Field(512, ge=8)
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> "StudentConfig":
-        if self.hidden % self.heads:
-            raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden})")
-        return self
-
-
-class DistillConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    student: StudentConfig = StudentConfig()
-    alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label loss")
-    temperature: float = Field(2.0, gt=0)
-    hidden_weight: float = Field(0.0, ge=0, description="weight of hidden-state matching; 0 turns it off")
-    augmented: bool = Field(True, description="transfer set: train plus the augmented copies")
-    loop: LoopConfig = LoopConfig(max_epochs=3)
-    optim: OptimConfig = OptimConfig(lr=1e-3)
+from components.text.config import DistillConfig
+from components.text.modules import Classifier
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float,

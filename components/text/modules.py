@@ -6,18 +6,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from transformers import get_linear_schedule_with_warmup
 
-
-class OptimConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    lr: float = Field(5e-4, gt=0, le=1)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup: float = Field(0.1, ge=0, lt=1, description="share of steps with a linear warm-up")
+from components.text.config import OptimConfig
 
 
 class _Trained(L.LightningModule):

@@ -12,26 +12,9 @@ the pruned model is smaller and faster in any runtime, ONNX Runtime included
 from collections.abc import Iterable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F
 
-from components.text.modules import OptimConfig
-from components.text.training import LoopConfig
-
-
-class PruneConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    head_ratio: float = Field(0.5, ge=0, lt=1, description="share of attention heads removed")
-    ffn_ratio: float = Field(0.5, ge=0, lt=1, description="share of FFN neurons removed")
-    importance_batches: int = Field(8, ge=1, description="train batches that score the heads")
-    curve: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75],
-                               description="ratios of the sparsity-quality curve (before recovery)")
-    alpha: float = Field(0.5, ge=0, le=1, description="recovery: weight of the hard-label loss")
-    temperature: float = Field(2.0, gt=0)
-    loop: LoopConfig = LoopConfig(max_epochs=1)
-    optim: OptimConfig = OptimConfig(lr=5e-4)
 
 
 def _layers(encoder: nn.Module) -> list[nn.Module]:

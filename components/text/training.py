@@ -13,31 +13,8 @@ from typing import Any, Literal
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from pydantic import BaseModel, ConfigDict, Field
 
-
-class HardwareConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    accelerator: str = "auto"
-    devices: int | str = "auto"
-    strategy: str = "auto"
-    precision: str = "32-true"
-    num_nodes: int = Field(1, ge=1)
-    seed: int = 42
-
-
-class LoopConfig(BaseModel):
-    """How long one stage trains and how it checks itself."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_epochs: int = Field(3, ge=1)
-    max_steps: int = Field(-1, ge=-1, description="-1: no step limit")
-    batch_size: int = Field(32, ge=1)
-    val_every_steps: int | None = Field(None, ge=1, description="None: validate at each epoch's end")
-    checkpoint_every: int = Field(20, ge=1, description="steps between resumable checkpoints")
-    log_every: int = Field(10, ge=1)
+from components.text.config import HardwareConfig, LoopConfig
 
 
 class LineProgress(Callback):

@@ -8,7 +8,8 @@ import torch
 
 from components.text.classifier import MeanPoolClassifier
 from components.text.data import ClassificationData
-from components.text.distill import DistillConfig, Distiller
+from components.text.config import DistillConfig
+from components.text.distill import Distiller
 from components.text.model import count_parameters
 from components.text.prune import ffn_importance, head_importance, prune
 from components.text.training import finish

@@ -1,0 +1,101 @@
+"""Params of the text stages: encoder sizes, hardware, training loops and each recipe's
+knobs. Plain pydantic and nothing else, so that reading `params.yaml` (which every
+`kiln` command does) never pays for importing torch or Lightning."""
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EncoderConfig(_Config):
+    layers: int = Field(2, ge=1, le=48)
+    hidden: int = Field(256, ge=8, le=8192)
+    heads: int = Field(4, ge=1, le=128)
+    intermediate: int = Field(1024, ge=8)
+    max_length: int = Field(128, ge=16, le=4096, description="tokens per sequence, [CLS] and [SEP] included")
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "EncoderConfig":
+        if self.hidden % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden})")
+        return self
+
+
+class HardwareConfig(_Config):
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    num_nodes: int = Field(1, ge=1)
+    seed: int = 42
+
+
+class LoopConfig(_Config):
+    """How long one stage trains and how it checks itself."""
+
+    max_epochs: int = Field(3, ge=1)
+    max_steps: int = Field(-1, ge=-1, description="-1: no step limit")
+    batch_size: int = Field(32, ge=1)
+    val_every_steps: int | None = Field(None, ge=1, description="None: validate at each epoch's end")
+    checkpoint_every: int = Field(20, ge=1, description="steps between resumable checkpoints")
+    log_every: int = Field(10, ge=1)
+
+
+class OptimConfig(_Config):
+    lr: float = Field(5e-4, gt=0, le=1)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup: float = Field(0.1, ge=0, lt=1, description="share of steps with a linear warm-up")
+
+
+class PretrainConfig(_Config):
+    init: str | None = Field(None, description="local path or hub name of a checkpoint to adapt; None: from scratch")
+    mask_prob: float = Field(0.15, gt=0, lt=1)
+    loop: LoopConfig = LoopConfig(max_epochs=1, max_steps=120, val_every_steps=60)
+    optim: OptimConfig = OptimConfig(lr=5e-4)
+
+
+class FinetuneConfig(_Config):
+    label_fraction: float = Field(1.0, gt=0, le=1, description="stratified share of train labels used")
+    ablation: bool = Field(False, description="also train the same classifier from scratch and log the gain")
+    augmented: bool = Field(True, description="also train on the augmented copies of the train rows used")
+    patience: int = Field(2, ge=1, description="epochs without a better val/macro_f1 before stopping")
+    loop: LoopConfig = LoopConfig(max_epochs=3)
+    optim: OptimConfig = OptimConfig(lr=5e-4)
+
+
+class StudentConfig(_Config):
+    layers: int = Field(1, ge=1)
+    hidden: int = Field(128, ge=8)
+    heads: int = Field(2, ge=1)
+    intermediate: int = Field(512, ge=8)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "StudentConfig":
+        if self.hidden % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden})")
+        return self
+
+
+class DistillConfig(_Config):
+    student: StudentConfig = StudentConfig()
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label loss")
+    temperature: float = Field(2.0, gt=0)
+    hidden_weight: float = Field(0.0, ge=0, description="weight of hidden-state matching; 0 turns it off")
+    augmented: bool = Field(True, description="transfer set: train plus the augmented copies")
+    loop: LoopConfig = LoopConfig(max_epochs=3)
+    optim: OptimConfig = OptimConfig(lr=1e-3)
+
+
+class PruneConfig(_Config):
+    head_ratio: float = Field(0.5, ge=0, lt=1, description="share of attention heads removed")
+    ffn_ratio: float = Field(0.5, ge=0, lt=1, description="share of FFN neurons removed")
+    importance_batches: int = Field(8, ge=1, description="train batches that score the heads")
+    curve: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75],
+                               description="ratios of the sparsity-quality curve (before recovery)")
+    alpha: float = Field(0.5, ge=0, le=1, description="recovery: weight of the hard-label loss")
+    temperature: float = Field(2.0, gt=0)
+    loop: LoopConfig = LoopConfig(max_epochs=1)
+    optim: OptimConfig = OptimConfig(lr=5e-4)
