@@ -88,6 +88,183 @@ def ui(
     os.execv(sys.executable, command)
 
 
+def _registry(root):
+    """(MLflow client, registered model name, params)."""
+    from pipelines import tracking
+    from pipelines.params import load
+
+    params = load(root / "params.yaml")
+    return tracking.client(), params.register_.model_name, params
+
+
+@app.command()
+def promote(
+    version: Annotated[int | None, typer.Option("--version", "-v", help="promote this registered version by hand")] = None,
+    reason: Annotated[str | None, typer.Option(help="why (recorded in the history; needed with --force)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="skip the gate; who, what and why are recorded")] = False,
+    rollback: Annotated[bool, typer.Option("--rollback", help="move champion back to the previous champion")] = False,
+) -> None:
+    """Promote a version through the gate, force it, or roll the champion back."""
+    root = _root()
+    from components.deploy.gate import Check, Decision
+    from pipelines import registry
+
+    client, name, params = _registry(root)
+    if rollback == (version is not None):
+        raise KilnError("give either --rollback or --version N")
+    if force and not reason:
+        raise KilnError("--force needs --reason: the history records why the gate was skipped")
+    with registry.registry_errors(f"promote: '{name}'"):
+        champion = registry.alias(client, name, registry.CHAMPION)
+        if rollback:
+            if champion is None:
+                raise KilnError(f"'{name}' has no champion to roll back")
+            target = registry.previous_champion(client, name, champion.version)
+            registry.version(client, name, target)
+            decision = Decision([Check("rollback", True, f"from version {champion.version} to {target}")])
+            registry.conclude(client, name, target, decision, champion, "rollback", reason, {})
+            typer.echo(f"champion of '{name}': version {champion.version} -> {target} (rollback)")
+            return
+        challenger = registry.version(client, name, version)
+        if force:
+            decision = Decision([Check("forced", True, f"gate skipped by hand: {reason}")])
+            metrics: dict[str, float] = {}
+        else:
+            import pandas as pd
+
+            test = pd.read_parquet(root / params.paths.split / "test.parquet")
+            decision, mine, theirs, champion = registry.gate(client, name, challenger, test, params.promote,
+                                                             params.evaluate)
+            metrics = {f"challenger/{k}": v for k, v in mine.metrics.items()}
+            if theirs is not None:
+                metrics.update({f"champion/{k}": v for k, v in theirs.metrics.items()})
+        after = registry.conclude(client, name, challenger.version, decision, champion,
+                                  "force" if force else "manual", reason, metrics)
+    verdict = "promoted" if decision.promote else "NOT promoted"
+    typer.echo(f"version {challenger.version} of '{name}' {verdict}; champion is version {after}")
+    for line in decision.reasons:
+        typer.echo(f"  {line}")
+    if not decision.promote:
+        sys.exit(1)
+
+
+@app.command()
+def history() -> None:
+    """The champion history: when, what, which version, metrics and reasons."""
+    import json
+
+    root = _root()
+    from pipelines import registry
+
+    client, name, _ = _registry(root)
+    with registry.registry_errors(f"history of '{name}'"):
+        events = registry.history(client, name)
+    if not events:
+        typer.echo(f"no promotion decisions for '{name}' yet")
+        return
+    for item in events:
+        f1 = item["metrics"].get("challenger/macro_f1")
+        score = f"  macro-F1 {f1:.4f}" if f1 is not None else ""
+        typer.echo(f"{item['when']}  {item.get('action', '?'):<8} v{item.get('version', '?'):<4} "
+                   f"{'promoted' if item.get('promoted') == 'true' else 'refused '}  champion v{item.get('champion') or '-'}"
+                   f" (was v{item.get('previous_champion') or '-'}){score}  by {item.get('who', '?')}")
+        if item.get("why"):
+            typer.echo(f"    why: {item['why']}")
+        for reason in json.loads(item.get("reasons") or "[]"):
+            typer.echo(f"    {reason}")
+
+
+@app.command()
+def lineage(version: Annotated[int, typer.Argument(help="registered version number")]) -> None:
+    """From a registered version back to its MLflow run, git commit, dvc.lock stage hashes,
+    data version and validation report."""
+    import json
+
+    import mlflow
+    import yaml
+
+    root = _root()
+    from pipelines import registry
+
+    client, name, _ = _registry(root)
+    with registry.registry_errors(f"lineage of version {version} of '{name}'"):
+        found = registry.version(client, name, version)
+        tags = found.tags
+        lock = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{found.run_id}/lineage/dvc.lock"))
+        validation = mlflow.artifacts.load_dict(f"runs:/{found.run_id}/lineage/validation.json")
+    typer.echo(f"model        {name} version {found.version} (aliases: {', '.join(found.aliases) or '-'})")
+    typer.echo(f"mlflow run   {found.run_id} (parent {tags.get('mlflow.parent_run_id') or '-'})")
+    typer.echo(f"prefect      flow run {tags.get('prefect.flow_run_id') or '- (not run by Prefect)'}")
+    typer.echo(f"git          {tags.get('git.commit')}{' (dirty tree)' if tags.get('git.dirty') == 'true' else ''}")
+    typer.echo(f"dvc.lock     sha256 {tags.get('dvc.lock.sha256')}")
+    for stage, entry in (lock or {}).get("stages", {}).items():
+        outs = ", ".join(f"{o['path']}={o.get('md5', '?')}" for o in entry.get("outs", []))
+        typer.echo(f"  {stage:<10} {outs}")
+    typer.echo(f"data         validated {tags.get('data.validated')}, split {tags.get('data.split')}")
+    typer.echo(f"validation   {tags.get('data.validation')}: {validation.get('rows')} rows, "
+               f"{validation.get('duplicates', {}).get('rows', 0)} duplicates, "
+               f"{json.dumps(validation.get('failed', []))[:200]} failed")
+
+
+@app.command()
+def predict(
+    text: Annotated[str | None, typer.Argument(help="a text to classify")] = None,
+    file: Annotated[str | None, typer.Option("--file", help="JSONL with a 'text' field per line")] = None,
+    model: Annotated[str | None, typer.Option(help="model URI (default: models:/<name>@champion)")] = None,
+) -> None:
+    """Labels and probabilities from the champion, through ONNX Runtime."""
+    import json
+    import logging
+
+    root = _root()
+    from pipelines import registry
+
+    logging.basicConfig(level=logging.WARNING, format="kiln: warning: %(message)s")
+    if (text is None) == (file is None):
+        raise KilnError("give a text or --file texts.jsonl")
+    texts = [text] if text is not None else _jsonl_texts(file)
+    _, name, _ = _registry(root)
+    uri = model or f"models:/{name}@{registry.CHAMPION}"
+    import mlflow
+
+    with registry.registry_errors(f"predict: loading {uri}"):
+        loaded = mlflow.pyfunc.load_model(uri)
+    import pandas as pd
+
+    from mlflow.exceptions import MlflowException
+
+    try:
+        out = loaded.predict(pd.DataFrame({"text": texts}))
+    except MlflowException as err:
+        raise KilnError(f"predict: {err.message}") from None
+    for _, row in out.iterrows():
+        label = row["label"]
+        probabilities = {k: round(float(v), 4) for k, v in row.items() if k != "label"}
+        typer.echo(json.dumps({"label": label, "probabilities": probabilities}))
+
+
+def _jsonl_texts(path: str) -> list:
+    import json
+    from pathlib import Path
+
+    texts = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise KilnError(f"predict: cannot read {path}: {err}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise KilnError(f"predict: {path} line {number} is not JSON ({err.msg})") from None
+        if not isinstance(record, dict) or "text" not in record:
+            raise KilnError(f"predict: {path} line {number} has no 'text' field")
+        texts.append(record["text"])
+    return texts
+
+
 def _user_error(err: BaseException) -> KilnError | None:
     seen: BaseException | None = err
     while seen is not None:

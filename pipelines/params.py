@@ -9,10 +9,15 @@ from components.data.augment import AugmentConfig
 from components.data.sources import IngestConfig
 from components.data.split import SplitConfig
 from components.data.validation import ValidateConfig
+from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, QuantizeConfig
 from components.errors import KilnError
 from components.text.config import (DistillConfig, EncoderConfig, FinetuneConfig, HardwareConfig, PretrainConfig,
                                     PruneConfig)
 from components.text.tokenizer import TokenizeConfig
+
+
+# Sections whose names pydantic reserves: their fields carry a trailing underscore.
+_SHADOWED = {"validate", "register"}
 
 
 class _Section(BaseModel):
@@ -33,11 +38,18 @@ class PathsConfig(_Section):
     teacher: str = "models/teacher"
     student: str = "models/student"
     pruned: str = "models/pruned"
+    onnx: str = "models/onnx"
+    quantized: str = "models/model.int8.onnx"
     reports: str = "reports"
 
 
 class TrackingConfig(_Section):
     experiment: str = Field("kiln", min_length=1)
+
+
+class RegisterConfig(_Section):
+    model_name: str = Field("kiln-topic", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                            description="registered model in the MLflow registry")
 
 
 class OrchestrationConfig(_Section):
@@ -46,7 +58,7 @@ class OrchestrationConfig(_Section):
 
 
 class Params(_Section):
-    # `validate` would shadow a BaseModel method, hence the alias.
+    # `validate` and `register` would shadow BaseModel attributes, hence the aliases.
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     paths: PathsConfig = PathsConfig()
@@ -63,6 +75,11 @@ class Params(_Section):
     finetune: FinetuneConfig = FinetuneConfig()
     distill: DistillConfig = DistillConfig()
     prune: PruneConfig = PruneConfig()
+    export: ExportConfig = ExportConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    register_: RegisterConfig = Field(RegisterConfig(), alias="register")
+    promote: GateConfig = GateConfig()
 
     @model_validator(mode="after")
     def _student_smaller(self) -> "Params":
@@ -75,11 +92,12 @@ class Params(_Section):
         return self
 
     def section(self, name: str) -> BaseModel:
-        return getattr(self, "validate_" if name == "validate" else name)
+        return getattr(self, f"{name}_" if name in _SHADOWED else name)
 
 
 def _location(loc: tuple) -> str:
-    return ".".join("validate" if part == "validate_" else str(part) for part in loc)
+    return ".".join(str(part).removesuffix("_") if str(part).removesuffix("_") in _SHADOWED else str(part)
+                    for part in loc)
 
 
 def parse(data: object, source: str) -> Params:

@@ -16,10 +16,11 @@ from pipelines.stages import StageContext
 CHECKPOINTS = "checkpoints"
 
 
-def read_split(ctx: StageContext) -> dict:
-    """The train, val and test frames of the split stage."""
+def read_split(ctx: StageContext, *names: str) -> dict:
+    """Frames of the split stage by name: train, val and test unless `names` says."""
     folder = ctx.path(ctx.params.paths.split)
-    return {name: read_parquet(folder / f"{name}.parquet", ctx.name, "split") for name in ("train", "val", "test")}
+    return {name: read_parquet(folder / f"{name}.parquet", ctx.name, "split")
+            for name in names or ("train", "val", "test")}
 
 
 def with_augmented(ctx: StageContext, train):

@@ -1,1 +1,1 @@
-"""Text models: the tokenizer, and (to come) the encoders and their training modules."""
+"""Text models: the tokenizer, BERT encoders and classifiers, and the Lightning modules that train, distill and prune them."""

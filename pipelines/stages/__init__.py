@@ -32,6 +32,11 @@ ADAPTERS = {
     "finetune": "pipelines.stages.finetune",
     "distill": "pipelines.stages.distill",
     "prune": "pipelines.stages.prune",
+    "export": "pipelines.stages.export",
+    "quantize": "pipelines.stages.quantize",
+    "evaluate": "pipelines.stages.evaluate",
+    "register": "pipelines.stages.register",
+    "promote": "pipelines.stages.promote",
 }
 
 
@@ -101,7 +106,9 @@ def execute(root: Path, name: str, stage: "PipelineStage | None" = None) -> Timi
             raise
         seconds = time.perf_counter() - start
         for path, out in outs:
-            if out.metric:
+            # Outputs were cleared above: a metrics file that exists now is the stage's own
+            # structured report (evaluate's); any other gets the flat metrics.
+            if out.metric and not path.exists():
                 write_json(result.metrics, path)
         run.log_metrics({**result.metrics, "time/stage_s": seconds})
         for folder, path in result.artifacts.items():

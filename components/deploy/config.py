@@ -1,0 +1,42 @@
+"""Params of the delivery stages: export, quantize, evaluate and the promotion gate.
+Plain pydantic, so reading params.yaml never imports torch, ONNX or scikit-learn."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ExportConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    opset: int = Field(17, ge=14, le=21)
+    optimize: bool = Field(True, description="ONNX Runtime's transformer fusions (LayerNorm, GELU, attention)")
+    parity_texts: int = Field(256, ge=1, description="test texts the parity gate compares on")
+    max_abs_diff: float = Field(1e-4, gt=0, description="largest |logit difference| from PyTorch allowed")
+
+
+class QuantizeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["dynamic", "static"] = "dynamic"
+    calibration_texts: int = Field(128, ge=1, description="static: val texts that calibrate activations")
+    min_agreement: float = Field(0.99, gt=0, le=1, description="share of test predictions equal to FP32's")
+    max_f1_drop: float = Field(0.005, ge=0, le=1, description="largest test macro-F1 loss against FP32")
+
+
+class EvaluateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threads: int = Field(1, ge=1, description="intra-op threads of every runtime while timing")
+    latency_texts: int = Field(100, ge=10, description="single texts timed for batch-1 latency")
+    batches: int = Field(10, ge=2, description="batches of 32 timed for batch-32 latency and throughput")
+    warmup: int = Field(5, ge=0, description="untimed calls before timing")
+
+
+class GateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tolerance: float = Field(0.0, ge=0, le=1, description="macro-F1 the challenger may lose against the champion")
+    min_macro_f1: float = Field(0.9, ge=0, le=1, description="absolute floor on test macro-F1")
+    max_latency_ms_p95_b1: float = Field(50.0, gt=0, description="budget for p95 latency at batch 1")
+    max_size_mb: float = Field(10.0, gt=0, description="budget for the model file")

@@ -1,0 +1,120 @@
+"""Scoring every model variant the same way: quality on the test split, latency and
+throughput at fixed batch sizes, size; plus the TF-IDF baseline and the plots."""
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.pipeline import Pipeline, make_pipeline
+
+from components.deploy.config import EvaluateConfig
+
+
+def quality(truth: Sequence[int], predicted: Sequence[int], labels: list[str]) -> dict:
+    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
+    ids = list(range(len(labels)))
+    precision, recall, f1, support = precision_recall_fscore_support(truth, predicted, labels=ids, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "macro_f1": float(f1_score(truth, predicted, labels=ids, average="macro", zero_division=0)),
+        "per_class": {label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for label, p, r, f, s in zip(labels, precision, recall, f1, support)},
+        "confusion_matrix": confusion_matrix(truth, predicted, labels=ids).tolist(),
+    }
+
+
+def latency(predict: Callable[[list[str]], object], texts: list[str], cfg: EvaluateConfig) -> dict[str, float]:
+    """p50/p95 milliseconds per call at batch 1 and batch 32, and texts/s at batch 32.
+    The same texts in the same order for every model, after `cfg.warmup` untimed calls."""
+    singles = [texts[i % len(texts)] for i in range(cfg.latency_texts)]
+    batches = [[texts[(b * 32 + i) % len(texts)] for i in range(32)] for b in range(cfg.batches)]
+    for text in singles[: cfg.warmup]:
+        predict([text])
+    one = _timed(predict, [[text] for text in singles])
+    predict(batches[0])
+    many = _timed(predict, batches)
+    return {
+        "latency_ms_p50_b1": float(np.percentile(one, 50)),
+        "latency_ms_p95_b1": float(np.percentile(one, 95)),
+        "latency_ms_p50_b32": float(np.percentile(many, 50)),
+        "latency_ms_p95_b32": float(np.percentile(many, 95)),
+        "throughput_b32": float(32 * len(many) / (sum(many) / 1000)),
+    }
+
+
+def _timed(predict: Callable[[list[str]], object], calls: list[list[str]]) -> list[float]:
+    out = []
+    for call in calls:
+        start = time.perf_counter()
+        predict(call)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def baseline(texts: list[str], labels: list[int], seed: int) -> Pipeline:
+    """TF-IDF over word uni- and bigrams with logistic regression: the bar a small
+    neural model has to clear on topic classification."""
+    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
+                          LogisticRegression(C=10.0, max_iter=1000, random_state=seed))
+    return model.fit(texts, labels)
+
+
+def size_mb(paths: Sequence[Path]) -> float:
+    return sum(p.stat().st_size for p in paths) / 1e6
+
+
+def plot_confusion(matrix: list[list[int]], labels: list[str], title: str, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display here or in CI
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.imshow(np.array(matrix), cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    for (i, j), count in np.ndenumerate(np.array(matrix)):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_pareto(variants: dict[str, dict], out: Path) -> None:
+    """Macro-F1 against batch-1 p50 latency and against size, one point per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "latency_ms_p50_b1", "p50 latency at batch 1 (ms)"),
+                           (axes[1], "size_mb", "size (MB)")):
+        for name, v in variants.items():
+            ax.scatter(v[key], v["macro_f1"])
+            ax.annotate(name, (v[key], v["macro_f1"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test macro-F1")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def markdown(variants: dict[str, dict]) -> str:
+    """The evaluation as a table a person reads."""
+    rows = ["| variant | macro-F1 | accuracy | p50 b1 ms | p95 b1 ms | p50 b32 ms | texts/s b32 | MB | params |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, v in variants.items():
+        rows.append(f"| {name} | {v['macro_f1']:.4f} | {v['accuracy']:.4f} | {v['latency_ms_p50_b1']:.2f} | "
+                    f"{v['latency_ms_p95_b1']:.2f} | {v['latency_ms_p50_b32']:.1f} | {v['throughput_b32']:.0f} | "
+                    f"{v['size_mb']:.2f} | {v['params']:,} |")
+    return "\n".join(rows) + "\n"

@@ -1,0 +1,145 @@
+"""ONNX export, parity gates, the runtime and the promotion gate, on a tiny model."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from components.deploy.config import GateConfig
+from components.deploy.gate import decide
+from components.deploy.onnx import export, optimize, quantize_dynamic, read_metadata, stamp
+from components.deploy.runtime import MAX_BATCH, OnnxClassifier, TextEncoder
+from components.errors import KilnError
+from components.text.classifier import MeanPoolClassifier
+from components.text.config import EncoderConfig
+from components.text.model import bert_config
+from components.text.tokenizer import TokenizeConfig, train_tokenizer
+from pipelines.stages.export import parity_gate
+from pipelines.stages.quantize import agreement_gate
+from tests.conftest import LABELS, tiny_frame
+
+TEXTS = tiny_frame(8)["text"].tolist()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[MeanPoolClassifier, Path, Path]:
+    """(PyTorch model, its ONNX file, tokenizer.json), the ONNX file optimised and stamped."""
+    folder = tmp_path_factory.mktemp("onnx")
+    tokenizer = train_tokenizer(TEXTS, TokenizeConfig(vocab_size=200, min_frequency=1))
+    tokenizer.save(str(folder / "tokenizer.json"))
+    torch.manual_seed(0)
+    config = bert_config(EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64, max_length=32, dropout=0.0),
+                         tokenizer.get_vocab_size(), tokenizer.token_to_id("[PAD]"), num_labels=len(LABELS))
+    model = MeanPoolClassifier(config).eval()
+    encode = TextEncoder(folder / "tokenizer.json", 32)
+    raw, path = folder / "raw.onnx", folder / "model.onnx"
+    export(model, {k: torch.from_numpy(v) for k, v in encode(TEXTS[:2]).items()}, raw, opset=17)
+    optimize(raw, path)
+    stamp(path, {"labels": {label: i for i, label in enumerate(LABELS)}, "max_length": 32, "git_commit": "abc"})
+    return model, path, folder / "tokenizer.json"
+
+
+def test_export_matches_pytorch_and_describes_itself(tiny):
+    model, path, tokenizer = tiny
+    runtime = OnnxClassifier(path, tokenizer)
+    metrics = parity_gate("tiny", model, runtime, TEXTS, max_abs_diff=1e-4)
+    assert metrics["tiny/agreement"] == 1.0 and metrics["tiny/max_abs_diff"] <= 1e-4
+    assert metrics["tiny/parity_texts"] == len(TEXTS)
+    assert read_metadata(path)["git_commit"] == "abc"
+    assert runtime.labels == LABELS
+
+
+def test_parity_gate_fails_on_a_perturbed_initializer(tiny, tmp_path):
+    model, path, tokenizer = tiny
+    graph = onnx.load(str(path))
+    # The classifier's weight: the last 2-D initializer with one row per label.
+    weight = next(i for i in reversed(graph.graph.initializer) if len(i.dims) == 2 and len(LABELS) in i.dims)
+    values = numpy_helper.to_array(weight).copy()
+    # Noise, not a constant shift: pooled LayerNorm states sum to ~0, so a shift cancels.
+    values += np.random.default_rng(0).normal(0, 0.05, values.shape).astype(values.dtype)
+    weight.CopyFrom(numpy_helper.from_array(values, weight.name))
+    broken = tmp_path / "broken.onnx"
+    onnx.save(graph, str(broken))
+    with pytest.raises(KilnError, match="parity gate failed for tiny"):
+        parity_gate("tiny", model, OnnxClassifier(broken, tokenizer), TEXTS, max_abs_diff=1e-4)
+
+
+def test_int8_gate_passes_for_quantized_and_fails_for_a_different_model(tiny, tmp_path):
+    _, path, tokenizer = tiny
+    int8 = tmp_path / "int8.onnx"
+    quantize_dynamic(path, int8)
+    stamp(int8, read_metadata(path))
+    fp32 = OnnxClassifier(path, tokenizer)
+    truth = fp32.logits(TEXTS).argmax(-1).tolist()
+    metrics = agreement_gate(fp32, OnnxClassifier(int8, tokenizer), TEXTS, truth, 0.9, 0.2)
+    assert metrics["int8/agreement"] >= 0.9
+    assert int8.stat().st_size < path.stat().st_size
+    # Against labels it never predicts, the FP32 model "loses" everything to a copy that
+    # answers differently: the gate must refuse.
+    flipped = [(t + 1) % len(LABELS) for t in truth]
+    with pytest.raises(KilnError, match="quantize: parity gate failed"):
+        agreement_gate(OnnxClassifier(path, tokenizer), _Shifted(OnnxClassifier(int8, tokenizer)), TEXTS,
+                       flipped, 0.99, 0.0)
+
+
+class _Shifted:
+    """A runtime whose every prediction moves to the next label."""
+
+    def __init__(self, runtime: OnnxClassifier):
+        self.runtime, self.labels = runtime, runtime.labels
+
+    def logits(self, texts: list[str]) -> np.ndarray:
+        return np.roll(self.runtime.logits(texts), 1, axis=-1)
+
+
+def test_missing_and_corrupt_onnx_files_name_the_file(tiny, tmp_path):
+    _, _, tokenizer = tiny
+    with pytest.raises(KilnError, match="missing.onnx is missing"):
+        OnnxClassifier(tmp_path / "missing.onnx", tokenizer)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00\x01 not a model")
+    with pytest.raises(KilnError, match="junk.onnx is corrupt"):
+        OnnxClassifier(junk, tokenizer)
+
+
+def test_requests_are_checked(tiny, caplog):
+    _, path, tokenizer = tiny
+    runtime = OnnxClassifier(path, tokenizer)
+    out = runtime.predict("business story " * 50)
+    assert out[0]["label"] in LABELS and abs(sum(out[0]["probabilities"].values()) - 1) < 1e-5
+    assert "truncated" in caplog.text
+    for bad, message in (([], "no texts"), (["  "], "text 0 is empty"), ([3], "text 0 is a int"),
+                         (7, "got int"), (["x"] * (MAX_BATCH + 1), "at most")):
+        with pytest.raises(KilnError, match=message):
+            runtime.predict(bad)
+
+
+def test_head_tokenization_equals_whole_text(tiny):
+    from tokenizers import Tokenizer
+
+    _, _, tokenizer = tiny
+    whole = Tokenizer.from_file(str(tokenizer))
+    whole.enable_truncation(32)
+    encode = TextEncoder(tokenizer, 32)
+    long = [" ".join(TEXTS[i : i + 6]) for i in range(0, 30, 3)] + ["word " * 400, "short text", "x" * 5000]
+    for text in long:
+        ids = encode([text])["input_ids"][0].tolist()
+        assert ids == whole.encode(text).ids
+
+
+def test_gate_reports_every_check():
+    cfg = GateConfig(tolerance=0.0, min_macro_f1=0.8, max_latency_ms_p95_b1=10, max_size_mb=5)
+    good = {"macro_f1": 0.95, "latency_ms_p95_b1": 2.0, "size_mb": 1.0}
+    first = decide(cfg, good, None, True, True, True)
+    assert first.promote and any("no champion" in r for r in first.reasons)
+    worse = decide(cfg, good, 0.97, True, True, True)
+    assert not worse.promote and any(r.startswith("FAIL vs_champion") for r in worse.reasons)
+    assert len(worse.reasons) == 7  # passes are reported too
+    slow = decide(cfg, {**good, "latency_ms_p95_b1": 11.0}, 0.9, True, True, True)
+    assert not slow.promote and any(r.startswith("FAIL latency") for r in slow.reasons)
+    assert not decide(cfg, good, None, True, False, True).promote
+    assert not decide(cfg, good, None, True, True, False).promote
+    assert not decide(cfg, {**good, "macro_f1": 0.7}, None, True, True, True).promote
