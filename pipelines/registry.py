@@ -30,6 +30,12 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 
 
+def tracking_client() -> "MlflowClient":
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
 @contextmanager
 def registry_errors(what: str) -> Iterator[None]:
     """MLflow and connection failures as one KilnError naming the registry and the step."""
@@ -97,7 +103,7 @@ def score(client: "MlflowClient", name: str, number: str, test: pd.DataFrame, cf
         predicted = runtime.logits(texts).argmax(-1).tolist()
         quality = ev.quality([runtime.labels.index(v) for v in known["label"]], predicted, runtime.labels)
         metrics = {"macro_f1": quality["macro_f1"], "accuracy": quality["accuracy"],
-                   **ev.latency(runtime.logits, texts, cfg), "size_mb": onnx.stat().st_size / 1e6}
+                   **ev.latency({"model": runtime.logits}, texts, cfg)["model"], "size_mb": onnx.stat().st_size / 1e6}
     return Scored(str(number), metrics)
 
 
@@ -124,7 +130,7 @@ def move_champion(client: "MlflowClient", name: str, to: str, expected: "ModelVe
     is read again right before it is set, so a concurrent promotion is never overwritten
     silently."""
     now = alias(client, name, CHAMPION)
-    if (now.version if now else None) != (expected.version if expected else None):
+    if (str(now.version) if now else None) != (str(expected.version) if expected else None):
         raise KilnError(f"champion of '{name}' moved to version {now.version if now else None} while the gate "
                         f"compared against {expected.version if expected else 'no champion'}; "
                         f"nothing changed, run the promotion again")
@@ -166,8 +172,8 @@ def event(action: str, version: str, previous: "ModelVersion | None", promoted: 
     return {
         "action": action,
         "version": version,
-        "previous_champion": previous.version if previous else None,
-        "champion": version if promoted else (previous.version if previous else None),
+        "previous_champion": str(previous.version) if previous else None,
+        "champion": version if promoted else (str(previous.version) if previous else None),
         "promoted": str(promoted).lower(),
         "reasons": json.dumps(reasons),
         "who": getpass.getuser(),
@@ -196,7 +202,7 @@ def conclude(client: "MlflowClient", name: str, number: str, decision: Decision,
     if decision.promote:
         move_champion(client, name, number, champion)
     record(client, name, event(action, number, champion, decision.promote, decision.reasons, why), metrics)
-    return number if decision.promote else (champion.version if champion else None)
+    return str(number) if decision.promote else (str(champion.version) if champion else None)
 
 
 def register_model(name: str, model: Path, tokenizer: Path, example: list[str], tags: dict[str, str],
@@ -234,5 +240,5 @@ def register_model(name: str, model: Path, tokenizer: Path, example: list[str], 
             else:
                 mlflow.log_dict(content, f"lineage/{file}")
     registered = mlflow.register_model(info.model_uri, name, tags=tags)
-    mlflow.MlflowClient().set_registered_model_alias(name, CHALLENGER, registered.version)
+    tracking_client().set_registered_model_alias(name, CHALLENGER, registered.version)
     return str(registered.version), info.model_uri

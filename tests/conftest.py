@@ -134,3 +134,34 @@ def tiny_repo(repo: Path, rows_per_label: int = 12, **overrides: dict) -> Path:
     if overrides:
         set_params(repo, **overrides)
     return repo
+
+
+TEXTS = tiny_frame(8)["text"].tolist()
+
+
+def tiny_onnx(folder: Path, seed: int = 0):
+    """(PyTorch classifier, its optimised and stamped ONNX file, tokenizer.json) of a tiny
+    untrained model in `folder`; `seed` picks its weights."""
+    import torch
+
+    from components.deploy.onnx import export, optimize, stamp
+    from components.deploy.runtime import TextEncoder
+    from components.text.classifier import MeanPoolClassifier
+    from components.text.config import EncoderConfig
+    from components.text.model import bert_config
+    from components.text.tokenizer import TokenizeConfig, train_tokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer(TEXTS, TokenizeConfig(vocab_size=200, min_frequency=1))
+    tokenizer.save(str(folder / "tokenizer.json"))
+    torch.manual_seed(seed)
+    config = bert_config(EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64, max_length=32, dropout=0.0),
+                         tokenizer.get_vocab_size(), tokenizer.token_to_id("[PAD]"), num_labels=len(LABELS))
+    model = MeanPoolClassifier(config).eval()
+    encode = TextEncoder(folder / "tokenizer.json", 32)
+    raw, path = folder / "raw.onnx", folder / "model.onnx"
+    export(model, {k: torch.from_numpy(v) for k, v in encode(TEXTS[:2]).items()}, raw, opset=17)
+    optimize(raw, path)
+    raw.unlink()
+    stamp(path, {"labels": {label: i for i, label in enumerate(LABELS)}, "max_length": 32, "git_commit": "abc"})
+    return model, path, folder / "tokenizer.json"

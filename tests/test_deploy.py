@@ -5,41 +5,22 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
 from onnx import numpy_helper
 
 from components.deploy.config import GateConfig
 from components.deploy.gate import decide
-from components.deploy.onnx import export, optimize, quantize_dynamic, read_metadata, stamp
+from components.deploy.onnx import quantize_dynamic, read_metadata, stamp
 from components.deploy.runtime import MAX_BATCH, OnnxClassifier, TextEncoder
 from components.errors import KilnError
 from components.text.classifier import MeanPoolClassifier
-from components.text.config import EncoderConfig
-from components.text.model import bert_config
-from components.text.tokenizer import TokenizeConfig, train_tokenizer
 from pipelines.stages.export import parity_gate
 from pipelines.stages.quantize import agreement_gate
-from tests.conftest import LABELS, tiny_frame
-
-TEXTS = tiny_frame(8)["text"].tolist()
+from tests.conftest import LABELS, TEXTS, tiny_onnx
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> tuple[MeanPoolClassifier, Path, Path]:
-    """(PyTorch model, its ONNX file, tokenizer.json), the ONNX file optimised and stamped."""
-    folder = tmp_path_factory.mktemp("onnx")
-    tokenizer = train_tokenizer(TEXTS, TokenizeConfig(vocab_size=200, min_frequency=1))
-    tokenizer.save(str(folder / "tokenizer.json"))
-    torch.manual_seed(0)
-    config = bert_config(EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64, max_length=32, dropout=0.0),
-                         tokenizer.get_vocab_size(), tokenizer.token_to_id("[PAD]"), num_labels=len(LABELS))
-    model = MeanPoolClassifier(config).eval()
-    encode = TextEncoder(folder / "tokenizer.json", 32)
-    raw, path = folder / "raw.onnx", folder / "model.onnx"
-    export(model, {k: torch.from_numpy(v) for k, v in encode(TEXTS[:2]).items()}, raw, opset=17)
-    optimize(raw, path)
-    stamp(path, {"labels": {label: i for i, label in enumerate(LABELS)}, "max_length": 32, "git_commit": "abc"})
-    return model, path, folder / "tokenizer.json"
+    return tiny_onnx(tmp_path_factory.mktemp("onnx"))
 
 
 def test_export_matches_pytorch_and_describes_itself(tiny):

@@ -27,23 +27,30 @@ def quality(truth: Sequence[int], predicted: Sequence[int], labels: list[str]) -
     }
 
 
-def latency(predict: Callable[[list[str]], object], texts: list[str], cfg: EvaluateConfig) -> dict[str, float]:
-    """p50/p95 milliseconds per call at batch 1 and batch 32, and texts/s at batch 32.
-    The same texts in the same order for every model, after `cfg.warmup` untimed calls."""
-    singles = [texts[i % len(texts)] for i in range(cfg.latency_texts)]
+def latency(predictors: dict[str, Callable[[list[str]], object]], texts: list[str],
+            cfg: EvaluateConfig) -> dict[str, dict[str, float]]:
+    """p50/p95 milliseconds per call at batch 1 and batch 32, and texts/s at batch 32, for
+    each predictor: the same texts in the same order, after `cfg.warmup` untimed calls,
+    in `cfg.rounds` rounds that take turns, so a change in the machine's load falls on
+    every variant alike instead of on whichever ran during it."""
+    singles = [[texts[i % len(texts)]] for i in range(cfg.latency_texts)]
     batches = [[texts[(b * 32 + i) % len(texts)] for i in range(32)] for b in range(cfg.batches)]
-    for text in singles[: cfg.warmup]:
-        predict([text])
-    one = _timed(predict, [[text] for text in singles])
-    predict(batches[0])
-    many = _timed(predict, batches)
-    return {
-        "latency_ms_p50_b1": float(np.percentile(one, 50)),
-        "latency_ms_p95_b1": float(np.percentile(one, 95)),
-        "latency_ms_p50_b32": float(np.percentile(many, 50)),
-        "latency_ms_p95_b32": float(np.percentile(many, 95)),
-        "throughput_b32": float(32 * len(many) / (sum(many) / 1000)),
-    }
+    one: dict[str, list[float]] = {name: [] for name in predictors}
+    many: dict[str, list[float]] = {name: [] for name in predictors}
+    for name, predict in predictors.items():
+        for call in singles[: cfg.warmup] + batches[:1]:
+            predict(call)
+    for _ in range(cfg.rounds):
+        for name, predict in predictors.items():
+            one[name] += _timed(predict, singles)
+            many[name] += _timed(predict, batches)
+    return {name: {
+        "latency_ms_p50_b1": float(np.percentile(one[name], 50)),
+        "latency_ms_p95_b1": float(np.percentile(one[name], 95)),
+        "latency_ms_p50_b32": float(np.percentile(many[name], 50)),
+        "latency_ms_p95_b32": float(np.percentile(many[name], 95)),
+        "throughput_b32": float(32 * len(many[name]) / (sum(many[name]) / 1000)),
+    } for name in predictors}
 
 
 def _timed(predict: Callable[[list[str]], object], calls: list[list[str]]) -> list[float]:

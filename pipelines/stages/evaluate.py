@@ -39,11 +39,11 @@ def _torch_predictor(folder: Path, maker: str) -> tuple[Callable[[list[str]], np
     return predict, model
 
 
-def _onnx_params(runtime: OnnxClassifier) -> int:
+def _onnx_params(path: Path) -> int:
+    """Values stored in the file's initializers (weights, INT8 or not)."""
     import onnx
 
-    graph = onnx.load(runtime.session._model_path).graph  # noqa: SLF001 (the path the session was built from)
-    return int(sum(np.prod(init.dims) for init in graph.initializer))
+    return int(sum(np.prod(init.dims) for init in onnx.load(str(path)).graph.initializer))
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -60,27 +60,20 @@ def run(ctx: StageContext) -> StageResult:
     truth = [labels.index(label) for label in test["label"]]
 
     variants: dict[str, dict] = {}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
-        for name, (key, maker) in TORCH.items():
-            folder = ctx.path(getattr(paths, key))
-            predict, model = _torch_predictor(folder, maker)
-            logits = np.concatenate([predict(texts[i : i + 32]) for i in range(0, len(texts), 32)])
-            variants[name] = {**ev.quality(truth, logits.argmax(-1).tolist(), labels),
-                              **ev.latency(predict, texts, cfg),
-                              "size_mb": ev.size_mb([folder / "model.safetensors"]),
-                              "params": count_parameters(model)}
-    finally:
-        torch.set_num_threads(threads)
-    quantized = ctx.path(paths.quantized)
-    for name, runtime, files in (("onnx_fp32", fp32, [onnx_dir / "pruned.onnx"]),
-                                 ("onnx_int8", OnnxClassifier(quantized, onnx_dir / "tokenizer.json",
-                                                              threads=cfg.threads), [quantized])):
-        logits = runtime.logits(texts)
+    predictors: dict[str, Callable[[list[str]], object]] = {}
+    for name, (key, maker) in TORCH.items():
+        folder = ctx.path(getattr(paths, key))
+        predict, model = _torch_predictor(folder, maker)
+        logits = np.concatenate([predict(texts[i : i + 32]) for i in range(0, len(texts), 32)])
+        predictors[name] = predict
         variants[name] = {**ev.quality(truth, logits.argmax(-1).tolist(), labels),
-                          **ev.latency(runtime.logits, texts, cfg),
-                          "size_mb": ev.size_mb(files), "params": _onnx_params(runtime)}
+                          "size_mb": ev.size_mb([folder / "model.safetensors"]), "params": count_parameters(model)}
+    quantized = ctx.path(paths.quantized)
+    int8 = OnnxClassifier(quantized, onnx_dir / "tokenizer.json", threads=cfg.threads)
+    for name, runtime, file in (("onnx_fp32", fp32, onnx_dir / "pruned.onnx"), ("onnx_int8", int8, quantized)):
+        predictors[name] = runtime.logits
+        variants[name] = {**ev.quality(truth, runtime.logits(texts).argmax(-1).tolist(), labels),
+                          "size_mb": ev.size_mb([file]), "params": _onnx_params(file)}
 
     train = split["train"]
     train = train[train["label"].isin(labels)]
@@ -90,10 +83,18 @@ def run(ctx: StageContext) -> StageResult:
     buffer = io.BytesIO()
     pickle.dump(baseline, buffer)
     classifier = baseline[-1]
+    predictors["baseline"] = baseline.predict
     variants["baseline"] = {**ev.quality(truth, baseline.predict(texts).tolist(), labels),
-                            **ev.latency(baseline.predict, texts, cfg),
                             "size_mb": buffer.tell() / 1e6,
                             "params": int(classifier.coef_.size + classifier.intercept_.size)}
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        for name, timing in ev.latency(predictors, texts, cfg).items():
+            variants[name].update(timing)
+    finally:
+        torch.set_num_threads(threads)
 
     teacher, int8, fp32v = variants["teacher"], variants["onnx_int8"], variants["onnx_fp32"]
     comparisons = {

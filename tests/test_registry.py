@@ -1,0 +1,154 @@
+"""The MLflow registry end of Kiln on a real (SQLite) store: registration as a model from
+code, the promotion gate, rollback, the history, a concurrent alias move, and serving
+the champion over HTTP with `mlflow models serve`."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from components.deploy.config import EvaluateConfig, GateConfig
+from components.deploy.runtime import OnnxClassifier
+from components.errors import KilnError
+from pipelines import registry
+from tests.conftest import LABELS, TEXTS, clean_env, tiny_onnx
+
+NAME = "kiln-test"
+TAGS = {"gate.export_parity": "passed", "gate.quantize_parity": "passed", "data.validation": "passed"}
+FAST = EvaluateConfig(latency_texts=10, batches=2, rounds=1, warmup=1)
+GATE = GateConfig(tolerance=0.0, min_macro_f1=0.0, max_latency_ms_p95_b1=1000, max_size_mb=10)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the SQLite store keeps artifacts under ./mlruns
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return tmp_path
+
+
+def _register(folder: Path, seed: int) -> str:
+    _, model, tokenizer = tiny_onnx(folder, seed)
+    number, _ = registry.register_model(NAME, model, tokenizer, TEXTS[:2], TAGS, run_id=None,
+                                        lineage={"dvc.lock": "stages: {}\n"})
+    return number
+
+
+def _gate(test: pd.DataFrame, number: str):
+    client = registry.tracking_client()
+    decision, _, _, champion = registry.gate(client, NAME, registry.version(client, NAME, number), test, GATE, FAST)
+    return registry.conclude(client, NAME, number, decision, champion, "gate", None, {}), decision
+
+
+def test_gate_promotes_refuses_and_rolls_back(store):
+    a = _register(store / "a", seed=0)
+    # The test labels are model a's own predictions: a scores what it can, others less.
+    runtime = OnnxClassifier(next((store / "a").glob("model.onnx")), store / "a" / "tokenizer.json")
+    test = pd.DataFrame({"text": TEXTS, "label": [LABELS[i] for i in runtime.logits(TEXTS).argmax(-1)]})
+
+    champion, decision = _gate(test, a)
+    assert decision.promote and champion == a  # no champion yet: the floors decide
+
+    worse = _register(store / "b", seed=7)
+    champion, decision = _gate(test, worse)
+    assert not decision.promote and champion == a
+    client = registry.tracking_client()
+    tags = registry.version(client, NAME, worse).tags
+    assert tags["promotion.decision"] == "refused" and tags["promotion.vs_champion"].startswith("fail")
+    assert str(registry.alias(client, NAME, registry.CHAMPION).version) == a
+
+    again = _register(store / "c", seed=0)
+    champion, decision = _gate(test, again)
+    assert decision.promote and champion == again
+
+    target = registry.previous_champion(client, NAME, again)
+    assert target == a
+    events = registry.history(client, NAME)
+    assert [e["version"] for e in events] == [again, worse, a]
+    assert str(registry.alias(client, NAME, registry.CHALLENGER).version) == again
+
+
+def test_alias_moved_by_someone_else_is_not_overwritten(store):
+    a = _register(store / "a", seed=0)
+    b = _register(store / "b", seed=1)
+    client = registry.tracking_client()
+    client.set_registered_model_alias(NAME, registry.CHAMPION, b)
+    with pytest.raises(KilnError, match="moved to version"):
+        registry.move_champion(client, NAME, a, expected=None)
+    assert str(registry.alias(client, NAME, registry.CHAMPION).version) == b
+
+
+def test_unknown_version_and_unreachable_registry_are_clear(store, monkeypatch):
+    client = registry.tracking_client()
+    _register(store / "a", seed=0)
+    with pytest.raises(KilnError, match="has no version 42"):
+        registry.version(client, NAME, 42)
+    assert registry.alias(client, NAME, registry.CHAMPION) is None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    import mlflow
+
+    mlflow.set_tracking_uri("http://127.0.0.1:9")
+    with pytest.raises(KilnError, match="unreachable|Connection|connect"):
+        with registry.registry_errors("history"):
+            registry.history(registry.tracking_client(), NAME)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_serves_the_champion_over_http(store):
+    a = _register(store / "a", seed=0)
+    client = registry.tracking_client()
+    client.set_registered_model_alias(NAME, registry.CHAMPION, a)
+    port = _free_port()
+    env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}", MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false")
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion",
+                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+                              cwd=store, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise AssertionError(server.stdout.read().decode() if server.poll() is not None else "no /ping")
+                time.sleep(1)
+
+        def post(records: list[dict]) -> tuple[int, dict]:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                             data=json.dumps({"dataframe_records": records}).encode(),
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return response.status, json.loads(response.read())
+            except urllib.error.HTTPError as err:
+                return err.code, json.loads(err.read())
+
+        status, body = post([{"text": TEXTS[0]}, {"text": TEXTS[5]}])
+        assert status == 200, body
+        rows = body["predictions"]
+        assert len(rows) == 2 and all(r["label"] in LABELS for r in rows)
+        assert abs(sum(rows[0][label] for label in LABELS) - 1) < 1e-5
+        status, body = post([{"text": "   "}])
+        assert status == 400 and "text 0 is empty" in body["message"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
