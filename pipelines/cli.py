@@ -115,24 +115,19 @@ def promote(
     if force and not reason:
         raise KilnError("--force needs --reason: the history records why the gate was skipped")
     with registry.registry_errors(f"promote: '{name}'"):
-        champion = registry.alias(client, name, registry.CHAMPION)
         if rollback:
-            if champion is None:
-                raise KilnError(f"'{name}' has no champion to roll back")
-            target = registry.previous_champion(client, name, champion.version)
-            registry.version(client, name, target)
-            decision = Decision([Check("rollback", True, f"from version {champion.version} to {target}")])
-            registry.conclude(client, name, target, decision, champion, "rollback", reason, {})
-            typer.echo(f"champion of '{name}': version {champion.version} -> {target} (rollback)")
+            before, after = registry.rollback(client, name, reason)
+            typer.echo(f"champion of '{name}': version {before} -> {after} (rollback)")
             return
         challenger = registry.version(client, name, version)
+        champion = registry.alias(client, name, registry.CHAMPION)
         if force:
             decision = Decision([Check("forced", True, f"gate skipped by hand: {reason}")])
             metrics: dict[str, float] = {}
         else:
-            import pandas as pd
+            from pipelines.io import read_parquet
 
-            test = pd.read_parquet(root / params.paths.split / "test.parquet")
+            test = read_parquet(root / params.paths.split / "test.parquet", "promote", "split")
             decision, mine, theirs, champion = registry.gate(client, name, challenger, test, params.promote,
                                                              params.evaluate)
             metrics = {f"challenger/{k}": v for k, v in mine.metrics.items()}

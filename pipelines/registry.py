@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from components.deploy.config import EvaluateConfig, GateConfig
-from components.deploy.gate import Decision, decide
+from components.deploy.gate import Check, Decision, decide
 from components.errors import KilnError
 
 if TYPE_CHECKING:
@@ -242,3 +242,15 @@ def register_model(name: str, model: Path, tokenizer: Path, example: list[str], 
     registered = mlflow.register_model(info.model_uri, name, tags=tags)
     tracking_client().set_registered_model_alias(name, CHALLENGER, registered.version)
     return str(registered.version), info.model_uri
+
+
+def rollback(client: "MlflowClient", name: str, why: str | None) -> tuple[str, str]:
+    """Move `champion` back to the version it replaced; returns (from, to)."""
+    champion = alias(client, name, CHAMPION)
+    if champion is None:
+        raise KilnError(f"'{name}' has no champion to roll back")
+    target = previous_champion(client, name, str(champion.version))
+    version(client, name, target)
+    decision = Decision([Check("rollback", True, f"from version {champion.version} to {target}")])
+    conclude(client, name, target, decision, champion, "rollback", why, {})
+    return str(champion.version), target

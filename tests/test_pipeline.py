@@ -50,6 +50,19 @@ def test_dvc_repro_then_kiln_run(repo):
     assert children["tags.dvc.out.data/raw/dataset.parquet"].notna().any()
     assert (children["tags.git.commit"].str.len() == 40).all()
 
+    # The first run registers version 1 and, with no champion, the floors promote it.
+    promotion = json.loads((repo / "reports/promotion.json").read_text())
+    assert promotion["promoted"] and promotion["champion"] == "1"
+    evaluation = json.loads((repo / "reports/evaluation.json").read_text())["variants"]
+    assert set(evaluation) == {"teacher", "student", "pruned", "onnx_fp32", "onnx_int8", "baseline"}
+    lineage = kiln("lineage", "1", cwd=repo)
+    assert lineage.returncode == 0, lineage.stdout + lineage.stderr
+    quantized = next(o["md5"] for o in yaml.safe_load(lock)["stages"]["quantize"]["outs"])
+    assert quantized in lineage.stdout and "validation   passed" in lineage.stdout
+    predicted = kiln("predict", "Shares in the bank rose after its profits beat forecasts.", cwd=repo)
+    assert predicted.returncode == 0, predicted.stdout + predicted.stderr
+    assert json.loads(predicted.stdout.splitlines()[-1])["label"] in evaluation["teacher"]["per_class"]
+
     # Nothing changed: nothing reruns and dvc.lock stays as it was.
     again = run([dvc, "repro"], repo)
     assert again.returncode == 0

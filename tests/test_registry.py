@@ -72,11 +72,14 @@ def test_gate_promotes_refuses_and_rolls_back(store):
     champion, decision = _gate(test, again)
     assert decision.promote and champion == again
 
-    target = registry.previous_champion(client, NAME, again)
-    assert target == a
+    assert registry.rollback(client, NAME, "test") == (again, a)
+    assert str(registry.alias(client, NAME, registry.CHAMPION).version) == a
     events = registry.history(client, NAME)
-    assert [e["version"] for e in events] == [again, worse, a]
+    assert [(e["action"], e["version"]) for e in events] == [("rollback", a), ("gate", again), ("gate", worse),
+                                                             ("gate", a)]
     assert str(registry.alias(client, NAME, registry.CHALLENGER).version) == again
+    with pytest.raises(KilnError, match="no champion before version 1"):
+        registry.rollback(client, NAME, None)  # a was the first champion
 
 
 def test_alias_moved_by_someone_else_is_not_overwritten(store):

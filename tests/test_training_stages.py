@@ -56,6 +56,13 @@ def test_pretrain_finetune_distill_prune(prepared):
     # Finished stages leave no checkpoints behind.
     assert not (repo / "checkpoints/pretrain").exists()
 
+    # Seeds are fixed: the same stage on the same inputs scores the same.
+    before = json.loads((repo / "reports/finetune.json").read_text())
+    stages(repo, "finetune")
+    after = json.loads((repo / "reports/finetune.json").read_text())
+    for key in ("val/macro_f1", "test/macro_f1", "test/accuracy"):
+        assert after[key] == pytest.approx(before[key], abs=1e-6), key
+
 
 def test_missing_tokenizer_names_file_and_stage(prepared):
     repo = prepared

@@ -62,6 +62,10 @@ def _export_one(ctx: StageContext, name: str, folder: Path, texts: list[str]) ->
         "kiln.model": name,
         "labels": made["labels"],
         "max_length": model.config.max_position_embeddings,
+        "config": {key: getattr(model.config, key) for key in ("num_hidden_layers", "hidden_size",
+                                                               "num_attention_heads", "intermediate_size",
+                                                               "vocab_size", "kiln_layer_shapes")
+                   if hasattr(model.config, key)},
         "git_commit": commit,
         "git_dirty": dirty,
         "data": {path: value for path, value in ctx.deps.items() if path.startswith("data/")},
