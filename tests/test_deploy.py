@@ -9,7 +9,7 @@ from onnx import numpy_helper
 
 from components.deploy.config import GateConfig
 from components.deploy.gate import decide
-from components.deploy.onnx import quantize_dynamic, read_metadata, stamp
+from components.deploy.onnx import quantize_dynamic, quantize_static, read_metadata, stamp
 from components.deploy.runtime import MAX_BATCH, OnnxClassifier, TextEncoder
 from components.errors import KilnError
 from components.text.classifier import MeanPoolClassifier
@@ -74,6 +74,18 @@ class _Shifted:
 
     def logits(self, texts: list[str]) -> np.ndarray:
         return np.roll(self.runtime.logits(texts), 1, axis=-1)
+
+
+def test_static_quantization_calibrates_on_given_texts(tiny, tmp_path):
+    _, path, tokenizer = tiny
+    fp32 = OnnxClassifier(path, tokenizer)
+    static = tmp_path / "static.onnx"
+    quantize_static(path, static, (fp32.encode(TEXTS[i : i + 8]) for i in range(0, 32, 8)))
+    stamp(static, read_metadata(path))
+    graph = onnx.load(str(static)).graph
+    assert any(node.op_type == "QuantizeLinear" for node in graph.node)
+    agreement = (OnnxClassifier(static, tokenizer).logits(TEXTS).argmax(-1) == fp32.logits(TEXTS).argmax(-1)).mean()
+    assert agreement >= 0.8
 
 
 def test_missing_and_corrupt_onnx_files_name_the_file(tiny, tmp_path):
