@@ -9,19 +9,31 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class EncoderConfig(_Config):
+class StudentConfig(_Config):
+    """The sizes of a BERT encoder."""
+
+    layers: int = Field(1, ge=1, le=48)
+    hidden: int = Field(128, ge=8, le=8192)
+    heads: int = Field(2, ge=1, le=128)
+    intermediate: int = Field(512, ge=8)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "StudentConfig":
+        if self.hidden % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden})")
+        return self
+
+
+class EncoderConfig(StudentConfig):
+    """The teacher's encoder: its sizes, and the sequence length and dropout every model
+    made from it keeps."""
+
     layers: int = Field(2, ge=1, le=48)
     hidden: int = Field(256, ge=8, le=8192)
     heads: int = Field(4, ge=1, le=128)
     intermediate: int = Field(1024, ge=8)
     max_length: int = Field(128, ge=16, le=4096, description="tokens per sequence, [CLS] and [SEP] included")
     dropout: float = Field(0.1, ge=0, lt=1)
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> "EncoderConfig":
-        if self.hidden % self.heads:
-            raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden})")
-        return self
 
 
 class HardwareConfig(_Config):
@@ -64,19 +76,6 @@ class FinetuneConfig(_Config):
     patience: int = Field(2, ge=1, description="epochs without a better val/macro_f1 before stopping")
     loop: LoopConfig = LoopConfig(max_epochs=3)
     optim: OptimConfig = OptimConfig(lr=5e-4)
-
-
-class StudentConfig(_Config):
-    layers: int = Field(1, ge=1)
-    hidden: int = Field(128, ge=8)
-    heads: int = Field(2, ge=1)
-    intermediate: int = Field(512, ge=8)
-
-    @model_validator(mode="after")
-    def _heads_divide_hidden(self) -> "StudentConfig":
-        if self.hidden % self.heads:
-            raise ValueError(f"heads ({self.heads}) must divide hidden ({self.hidden})")
-        return self
 
 
 class DistillConfig(_Config):
