@@ -106,3 +106,28 @@ def test_masked_only_loss_equals_the_full_loss():
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
     with torch.no_grad():
         assert masked_lm_loss(model, batch).item() == pytest.approx(model(**batch).loss.item(), rel=1e-5)
+
+
+def test_unigram_bias_starts_the_head_at_the_token_frequencies():
+    from transformers import BertForMaskedLM
+
+    from components.text.model import bert_config, unigram_bias
+    from components.text.modules import masked_lm_loss
+
+    # A skewed stream: token 5 half the time, the rest spread over 95 others.
+    g = torch.Generator().manual_seed(0)
+    stream = torch.where(torch.rand(64, 32, generator=g) < 0.5, 5, torch.randint(6, 100, (64, 32), generator=g))
+    rows = stream.tolist()
+    bias = unigram_bias(rows, 100)
+    assert bias.argmax().item() == 5 and abs(bias.mean().item()) < 1e-5
+    torch.manual_seed(0)
+    model = BertForMaskedLM(bert_config(EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64,
+                                                      max_length=32, dropout=0.0), 100, 0)).eval()
+    labels = torch.where(torch.rand(64, 32, generator=g) < 0.15, stream, torch.full_like(stream, -100))
+    batch = {"input_ids": stream, "attention_mask": torch.ones_like(stream), "labels": labels}
+    with torch.no_grad():
+        before = masked_lm_loss(model, batch).item()
+        model.cls.predictions.decoder.bias.copy_(bias)
+        after = masked_lm_loss(model, batch).item()
+    # The stream's entropy is ~0.5 ln 2 + 0.5 (ln 2 + ln 95) = 2.97 nats; a zero bias gives ~ln 100.
+    assert after < before - 1.0 and after == pytest.approx(2.97, abs=0.3)

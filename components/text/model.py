@@ -1,6 +1,7 @@
 """BERT-style encoders built from a `transformers` BertConfig: sizes from params, no
 weights downloaded."""
 
+import torch
 from torch import nn
 from transformers import BertConfig
 
@@ -30,3 +31,20 @@ def count_parameters(model: nn.Module, embeddings: bool = True) -> int:
         return total
     tables = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
     return total - tables
+
+
+def unigram_bias(windows: list[list[int]], vocab_size: int) -> torch.Tensor:
+    """Log-frequency of each token in `windows` (add-one smoothed, centred): the output
+    bias of a masked-LM head that predicts the unigram distribution before any training.
+
+    Started at zero, a small BERT spends its first steps learning token frequencies
+    through its hidden states, which all turn toward one shared direction; after a CPU
+    budget of steps its features carry less about the input than random ones, and
+    finetuning on a tenth of the BBC labels from it did worse than from scratch (test
+    macro-F1 0.70 against 0.84). With the frequencies in the bias from step 0 the same
+    budget goes to context (0.86 against 0.84), as the "initialise the output bias to the
+    base rate" rule of thumb predicts.
+    """
+    counts = torch.bincount(torch.tensor([t for w in windows for t in w], dtype=torch.long), minlength=vocab_size)
+    log_p = torch.log((counts.float() + 1) / (counts.sum() + vocab_size))
+    return log_p - log_p.mean()

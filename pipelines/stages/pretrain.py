@@ -5,7 +5,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM
 
 from components.errors import KilnError
 from components.text.data import MaskedLMData, file_hash, load_tokenizer
-from components.text.model import bert_config, count_parameters
+from components.text.model import bert_config, count_parameters, unigram_bias
 from components.text.modules import MaskedLM
 from components.text.training import build_trainer, finish
 from pipelines.io import read_parquet
@@ -36,6 +36,11 @@ def run(ctx: StageContext) -> StageResult:
     length = min(params.encoder.max_length, model.config.max_position_embeddings)
     data = MaskedLMData(train["text"].tolist(), val["text"].tolist(), tokenizer, length,
                         cfg.loop.batch_size, cfg.mask_prob, params.hardware.seed)
+    if cfg.init is None:
+        # From scratch, the head starts out predicting token frequencies (see unigram_bias);
+        # the decoder's bias is the head's `bias` parameter, tied.
+        bias = unigram_bias([row["input_ids"] for row in data.train_rows], model.config.vocab_size)
+        model.cls.predictions.decoder.bias.data.copy_(bias)
     describe = {
         "stage": "pretrain",
         "encoder": params.encoder.model_dump(),
