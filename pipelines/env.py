@@ -43,6 +43,8 @@ def configure(root: Path) -> None:
         # The ephemeral API keeps its database here, beside the project, not in ~/.prefect.
         os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    # Command output is for people: no download progress bars between its lines.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Kiln's models are ONNX files loaded by code; a model that needs unpickling is refused.
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
 
