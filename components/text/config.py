@@ -65,7 +65,7 @@ class OptimConfig(_Config):
 class PretrainConfig(_Config):
     init: str | None = Field(None, description="local path or hub name of a checkpoint to adapt; None: from scratch")
     mask_prob: float = Field(0.15, gt=0, lt=1)
-    loop: LoopConfig = LoopConfig(max_epochs=1, max_steps=120, val_every_steps=60)
+    loop: LoopConfig = LoopConfig(max_epochs=1, max_steps=240, val_every_steps=120)
     optim: OptimConfig = OptimConfig(lr=5e-4)
 
 
