@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 
 from components.deploy import evaluation as ev
-from components.deploy.runtime import OnnxClassifier, TextEncoder
-from components.text.classifier import MeanPoolClassifier
+from components.deploy.runtime import OnnxClassifier
 from pipelines.params import load
+from pipelines.stages.evaluate import torch_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,13 +36,7 @@ def main() -> None:
     texts = test["text"].tolist()
 
     teacher_dir = ROOT / paths.teacher
-    teacher = MeanPoolClassifier.from_pretrained(teacher_dir).eval()
-    encode = TextEncoder(teacher_dir / "tokenizer.json", teacher.config.max_position_embeddings)
-
-    def teacher_logits(batch: list[str]) -> np.ndarray:
-        feed = encode(batch)
-        with torch.no_grad():
-            return teacher(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
+    teacher_logits, _ = torch_predictor(teacher_dir, "finetune")
 
     tokenizer = ROOT / paths.onnx / "tokenizer.json"
     fp32 = OnnxClassifier(ROOT / paths.onnx / "pruned.onnx", tokenizer, threads=cfg.threads)

@@ -130,9 +130,7 @@ def promote(
             test = read_parquet(root / params.paths.split / "test.parquet", "promote", "split")
             decision, mine, theirs, champion = registry.gate(client, name, challenger, test, params.promote,
                                                              params.evaluate)
-            metrics = {f"challenger/{k}": v for k, v in mine.metrics.items()}
-            if theirs is not None:
-                metrics.update({f"champion/{k}": v for k, v in theirs.metrics.items()})
+            metrics = registry.gate_metrics(mine, theirs)
         after = registry.conclude(client, name, challenger.version, decision, champion,
                                   "force" if force else "manual", reason, metrics)
     verdict = "promoted" if decision.promote else "NOT promoted"

@@ -21,6 +21,7 @@ import pandas as pd
 from components.deploy.config import EvaluateConfig, GateConfig
 from components.deploy.gate import Check, Decision, decide
 from components.errors import KilnError
+from pipelines import tracking
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -28,12 +29,6 @@ if TYPE_CHECKING:
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-
-
-def tracking_client() -> "MlflowClient":
-    from mlflow import MlflowClient
-
-    return MlflowClient()
 
 
 @contextmanager
@@ -123,6 +118,14 @@ def gate(client: "MlflowClient", name: str, challenger: "ModelVersion", test: pd
         validation=tags.get("data.validation") == "passed",
     )
     return decision, mine, theirs, champion
+
+
+def gate_metrics(challenger: Scored, champion: Scored | None) -> dict[str, float]:
+    """Both sides of a gate decision as metrics for the history and the stage run."""
+    metrics = {f"challenger/{k}": v for k, v in challenger.metrics.items()}
+    if champion is not None:
+        metrics.update({f"champion/{k}": v for k, v in champion.metrics.items()})
+    return metrics
 
 
 def move_champion(client: "MlflowClient", name: str, to: str, expected: "ModelVersion | None") -> None:
@@ -240,7 +243,7 @@ def register_model(name: str, model: Path, tokenizer: Path, example: list[str], 
             else:
                 mlflow.log_dict(content, f"lineage/{file}")
     registered = mlflow.register_model(info.model_uri, name, tags=tags)
-    tracking_client().set_registered_model_alias(name, CHALLENGER, registered.version)
+    tracking.client().set_registered_model_alias(name, CHALLENGER, registered.version)
     return str(registered.version), info.model_uri
 
 

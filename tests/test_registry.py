@@ -17,7 +17,7 @@ import pytest
 from components.deploy.config import EvaluateConfig, GateConfig
 from components.deploy.runtime import OnnxClassifier
 from components.errors import KilnError
-from pipelines import registry
+from pipelines import registry, tracking
 from tests.conftest import LABELS, TEXTS, clean_env, tiny_onnx
 
 NAME = "kiln-test"
@@ -46,7 +46,7 @@ def _register(folder: Path, seed: int) -> str:
 
 
 def _gate(test: pd.DataFrame, number: str):
-    client = registry.tracking_client()
+    client = tracking.client()
     decision, _, _, champion = registry.gate(client, NAME, registry.version(client, NAME, number), test, GATE, FAST)
     return registry.conclude(client, NAME, number, decision, champion, "gate", None, {}), decision
 
@@ -63,7 +63,7 @@ def test_gate_promotes_refuses_and_rolls_back(store):
     worse = _register(store / "b", seed=7)
     champion, decision = _gate(test, worse)
     assert not decision.promote and champion == a
-    client = registry.tracking_client()
+    client = tracking.client()
     tags = registry.version(client, NAME, worse).tags
     assert tags["promotion.decision"] == "refused" and tags["promotion.vs_champion"].startswith("fail")
     assert str(registry.alias(client, NAME, registry.CHAMPION).version) == a
@@ -85,7 +85,7 @@ def test_gate_promotes_refuses_and_rolls_back(store):
 def test_alias_moved_by_someone_else_is_not_overwritten(store):
     a = _register(store / "a", seed=0)
     b = _register(store / "b", seed=1)
-    client = registry.tracking_client()
+    client = tracking.client()
     client.set_registered_model_alias(NAME, registry.CHAMPION, b)
     with pytest.raises(KilnError, match="moved to version"):
         registry.move_champion(client, NAME, a, expected=None)
@@ -93,7 +93,7 @@ def test_alias_moved_by_someone_else_is_not_overwritten(store):
 
 
 def test_unknown_version_and_unreachable_registry_are_clear(store, monkeypatch):
-    client = registry.tracking_client()
+    client = tracking.client()
     _register(store / "a", seed=0)
     with pytest.raises(KilnError, match="has no version 42"):
         registry.version(client, NAME, 42)
@@ -105,7 +105,7 @@ def test_unknown_version_and_unreachable_registry_are_clear(store, monkeypatch):
     mlflow.set_tracking_uri("http://127.0.0.1:9")
     with pytest.raises(KilnError, match="unreachable|Connection|connect"):
         with registry.registry_errors("history"):
-            registry.history(registry.tracking_client(), NAME)
+            registry.history(tracking.client(), NAME)
 
 
 def _free_port() -> int:
@@ -117,7 +117,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_mlflow_serves_the_champion_over_http(store):
     a = _register(store / "a", seed=0)
-    client = registry.tracking_client()
+    client = tracking.client()
     client.set_registered_model_alias(NAME, registry.CHAMPION, a)
     port = _free_port()
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}", MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false")

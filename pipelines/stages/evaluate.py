@@ -23,7 +23,7 @@ from pipelines.training import load_model, read_split
 TORCH = {"teacher": ("teacher", "finetune"), "student": ("student", "distill"), "pruned": ("pruned", "prune")}
 
 
-def _torch_predictor(folder: Path, maker: str) -> tuple[Callable[[list[str]], np.ndarray], MeanPoolClassifier]:
+def torch_predictor(folder: Path, maker: str) -> tuple[Callable[[list[str]], np.ndarray], MeanPoolClassifier]:
     """PyTorch inference with the same tokenization code as the ONNX runtime, so the
     variants differ only in the model and its runtime."""
     model, _, _ = load_model(folder, MeanPoolClassifier, "evaluate", maker)
@@ -63,7 +63,7 @@ def run(ctx: StageContext) -> StageResult:
     predictors: dict[str, Callable[[list[str]], object]] = {}
     for name, (key, maker) in TORCH.items():
         folder = ctx.path(getattr(paths, key))
-        predict, model = _torch_predictor(folder, maker)
+        predict, model = torch_predictor(folder, maker)
         logits = np.concatenate([predict(texts[i : i + 32]) for i in range(0, len(texts), 32)])
         predictors[name] = predict
         variants[name] = {**ev.quality(truth, logits.argmax(-1).tolist(), labels),

@@ -8,7 +8,7 @@ import json
 from components.errors import KilnError
 from pipelines import tracking
 from pipelines.io import write_json
-from pipelines.registry import conclude, gate, registry_errors, version
+from pipelines.registry import conclude, gate, gate_metrics, registry_errors, version
 from pipelines.stages import StageContext, StageResult
 from pipelines.training import read_split
 
@@ -25,9 +25,7 @@ def run(ctx: StageContext) -> StageResult:
         challenger = version(client, name, number)
         decision, mine, theirs, champion = gate(client, name, challenger, test, ctx.params.promote,
                                                 ctx.params.evaluate)
-        metrics = {f"challenger/{k}": v for k, v in mine.metrics.items()}
-        if theirs is not None:
-            metrics.update({f"champion/{k}": v for k, v in theirs.metrics.items()})
+        metrics = gate_metrics(mine, theirs)
         outcome = conclude(client, name, challenger.version, decision, champion, "gate", None, metrics)
     metrics["promote/promoted"] = float(decision.promote)
     write_json({"model_name": name, "version": challenger.version, "promoted": decision.promote,

@@ -15,16 +15,16 @@ from pipelines.stages import StageContext, StageResult
 from pipelines.training import read_split
 
 
-def _lock(ctx: StageContext) -> tuple[str, dict]:
-    """dvc.lock's sha256 and, per stage, the md5 of each output: DVC has written the
-    entries of every upstream stage by the time this one runs."""
+def _lock(ctx: StageContext) -> tuple[str, str, dict]:
+    """dvc.lock's text, its sha256 and, per stage, the md5 of each output: DVC has
+    written the entries of every upstream stage by the time this one runs."""
     path = ctx.root / "dvc.lock"
     if not path.is_file():
         raise KilnError("register: dvc.lock is missing; run the pipeline with `kiln run` or `dvc repro`")
     text = path.read_bytes()
     stages = (yaml.safe_load(text) or {}).get("stages", {})
     outs = {name: {o["path"]: o.get("md5", "") for o in stage.get("outs", [])} for name, stage in stages.items()}
-    return hashlib.sha256(text).hexdigest(), outs
+    return text.decode(), hashlib.sha256(text).hexdigest(), outs
 
 
 def _report(ctx: StageContext, name: str, maker: str) -> dict:
@@ -44,7 +44,8 @@ def run(ctx: StageContext) -> StageResult:
     validation = _report(ctx, "validation", "validate")
     export, quantize = _report(ctx, "export", "export"), _report(ctx, "quantize", "quantize")
     evaluation = _report(ctx, "evaluation", "evaluate")["variants"]["onnx_int8"]
-    lock_hash, lock_outs = _lock(ctx)
+    lock_text, lock_hash, lock_outs = _lock(ctx)
+    split = lock_outs.get("split", {})
     commit, dirty = tracking.git_state(ctx.root)
 
     example = read_split(ctx, "test")["test"]["text"].head(2).tolist()
@@ -53,7 +54,8 @@ def run(ctx: StageContext) -> StageResult:
         "git.dirty": str(dirty).lower(),
         "dvc.lock.sha256": lock_hash,
         "data.validated": lock_outs.get("validate", {}).get(paths.validated, ""),
-        "data.split": lock_outs.get("split", {}).get(paths.split, ""),
+        # The split stage writes one file per split, so the data version is their hashes.
+        "data.split": ",".join(f"{path}={md5}" for path, md5 in sorted(split.items()) if path.startswith(paths.split)),
         "data.validation": "passed" if validation.get("success") else "failed",
         "gate.export_parity": "passed",  # export fails, and nothing reaches here, otherwise
         "gate.export_max_abs_diff": str(export.get("pruned/max_abs_diff")),
@@ -66,7 +68,7 @@ def run(ctx: StageContext) -> StageResult:
     }
     with registry_errors(f"register: registering '{name}'"):
         registered, uri = register_model(name, model, tokenizer, example, tags, run_id=ctx.run.run_id,
-                                         lineage={"dvc.lock": ctx.root.joinpath("dvc.lock").read_text(),
+                                         lineage={"dvc.lock": lock_text,
                                                   "validation.json": validation})
     out = {"model_name": name, "version": registered, "run_id": ctx.run.run_id,
            "model_uri": uri, "tags": tags}
