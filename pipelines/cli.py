@@ -44,6 +44,70 @@ def run(
 
 
 @app.command()
+def retrain() -> None:
+    """Retrain once now: check new batches, rerun the DAG, let the gate decide."""
+    root = _root()
+    from pipelines.flow import run_flow
+    from pipelines.params import load
+    from pipelines.retrain import retrain as flow
+
+    load(root / "params.yaml")
+    state = run_flow(flow)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, dict):
+        typer.echo(result.get("markdown", ""))
+    if state.is_cancelled():
+        raise KilnError(state.message)
+    if state.is_failed():
+        raise KilnError(f"retrain failed: {state.message}")
+
+
+@app.command()
+def serve() -> None:
+    """Serve the scheduled `retrain` deployment (cron from params.yaml) until stopped."""
+    root = _root()
+    from pipelines.params import load
+    from pipelines.retrain import DEPLOYMENT, serve as serve_deployment
+
+    params = load(root / "params.yaml")
+    if not os.environ.get("PREFECT_API_URL"):
+        raise KilnError("kiln serve needs a Prefect server to hold the schedule: start one with `kiln up` "
+                        "or set PREFECT_API_URL")
+    typer.echo(f"serving deployment '{DEPLOYMENT}' (cron '{params.retrain.cron}' {params.retrain.timezone}) "
+               f"on {os.environ['PREFECT_API_URL']}; Ctrl-C stops it")
+    serve_deployment(params)
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="address both servers bind; 127.0.0.1 keeps them local")] = "127.0.0.1",
+    prefect_port: Annotated[int, typer.Option(help="Prefect server port")] = 4200,
+    mlflow_port: Annotated[int, typer.Option(help="MLflow server port")] = 5000,
+) -> None:
+    """Start a Prefect server and an MLflow tracking server in the background
+    (PostgreSQL if KILN_DB_URL is set, else SQLite files)."""
+    root = _root()
+    from pipelines import servers
+
+    state = servers.up(root, host, prefect_port, mlflow_port)
+    prefect, mlflow = state["servers"]["prefect"], state["servers"]["mlflow"]
+    typer.echo(f"Prefect UI and API: {prefect['url'].removesuffix('/api')}  (log {prefect['log']})")
+    typer.echo(f"MLflow UI:          {mlflow['url']}  (log {mlflow['log']})")
+    typer.echo(f"backend store: {state['backend']}; addresses in {servers.state_path(root)}, "
+               f"used by every kiln command here; `kiln down` stops both")
+
+
+@app.command()
+def down() -> None:
+    """Stop the servers `kiln up` started."""
+    root = env.find_root()
+    from pipelines import servers
+
+    stopped = servers.down(root)
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "no Kiln servers were running")
+
+
+@app.command()
 def status() -> None:
     """Which stages are stale, and why."""
     root = _root()

@@ -41,11 +41,12 @@ def load_stage(repo: "Repo", name: str) -> "PipelineStage":
 
 
 def plan(repo: "Repo", targets: list[str] | None = None) -> list["PipelineStage"]:
-    """The stages to visit, dependencies first, exactly as `dvc repro TARGETS` orders them."""
+    """The stages to visit, dependencies first, exactly as `dvc repro TARGETS` orders them.
+    Data sources (the `.dvc` files of learned batches) have nothing to run and are left out."""
     from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
 
     stages = collect_stages(repo, targets or ["dvc.yaml"])
-    return plan_repro(get_active_graph(repo.index.graph), stages)
+    return [s for s in plan_repro(get_active_graph(repo.index.graph), stages) if not s.is_data_source]
 
 
 def stage_name(stage: "PipelineStage") -> str:

@@ -35,18 +35,33 @@ def local_tracking_uri(root: Path) -> str:
 
 def configure(root: Path) -> None:
     """Embedded defaults, each overridable by the variable a user already knows:
-    MLFLOW_TRACKING_URI, PREFECT_API_URL, PREFECT_HOME."""
+    MLFLOW_TRACKING_URI, PREFECT_API_URL, PREFECT_HOME. Servers started by `kiln up` come
+    before the embedded ones."""
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
+    servers = _servers(root)
+    if servers:
+        os.environ.setdefault("MLFLOW_TRACKING_URI", servers["mlflow"]["url"])
+        os.environ.setdefault("PREFECT_API_URL", servers["prefect"]["url"])
     os.environ.setdefault("MLFLOW_TRACKING_URI", local_tracking_uri(root))
-    if "PREFECT_API_URL" not in os.environ:
-        # The ephemeral API keeps its database here, beside the project, not in ~/.prefect.
-        os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
+    # Prefect's profile and the temporary API's database live beside the project.
+    os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     # Command output is for people: no download progress bars between its lines.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Kiln's models are ONNX files loaded by code; a model that needs unpickling is refused.
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+
+
+def _servers(root: Path) -> dict | None:
+    """The addresses `kiln up` wrote, if its servers are up."""
+    import json
+
+    path = root / ".kiln" / "servers.json"
+    try:
+        return json.loads(path.read_text())["servers"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def git_state(root: Path) -> tuple[str, bool]:

@@ -67,9 +67,10 @@ def reproduce(repo, stage, force: bool, timings: dict[str, stages.Timing]) -> St
 
 
 @flow(name="kiln-pipeline")
-def pipeline(targets: list[str] | None = None, force: bool = False):
+def pipeline(targets: list[str] | None = None, force: bool = False, execution: str | None = None):
     """Bring the stages of dvc.yaml up to date; prints a table of what ran and how long.
-    A stage that fails on a user error ends the flow Failed, with that error's message."""
+    A stage that fails on a user error ends the flow Failed, with that error's message.
+    `execution` names an MLflow run already made (by the retrain flow) to hold the stages."""
     root = find_root()
     params = load(root / "params.yaml")
     os.environ[tracking.FLOW_RUN_ENV] = str(flow_run.get_id())
@@ -90,7 +91,7 @@ def pipeline(targets: list[str] | None = None, force: bool = False):
         "retry_condition_fn": transient,
     }
     try:
-        with tracking.pipeline_run(root, params.tracking.experiment), dag.in_process(execute):
+        with tracking.pipeline_run(root, params.tracking.experiment, execution), dag.in_process(execute):
             for stage in dag.plan(repo, targets):
                 name = dag.stage_name(stage)
                 step = reproduce.with_options(task_run_name=name, **task_options)
@@ -137,14 +138,20 @@ def table(rows: list[StageRow], wall: float) -> str:
 
 
 def run(targets: list[str] | None, force: bool) -> None:
-    """Run the flow; a failed stage's user error is raised as that KilnError."""
+    """Run the pipeline flow; a failed stage's user error is raised as that KilnError."""
+    run_flow(pipeline, targets=targets or None, force=force).result()
+
+
+def run_flow(fn, **parameters):
+    """Run a flow in this process, on Prefect's temporary API unless a server is set;
+    returns its result and raises its error if it failed."""
     server = _start_api()
     import mlflow  # noqa: F401  (needed by every stage; imported while the server starts)
 
     if server is not None:
         server.join()
     try:
-        state = pipeline(targets=targets or None, force=force, return_state=True)
+        state = fn(**parameters, return_state=True)
     finally:
         if server is not None:
             # The flow's last log lines go to the API before it stops.
@@ -153,4 +160,4 @@ def run(targets: list[str] | None, force: bool) -> None:
 
             APILogWorker.drain_all()
             SubprocessASGIServer().stop()
-    state.result()  # raises the stage's error if the flow failed
+    return state

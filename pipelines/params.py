@@ -6,6 +6,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from components.data.augment import AugmentConfig
+from components.data.drift import DriftConfig
 from components.data.sources import IngestConfig
 from components.data.split import SplitConfig
 from components.data.validation import ValidateConfig
@@ -57,6 +58,44 @@ class OrchestrationConfig(_Section):
     retry_delay_s: float = Field(5.0, ge=0)
 
 
+class NotifyConfig(_Section):
+    """Where the retrain flow reports a failure or a quarantined batch, through Prefect."""
+
+    apprise_url: str | None = Field(None, description="an Apprise URL: slack://..., json://host/path, mailto://...")
+    block: str | None = Field(None, pattern=r"^[a-z0-9-]+/[A-Za-z0-9_-]+$",
+                              description="a saved Prefect notification block, as <block-type>/<name>")
+
+    @model_validator(mode="after")
+    def _one(self) -> "NotifyConfig":
+        if self.apprise_url and self.block:
+            raise ValueError("set apprise_url or block, not both")
+        return self
+
+
+class RetrainConfig(_Section):
+    cron: str = Field("0 2 * * *", description="when the `retrain` deployment runs (cron, in `timezone`)")
+    timezone: str = "UTC"
+    drift: DriftConfig = DriftConfig()
+    notify: NotifyConfig = NotifyConfig()
+
+    @model_validator(mode="after")
+    def _schedule(self) -> "RetrainConfig":
+        from datetime import datetime
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        from cronsim import CronSim, CronSimError
+
+        try:
+            CronSim(self.cron, datetime(2000, 1, 1))
+        except CronSimError as err:
+            raise ValueError(f"cron '{self.cron}' is not a valid cron expression ({err})") from None
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone '{self.timezone}' is not an IANA time zone") from None
+        return self
+
+
 class Params(_Section):
     # `validate` and `register` would shadow BaseModel attributes, hence the aliases.
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -80,6 +119,7 @@ class Params(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     register_: RegisterConfig = Field(RegisterConfig(), alias="register")
     promote: GateConfig = GateConfig()
+    retrain: RetrainConfig = RetrainConfig()
 
     @model_validator(mode="after")
     def _student_smaller(self) -> "Params":

@@ -201,10 +201,12 @@ def stage_run(name: str, params: dict[str, Any], root: Path, experiment_name: st
 
 
 @contextmanager
-def pipeline_run(root: Path, experiment_name: str) -> Iterator[None]:
+def pipeline_run(root: Path, experiment_name: str, key: str | None = None) -> Iterator[None]:
     """Group the stages a `kiln run` executes under one parent run, created when the first
-    stage starts (a run with nothing to do leaves no empty parent) and closed here."""
-    key = f"flow-{uuid.uuid4().hex}"
+    stage starts (a run with nothing to do leaves no empty parent) and closed here. With
+    `key`, the parent is the run already tagged with it, and its owner closes it."""
+    owner = key is None
+    key = key or f"flow-{uuid.uuid4().hex}"
     previous = os.environ.get(EXECUTION_ENV)
     os.environ[EXECUTION_ENV] = key
     status = "FAILED"
@@ -217,5 +219,5 @@ def pipeline_run(root: Path, experiment_name: str) -> Iterator[None]:
         else:
             os.environ[EXECUTION_ENV] = previous
         mlflow = client()
-        if run_id := _find(mlflow, experiment_id(mlflow, experiment_name, root), key):
+        if owner and (run_id := _find(mlflow, experiment_id(mlflow, experiment_name, root), key)):
             mlflow.set_terminated(run_id, status)

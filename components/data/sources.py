@@ -42,6 +42,7 @@ class IncomingSourceConfig(BaseModel):
 
     dir: str = "data/incoming"
     processed_dir: str = "data/processed"
+    quarantine_dir: str = "data/quarantine"
     base: Literal["bbc", "file"] = "bbc"
 
 
@@ -196,13 +197,19 @@ def read_files(pattern: str, cfg: FileSourceConfig, root: Path, source: str) -> 
     return pd.concat([read_file(p, cfg, source) for p in paths], ignore_index=True)
 
 
-def _batches(directory: Path, cfg: FileSourceConfig) -> list[pd.DataFrame]:
+def batch_files(directory: Path) -> list[Path]:
+    """The batch files of a folder, by name (a name that starts with a date sorts by it).
+    Hidden files and DVC's `.dvc` pointers beside learned batches are not batches."""
     if not directory.is_dir():
         return []
-    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix.lower() in FORMATS)
+    return sorted(p for p in directory.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix != ".dvc")
+
+
+def _batches(directory: Path, cfg: FileSourceConfig) -> list[pd.DataFrame]:
     # The source names the batch, not its folder: moving a learned batch from incoming/
     # to processed/ must not change the dataset.
-    return [read_file(p, cfg, f"batch:{p.name}") for p in files]
+    return [read_file(p, cfg, f"batch:{p.name}") for p in batch_files(directory)]
 
 
 def append_new(current: pd.DataFrame, batch: pd.DataFrame) -> pd.DataFrame:
@@ -213,6 +220,14 @@ def append_new(current: pd.DataFrame, batch: pd.DataFrame) -> pd.DataFrame:
     fresh = batch[~batch["id"].isin(known_ids)]
     fresh = fresh[~fresh["text"].map(lambda t: isinstance(t, str) and normalise(t) in known_texts)]
     return pd.concat([current, fresh], ignore_index=True)
+
+
+def learned(cfg: IngestConfig, root: Path) -> pd.DataFrame:
+    """The `incoming` source's base dataset plus every batch already learned."""
+    base = read_bbc() if cfg.incoming.base == "bbc" else read_files(cfg.file.path, cfg.file, root, "file")
+    for batch in _batches(root / cfg.incoming.processed_dir, cfg.file):
+        base = append_new(base, batch)
+    return base
 
 
 def ingest(cfg: IngestConfig, root: Path) -> pd.DataFrame:
@@ -226,9 +241,7 @@ def ingest(cfg: IngestConfig, root: Path) -> pd.DataFrame:
         return read_bbc()
     if cfg.source == "file":
         return read_files(cfg.file.path, cfg.file, root, "file")
-    base = read_bbc() if cfg.incoming.base == "bbc" else read_files(cfg.file.path, cfg.file, root, "file")
-    dataset = base
-    for directory in (cfg.incoming.processed_dir, cfg.incoming.dir):
-        for batch in _batches(root / directory, cfg.file):
-            dataset = append_new(dataset, batch)
+    dataset = learned(cfg, root)
+    for batch in _batches(root / cfg.incoming.dir, cfg.file):
+        dataset = append_new(dataset, batch)
     return dataset

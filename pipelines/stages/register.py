@@ -6,7 +6,9 @@ import json
 import os
 
 import yaml
+from tokenizers import Tokenizer
 
+from components.data.drift import profile
 from components.errors import KilnError
 from pipelines import tracking
 from pipelines.io import write_json
@@ -48,7 +50,10 @@ def run(ctx: StageContext) -> StageResult:
     split = lock_outs.get("split", {})
     commit, dirty = tracking.git_state(ctx.root)
 
-    example = read_split(ctx, "test")["test"]["text"].head(2).tolist()
+    splits = read_split(ctx, "train", "test")
+    example = splits["test"]["text"].head(2).tolist()
+    # What the retrain flow measures a new batch's drift against once this is champion.
+    reference = profile(splits["train"], Tokenizer.from_file(str(tokenizer))).to_dict()
     tags = {
         "git.commit": commit,
         "git.dirty": str(dirty).lower(),
@@ -68,8 +73,8 @@ def run(ctx: StageContext) -> StageResult:
     }
     with registry_errors(f"register: registering '{name}'"):
         registered, uri = register_model(name, model, tokenizer, example, tags, run_id=ctx.run.run_id,
-                                         lineage={"dvc.lock": lock_text,
-                                                  "validation.json": validation})
+                                         lineage={"dvc.lock": lock_text, "validation.json": validation,
+                                                  "profile.json": reference})
     out = {"model_name": name, "version": registered, "run_id": ctx.run.run_id,
            "model_uri": uri, "tags": tags}
     write_json(out, ctx.path(paths.reports) / "register.json")

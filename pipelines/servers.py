@@ -1,0 +1,217 @@
+"""`kiln up` and `kiln down`: a Prefect server and an MLflow tracking server in the
+background, on PostgreSQL when KILN_DB_URL names one, else on SQLite files.
+
+Their addresses go to `.kiln/servers.json`; every later `kiln` command in the repository
+reads them from there (`env.configure`) unless MLFLOW_TRACKING_URI or PREFECT_API_URL is
+set. Both bind to 127.0.0.1 unless told otherwise: an MLflow server without its auth app
+lets anyone who reaches it change the registry.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from components.errors import KilnError
+
+STATE = Path(".kiln") / "servers.json"
+DB_ENV = "KILN_DB_URL"
+PREFECT_DB_SUFFIX = "_prefect"
+
+
+def state_path(root: Path) -> Path:
+    return root / STATE
+
+
+def read_state(root: Path) -> dict | None:
+    path = state_path(root)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def databases(db_url: str | None, root: Path) -> tuple[str, str]:
+    """(MLflow backend store URI, Prefect database URL). MLflow and Prefect each keep an
+    `alembic_version` table, so on one PostgreSQL server they get a database each: the
+    one KILN_DB_URL names for MLflow, and the same name plus `_prefect` for Prefect."""
+    if not db_url:
+        return (f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
+                f"sqlite+aiosqlite:///{root / '.prefect' / 'prefect.db'}")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(db_url)
+    except ArgumentError:
+        raise KilnError(f"{DB_ENV}='{_hide(db_url)}' is not a database URL "
+                        f"(expected postgresql://user:password@host:5432/kiln)") from None
+    if url.get_backend_name() != "postgresql" or not url.database:
+        raise KilnError(f"{DB_ENV} must name a PostgreSQL database (postgresql://user:password@host:5432/kiln), "
+                        f"got '{_hide(db_url)}'")
+    mlflow = url.set(drivername="postgresql")
+    prefect = url.set(drivername="postgresql+asyncpg", database=url.database + PREFECT_DB_SUFFIX)
+    return mlflow.render_as_string(hide_password=False), prefect.render_as_string(hide_password=False)
+
+
+def _hide(db_url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(db_url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: show nothing of it that could be a secret
+        return "<unparseable>"
+
+
+def ensure_databases(db_url: str) -> None:
+    """Create the two databases if the server lacks them (needs CREATEDB; a DBA may make
+    them beforehand instead)."""
+    import psycopg2
+    from psycopg2 import sql
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    names = [url.database, url.database + PREFECT_DB_SUFFIX]
+    try:
+        connection = psycopg2.connect(host=url.host, port=url.port or 5432, user=url.username,
+                                      password=url.password, dbname="postgres", connect_timeout=10)
+    except psycopg2.OperationalError as err:
+        raise KilnError(f"cannot reach PostgreSQL at {_hide(db_url)}: {str(err).strip().splitlines()[0]}") from None
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            for name in names:
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cursor.fetchone() is None:
+                    cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg2.Error as err:
+        raise KilnError(f"PostgreSQL at {_hide(db_url)}: cannot create {' and '.join(names)}: "
+                        f"{str(err).strip().splitlines()[0]}") from None
+    finally:
+        connection.close()
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _start(command: list[str], log: Path, env: dict[str, str]) -> int:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        # A session of its own: the server outlives this command and `kiln down` stops
+        # its whole process group (uvicorn and gunicorn start workers).
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, start_new_session=True)
+    return proc.pid
+
+
+def _wait(url: str, pid: int, log: Path, what: str, timeout: float) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.is_file() else ""
+            raise KilnError(f"the {what} stopped while starting; the end of {log}:\n{tail}")
+        try:
+            if requests.get(url, timeout=2).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    raise KilnError(f"the {what} did not answer {url} within {timeout:.0f} s; see {log}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) counts as stopped.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def up(root: Path, host: str, prefect_port: int, mlflow_port: int, timeout: float = 180.0) -> dict:
+    """Start both servers and write their addresses; returns the state written."""
+    current = read_state(root)
+    if current and any(_alive(s["pid"]) for s in current["servers"].values()):
+        raise KilnError(f"servers are already up ({state_path(root)}); `kiln down` stops them")
+    for port in (prefect_port, mlflow_port):
+        if not _port_free(host, port):
+            raise KilnError(f"port {port} on {host} is taken; choose another with --prefect-port/--mlflow-port")
+    db_url = os.environ.get(DB_ENV) or None
+    mlflow_store, prefect_db = databases(db_url, root)
+    if db_url:
+        ensure_databases(db_url)
+    (root / "mlflow").mkdir(exist_ok=True)
+    (root / ".prefect").mkdir(exist_ok=True)
+    logs = root / ".kiln"
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    prefect_url = f"http://{host}:{prefect_port}/api"
+    mlflow_url = f"http://{host}:{mlflow_port}"
+    prefect_env = {**env, "PREFECT_API_DATABASE_CONNECTION_URL": prefect_db, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                   "PREFECT_UI_API_URL": prefect_url}
+    servers = {
+        "prefect": {"url": prefect_url, "log": str(logs / "prefect.log"),
+                    "pid": _start([str(bin_dir / "prefect"), "server", "start", "--host", host,
+                                   "--port", str(prefect_port)], logs / "prefect.log", prefect_env)},
+        "mlflow": {"url": mlflow_url, "log": str(logs / "mlflow.log"),
+                   "pid": _start([str(bin_dir / "mlflow"), "server", "--backend-store-uri", mlflow_store,
+                                  "--artifacts-destination", (root / "mlflow" / "artifacts").as_uri(),
+                                  "--host", host, "--port", str(mlflow_port), "--workers", "1"],
+                                 logs / "mlflow.log", env)},
+    }
+    state = {"servers": servers, "backend": "postgresql" if db_url else "sqlite"}
+    state_path(root).parent.mkdir(exist_ok=True)
+    state_path(root).write_text(json.dumps(state, indent=2))
+    try:
+        _wait(f"{prefect_url}/health", servers["prefect"]["pid"], logs / "prefect.log", "Prefect server", timeout)
+        _wait(f"{mlflow_url}/health", servers["mlflow"]["pid"], logs / "mlflow.log", "MLflow server", timeout)
+    except KilnError:
+        down(root)
+        raise
+    return state
+
+
+def down(root: Path, grace: float = 15.0) -> list[str]:
+    """Stop the servers `up` started; returns what was stopped."""
+    state = read_state(root)
+    if state is None:
+        return []
+    stopped = []
+    for name, server in state["servers"].items():
+        pid = server["pid"]
+        if not _alive(pid):
+            continue
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        deadline = time.monotonic() + grace
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        stopped.append(name)
+    state_path(root).unlink(missing_ok=True)
+    return stopped
