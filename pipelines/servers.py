@@ -54,7 +54,7 @@ def databases(db_url: str | None, root: Path) -> tuple[str, str]:
     if url.get_backend_name() != "postgresql" or not url.database:
         raise KilnError(f"{DB_ENV} must name a PostgreSQL database (postgresql://user:password@host:5432/kiln), "
                         f"got '{_hide(db_url)}'")
-    mlflow = url.set(drivername="postgresql")
+    mlflow = url.set(drivername="postgresql+psycopg2")
     prefect = url.set(drivername="postgresql+asyncpg", database=url.database + PREFECT_DB_SUFFIX)
     return mlflow.render_as_string(hide_password=False), prefect.render_as_string(hide_password=False)
 

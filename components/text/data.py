@@ -53,6 +53,16 @@ class _Rows(Dataset):
         return self.rows[index]
 
 
+def _seeded_collator(tokenizer: PreTrainedTokenizerFast, mask_prob: float, seed: int) -> DataCollatorForLanguageModeling:
+    """The masking collator with its generator made here, as the collator itself makes it
+    in a main process. Left to itself it looks at the process name, and in any other
+    process (a Prefect deployment runs flows in a child process) it expects to be a
+    DataLoader worker and fails."""
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mask_prob, seed=seed)
+    collator.generator = torch.Generator().manual_seed(seed)
+    return collator
+
+
 class MaskedLMData(L.LightningDataModule):
     """Train and val texts as windows; train windows are masked afresh each batch, val
     windows once, with a fixed seed, so val/loss compares across epochs and runs."""
@@ -63,10 +73,10 @@ class MaskedLMData(L.LightningDataModule):
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.seed = seed
-        self.collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mask_prob, seed=seed)
+        self.collator = _seeded_collator(tokenizer, mask_prob, seed)
         self.train_rows = [{"input_ids": w} for w in windows(train, tokenizer, length)]
         val_rows = [{"input_ids": w} for w in windows(val, tokenizer, length)]
-        fixed = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mask_prob, seed=seed + 1)
+        fixed = _seeded_collator(tokenizer, mask_prob, seed + 1)
         self.val_batches = [fixed(val_rows[i : i + batch_size]) for i in range(0, len(val_rows), batch_size)]
 
     def train_dataloader(self) -> DataLoader:
