@@ -1,9 +1,12 @@
 """Shared fixtures: a throwaway copy of the repository, and the `kiln` of this venv."""
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pandas as pd
@@ -171,3 +174,48 @@ def tiny_onnx(folder: Path, seed: int = 0):
     raw.unlink()
     stamp(path, {"labels": {label: i for i, label in enumerate(LABELS)}, "max_length": 32, "git_commit": "abc"})
     return model, path, folder / "tokenizer.json"
+
+
+def good_batch(start: int = 0, rows_per_label: int = 4) -> pd.DataFrame:
+    """New texts in the words of `tiny_frame` (reversed word order), so nothing drifts."""
+    rows = []
+    for label in LABELS:
+        for i in range(start, start + rows_per_label):
+            words = " ".join(f"{label}word{j}" for j in reversed(range(i % 5 + 3)))
+            rows.append({"text": f"Story {i} about {label}: {words}. More detail {i * 7} follows here.",
+                         "label": label})
+    return pd.DataFrame(rows)
+
+
+def drifted_batch() -> pd.DataFrame:
+    return pd.DataFrame({"text": [f"lol omg zzyzx qwv {i} sooo gud #blessed wow" for i in range(20)],
+                         "label": "tech"})
+
+
+def incoming_repo(repo: Path, **overrides) -> Path:
+    """A tiny repo whose dataset is `tiny_frame` plus the batches of data/incoming."""
+    tiny_repo(repo)
+    set_params(repo, ingest={"source": "incoming", "incoming": {"base": "file"}}, **overrides)
+    return repo
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):
+        self.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook():
+    """A local HTTP endpoint for Apprise's json:// notifications; yields (url, bodies)."""
+    _Hook.received = []
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"json://127.0.0.1:{server.server_port}/kiln", _Hook.received
+    server.shutdown()

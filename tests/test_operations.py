@@ -1,0 +1,112 @@
+"""Kiln in operation on real servers: PostgreSQL behind `kiln up`'s Prefect and MLflow
+servers, the `retrain` deployment served by `kiln serve` and triggered through Prefect's
+`run_deployment`, the results read back from the databases themselves."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+from sqlalchemy.engine import make_url
+
+import postgres
+from conftest import BIN, clean_env, copy_repo, drifted_batch, good_batch, incoming_repo, kiln
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+TRIGGER = Path(__file__).with_name("trigger.py")
+
+
+@pytest.fixture(scope="module")
+def database():
+    with postgres.server() as url:
+        yield url
+
+
+def query(url: str, sql: str, database: str | None = None) -> list[tuple]:
+    parts = make_url(url)
+    with psycopg2.connect(host=parts.host, port=parts.port, user=parts.username, password=parts.password,
+                          dbname=database or parts.database) as connection, connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchall()
+
+
+def trigger(repo: Path, count: int, env: dict) -> list[dict]:
+    out = subprocess.run([sys.executable, str(TRIGGER), str(count), "600"], cwd=repo, env=env,
+                         capture_output=True, text=True, timeout=700)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def wait_for_deployment(env: dict, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "is being served" in log.read_text():
+            return
+        time.sleep(1)
+    pytest.fail("kiln serve did not start serving:\n" + log.read_text()[-3000:])
+
+
+def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
+    url, notifications = webhook
+    repo = incoming_repo(copy_repo(tmp_path / "kiln"), retrain={"notify": {"apprise_url": url}})
+    remote = tmp_path / "remote"
+    subprocess.run([str(BIN / "dvc"), "remote", "add", "-d", "store", str(remote)], cwd=repo, check=True,
+                   env=clean_env())
+    env = clean_env(KILN_DB_URL=database)
+    prefect_port, mlflow_port = postgres.free_port(), postgres.free_port()
+    up = kiln("up", "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port), cwd=repo,
+              KILN_DB_URL=database)
+    assert up.returncode == 0, up.stdout + up.stderr
+    servers = json.loads((repo / ".kiln/servers.json").read_text())
+    assert servers["backend"] == "postgresql"
+    assert servers["servers"]["mlflow"]["url"] == f"http://127.0.0.1:{mlflow_port}"
+    log = tmp_path / "serve.log"
+    serve = subprocess.Popen([str(BIN / "kiln"), "serve"], cwd=repo, env=env, stdout=open(log, "w"),
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    api = dict(env, PREFECT_API_URL=f"http://127.0.0.1:{prefect_port}/api")
+    try:
+        wait_for_deployment(api, log)
+        good_batch().to_csv(repo / "data/incoming/2026-11-22.csv", index=False)
+
+        # Two triggers together: the deployment's concurrency limit cancels the second.
+        runs = trigger(repo, 2, api)
+        states = sorted(r["state"] for r in runs)
+        assert states == ["CANCELLED", "COMPLETED"], runs + [log.read_text()[-4000:]]
+        completed = next(r for r in runs if r["state"] == "COMPLETED")
+        assert "1 batch(es) learned; version 1 promoted to champion" in completed["message"]
+        assert (repo / "data/processed/2026-11-22.csv").is_file()
+        assert (repo / "data/processed/2026-11-22.csv.dvc").is_file()
+        status = kiln("status", cwd=repo, PREFECT_API_URL=api["PREFECT_API_URL"])
+        assert "Every stage is up to date." in status.stdout, status.stdout + status.stderr
+        assert any(remote.rglob("*")), "the run pushed to the DVC remote"
+
+        # What the databases hold: the flow runs in Prefect's, the registry in MLflow's.
+        flow_runs = query(database, "SELECT f.name, r.state_type FROM flow_run r JOIN flow f ON f.id = r.flow_id "
+                                    "WHERE f.name = 'kiln-retrain'", make_url(database).database + "_prefect")
+        assert sorted(s for _, s in flow_runs) == ["CANCELLED", "COMPLETED"]
+        aliases = dict(query(database, "SELECT alias, version FROM registered_model_aliases "
+                                       "WHERE name = 'kiln-topic'"))
+        assert aliases == {"champion": 1, "challenger": 1}
+        runs_table = query(database, "SELECT name, status FROM runs WHERE name LIKE 'retrain %'")
+        assert [status for _, status in runs_table] == ["FINISHED"]
+        artifacts = kiln("lineage", "1", cwd=repo)
+        assert artifacts.returncode == 0, artifacts.stderr
+
+        # A drifted batch: quarantined, a notification, and the champion stays.
+        drifted_batch().to_csv(repo / "data/incoming/2026-11-23.csv", index=False)
+        runs = trigger(repo, 1, api)
+        assert runs[0]["state"] == "FAILED" and "quarantined" in runs[0]["message"]
+        assert list((repo / "data/quarantine").glob("*-2026-11-23.csv/report.json"))
+        assert dict(query(database, "SELECT alias, version FROM registered_model_aliases "
+                                    "WHERE name = 'kiln-topic'"))["champion"] == 1
+        assert any("quarantined" in n["title"] and "drift" in n["message"] for n in notifications)
+    finally:
+        serve.terminate()
+        serve.wait(timeout=60)
+        down = kiln("down", cwd=repo)
+    assert down.returncode == 0 and "stopped: prefect, mlflow" in down.stdout
+    assert not (repo / ".kiln/servers.json").exists()
