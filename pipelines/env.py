@@ -20,6 +20,23 @@ TELEMETRY_OFF = {
 }
 
 
+# Every variable Kiln reads or hands to the tools it drives (infra/ sets no other), and
+# what it does. infra/README.md explains each one.
+VARIABLES = {
+    "KILN_DB_URL": "kiln up: PostgreSQL URL; MLflow uses its database, Prefect the same name plus _prefect",
+    "MLFLOW_TRACKING_URI": "the MLflow tracking server (or store) every kiln command uses",
+    "MLFLOW_BACKEND_STORE_URI": "the MLflow server's own database (the server of docker-compose.yml)",
+    "MLFLOW_S3_ENDPOINT_URL": "the S3 endpoint (MinIO) of MLflow's artifact store",
+    "AWS_ACCESS_KEY_ID": "S3 credentials: MLflow's artifact store and the DVC remote",
+    "AWS_SECRET_ACCESS_KEY": "S3 credentials: MLflow's artifact store and the DVC remote",
+    "PREFECT_API_URL": "the Prefect server every kiln command, kiln serve and the worker use",
+    "PREFECT_UI_API_URL": "the API address the Prefect UI in a browser calls",
+    "PREFECT_API_DATABASE_CONNECTION_URL": "the Prefect server's database",
+    "PREFECT_HOME": "Prefect's profile and temporary-API database (default: .prefect/ in the repository)",
+    **{key: "telemetry off (no internet where Kiln runs)" for key in TELEMETRY_OFF},
+}
+
+
 def find_root(start: Path | None = None) -> Path:
     """The Kiln repository: the nearest folder upward holding dvc.yaml and params.yaml."""
     here = (start or Path.cwd()).resolve()
