@@ -383,7 +383,7 @@ def _decision(root: Path, params: Params, stages: list, batches: int) -> tuple[s
     verdict = (f"version {promotion['version']} promoted to champion" if promotion["promoted"]
                else f"version {promotion['version']} refused by the gate; champion stays version "
                     f"{promotion['champion']}")
-    return f"{batches} batch(es) learned; {verdict}", promotion
+    return (f"{batches} batch(es) learned; " if batches else "no new batches; ") + verdict, promotion
 
 
 def _finish(summary: Summary, run_id: str, failure: str | None) -> None:

@@ -12,7 +12,7 @@ from components.data.drift import DriftConfig, drift, profile, psi
 from components.data.sources import FileSourceConfig
 from components.data.validation import ValidateConfig
 from components.text.tokenizer import TokenizeConfig, train_tokenizer
-from conftest import LABELS, copy_repo, drifted_batch, good_batch, incoming_repo, kiln, tiny_frame
+from conftest import LABELS, copy_repo, drifted_batch, good_batch, incoming_repo, kiln, set_params, tiny_frame
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +127,25 @@ def test_retrain_fails_fast_naming_an_unreachable_tracking_server(tmp_path):
     assert out.returncode == 1
     assert "MLflow tracking server at http://127.0.0.1:9 is not answering" in out.stderr
     assert (repo / "data/incoming/batch.csv").is_file()
+
+
+@pytest.mark.slow
+def test_a_run_that_fails_halfway_keeps_the_champion_and_the_next_run_carries_on(tmp_path):
+    """A stage failing after the batch was learned (here the export parity gate, made
+    impossible): the stages before it stay done, and the next run starts from there."""
+    repo = incoming_repo(copy_repo(tmp_path / "kiln"), export={"max_abs_diff": 1e-30})
+    good_batch().to_csv(repo / "data/incoming/batch.csv", index=False)
+    failed = kiln("retrain", cwd=repo)
+    assert failed.returncode == 1 and "the pipeline failed" in failed.stderr, failed.stdout + failed.stderr
+    assert "export" in failed.stderr and "Traceback" not in failed.stderr
+    assert (repo / "data/processed/batch.csv").is_file() and (repo / "models/pruned").is_dir()
+    assert not (repo / "reports/register.json").exists(), "nothing was registered"
+
+    set_params(repo, export={"max_abs_diff": 1e-4})
+    done = kiln("retrain", cwd=repo)
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = {line.split("|")[1].strip(): line.split("|")[2].strip()
+             for line in done.stdout.splitlines() if line.startswith("| ") and "|" in line[2:]}
+    assert {table[s] for s in ("ingest", "validate", "split", "tokenize", "pretrain", "prune")} == {"up to date"}
+    assert table["export"] == table["register"] == "ran"
+    assert "no new batches; version 1 promoted to champion" in done.stdout
