@@ -93,6 +93,12 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
         assert aliases == {"champion": 1, "challenger": 1}
         runs_table = query(database, "SELECT name, status FROM runs WHERE name LIKE 'retrain %'")
         assert [status for _, status in runs_table] == ["FINISHED"]
+        # The run's summary: a Prefect markdown artifact and a file of its MLflow run.
+        summaries = query(database, "SELECT type, data FROM artifact WHERE key = 'retrain-summary'",
+                          make_url(database).database + "_prefect")
+        assert [kind for kind, _ in summaries] == ["markdown"]
+        assert "version 1 promoted to champion" in summaries[0][1] and "2026-11-22.csv" in summaries[0][1]
+        assert len(list((repo / "mlflow/artifacts").rglob("retrain/summary.md"))) == 1
         artifacts = kiln("lineage", "1", cwd=repo)
         assert artifacts.returncode == 0, artifacts.stderr
 
