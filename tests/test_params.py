@@ -7,7 +7,7 @@ from tests.conftest import ROOT
 
 def test_shipped_params_are_valid():
     params = load(ROOT / "params.yaml")
-    assert params.ingest.source == "bbc"
+    assert params.ingest.source == "incoming" and params.ingest.incoming.base == "bbc"
     assert params.validate_.max_duplicate_rate == 0.05
 
 

@@ -49,7 +49,7 @@ class IncomingSourceConfig(BaseModel):
 class IngestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    source: Literal["bbc", "file", "incoming"] = "bbc"
+    source: Literal["bbc", "file", "incoming"] = "incoming"
     file: FileSourceConfig = FileSourceConfig()
     incoming: IncomingSourceConfig = IncomingSourceConfig()
 
