@@ -93,7 +93,7 @@ def up(
     prefect, mlflow = state["servers"]["prefect"], state["servers"]["mlflow"]
     typer.echo(f"Prefect UI and API: {prefect['url'].removesuffix('/api')}  (log {prefect['log']})")
     typer.echo(f"MLflow UI:          {mlflow['url']}  (log {mlflow['log']})")
-    typer.echo(f"backend store: {state['backend']}; addresses in {servers.state_path(root)}, "
+    typer.echo(f"backend store: {state['backend']}; addresses in {env.servers_file(root)}, "
                f"used by every kiln command here; `kiln down` stops both")
 
 

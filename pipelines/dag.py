@@ -23,9 +23,15 @@ COMMAND_PREFIX = "kiln stage "
 
 
 def open_repo(root: Path) -> "Repo":
+    import logging
+
     from dvc.repo import Repo
 
-    return Repo(str(root))
+    repo = Repo(str(root))
+    # DVC narrates each step and suggests git commands; Kiln's flows say what ran. (Set
+    # here, after the import: importing dvc resets its logger.)
+    logging.getLogger("dvc").setLevel(logging.WARNING)
+    return repo
 
 
 def load_stage(repo: "Repo", name: str) -> "PipelineStage":

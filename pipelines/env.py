@@ -20,6 +20,10 @@ TELEMETRY_OFF = {
 }
 
 
+# Kiln's own state in a repository: the retrain lock, and `kiln up`'s logs and addresses.
+STATE_DIR = ".kiln"
+
+
 # Every variable Kiln reads or hands to the tools it drives (infra/ sets no other), and
 # what it does. infra/README.md explains each one.
 VARIABLES = {
@@ -56,10 +60,9 @@ def configure(root: Path) -> None:
     before the embedded ones."""
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
-    servers = _servers(root)
-    if servers:
-        os.environ.setdefault("MLFLOW_TRACKING_URI", servers["mlflow"]["url"])
-        os.environ.setdefault("PREFECT_API_URL", servers["prefect"]["url"])
+    if state := read_servers(root):
+        os.environ.setdefault("MLFLOW_TRACKING_URI", state["servers"]["mlflow"]["url"])
+        os.environ.setdefault("PREFECT_API_URL", state["servers"]["prefect"]["url"])
     os.environ.setdefault("MLFLOW_TRACKING_URI", local_tracking_uri(root))
     # Prefect's profile and the temporary API's database live beside the project.
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
@@ -70,14 +73,17 @@ def configure(root: Path) -> None:
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
 
 
-def _servers(root: Path) -> dict | None:
-    """The addresses `kiln up` wrote, if its servers are up."""
+def servers_file(root: Path) -> Path:
+    return root / STATE_DIR / "servers.json"
+
+
+def read_servers(root: Path) -> dict | None:
+    """What `kiln up` wrote (addresses, pids, logs), if its servers are up."""
     import json
 
-    path = root / ".kiln" / "servers.json"
     try:
-        return json.loads(path.read_text())["servers"]
-    except (OSError, ValueError, KeyError):
+        return json.loads(servers_file(root).read_text())
+    except (OSError, ValueError):
         return None
 
 

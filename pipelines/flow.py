@@ -5,7 +5,6 @@ what is stale and records what ran, so `kiln run` skips and leaves dvc.lock exac
 `dvc repro` would.
 """
 
-import logging
 import os
 import threading
 import time
@@ -75,9 +74,6 @@ def pipeline(targets: list[str] | None = None, force: bool = False, execution: s
     params = load(root / "params.yaml")
     os.environ[tracking.FLOW_RUN_ENV] = str(flow_run.get_id())
     repo = dag.open_repo(root)
-    # DVC narrates each step and suggests git commands; the flow's table says what ran.
-    # (Set after open_repo: importing dvc resets its logger.)
-    logging.getLogger("dvc").setLevel(logging.WARNING)
     timings: dict[str, stages.Timing] = {}
 
     def execute(stage, name: str) -> None:
@@ -144,7 +140,7 @@ def run(targets: list[str] | None, force: bool) -> None:
 
 def run_flow(fn, **parameters):
     """Run a flow in this process, on Prefect's temporary API unless a server is set;
-    returns its result and raises its error if it failed."""
+    returns its final state."""
     server = _start_api()
     import mlflow  # noqa: F401  (needed by every stage; imported while the server starts)
 

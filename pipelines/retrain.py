@@ -33,12 +33,11 @@ from components.data.batches import BatchOutcome, check
 from components.data.sources import batch_files, learned
 from components.errors import KilnError
 from pipelines import dag, registry, tracking
-from pipelines.env import find_root
+from pipelines.env import STATE_DIR, find_root
 from pipelines.params import NotifyConfig, Params, load
 
 DEPLOYMENT = "retrain"
 FLOW = "kiln-retrain"
-STATE_DIR = ".kiln"  # the repository lock and `kiln up`'s server addresses
 
 
 class Busy(KilnError):
@@ -184,7 +183,7 @@ def push(repo) -> str:
 def check_batches(root: Path, params: Params, reference: Reference) -> list[BatchOutcome]:
     """Each batch against everything learned before it, earlier batches of this run
     included, so two batches holding the same rows add them once."""
-    from components.data.sources import append_new, read_file
+    import pandas as pd
 
     cfg = params.ingest
     dataset = learned(cfg, root)
@@ -194,7 +193,7 @@ def check_batches(root: Path, params: Params, reference: Reference) -> list[Batc
                         params.retrain.drift)
         outcomes.append(outcome)
         if outcome.accepted:
-            dataset = append_new(dataset, read_file(path, cfg.file, f"batch:{path.name}"))
+            dataset = pd.concat([dataset, outcome.fresh], ignore_index=True)
     return outcomes
 
 
@@ -285,17 +284,6 @@ def publish(summary: Summary, run_id: str | None) -> None:
         mlflow.log_dict(run_id, summary.as_dict(), "retrain/summary.json")
 
 
-def _start_run(root: Path, params: Params, key: str) -> str:
-    from mlflow.entities import Metric
-
-    mlflow = tracking.client()
-    experiment = tracking.experiment_id(mlflow, params.tracking.experiment, root)
-    run = mlflow.create_run(experiment, run_name=f"retrain {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                            tags={tracking.EXECUTION_TAG: key, **tracking.run_tags(root, "retrain")})
-    mlflow.log_batch(run.info.run_id, metrics=[Metric("retrain/started", 1.0, int(time.time() * 1000), 0)])
-    return run.info.run_id
-
-
 def _notify_failure(_flow, _flow_run, state) -> None:
     """Prefect's failure and crash hook: the notification goes out however the run ended."""
     try:
@@ -338,9 +326,10 @@ def _retrain(root: Path, params: Params, summary: Summary, logger) -> str | None
         raise KilnError(f"retrain reads new batches through the `incoming` ingest source, but params.yaml has "
                         f"ingest.source: {params.ingest.source}")
     key = f"retrain-{uuid.uuid4().hex}"
-    run_id = _start_run(root, params, key)
+    mlflow = tracking.client()
+    experiment = tracking.experiment_id(mlflow, params.tracking.experiment, root)
+    run_id = tracking.create_parent(mlflow, experiment, root, key, "retrain")
     repo = dag.open_repo(root)
-    logging.getLogger("dvc").setLevel(logging.WARNING)
     if remote(repo):
         summary.dvc.append(pull(repo))
     reference = champion_reference(params.register_.model_name)
@@ -374,16 +363,16 @@ def _retrain(root: Path, params: Params, summary: Summary, logger) -> str | None
 
 
 def _decision(root: Path, params: Params, stages: list, batches: int) -> tuple[str, dict | None]:
+    learned = f"{batches} batch(es) learned; " if batches else "no new batches; "
     promoted_now = any(r.name == "promote" and r.status == "ran" for r in stages)
     report = root / params.paths.reports / "promotion.json"
     if not promoted_now or not report.is_file():
-        return (f"{batches} batch(es) learned; " if batches else "no new batches; ") + \
-            "every stage was up to date, no new model", None
+        return learned + "every stage was up to date, no new model", None
     promotion = json.loads(report.read_text())
     verdict = (f"version {promotion['version']} promoted to champion" if promotion["promoted"]
                else f"version {promotion['version']} refused by the gate; champion stays version "
                     f"{promotion['champion']}")
-    return (f"{batches} batch(es) learned; " if batches else "no new batches; ") + verdict, promotion
+    return learned + verdict, promotion
 
 
 def _finish(summary: Summary, run_id: str, failure: str | None) -> None:

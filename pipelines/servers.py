@@ -16,24 +16,10 @@ import time
 from pathlib import Path
 
 from components.errors import KilnError
+from pipelines.env import STATE_DIR, read_servers, servers_file
 
-STATE = Path(".kiln") / "servers.json"
 DB_ENV = "KILN_DB_URL"
 PREFECT_DB_SUFFIX = "_prefect"
-
-
-def state_path(root: Path) -> Path:
-    return root / STATE
-
-
-def read_state(root: Path) -> dict | None:
-    path = state_path(root)
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def databases(db_url: str | None, root: Path) -> tuple[str, str]:
@@ -136,25 +122,20 @@ def _wait(url: str, pid: int, log: Path, what: str, timeout: float) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Running, not a zombie (exited, not yet reaped by its parent)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    # A zombie (exited, not yet reaped by its parent) counts as stopped.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split()[2] != "Z"
-    except OSError:
-        return True
 
 
 def up(root: Path, host: str, prefect_port: int, mlflow_port: int, timeout: float = 180.0) -> dict:
     """Start both servers and write their addresses; returns the state written."""
-    current = read_state(root)
+    current = read_servers(root)
     if current and any(_alive(s["pid"]) for s in current["servers"].values()):
-        raise KilnError(f"servers are already up ({state_path(root)}); `kiln down` stops them")
+        raise KilnError(f"servers are already up ({servers_file(root)}); `kiln down` stops them")
     for port in (prefect_port, mlflow_port):
         if not _port_free(host, port):
             raise KilnError(f"port {port} on {host} is taken; choose another with --prefect-port/--mlflow-port")
@@ -164,7 +145,7 @@ def up(root: Path, host: str, prefect_port: int, mlflow_port: int, timeout: floa
         ensure_databases(db_url)
     (root / "mlflow").mkdir(exist_ok=True)
     (root / ".prefect").mkdir(exist_ok=True)
-    logs = root / ".kiln"
+    logs = root / STATE_DIR
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
     prefect_url = f"http://{host}:{prefect_port}/api"
@@ -182,8 +163,8 @@ def up(root: Path, host: str, prefect_port: int, mlflow_port: int, timeout: floa
                                  logs / "mlflow.log", env)},
     }
     state = {"servers": servers, "backend": "postgresql" if db_url else "sqlite"}
-    state_path(root).parent.mkdir(exist_ok=True)
-    state_path(root).write_text(json.dumps(state, indent=2))
+    servers_file(root).parent.mkdir(exist_ok=True)
+    servers_file(root).write_text(json.dumps(state, indent=2))
     try:
         _wait(f"{prefect_url}/health", servers["prefect"]["pid"], logs / "prefect.log", "Prefect server", timeout)
         _wait(f"{mlflow_url}/health", servers["mlflow"]["pid"], logs / "mlflow.log", "MLflow server", timeout)
@@ -195,7 +176,7 @@ def up(root: Path, host: str, prefect_port: int, mlflow_port: int, timeout: floa
 
 def down(root: Path, grace: float = 15.0) -> list[str]:
     """Stop the servers `up` started; returns what was stopped."""
-    state = read_state(root)
+    state = read_servers(root)
     if state is None:
         return []
     stopped = []
@@ -213,5 +194,5 @@ def down(root: Path, grace: float = 15.0) -> list[str]:
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
         stopped.append(name)
-    state_path(root).unlink(missing_ok=True)
+    servers_file(root).unlink(missing_ok=True)
     return stopped

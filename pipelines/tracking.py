@@ -110,14 +110,18 @@ def resolve_parent(mlflow: "MlflowClient", experiment: str, root: Path) -> Paren
     """The execution's parent run, created by the first stage that needs it. Stages of
     one execution run one after another, so two never race to create it."""
     key, trigger, owned = _execution()
-    if run_id := _find(mlflow, experiment, key):
-        return Parent(run_id, owned, trigger)
+    run_id = _find(mlflow, experiment, key) or create_parent(mlflow, experiment, root, key, trigger)
+    return Parent(run_id, owned, trigger)
+
+
+def create_parent(mlflow: "MlflowClient", experiment: str, root: Path, key: str, trigger: str) -> str:
+    """A parent run for execution `key`, named by its trigger and start time."""
     run = mlflow.create_run(
         experiment,
         run_name=f"{trigger} {time.strftime('%Y-%m-%d %H:%M:%S')}",
         tags={EXECUTION_TAG: key, **run_tags(root, trigger)},
     )
-    return Parent(run.info.run_id, owned, trigger)
+    return run.info.run_id
 
 
 def run_tags(root: Path, trigger: str) -> dict[str, str]:

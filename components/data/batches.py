@@ -24,8 +24,12 @@ class BatchOutcome:
     accepted: bool
     reasons: list[str]
     rows: int = 0
-    new_rows: int = 0
+    fresh: pd.DataFrame | None = None  # the rows the dataset does not hold yet
     report: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def new_rows(self) -> int:
+        return 0 if self.fresh is None else len(self.fresh)
 
     @property
     def summary(self) -> str:
@@ -51,8 +55,7 @@ def check(path: Path, dataset: pd.DataFrame, file_cfg: FileSourceConfig, validat
         outcome.reasons.append(f"unknown label(s) {labels} in {len(unknown)} row(s), e.g. {rows}; "
                                f"known labels: {', '.join(sorted(known))}")
     combined = append_new(dataset, batch)
-    fresh = combined.iloc[len(dataset):]
-    outcome.new_rows = len(fresh)
+    outcome.fresh = fresh = combined.iloc[len(dataset):]
     outcome.report["new_rows"] = len(fresh)
     outcome.report["duplicates_dropped"] = len(batch) - len(fresh)
     if outcome.reasons:
