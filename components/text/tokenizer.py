@@ -1,12 +1,34 @@
-"""A BERT-style WordPiece tokenizer trained with Hugging Face `tokenizers`."""
+"""A BERT-style WordPiece tokenizer trained with Hugging Face `tokenizers`, with a
+normalisation that does not assume English, and the sequence length the data needs.
 
-from collections.abc import Iterable
+BERT's own normaliser strips accents whenever it lowercases, by decomposing (NFD) and
+dropping every combining mark: that turns the kana ヤバイ into ヤハイ and どうもです into
+とうもてす (the voicing marks are combining marks once decomposed), and Russian ёлка into
+елка. Here text is NFKC-normalised first (full-width ＡＢＣ１２３ becomes abc123, half-width
+ｶﾞ becomes ガ, which leaves kana and ё whole), then cleaned, spaced around Han characters
+and lowercased as BERT does, and accents are stripped only when asked, and then only from
+Latin, Greek and Cyrillic letters. NFKC also rewrites a few characters into others that look
+the same (Thai ำ into ํา, Korean compatibility jamo ㅋ into ᄏ); training and serving
+normalise alike, so a classifier sees the same tokens either way.
+"""
+
+import math
+from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
+                        trainers)
+
+from components.errors import KilnError
 
 # The names BERT models expect; [MASK] is also the augment stage's mask token.
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+# Bounds of a chosen sequence length. Multiples of 8 suit GPU matrix units (fp16 tensor
+# cores work in tiles of 8); below 16 tokens a shorter limit saves no measurable time and
+# leaves a served text longer than the training texts next to nothing.
+LENGTH_STEP = 8
+LENGTH_FLOOR = 16
 
 
 class TokenizeConfig(BaseModel):
@@ -15,13 +37,40 @@ class TokenizeConfig(BaseModel):
     vocab_size: int = Field(8000, ge=len(SPECIAL_TOKENS) + 100, le=250_000)
     min_frequency: int = Field(2, ge=1)
     lowercase: bool = True
+    strip_accents: bool = Field(
+        False,
+        description="drop accents from Latin, Greek and Cyrillic letters (café -> cafe, ё -> е); "
+        "off by default because in many languages an accent changes the word",
+    )
+
+
+def normalizer(cfg: TokenizeConfig) -> normalizers.Normalizer:
+    """NFKC, then BERT's cleaning, Han spacing and lowercasing, then (if asked) accent
+    stripping. Every step maps characters locally and never moves or removes a space (NFKC
+    may add one, for a no-break or ideographic space), which TextEncoder._head
+    (components/deploy/runtime.py) relies on to tokenize a text's head alone."""
+    steps = [
+        normalizers.NFKC(),
+        normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=cfg.lowercase
+        ),
+    ]
+    if cfg.strip_accents:
+        # Marks only after these scripts' letters: elsewhere a combining mark is part of
+        # the letter (kana voicing, Thai and Devanagari vowel signs, the virama).
+        steps += [
+            normalizers.NFD(),
+            normalizers.Replace(Regex(r"(?<=[\p{Latin}\p{Greek}\p{Cyrillic}])\p{Mn}+"), ""),
+            normalizers.NFC(),
+        ]
+    return normalizers.Sequence(steps)
 
 
 def train_tokenizer(texts: Iterable[str], cfg: TokenizeConfig) -> Tokenizer:
-    """A WordPiece tokenizer with BERT's normalisation, pre-tokenisation and
+    """A WordPiece tokenizer with `normalizer(cfg)`, BERT's pre-tokenisation and the
     [CLS] ... [SEP] template, learned from `texts` alone."""
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=cfg.lowercase)
+    tokenizer.normalizer = normalizer(cfg)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(
         vocab_size=cfg.vocab_size,
@@ -45,13 +94,49 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizeConfig) -> Tokenizer:
     return tokenizer
 
 
-def coverage(tokenizer: Tokenizer, texts: list[str]) -> dict[str, float]:
-    """Share of [UNK] tokens and mean tokens per text (special tokens excluded)."""
+def token_counts(tokenizer: Tokenizer, texts: list[str]) -> list[int]:
+    """Tokens of each whole text, [CLS] and [SEP] included: the sequence length it needs."""
+    return [len(e.ids) for e in tokenizer.encode_batch(texts)]
+
+
+def choose_max_length(counts: Sequence[int], percentile: float = 95.0, cap: int = 512) -> int:
+    """The shortest sequence length that holds `percentile` % of texts whole (nearest
+    rank over `counts`, which include [CLS] and [SEP]), rounded up to a multiple of 8,
+    at least 16 and at most `cap` (BERT's usual 512 positions: attention costs grow with
+    the square of the length, and the encoder's position table must hold it)."""
+    if not counts:
+        raise KilnError("max_length: no training texts to measure token lengths on")
+    if not 0 < percentile <= 100:
+        raise KilnError(f"max_length: percentile must be in (0, 100], got {percentile}")
+    if cap < LENGTH_FLOOR:
+        raise KilnError(f"max_length: cap must be at least {LENGTH_FLOOR}, got {cap}")
+    rounded = math.ceil(_nearest_rank(counts, percentile) / LENGTH_STEP) * LENGTH_STEP
+    return min(cap, max(LENGTH_FLOOR, rounded))
+
+
+def coverage(tokenizer: Tokenizer, texts: list[str], max_length: int | None = None) -> dict[str, float]:
+    """Share of [UNK] tokens and mean tokens per text (special tokens excluded), the 50th
+    and 95th percentile and the largest sequence length ([CLS] and [SEP] included), and,
+    given `max_length`, the share of texts longer than it (cut in training and serving)."""
     unk = tokenizer.token_to_id("[UNK]")
     encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
     total = sum(len(e.ids) for e in encodings)
     unknown = sum(e.ids.count(unk) for e in encodings)
-    return {
+    special = tokenizer.post_processor.num_special_tokens_to_add(False) if tokenizer.post_processor else 0
+    lengths = [len(e.ids) + special for e in encodings]
+    stats = {
         "unk_rate": unknown / total if total else 0.0,
         "tokens_per_text": total / len(texts) if texts else 0.0,
+        "length_p50": float(_nearest_rank(lengths, 50)),
+        "length_p95": float(_nearest_rank(lengths, 95)),
+        "length_max": float(max(lengths, default=0)),
     }
+    if max_length is not None:
+        stats["truncated_rate"] = sum(n > max_length for n in lengths) / len(texts) if texts else 0.0
+    return stats
+
+
+def _nearest_rank(values: Sequence[int], percentile: float) -> int:
+    """The smallest value at or above which `percentile` % of `values` lie."""
+    ordered = sorted(values)
+    return ordered[math.ceil(percentile / 100 * len(ordered)) - 1] if ordered else 0
