@@ -1,12 +1,17 @@
 """Readers and the bad inputs a user can hand them."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
 
 from components.data.schema import COLUMNS
-from components.data.sources import FileSourceConfig, IngestConfig, append_new, ingest, read_bbc, read_file
+from components.data.sources import (FileSourceConfig, IncomingSourceConfig, IngestConfig, append_new, ingest,
+                                     read_bbc, read_file, read_files)
 from components.errors import KilnError
 from tests.conftest import tiny_frame
 
@@ -65,6 +70,10 @@ BAD = {
     "json not object": ("k.jsonl", b'["a", "b"]\n', r"k\.jsonl: line 1: expected a JSON object"),
     "broken parquet": ("p.parquet", b"PAR1 this is not parquet", r"p\.parquet: not a readable Parquet file"),
     "unknown extension": ("d.txt", b"text,label\n", r"d\.txt: cannot tell the format"),
+    "repeated column": ("r.csv", b"text,label,text\nfirst,tech,second\n",
+                        r"r\.csv: header row: column 'text' appears 2 times \(columns 1, 3\)"),
+    "repeated json key": ("r.jsonl", b'{"text": "a", "label": "b"}\n{"text": "c", "label": "d", "text": "e"}\n',
+                          r"r\.jsonl: line 2: key 'text' appears more than once in one object"),
 }
 
 
@@ -107,3 +116,63 @@ def test_append_new_skips_known_ids():
     current = pd.DataFrame({"id": ["a"], "text": ["one"], "label": ["x"]})
     batch = pd.DataFrame({"id": ["a", "b"], "text": ["changed", "two"], "label": ["x", "y"]})
     assert append_new(current, batch)["id"].tolist() == ["a", "b"]
+
+
+def test_repeated_parquet_column_is_refused(tmp_path):
+    path = tmp_path / "r.parquet"
+    table = pa.Table.from_arrays([pa.array(["first"]), pa.array(["tech"]), pa.array(["second"])],
+                                 names=["text", "label", "text"])
+    pq.write_table(table, path)
+    with pytest.raises(KilnError, match=r"r\.parquet: Parquet schema: column 'text' appears 2 times \(fields 1, 3\)"):
+        read_file(path, FileSourceConfig(), "file")
+
+
+@pytest.mark.parametrize("pattern", ["/etc/passwd", "../outside.csv", "data/../../outside.csv"])
+def test_paths_that_leave_the_repository_are_refused(tmp_path, pattern):
+    with pytest.raises(ValidationError, match=r"ingest\.file\.path '.*' must be relative to the repository"):
+        FileSourceConfig(path=pattern)
+    # The readers refuse it too, whoever built the pattern.
+    with pytest.raises(KilnError, match=r"ingest: ingest\.file\.path '.*' must be relative .* under .*data"):
+        read_files(pattern, FileSourceConfig(), tmp_path, "file")
+
+
+@pytest.mark.parametrize("key", ["dir", "processed_dir", "quarantine_dir"])
+def test_incoming_folders_must_stay_in_the_repository(key):
+    with pytest.raises(ValidationError, match=rf"ingest\.incoming\.{key} '/srv/batches' must be relative"):
+        IncomingSourceConfig(**{key: "/srv/batches"})
+
+
+def repo_with_outside_file(tmp_path):
+    """(repo root, a CSV beside the repo, not in it)."""
+    root = tmp_path / "repo"
+    (root / "data/external").mkdir(parents=True)
+    outside = tmp_path / "secret.csv"
+    tiny_frame(2).to_csv(outside, index=False)
+    return root, outside
+
+
+def test_symlink_out_of_the_data_folder_is_refused(tmp_path):
+    root, outside = repo_with_outside_file(tmp_path)
+    (root / "data/external/mine.csv").symlink_to(outside)
+    with pytest.raises(KilnError, match=r"ingest: ingest\.file\.path: .*mine\.csv is a link to .*secret\.csv, "
+                                        r"outside the folders ingest may read \(.*data\)"):
+        ingest(IngestConfig(source="file", file={"path": "data/external/*.csv"}), root)
+
+
+def test_batch_linking_out_of_the_allowed_folders_is_refused(tmp_path):
+    root, outside = repo_with_outside_file(tmp_path)
+    tiny_frame(2).to_csv(root / "data/external/base.csv", index=False)
+    (root / "data/incoming").mkdir()
+    (root / "data/incoming/batch.csv").symlink_to(outside)
+    cfg = IngestConfig(source="incoming", incoming={"base": "file"})
+    with pytest.raises(KilnError, match=r"ingest: ingest\.incoming\.dir: .*batch\.csv is a link to .*secret\.csv"):
+        ingest(cfg, root)
+
+
+def test_only_the_allowed_folders_are_read(tmp_path):
+    (tmp_path / "data/external").mkdir(parents=True)
+    tiny_frame(2).to_csv(tmp_path / "data/external/mine.csv", index=False)
+    cfg = IngestConfig(source="file", file={"path": "data/external/mine.csv"})
+    assert len(ingest(cfg, tmp_path, allowed=[Path("data/external")])) == 10
+    with pytest.raises(KilnError, match=r"mine\.csv is outside the folders ingest may read \(.*data/incoming\)"):
+        ingest(cfg, tmp_path, allowed=[tmp_path / "data/incoming"])

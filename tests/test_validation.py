@@ -2,9 +2,11 @@
 
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
-from components.data.sources import read_bbc
+from components.data.sources import FileSourceConfig, IngestConfig, read_bbc, read_file
 from components.data.validation import ValidateConfig, validate
+from tests.conftest import tiny_frame
 
 
 @pytest.fixture(scope="module")
@@ -13,7 +15,7 @@ def bbc() -> pd.DataFrame:
 
 
 def test_bbc_passes_and_its_duplicates_are_reported(bbc, tmp_path):
-    outcome = validate(bbc, ValidateConfig(), tmp_path / "docs")
+    outcome = validate(bbc, ValidateConfig().resolved("bbc"), tmp_path / "docs")
     assert outcome.success, outcome.failures
     assert outcome.report["duplicates"]["rows"] == 98
     assert len(outcome.valid) == 2225
@@ -36,7 +38,8 @@ def test_failure_names_each_expectation_with_count_and_samples(bbc):
     outcome = validate(broken(bbc), ValidateConfig())
     assert not outcome.success
     text = "\n".join(outcome.failures)
-    assert "expect_column_values_to_be_in_set(label): 1 rows, e.g. 'sprot'" in text
+    assert ("expect_column_values_to_be_in_set(label): 1 rows, e.g. 'sprot' (row bbc/business/004); "
+            "labels not in validate.labels: 'sprot' (1 row); add them to validate.labels") in text
     assert "expect_column_values_to_not_match_regex(text) [empty text]: 1 rows" in text
     assert "[undecodable text]: 1 rows, e.g. 'A story with a lost character" in text
     assert "expect_column_values_to_be_unique(id): 2 rows, e.g. 'bbc/business/011'" in text
@@ -69,9 +72,38 @@ def test_class_balance_and_duplicate_rate(bbc):
     outcome = validate(frame, ValidateConfig(max_class_share=0.25))
     text = "\n".join(outcome.failures)
     assert "[class balance]: 1 rows, e.g. 'tech=0." in text
-    assert "[duplicate-text rate]: observed 0.8100, expected >= 0.95" in text
+    assert "tech is above validate.max_class_share=0.25" in text
+    assert "[duplicate-text rate]: observed 0.8100, expected >= 0.95; 499 rows repeat an earlier text" in text
+    assert "validate.max_duplicate_rate=0.05" in text
 
 
 def test_missing_column_fails(bbc):
     outcome = validate(bbc.drop(columns=["source"]), ValidateConfig())
     assert any("expect_table_columns_to_match_set" in line for line in outcome.failures)
+
+
+def test_min_chars_auto_is_the_bbc_bound_for_bbc_and_any_text_for_user_files():
+    cfg = ValidateConfig()
+    assert cfg.min_chars == "auto"
+    assert cfg.resolved("bbc").min_chars == 20 and cfg.resolved("file").min_chars == 1
+    assert ValidateConfig(min_chars=5).resolved("bbc").min_chars == 5
+    assert IngestConfig(source="incoming", incoming={"base": "file"}).base == "file"
+    with pytest.raises(ValidationError, match="validate.min_chars must be auto or a whole number"):
+        ValidateConfig(min_chars=0)
+
+
+def test_short_chinese_text_passes_for_a_user_file_and_names_the_bound_for_bbc(tmp_path):
+    frame = tiny_frame(4)
+    frame.loc[12, "text"] = "海景不错！爽"
+    frame.to_csv(tmp_path / "reviews.csv", index=False)
+    data = read_file(tmp_path / "reviews.csv", FileSourceConfig(), "file")
+    # An unresolved config is taken as for user files.
+    assert validate(data, ValidateConfig()).success
+    outcome = validate(data, ValidateConfig().resolved("bbc"))
+    assert outcome.failures == [
+        "expect_column_value_lengths_to_be_between(text) [too short]: 1 rows, e.g. '海景不错！爽' "
+        "(row reviews.csv:14); texts shorter than validate.min_chars=20 characters: lower validate.min_chars "
+        "(1 accepts any non-empty text), fix these rows, or set validate.policy: quarantine to set them aside"
+    ]
+    entry = next(e for e in outcome.report["expectations"] if not e["success"])
+    assert entry["sample_ids"] == ["reviews.csv:14"] and entry["params"] == {"validate.min_chars": 20}

@@ -2,18 +2,24 @@
 
 Every reader returns a frame with the columns of `schema.COLUMNS`. A file that cannot be
 read raises `KilnError` naming the file, the row or column, and the problem.
+
+User files are read only from the folders the caller allows (for the pipeline, the ingest
+stage's DVC dependencies): a file elsewhere is not hashed by DVC, so a rerun could not
+notice that it changed, and a path such as /etc/passwd has no business in a dataset.
 """
 
+import csv
 import glob
 import io
 import json
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from components.data.schema import COLUMNS, normalise
 from components.errors import KilnError
@@ -26,6 +32,22 @@ FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "js
 BBC_PUBLISHED = pd.Timestamp("2006-06-25", tz="UTC")
 
 
+def _escapes(pattern: str) -> bool:
+    """Whether a configured path could point outside the repository before any file is
+    looked at: an absolute path, or one that climbs with '..'."""
+    path = PurePath(pattern)
+    return path.is_absolute() or ".." in path.parts
+
+
+def _relative_path(key: str, value: str, example: str) -> str:
+    if _escapes(value):
+        raise ValueError(
+            f"{key} '{value}' must be relative to the repository and free of '..', so that DVC "
+            f"tracks what it names (e.g. {example}); copy the data into the repository"
+        )
+    return value
+
+
 class FileSourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -36,6 +58,11 @@ class FileSourceConfig(BaseModel):
     id_column: str | None = None
     encoding: str = "utf-8"
 
+    @field_validator("path")
+    @classmethod
+    def _inside_repo(cls, value: str) -> str:
+        return _relative_path("ingest.file.path", value, "data/external/reviews.csv")
+
 
 class IncomingSourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -45,6 +72,12 @@ class IncomingSourceConfig(BaseModel):
     quarantine_dir: str = "data/quarantine"
     base: Literal["bbc", "file"] = "bbc"
 
+    @field_validator("dir", "processed_dir", "quarantine_dir")
+    @classmethod
+    def _inside_repo(cls, value: str, info: ValidationInfo) -> str:
+        example = cls.model_fields[info.field_name].default
+        return _relative_path(f"ingest.incoming.{info.field_name}", value, example)
+
 
 class IngestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -52,6 +85,24 @@ class IngestConfig(BaseModel):
     source: Literal["bbc", "file", "incoming"] = "incoming"
     file: FileSourceConfig = FileSourceConfig()
     incoming: IncomingSourceConfig = IncomingSourceConfig()
+
+    @property
+    def base(self) -> Literal["bbc", "file"]:
+        """Where the rows come from before any batch joins them: the kind that
+        `ValidateConfig.resolved` takes."""
+        return self.incoming.base if self.source == "incoming" else self.source
+
+    @property
+    def dataset(self) -> str:
+        """A name for the dataset: `bbc-news`, or the stem of the user's file
+        (`reviews` for data/external/reviews.csv), or the folder of a glob
+        (`external` for data/external/*.csv)."""
+        if self.base == "bbc":
+            return "bbc-news"
+        fixed = [part for part in PurePath(self.file.path).parts if not glob.has_magic(part)]
+        last = PurePath(fixed[-1]) if fixed else PurePath("data")
+        name = last.stem if len(fixed) == len(PurePath(self.file.path).parts) else last.name
+        return "-".join(filter(None, "".join(c if c.isalnum() else "-" for c in name.lower()).split("-"))) or "data"
 
 
 def read_bbc() -> pd.DataFrame:
@@ -78,10 +129,39 @@ def read_bbc() -> pd.DataFrame:
     return frame[list(COLUMNS)]
 
 
-def expand(pattern: str, root: Path) -> list[Path]:
-    """Files matching a path or glob, relative to `root`, sorted."""
-    full = pattern if Path(pattern).is_absolute() else str(root / pattern)
-    return sorted(Path(p) for p in glob.glob(full, recursive=True) if Path(p).is_file())
+def _folders(allowed: Sequence[Path] | None, root: Path) -> list[Path]:
+    """The folders ingest may read from, as given (relative ones under `root`); the data
+    folder of the repository unless the caller says otherwise."""
+    return [root / folder for folder in allowed] if allowed is not None else [root / "data"]
+
+
+def _refuse_outside(paths: list[Path], allowed: Sequence[Path], key: str) -> None:
+    """Refuse a file whose real path (symlinks followed) is in none of `allowed`."""
+    real_folders = [folder.resolve() for folder in allowed]
+    for path in paths:
+        real = path.resolve()
+        if not any(real.is_relative_to(folder) for folder in real_folders):
+            where = f"{path} is" if real == path.absolute() else f"{path} is a link to {real},"
+            raise KilnError(
+                f"ingest: {key}: {where} outside the folders ingest may read "
+                f"({', '.join(map(str, allowed))}); copy the file into one of them"
+            )
+
+
+def expand(pattern: str, root: Path, allowed: Sequence[Path] | None = None,
+           key: str = "ingest.file.path") -> list[Path]:
+    """Files matching a path or glob, relative to `root`, sorted. `allowed` are the folders
+    the files must really lie in (default: root/data); `key` is the params key the
+    pattern came from, named when a file is refused."""
+    folders = _folders(allowed, root)
+    if _escapes(pattern):
+        raise KilnError(
+            f"ingest: {key} '{pattern}' must be relative to the repository and free of '..'; "
+            f"ingest reads only files under {', '.join(map(str, folders))}: copy the file there"
+        )
+    paths = sorted(root / p for p in glob.glob(pattern, root_dir=root, recursive=True) if (root / p).is_file())
+    _refuse_outside(paths, folders, key)
+    return paths
 
 
 def read_file(path: Path, cfg: FileSourceConfig, source: str) -> pd.DataFrame:
@@ -115,17 +195,45 @@ def _decode(path: Path, encoding: str) -> str:
         raise KilnError(f"ingest: unknown encoding '{encoding}' in ingest.file.encoding") from None
 
 
+def _refuse_repeated(names: list, path: Path, where: str, unit: str) -> None:
+    """Refuse a column name given twice: pandas would keep one of them (or rename the
+    other to `text.1`), and the data in the other would be dropped without a word."""
+    for name in dict.fromkeys(names):
+        places = [str(i) for i, other in enumerate(names, start=1) if other == name]
+        if len(places) > 1:
+            raise KilnError(
+                f"ingest: {path}: {where}: column '{name}' appears {len(places)} times "
+                f"({unit} {', '.join(places)}); rename or remove the extra column"
+            )
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    try:
+        # The schema alone first: pandas reads repeated names without complaint.
+        _refuse_repeated(pq.read_schema(path).names, path, "Parquet schema", "fields")
+        return pd.read_parquet(path)
+    except KilnError:
+        raise
+    except Exception as err:  # pyarrow raises several types for a broken file
+        raise KilnError(f"ingest: {path}: not a readable Parquet file ({err})") from None
+
+
 def _read_table(path: Path, fmt: str, encoding: str) -> pd.DataFrame:
     if fmt == "parquet":
-        try:
-            return pd.read_parquet(path)
-        except Exception as err:  # pyarrow raises several types for a broken file
-            raise KilnError(f"ingest: {path}: not a readable Parquet file ({err})") from None
+        return _read_parquet(path)
     text = _decode(path, encoding)
     if not text.strip():
         raise KilnError(f"ingest: {path}: the file is empty")
     if fmt == "jsonl":
         return _read_jsonl(path, text)
+    try:
+        # pandas skips blank lines before the header, so the header is the first row with cells.
+        header = next((row for row in csv.reader(io.StringIO(text)) if row), [])
+    except csv.Error as err:
+        raise KilnError(f"ingest: {path}: malformed CSV header: {err}") from None
+    _refuse_repeated(header, path, "header row", "columns")
     try:
         return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError:
@@ -134,15 +242,36 @@ def _read_table(path: Path, fmt: str, encoding: str) -> pd.DataFrame:
         raise KilnError(f"ingest: {path}: malformed CSV: {_first_line(err)}") from None
 
 
+class _RepeatedKey(Exception):
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """`object_pairs_hook` for json.loads: a plain dict keeps the last of two equal keys
+    and drops the first value silently."""
+    record = {}
+    for key, value in pairs:
+        if key in record:
+            raise _RepeatedKey(key)
+        record[key] = value
+    return record
+
+
 def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as err:
             raise KilnError(f"ingest: {path}: line {number}: invalid JSON ({err.msg})") from None
+        except _RepeatedKey as err:
+            raise KilnError(
+                f"ingest: {path}: line {number}: key '{err.key}' appears more than once in one object; "
+                f"keep one, or rename the other"
+            ) from None
         if not isinstance(record, dict):
             raise KilnError(f"ingest: {path}: line {number}: expected a JSON object, got {type(record).__name__}")
         records.append(record)
@@ -190,26 +319,37 @@ def _to_dataset(raw: pd.DataFrame, path: Path, cfg: FileSourceConfig, source: st
     return frame[list(COLUMNS)]
 
 
-def read_files(pattern: str, cfg: FileSourceConfig, root: Path, source: str) -> pd.DataFrame:
-    paths = expand(pattern, root)
+def read_files(pattern: str, cfg: FileSourceConfig, root: Path, source: str,
+               allowed: Sequence[Path] | None = None) -> pd.DataFrame:
+    """The files `pattern` (ingest.file.path) matches under `root`, read into one frame.
+    Each must really lie in one of `allowed` (default: root/data)."""
+    paths = expand(pattern, root, allowed)
     if not paths:
         raise KilnError(f"ingest: no file matches '{pattern}' (set ingest.file.path)")
     return pd.concat([read_file(p, cfg, source) for p in paths], ignore_index=True)
 
 
-def batch_files(directory: Path) -> list[Path]:
+def batch_files(directory: Path, allowed: Sequence[Path] | None = None,
+                key: str = "ingest.incoming.dir") -> list[Path]:
     """The batch files of a folder, by name (a name that starts with a date sorts by it).
-    Hidden files and DVC's `.dvc` pointers beside learned batches are not batches."""
+    Hidden files and DVC's `.dvc` pointers beside learned batches are not batches. A file
+    that is a link to somewhere outside `allowed` (default: `directory` itself) is refused,
+    naming `key`, the params key that set the folder."""
     if not directory.is_dir():
         return []
-    return sorted(p for p in directory.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix != ".dvc")
+    paths = sorted(p for p in directory.iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.suffix != ".dvc")
+    _refuse_outside(paths, list(allowed) if allowed is not None else [directory], key)
+    return paths
 
 
-def _batches(directory: Path, cfg: FileSourceConfig) -> list[pd.DataFrame]:
+def _batches(root: Path, folder: Literal["dir", "processed_dir"], cfg: IngestConfig,
+             allowed: Sequence[Path]) -> list[pd.DataFrame]:
     # The source names the batch, not its folder: moving a learned batch from incoming/
     # to processed/ must not change the dataset.
-    return [read_file(p, cfg, f"batch:{p.name}") for p in batch_files(directory)]
+    directory = root / getattr(cfg.incoming, folder)
+    return [read_file(p, cfg.file, f"batch:{p.name}")
+            for p in batch_files(directory, allowed, f"ingest.incoming.{folder}")]
 
 
 def append_new(current: pd.DataFrame, batch: pd.DataFrame) -> pd.DataFrame:
@@ -222,26 +362,31 @@ def append_new(current: pd.DataFrame, batch: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([current, fresh], ignore_index=True)
 
 
-def learned(cfg: IngestConfig, root: Path) -> pd.DataFrame:
-    """The `incoming` source's base dataset plus every batch already learned."""
-    base = read_bbc() if cfg.incoming.base == "bbc" else read_files(cfg.file.path, cfg.file, root, "file")
-    for batch in _batches(root / cfg.incoming.processed_dir, cfg.file):
+def learned(cfg: IngestConfig, root: Path, allowed: Sequence[Path] | None = None) -> pd.DataFrame:
+    """The `incoming` source's base dataset plus every batch already learned; files are
+    read only from `allowed` (default: root/data)."""
+    folders = _folders(allowed, root)
+    base = read_bbc() if cfg.incoming.base == "bbc" else read_files(cfg.file.path, cfg.file, root, "file", folders)
+    for batch in _batches(root, "processed_dir", cfg, folders):
         base = append_new(base, batch)
     return base
 
 
-def ingest(cfg: IngestConfig, root: Path) -> pd.DataFrame:
+def ingest(cfg: IngestConfig, root: Path, allowed: Sequence[Path] | None = None) -> pd.DataFrame:
     """The dataset the config describes, with the columns of `schema.COLUMNS`.
 
     `incoming` is the base dataset (`incoming.base`) plus every batch already learned
     (`incoming.processed_dir`) plus the new batches (`incoming.dir`), in that order: the
-    result is a function of the files alone, so `dvc repro` rebuilds it exactly.
+    result is a function of the files alone, so `dvc repro` rebuilds it exactly. That holds
+    only for files DVC hashes, so every file read must really lie in one of `allowed`
+    (the stage's dependency folders; relative ones are taken under `root`; default root/data).
     """
     if cfg.source == "bbc":
         return read_bbc()
+    folders = _folders(allowed, root)
     if cfg.source == "file":
-        return read_files(cfg.file.path, cfg.file, root, "file")
-    dataset = learned(cfg, root)
-    for batch in _batches(root / cfg.incoming.dir, cfg.file):
+        return read_files(cfg.file.path, cfg.file, root, "file", folders)
+    dataset = learned(cfg, root, folders)
+    for batch in _batches(root, "dir", cfg, folders):
         dataset = append_new(dataset, batch)
     return dataset

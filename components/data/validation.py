@@ -1,16 +1,21 @@
 """The dataset's expectation suite (Great Expectations 1.x) and the quarantine policy.
 
-Row-level expectations (null, empty or over-long text, unknown labels, undecodable
-characters) can quarantine the rows that break them; table-level ones (columns, unique
-ids, duplicate rate, class balance) can only pass or fail.
+Row-level expectations (null, empty, too short or too long text, unknown labels,
+undecodable characters) can quarantine the rows that break them; table-level ones
+(columns, unique ids, duplicate rate, class balance) can only pass or fail.
+
+Each failure is reported as one line that names the expectation, how many rows break it,
+a few of them with their row ids, the bound and the params key that sets it, and how to
+fix it.
 """
 
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from components.data.schema import COLUMNS
 from components.errors import KilnError
@@ -19,13 +24,21 @@ from components.errors import KilnError
 # carriage return never occur in real text and mark binary junk or a wrong encoding.
 UNDECODABLE = r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f]"
 BBC_LABELS = ["business", "entertainment", "politics", "sports", "tech"]
+# The bound the bundled BBC corpus has always been held to: its shortest article has 503
+# characters, so only a truncated or broken article falls below it.
+BBC_MIN_CHARS = 20
+# User files hold whatever their texts are: one-line reviews, or a language that says a
+# sentence in six characters ('海景不错！爽'). Any non-empty text counts.
+FILE_MIN_CHARS = 1
 
 
 class ValidateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     labels: list[str] = Field(default_factory=lambda: list(BBC_LABELS), min_length=2)
-    min_chars: int = Field(20, ge=1)
+    min_chars: int | Literal["auto"] = Field(
+        "auto", description=f"shortest text; auto: {BBC_MIN_CHARS} for the BBC corpus, {FILE_MIN_CHARS} for user files"
+    )
     max_chars: int = Field(100_000, ge=1)
     max_duplicate_rate: float = Field(0.05, ge=0, le=1)
     min_class_share: float = Field(0.05, ge=0, le=1)
@@ -34,13 +47,35 @@ class ValidateConfig(BaseModel):
     max_quarantine_share: float = Field(0.02, ge=0, lt=1)
     samples: int = Field(3, ge=1, le=20, description="sample values per failed expectation in messages")
 
+    @field_validator("min_chars", mode="before")
+    @classmethod
+    def _min_chars(cls, value: Any) -> Any:
+        # Checked by hand: the union's own errors would be two lines, one per branch.
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError(f"validate.min_chars must be auto or a whole number of characters >= 1, got {value!r}")
+
     @model_validator(mode="after")
     def _bounds(self) -> "ValidateConfig":
-        if self.min_chars > self.max_chars:
+        if isinstance(self.min_chars, int) and self.min_chars > self.max_chars:
             raise ValueError("min_chars is larger than max_chars")
         if self.min_class_share > self.max_class_share:
             raise ValueError("min_class_share is larger than max_class_share")
         return self
+
+    def resolved(self, kind: Literal["bbc", "file"]) -> "ValidateConfig":
+        """A copy whose `min_chars` is a number. `kind` is where the rows come from
+        (`IngestConfig.base`): "auto" is BBC_MIN_CHARS for the bundled corpus ("bbc") and
+        FILE_MIN_CHARS for user files ("file")."""
+        if self.min_chars != "auto":
+            return self.model_copy()
+        minimum = {"bbc": BBC_MIN_CHARS, "file": FILE_MIN_CHARS}[kind]
+        if minimum > self.max_chars:
+            raise KilnError(
+                f"validate: validate.max_chars={self.max_chars} is below validate.min_chars "
+                f"(auto: {minimum} for {kind} data); raise validate.max_chars or set validate.min_chars"
+            )
+        return self.model_copy(update={"min_chars": minimum})
 
 
 @dataclass
@@ -52,40 +87,72 @@ class ValidationOutcome:
     failures: list[str] = field(default_factory=list)
 
 
+def _meta(fix: str, what: str | None = None, row: bool = False, explain: str | None = None,
+          **params: Any) -> dict[str, Any]:
+    """What a failure line says beyond the expectation: `fix` (the bound, the params key
+    and what to do), `params` (the validate.* keys and values it checks), `explain` (a
+    detail computed from the data: "labels", "duplicates" or "shares")."""
+    meta: dict[str, Any] = {"fix": fix, "params": {f"validate.{k}": v for k, v in params.items()}}
+    if what:
+        meta["what"] = what
+    if row:
+        meta["level"] = "row"
+    if explain:
+        meta["explain"] = explain
+    return meta
+
+
 def _suites(cfg: ValidateConfig) -> tuple[list, list, list]:
-    """(row-level, table-level, class-share) expectations. Built on call, not at import:
-    importing great_expectations takes seconds."""
+    """(row-level, table-level, class-share) expectations for a config whose `min_chars`
+    is a number. Built on call, not at import: importing great_expectations takes seconds."""
     import great_expectations.expectations as gxe
 
-    row = {"level": "row"}
+    lo, hi, labels = cfg.min_chars, cfg.max_chars, ", ".join(cfg.labels)
+    fix_rows = ("fix these rows, or set validate.policy: quarantine to set them aside" if cfg.policy == "fail" else
+                   "fix these rows (the quarantine takes at most validate.max_quarantine_share of them)")
     rows = [
-        gxe.ExpectColumnValuesToNotBeNull(column="id", meta=row),
-        gxe.ExpectColumnValuesToNotBeNull(column="text", meta=row),
-        gxe.ExpectColumnValuesToNotMatchRegex(column="text", regex=r"^\s*$", meta={**row, "what": "empty text"}),
-        gxe.ExpectColumnValueLengthsToBeBetween(
-            column="text", min_value=cfg.min_chars, max_value=cfg.max_chars, meta=row
-        ),
-        gxe.ExpectColumnValuesToNotMatchRegex(
-            column="text", regex=UNDECODABLE, meta={**row, "what": "undecodable text"}
-        ),
-        gxe.ExpectColumnValuesToNotBeNull(column="label", meta=row),
-        gxe.ExpectColumnValuesToBeInSet(column="label", value_set=cfg.labels, meta=row),
+        gxe.ExpectColumnValuesToNotBeNull(column="id", meta=_meta(
+            "rows without an id: fill in the file's ingest.file.id_column in these rows, or set "
+            "ingest.file.id_column: null to number rows by file and line", row=True)),
+        gxe.ExpectColumnValuesToNotBeNull(column="text", meta=_meta(f"rows without a text: {fix_rows}", row=True)),
+        gxe.ExpectColumnValuesToNotMatchRegex(column="text", regex=r"^\s*$", meta=_meta(
+            f"texts that are only whitespace: {fix_rows}", "empty text", row=True)),
+        # Two expectations, not one with both bounds, so each failure names the bound it broke.
+        gxe.ExpectColumnValueLengthsToBeBetween(column="text", min_value=lo, meta=_meta(
+            f"texts shorter than validate.min_chars={lo} characters: lower validate.min_chars "
+            f"(1 accepts any non-empty text), {fix_rows}", "too short", row=True, min_chars=lo)),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="text", max_value=hi, meta=_meta(
+            f"texts longer than validate.max_chars={hi} characters: raise validate.max_chars, {fix_rows}",
+            "too long", row=True, max_chars=hi)),
+        gxe.ExpectColumnValuesToNotMatchRegex(column="text", regex=UNDECODABLE, meta=_meta(
+            f"texts with U+FFFD or control characters, the marks of a wrong encoding: check "
+            f"ingest.file.encoding, or {fix_rows}", "undecodable text", row=True)),
+        gxe.ExpectColumnValuesToNotBeNull(column="label", meta=_meta(f"rows without a label: {fix_rows}", row=True)),
+        gxe.ExpectColumnValuesToBeInSet(column="label", value_set=cfg.labels, meta=_meta(
+            f"add them to validate.labels (now [{labels}]), {fix_rows}",
+            row=True, explain="labels", labels=cfg.labels)),
     ]
     table = [
-        gxe.ExpectTableColumnsToMatchSet(column_set=list(COLUMNS), exact_match=True),
-        gxe.ExpectColumnValuesToBeOfType(column="id", type_="str"),
-        gxe.ExpectColumnValuesToBeOfType(column="text", type_="str"),
-        gxe.ExpectColumnValuesToBeOfType(column="label", type_="str"),
-        gxe.ExpectColumnValuesToBeOfType(column="source", type_="str"),
-        gxe.ExpectColumnValuesToBeUnique(column="id"),
-        gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(
-            column="text", min_value=1 - cfg.max_duplicate_rate, meta={"what": "duplicate-text rate"}
-        ),
+        gxe.ExpectTableColumnsToMatchSet(column_set=list(COLUMNS), exact_match=True, meta=_meta(
+            f"the dataset must have exactly the columns {', '.join(COLUMNS)}, as ingest writes them: rerun ingest")),
+        *(gxe.ExpectColumnValuesToBeOfType(column=column, type_="str", meta=_meta(
+            f"the {column} column must hold text: make these values text in the source file"))
+          for column in ("id", "text", "label", "source")),
+        gxe.ExpectColumnValuesToBeUnique(column="id", meta=_meta(
+            "ids must be unique: fix or drop the rows with duplicate ids in the file's ingest.file.id_column, "
+            "or set ingest.file.id_column: null to number rows by file and line")),
+        gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(column="text", min_value=1 - cfg.max_duplicate_rate, meta=_meta(
+            f"validate.max_duplicate_rate={cfg.max_duplicate_rate} allows at most that share of repeated texts: "
+            f"remove the duplicates or raise validate.max_duplicate_rate",
+            "duplicate-text rate", explain="duplicates", max_duplicate_rate=cfg.max_duplicate_rate)),
     ]
     shares = [
         gxe.ExpectColumnValuesToBeBetween(
-            column="share", min_value=cfg.min_class_share, max_value=cfg.max_class_share,
-            meta={"what": "class balance"},
+            column="share", min_value=cfg.min_class_share, max_value=cfg.max_class_share, meta=_meta(
+                "add rows of the labels that are too rare (or drop some of those too common), or change "
+                "validate.min_class_share / validate.max_class_share",
+                "class balance", explain="shares",
+                min_class_share=cfg.min_class_share, max_class_share=cfg.max_class_share),
         )
     ]
     return rows, table, shares
@@ -144,19 +211,29 @@ def _describe(result) -> str:
     return f"{name} [{what}]" if what else name
 
 
-def _summary(result, samples: int) -> dict[str, Any]:
+def _summary(result, data: pd.DataFrame, samples: int) -> dict[str, Any]:
+    """The report entry of one result; `data` is the frame it was computed on."""
     r = result.result or {}
     config = result.expectation_config
+    meta = config.meta or {}
     entry: dict[str, Any] = {"expectation": _describe(result), "success": bool(result.success)}
+    if meta.get("params"):
+        entry["params"] = meta["params"]
     if result.exception_info and result.exception_info.get("raised_exception"):
         entry["error"] = result.exception_info.get("exception_message")
     if r.get("unexpected_count") is not None:
         entry["unexpected_count"] = int(r["unexpected_count"])
         entry["unexpected_percent"] = round(float(r.get("unexpected_percent") or 0.0), 4)
-        indexed = r.get("unexpected_index_list") or []
+        indexed = (r.get("unexpected_index_list") or [])[:samples]
         if indexed and isinstance(indexed[0], dict):
             # The class-share frame names its rows by label: show "label=share".
-            entry["samples"] = [f"{row['label']}={float(row['share']):.4f}" for row in indexed[:samples]]
+            entry["samples"] = [f"{row['label']}={float(row['share']):.4f}" for row in indexed]
+        elif indexed:
+            # Positions in `data` (its index is 0..n-1), not the `id` column as GX's
+            # unexpected_index_column_names would give: the quarantine needs positions, and
+            # the rows to name may have no id or a repeated one.
+            entry["samples"] = [_short(data.at[i, config.kwargs["column"]]) for i in indexed]
+            entry["sample_ids"] = [_row_id(data, i) for i in indexed]
         else:
             entry["samples"] = [_short(v) for v in (r.get("partial_unexpected_list") or [])[:samples]]
     if r.get("observed_value") is not None:
@@ -164,7 +241,38 @@ def _summary(result, samples: int) -> dict[str, Any]:
         bounds = {k: config.kwargs[k] for k in ("min_value", "max_value") if config.kwargs.get(k) is not None}
         if bounds:
             entry["expected"] = bounds
+    if not result.success and meta.get("fix"):
+        found = _explain(meta.get("explain"), r, data, entry.get("params", {}))
+        entry["fix"] = f"{found}; {meta['fix']}" if found else meta["fix"]
     return entry
+
+
+def _row_id(data: pd.DataFrame, position: int) -> str:
+    value = data.at[position, "id"] if "id" in data.columns else None
+    return f"at position {position}" if value is None or pd.isna(value) else str(value)
+
+
+def _explain(what: str | None, r: dict[str, Any], data: pd.DataFrame, params: dict[str, Any]) -> str:
+    """The part of a failure line that only the data can tell."""
+    if what == "labels":
+        found = data.loc[r.get("unexpected_index_list") or [], "label"].astype(str).value_counts()
+        return "labels not in validate.labels: " + ", ".join(
+            f"{label!r} ({n} {'row' if n == 1 else 'rows'})" for label, n in found.items())
+    if what == "duplicates":
+        groups = duplicate_groups(data)
+        if not groups:
+            return ""
+        text = data.loc[data["id"] == groups[0][0], "text"].iloc[0]
+        return (f"{sum(len(g) - 1 for g in groups)} rows repeat an earlier text, e.g. {_short(text)!r} "
+                f"(rows {', '.join(groups[0][:5])})")
+    if what == "shares":
+        lo, hi = params["validate.min_class_share"], params["validate.max_class_share"]
+        return ", ".join(
+            f"{row['label']} is " + (f"above validate.max_class_share={hi}" if float(row["share"]) > hi
+                                     else f"below validate.min_class_share={lo}")
+            for row in r.get("unexpected_index_list") or []
+        )
+    return ""
 
 
 def _short(value: Any, limit: int = 60) -> Any:
@@ -186,17 +294,24 @@ def _jsonable(value: Any) -> Any:
 
 
 def failure_line(entry: dict[str, Any]) -> str:
-    """One line of the failure message: expectation, count and sample values."""
+    """One line of the failure message: expectation, count or observed value, sample
+    values with their row ids, and the bound, params key and fix."""
     if "error" in entry:
         return f"{entry['expectation']}: could not be evaluated: {entry['error']}"
     if "unexpected_count" in entry:
-        samples = ", ".join(repr(s) for s in entry.get("samples", []))
-        return f"{entry['expectation']}: {entry['unexpected_count']} rows" + (f", e.g. {samples}" if samples else "")
-    observed = entry.get("observed")
-    shown = f"{observed:.4f}" if isinstance(observed, float) else repr(observed)
-    expected = entry.get("expected", {})
-    bounds = " and ".join(f"{'>=' if k == 'min_value' else '<='} {v}" for k, v in expected.items())
-    return f"{entry['expectation']}: observed {shown}" + (f", expected {bounds}" if bounds else "")
+        line = f"{entry['expectation']}: {entry['unexpected_count']} rows"
+    else:
+        observed = entry.get("observed")
+        shown = f"{observed:.4f}" if isinstance(observed, float) else repr(observed)
+        expected = entry.get("expected", {})
+        bounds = " and ".join(f"{'>=' if k == 'min_value' else '<='} {v}" for k, v in expected.items())
+        line = f"{entry['expectation']}: observed {shown}" + (f", expected {bounds}" if bounds else "")
+    samples = ", ".join(
+        # An id column's value is its own row id.
+        repr(value) if row is None or row == value else f"{value!r} (row {row})"
+        for value, row in zip_longest(entry.get("samples", []), entry.get("sample_ids", []))
+    )
+    return line + (f", e.g. {samples}" if samples else "") + (f"; {entry['fix']}" if entry.get("fix") else "")
 
 
 def duplicate_groups(frame: pd.DataFrame) -> list[list[str]]:
@@ -212,19 +327,27 @@ def class_shares(frame: pd.DataFrame) -> pd.DataFrame:
 
 def validate(frame: pd.DataFrame, cfg: ValidateConfig, docs_dir: Path | None = None) -> ValidationOutcome:
     """Run the suite; under the quarantine policy, set aside rows that break row-level
-    expectations and validate the rest again."""
+    expectations and validate the rest again.
+
+    Pass `cfg.resolved(kind)` to hold the data to its source's shortest text; a config
+    whose `min_chars` is still "auto" is taken as for user files (any non-empty text).
+    """
     if frame.empty:
         raise KilnError("validate: the dataset has no rows")
+    if cfg.min_chars == "auto":
+        cfg = cfg.resolved("file")
     frame = frame.reset_index(drop=True)
     total = len(frame)
     runner = _Runner(docs_dir)
 
-    def check(data: pd.DataFrame) -> list:
+    def check(data: pd.DataFrame) -> list[tuple[Any, pd.DataFrame]]:
+        """(result, the frame it was computed on) pairs."""
         # Fresh expectation objects per run: a suite takes ownership of the ones it holds.
         row_suite, table_suite, share_suite = _suites(cfg)
-        return runner.run("dataset", data, row_suite + table_suite) + runner.run(
-            "class_shares", class_shares(data), share_suite, index_columns=["label"]
-        )
+        shares = class_shares(data)
+        return [(r, data) for r in runner.run("dataset", data, row_suite + table_suite)] + [
+            (r, shares) for r in runner.run("class_shares", shares, share_suite, index_columns=["label"])
+        ]
 
     results = check(frame)
     quarantined = frame.iloc[0:0].assign(reason=pd.Series(dtype=str))
@@ -235,7 +358,8 @@ def validate(frame: pd.DataFrame, cfg: ValidateConfig, docs_dir: Path | None = N
         if share > cfg.max_quarantine_share:
             failures.append(
                 f"quarantine: {len(reasons)} of {total} rows ({share:.1%}) break row-level expectations, "
-                f"more than validate.max_quarantine_share={cfg.max_quarantine_share}"
+                f"more than validate.max_quarantine_share={cfg.max_quarantine_share}; fix the rows or raise "
+                f"validate.max_quarantine_share (the report lists each failed expectation)"
             )
         else:
             bad = sorted(reasons)
@@ -243,7 +367,7 @@ def validate(frame: pd.DataFrame, cfg: ValidateConfig, docs_dir: Path | None = N
             frame = frame.drop(index=bad).reset_index(drop=True)
             results = check(frame)
 
-    entries = [_summary(r, cfg.samples) for r in results]
+    entries = [_summary(r, data, cfg.samples) for r, data in results]
     failures += [failure_line(e) for e in entries if not e["success"]]
     groups = duplicate_groups(frame)
     report = {
@@ -252,6 +376,7 @@ def validate(frame: pd.DataFrame, cfg: ValidateConfig, docs_dir: Path | None = N
         "rows_valid": 0 if failures else len(frame),
         "rows_quarantined": len(quarantined),
         "policy": cfg.policy,
+        "min_chars": cfg.min_chars,
         "duplicates": {
             "rows": sum(len(g) - 1 for g in groups),
             "groups": len(groups),
@@ -270,10 +395,10 @@ def validate(frame: pd.DataFrame, cfg: ValidateConfig, docs_dir: Path | None = N
     )
 
 
-def _row_reasons(results: list) -> dict[int, list[str]]:
+def _row_reasons(results: list[tuple[Any, pd.DataFrame]]) -> dict[int, list[str]]:
     """Row position to the row-level expectations it breaks."""
     reasons: dict[int, list[str]] = {}
-    for result in results:
+    for result, _ in results:
         if result.success or (result.expectation_config.meta or {}).get("level") != "row":
             continue
         for index in (result.result or {}).get("unexpected_index_list") or []:
