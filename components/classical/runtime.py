@@ -1,0 +1,55 @@
+"""Inference with a classical ONNX file: raw texts in, ONNX Runtime alone (no scikit-learn,
+no tokenizer file, no pickles), behind the interface of
+`components.deploy.runtime.OnnxClassifier`: `labels`, `metadata`, `check`, `logits`,
+`predict`."""
+
+from pathlib import Path
+
+import numpy as np
+from scipy.special import softmax
+
+from components.deploy.runtime import OnnxClassifier
+from components.errors import KilnError
+
+
+class ClassicalClassifier:
+    """Texts in, labels and probabilities out. The label map comes from the file's own
+    metadata."""
+
+    # The same request checks as the transformer's runtime, so both answer alike.
+    check = staticmethod(OnnxClassifier.check)
+
+    def __init__(self, model: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        from components.deploy.onnx import read_metadata
+
+        meta = read_metadata(model)
+        if meta.get("family") != "classical" or "labels" not in meta:
+            raise KilnError(f"ONNX model {model} is not a classical Kiln model (its metadata lacks family: classical "
+                            f"and labels); export it with components.classical.model.export")
+        labels: dict[str, int] = meta["labels"]  # type: ignore[assignment]
+        self.labels = [label for label, _ in sorted(labels.items(), key=lambda item: item[1])]
+        self.metadata = meta
+        options = ort.SessionOptions()
+        if threads:
+            # A fixed thread count makes latencies comparable between models and runs.
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime's Fail / InvalidGraph / NoSuchFile
+            raise KilnError(f"ONNX model {model} cannot be loaded ({err})") from None
+
+    def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Batches bound the tokenizer's padded [batch, longest text] tensor of strings."""
+        parts = [self.session.run(["logits"], {"text": np.array(texts[i : i + batch_size], dtype=object)})[0]
+                 for i in range(0, len(texts), batch_size)]
+        return np.concatenate(parts)
+
+    def predict(self, texts: object) -> list[dict]:
+        """[{label, probabilities: {label: p}}] for each text of a request."""
+        probabilities = softmax(self.logits(self.check(texts)), axis=-1)
+        return [{"label": self.labels[int(row.argmax())],
+                 "probabilities": {label: float(p) for label, p in zip(self.labels, row)}}
+                for row in probabilities]
