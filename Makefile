@@ -5,13 +5,22 @@ BIN := $(VENV)/bin
 # Marks an install done for this pyproject.toml and lock; either changing reinstalls.
 STAMP := $(VENV)/.kiln-installed
 
-.PHONY: run test install ui status clean
+.PHONY: run test test-fast lint install ui status clean
 
 run: $(STAMP)
 	$(BIN)/kiln run
 
-test: $(STAMP)
+# Everything CI runs: lint, then every test tier (unit, stage, pipeline, PostgreSQL).
+test: lint
 	$(BIN)/python -m pytest
+
+# The unit tier alone: seconds per test, no pipeline runs, no servers.
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow and not postgres"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 install: $(STAMP)
 

@@ -23,8 +23,8 @@ import torch  # noqa: E402
 from transformers import BertForMaskedLM  # noqa: E402
 
 from components.text.classifier import MeanPoolClassifier  # noqa: E402
-from components.text.data import ClassificationData, MaskedLMData, label_map, load_tokenizer  # noqa: E402
 from components.text.config import EncoderConfig, HardwareConfig, LoopConfig, OptimConfig  # noqa: E402
+from components.text.data import ClassificationData, MaskedLMData, label_map, load_tokenizer  # noqa: E402
 from components.text.model import bert_config  # noqa: E402
 from components.text.modules import Classifier, MaskedLM  # noqa: E402
 from components.text.training import build_trainer  # noqa: E402
@@ -64,22 +64,33 @@ def main() -> None:
     hardware = HardwareConfig(accelerator="auto", devices=devices, strategy=args.strategy, precision=args.precision)
     split = {n: pd.read_parquet(ROOT / f"data/split/{n}.parquet") for n in ("train", "val", "test")}
     tokenizer = load_tokenizer(ROOT / "models/tokenizer.json", "gpu_check")
-    encoder = EncoderConfig(layers=args.layers, hidden=args.hidden, heads=args.hidden // 64,
-                            intermediate=4 * args.hidden, max_length=128)
+    encoder = EncoderConfig(
+        layers=args.layers, hidden=args.hidden, heads=args.hidden // 64, intermediate=4 * args.hidden, max_length=128
+    )
     batch = 32
     with tempfile.TemporaryDirectory() as tmp:
         L.seed_everything(0, verbose=False)
         model = BertForMaskedLM(bert_config(encoder, len(tokenizer), tokenizer.pad_token_id))
-        data = MaskedLMData(split["train"]["text"].tolist(), split["val"]["text"].tolist(), tokenizer, 128,
-                            batch, 0.15, 0)
-        loop = LoopConfig(max_epochs=100, max_steps=args.steps, batch_size=batch, val_every_steps=args.steps,
-                          checkpoint_every=10**6, log_every=50)
+        data = MaskedLMData(
+            split["train"]["text"].tolist(), split["val"]["text"].tolist(), tokenizer, 128, batch, 0.15, 0
+        )
+        loop = LoopConfig(
+            max_epochs=100,
+            max_steps=args.steps,
+            batch_size=batch,
+            val_every_steps=args.steps,
+            checkpoint_every=10**6,
+            log_every=50,
+        )
         trainer = build_trainer("gpu_check pretrain", hardware, loop, Path(tmp) / "mlm", [])
         meter = Throughput(batch * 128)
         trainer.callbacks.append(meter)
         trainer.fit(MaskedLM(model, OptimConfig(lr=5e-4), {}), datamodule=data)
-        print(f"device: {trainer.strategy.root_device} ({torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}), "
-              f"strategy {type(trainer.strategy).__name__}, precision {trainer.precision}, world size {trainer.world_size}")
+        name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        print(
+            f"device: {trainer.strategy.root_device} ({name}), strategy {type(trainer.strategy).__name__}, "
+            f"precision {trainer.precision}, world size {trainer.world_size}"
+        )
         print(f"pretrain: {meter.rate():.0f} tokens/s, val/loss {float(trainer.callback_metrics['val/loss']):.3f}")
 
         labels = label_map(split["train"]["label"])

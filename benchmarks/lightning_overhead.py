@@ -16,8 +16,8 @@ import lightning as L
 import torch
 from transformers import BertForMaskedLM
 
-from components.text.model import bert_config
 from components.text.config import HardwareConfig, LoopConfig, OptimConfig
+from components.text.model import bert_config
 from components.text.modules import MaskedLM, masked_lm_loss
 from components.text.training import build_trainer
 from pipelines.params import load
@@ -59,8 +59,9 @@ def plain(model, data: list[dict], warmup: int) -> float:
 
 
 def kiln(model, data: list[dict], warmup: int) -> float:
-    loop = LoopConfig(max_epochs=1, max_steps=len(data), batch_size=len(data[0]["input_ids"]),
-                      checkpoint_every=10**9, log_every=10)
+    loop = LoopConfig(
+        max_epochs=1, max_steps=len(data), batch_size=len(data[0]["input_ids"]), checkpoint_every=10**9, log_every=10
+    )
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer("bench", HardwareConfig(accelerator="cpu", devices=1), loop, Path(tmp), [])
         timer = Timer(warmup)
@@ -89,8 +90,10 @@ def main() -> None:
         results.setdefault(name, []).append(tokens / seconds)
     # Best of two alternating rounds each: noise on a shared machine only slows a run down.
     plain_rate, kiln_rate = max(results["plain"]), max(results["kiln"])
-    print(f"model: {enc.layers} layers, {enc.hidden} wide; batch {loop.batch_size} x {enc.max_length} tokens; "
-          f"{args.steps} timed steps after {args.warmup} warm-up")
+    print(
+        f"model: {enc.layers} layers, {enc.hidden} wide; batch {loop.batch_size} x {enc.max_length} tokens; "
+        f"{args.steps} timed steps after {args.warmup} warm-up"
+    )
     print(f"plain PyTorch loop: {plain_rate:8.0f} tokens/s")
     print(f"Kiln (Lightning):   {kiln_rate:8.0f} tokens/s")
     print(f"Kiln / plain:       {kiln_rate / plain_rate:8.1%}")

@@ -1,13 +1,16 @@
-"""The pipeline DAG as DVC reads it from dvc.yaml: stage order, staleness, reproduction.
+"""The pipeline DAG as DVC reads it from dvc.yaml: stage order, staleness, reproduction,
+and what each stage reads and who makes it.
 
 Kiln never writes the DAG down a second time: `kiln run` walks DVC's own graph, asks
-DVC whether a stage changed, and lets DVC's `reproduce` remove outputs, consult its run
-cache, save, commit and write dvc.lock. The one thing Kiln changes is how a stage's
-command executes: `kiln stage NAME` commands run inside the current interpreter, so a
-run pays the seconds of importing torch, lightning or great_expectations once instead of
-once per stage.
+DVC whether a stage changed, and lets DVC's `reproduce` consult its lock file, save,
+commit and write dvc.lock. The params sections a stage reads and the stage that makes
+each of its inputs are read from the same graph. The one thing Kiln changes is how a
+stage's command executes: `kiln stage NAME` commands run inside the current interpreter,
+so a run pays the seconds of importing torch, lightning or great_expectations once
+instead of once per stage.
 """
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +26,6 @@ COMMAND_PREFIX = "kiln stage "
 
 
 def open_repo(root: Path) -> "Repo":
-    import logging
-
     from dvc.repo import Repo
 
     repo = Repo(str(root))
@@ -57,6 +58,53 @@ def plan(repo: "Repo", targets: list[str] | None = None) -> list["PipelineStage"
 
 def stage_name(stage: "PipelineStage") -> str:
     return stage.addressing
+
+
+def sections(stage: "PipelineStage") -> tuple[str, ...]:
+    """The params sections (or `section.key`s) a stage lists under `params:`."""
+    from dvc.dependency.param import ParamsDependency
+
+    return tuple(key for dep in stage.deps if isinstance(dep, ParamsDependency) for key in dep.params)
+
+
+def input_folders(repo: "Repo", name: str) -> list[Path]:
+    """The folders a stage lists among its dependencies (those that exist)."""
+    root = Path(repo.root_dir)
+    return [
+        root / dep.def_path for dep in load_stage(repo, name).deps if dep.def_path and (root / dep.def_path).is_dir()
+    ]
+
+
+def producers(repo: "Repo") -> dict[str, str]:
+    """Every output path of the DAG, and the stage that writes it."""
+    return {
+        out.def_path: stage_name(stage) for stage in repo.index.stages if not stage.is_data_source for out in stage.outs
+    }
+
+
+def producer_of(path: str, made: dict[str, str]) -> str | None:
+    """The stage that makes `path`: an output itself, inside one (a file of a folder), or
+    a folder holding outputs (the split folder holds one file per split)."""
+    target = Path(path)
+    for out, stage in made.items():
+        if target == Path(out) or Path(out) in target.parents or target in Path(out).parents:
+            return stage
+    return None
+
+
+def generated(repo: "Repo") -> list[str]:
+    """What a run writes into the git tree: dvc.lock, every output, and the .gitignore and
+    .dvc files DVC keeps beside them. A change there is the pipeline's own, not a change
+    to the code or params a result came from."""
+    paths = {"dvc.lock"}
+    for stage in repo.index.stages:
+        for out in stage.outs:
+            paths.add(out.def_path)
+            if out.use_cache:
+                paths.add(str(Path(out.def_path).parent / ".gitignore"))
+        if stage.is_data_source:
+            paths.add(str(Path(stage.path).relative_to(repo.root_dir)))
+    return sorted(paths)
 
 
 def kiln_stage_of(command: str | list[str]) -> str | None:
@@ -97,11 +145,25 @@ def in_process(execute: Callable[["PipelineStage", str], None]) -> Iterator[None
         dvc_run.cmd_run = original
 
 
+@contextmanager
+def dvc_lock_errors(root: Path) -> Iterator[None]:
+    """DVC's own repository lock, taken by another process (a `dvc repro` between two
+    stages), as Kiln's one message about who holds the repository."""
+    from dvc.lock import LockError
+
+    from pipelines.lock import busy
+
+    try:
+        yield
+    except LockError:
+        raise busy(root) from None
+
+
 def reproduce(repo: "Repo", stage: "PipelineStage", force: bool = False) -> bool:
-    """Reproduce one stage if DVC finds it changed; True if it ran (or came from DVC's
-    run cache), False if it was up to date."""
-    done = repo.reproduce(stage.addressing, single_item=True, force=force)
-    return bool(done)
+    """Reproduce one stage if DVC finds it changed; True if it ran, False if it was up
+    to date."""
+    with dvc_lock_errors(Path(repo.root_dir)):
+        return bool(repo.reproduce(stage.addressing, single_item=True, force=force))
 
 
 def status(repo: "Repo", targets: list[str] | None = None) -> dict[str, list[str]]:
@@ -109,7 +171,7 @@ def status(repo: "Repo", targets: list[str] | None = None) -> dict[str, list[str
     are listed too, since their inputs are about to change."""
     stale: dict[str, list[str]] = {}
     graph = repo.index.graph
-    with repo.lock:
+    with dvc_lock_errors(Path(repo.root_dir)), repo.lock:
         for stage in plan(repo, targets):
             reasons = [_reason(entry) for entry in stage.status().get(stage.addressing, [])]
             upstream = [stage_name(s) for s in graph.successors(stage) if stage_name(s) in stale]
@@ -153,3 +215,34 @@ def hashes(stage: "PipelineStage", kind: str) -> dict[str, str]:
         if info and info.value:
             found[entry.def_path] = info.value
     return found
+
+
+def remote(repo: "Repo") -> str | None:
+    return repo.config.get("core", {}).get("remote") or None
+
+
+def pull(repo: "Repo") -> str:
+    from dvc.exceptions import DvcException
+
+    try:
+        repo.pull()
+    except DvcException as err:
+        # A fresh remote holds nothing yet; the run rebuilds what it lacks.
+        return f"pull: {err}"
+    return "pulled"
+
+
+def push(repo: "Repo") -> str:
+    from dvc.exceptions import DvcException
+
+    try:
+        count = repo.push()
+    except DvcException as err:
+        raise KilnError(f"dvc push to remote '{remote(repo)}' failed: {err}") from None
+    return f"pushed {count} file(s)"
+
+
+def add(repo: "Repo", paths: list[Path]) -> None:
+    """Track data files with `.dvc` pointers: the data version that travels with git."""
+    if paths:
+        repo.add([str(p) for p in paths])

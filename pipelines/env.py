@@ -20,7 +20,14 @@ TELEMETRY_OFF = {
 }
 
 
-# Kiln's own state in a repository: the retrain lock, and `kiln up`'s logs and addresses.
+# How long MLflow calls may take before a run says the tracking server is gone.
+TRACKING_TIMEOUTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+
+# Kiln's own state in a repository: the run lock, run logs, and `kiln up`'s logs and addresses.
 STATE_DIR = ".kiln"
 
 
@@ -38,6 +45,11 @@ VARIABLES = {
     "PREFECT_API_DATABASE_CONNECTION_URL": "the Prefect server's database",
     "PREFECT_HOME": "Prefect's profile and temporary-API database (default: .prefect/ in the repository)",
     **{key: "telemetry off (no internet where Kiln runs)" for key in TELEMETRY_OFF},
+    **{
+        key: "bounded retries and timeouts of MLflow calls (a gone server fails a run in seconds)"
+        for key in TRACKING_TIMEOUTS
+    },
+    "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false: no model is ever unpickled",
 }
 
 
@@ -69,8 +81,14 @@ def configure(root: Path) -> None:
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     # Command output is for people: no download progress bars between its lines.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # Kiln's models are ONNX files loaded by code; a model that needs unpickling is refused.
+    # Kiln's models are ONNX files loaded by code; a model that needs unpickling is refused,
+    # here and in every process Kiln starts (servers, `kiln serve-model`), which inherit it.
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+    # MLflow retries an unreachable server 7 times with a doubling back-off and a 120 s
+    # timeout: a run would hang for half an hour before saying the server is gone. Three
+    # tries within seconds tell a blip from an outage.
+    for key, value in TRACKING_TIMEOUTS.items():
+        os.environ.setdefault(key, value)
 
 
 def servers_file(root: Path) -> Path:
@@ -87,15 +105,20 @@ def read_servers(root: Path) -> dict | None:
         return None
 
 
-def git_state(root: Path) -> tuple[str, bool]:
-    """(commit, dirty) of the repository, or ("unknown", False) outside git."""
+def git_state(root: Path, generated: list[str] = ()) -> tuple[str, bool]:
+    """(commit, dirty) of the repository, or ("unknown", False) outside git. Changes to
+    `generated` paths (what a run itself writes: dvc.lock, outputs) do not make it dirty."""
+    excluded = [f":(exclude){path}" for path in generated]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True,
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown", False

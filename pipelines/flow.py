@@ -6,6 +6,7 @@ what is stale and records what ran, so `kiln run` skips and leaves dvc.lock exac
 """
 
 import os
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -14,25 +15,27 @@ import psutil
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
-from prefect.states import Failed
+from prefect.states import Completed, Failed
 
 from components.errors import KilnError
-from pipelines import dag, stages, tracking
+from pipelines import console, dag, executor, metrics, tracking
 from pipelines.env import find_root
+from pipelines.io import chain, user_error
+from pipelines.lifecycle import die_with_parent
 from pipelines.params import load
+from pipelines.records import Promotion
 
 
 @dataclass
 class StageRow:
     name: str
-    status: str  # ran | up to date | from run cache | failed
+    status: str  # ran | up to date | failed
     seconds: float
+    headline: str = ""
 
-
-def _chain(err: BaseException | None):
-    while err is not None:
-        yield err
-        err = err.__cause__ or err.__context__
+    def line(self) -> str:
+        took = f"{self.seconds:7.1f} s" if self.status != "up to date" else " " * 9
+        return f"{self.name:<10} {self.status:<11} {took}  {self.headline}".rstrip()
 
 
 def transient(_task, _task_run, state) -> bool:
@@ -41,47 +44,54 @@ def transient(_task, _task_run, state) -> bool:
     again the same way, and user errors are not retried (see `reproduce`)."""
     err = state.result(raise_on_failure=False)
     return isinstance(err, BaseException) and any(
-        isinstance(e, (ConnectionError, TimeoutError)) or "Timeout" in type(e).__name__
+        isinstance(e, (ConnectionError, TimeoutError))
+        or "Timeout" in type(e).__name__
         or "Connection" in type(e).__name__
-        for e in _chain(err)
+        for e in chain(err)
     )
 
 
 @task(cache_policy=NO_CACHE)
-def reproduce(repo, stage, force: bool, timings: dict[str, stages.Timing]) -> StageRow:
+def reproduce(repo, stage, force: bool, outcomes: dict[str, executor.Outcome]) -> StageRow:
     name = dag.stage_name(stage)
     try:
         ran = dag.reproduce(repo, stage, force=force)
     except Exception as err:
-        # A user error (bad data, bad params, a missing input) fails the task with its
-        # message alone: no retry, and no traceback in the log.
-        if user := next((e for e in _chain(err) if isinstance(e, KilnError)), None):
+        # A user error (bad data, bad params, a missing input, a full disk) fails the task
+        # with its message alone: no retry, and no traceback in the log.
+        if user := user_error(err):
             return Failed(message=str(user), data=user)
         raise
     if not ran:
         return StageRow(name, "up to date", 0.0)
-    if name in timings:
-        return StageRow(name, "ran", timings[name].seconds)
-    return StageRow(name, "from run cache", 0.0)
+    outcome = outcomes[name]
+    return StageRow(name, "ran", outcome.seconds, metrics.headline(name, outcome.result.metrics))
 
 
 @flow(name="kiln-pipeline")
 def pipeline(targets: list[str] | None = None, force: bool = False, execution: str | None = None):
-    """Bring the stages of dvc.yaml up to date; prints a table of what ran and how long.
-    A stage that fails on a user error ends the flow Failed, with that error's message.
-    `execution` names an MLflow run already made (by the retrain flow) to hold the stages."""
+    """Bring the stages of dvc.yaml up to date, a line per stage as it ends. A stage that
+    fails on a user error ends the flow Failed, with that error's message; a new version
+    the gate refused ends it Completed, named "Not promoted". `execution` names an MLflow
+    run already made (by the retrain flow) to hold the stages."""
     root = find_root()
     params = load(root / "params.yaml")
     os.environ[tracking.FLOW_RUN_ENV] = str(flow_run.get_id())
     repo = dag.open_repo(root)
-    timings: dict[str, stages.Timing] = {}
+    outcomes: dict[str, executor.Outcome] = {}
+    spent: dict[str, float] = {}
+    show = console.get()
 
     def execute(stage, name: str) -> None:
-        timings[name] = stages.execute(root, name, stage)
+        start = time.perf_counter()
+        try:
+            outcomes[name] = executor.execute(root, name, stage)
+        finally:
+            spent[name] = time.perf_counter() - start
 
     rows: list[StageRow] = []
     failure: KilnError | None = None
-    task_options = {
+    options = {
         "retries": params.orchestration.retries,
         "retry_delay_seconds": params.orchestration.retry_delay_s,
         "retry_condition_fn": transient,
@@ -90,70 +100,112 @@ def pipeline(targets: list[str] | None = None, force: bool = False, execution: s
         with tracking.pipeline_run(root, params.tracking.experiment, execution), dag.in_process(execute):
             for stage in dag.plan(repo, targets):
                 name = dag.stage_name(stage)
-                step = reproduce.with_options(task_run_name=name, **task_options)
-                state = step(repo, stage, force, timings, return_state=True)
+                show.status(f"{name} ...")
+                state = reproduce.with_options(task_run_name=name, **options)(
+                    repo, stage, force, outcomes, return_state=True
+                )
                 if state.is_failed():
-                    rows.append(StageRow(name, "failed", 0.0))
+                    rows.append(StageRow(name, "failed", spent.get(name, 0.0)))
+                    show.line(rows[-1].line())
                     error = state.result(raise_on_failure=False)
+                    if isinstance(error, BaseException) and user_error(error) is None:
+                        # A gone tracking server fails a stage with MLflow's own error:
+                        # say so in one line instead.
+                        tracking.check()
                     # Raised inside the block, so the MLflow parent run ends FAILED.
                     raise error if isinstance(error, BaseException) else RuntimeError(state.message)
                 rows.append(state.result())
+                show.line(rows[-1].line())
     except KilnError as err:
         failure = err
-    # Wall time since this process started, interpreter start-up included.
-    print(table(rows, time.time() - psutil.Process().create_time()))
+    show.line(footer(rows, time.time() - psutil.Process().create_time()))
+    promotion = (
+        Promotion.read(root / params.paths.reports / "promotion.json", "kiln run", "promote")
+        if any(r.name == "promote" and r.status == "ran" for r in rows)
+        else None
+    )
+    if promotion is not None:
+        show.line(promotion.headline())
+        for reason in promotion.reasons:
+            if reason.startswith("FAIL"):
+                show.line(f"  {reason}")
+    data = {"rows": rows, "promotion": promotion}
     if failure is not None:
         return Failed(message=str(failure), data=failure)
-    return rows
+    if promotion is not None and not promotion.promoted:
+        return Completed(message=promotion.headline(), name="Not promoted", data=data)
+    return Completed(message="pipeline up to date", data=data)
 
 
-def _start_api() -> "threading.Thread | None":
-    """Start Prefect's temporary API server in the background, so its ~10 s start overlaps
-    the imports that come before the flow needs it."""
+def footer(rows: list[StageRow], wall: float) -> str:
+    """Stage work, overhead and total: overhead is the wall time no stage accounts for,
+    a failed stage's time included in the work."""
+    work = sum(r.seconds for r in rows)
+    overhead = max(wall - work, 0.0)
+    share = f" ({overhead / wall:.0%})" if wall > 0 else ""
+    return f"stage work {work:.1f} s, overhead {overhead:.1f} s{share}, total {wall:.1f} s"
+
+
+def _start_api():
+    """Start Prefect's temporary API server from this (the main) thread, tied to this
+    process so the kernel stops it however the run ends; returns the server and a thread
+    that waits for it, so its ~10 s start overlaps the imports the flow needs first.
+    Prefect finds it again as its one temporary server (`SubprocessASGIServer()`)."""
     if os.environ.get("PREFECT_API_URL"):
         return None
+    import atexit
+
+    import httpx
     from prefect.server.api.server import SubprocessASGIServer
 
-    thread = threading.Thread(target=SubprocessASGIServer().start, daemon=True, name="prefect-api")
-    thread.start()
-    return thread
+    class TiedServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen:
+            popen = subprocess.Popen
+            subprocess.Popen = lambda *args, **kwargs: popen(*args, preexec_fn=die_with_parent, **kwargs)
+            try:
+                return super()._run_uvicorn_command()
+            finally:
+                subprocess.Popen = popen
 
+    server = TiedServer()
+    server.port = server.find_available_port()
+    server.running = True
+    server.server_process = server._run_uvicorn_command()
+    atexit.register(server.stop)
+    healthy = threading.Event()
 
-def table(rows: list[StageRow], wall: float) -> str:
-    work = sum(r.seconds for r in rows)
-    lines = [f"{'stage':<12} {'status':<15} {'seconds':>8}"]
-    lines += [f"{r.name:<12} {r.status:<15} {r.seconds:>8.1f}" for r in rows]
-    overhead = wall - work
-    share = f" ({overhead / wall:.0%})" if wall > 0 else ""
-    lines += [
-        f"{'stage work':<28} {work:>8.1f}",
-        f"{'overhead':<28} {overhead:>8.1f}{share}",
-        f"{'total':<28} {wall:>8.1f}",
-    ]
-    return "\n".join(lines)
+    def wait() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and server.server_process and server.server_process.poll() is None:
+            try:
+                if httpx.get(f"{server.api_url}/health", timeout=2).status_code == 200:
+                    healthy.set()
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
 
-
-def run(targets: list[str] | None, force: bool) -> None:
-    """Run the pipeline flow; a failed stage's user error is raised as that KilnError."""
-    run_flow(pipeline, targets=targets or None, force=force).result()
+    waiter = threading.Thread(target=wait, daemon=True, name="prefect-api")
+    waiter.start()
+    return server, waiter, healthy
 
 
 def run_flow(fn, **parameters):
     """Run a flow in this process, on Prefect's temporary API unless a server is set;
     returns its final state."""
-    server = _start_api()
-    import mlflow  # noqa: F401  (needed by every stage; imported while the server starts)
-
-    if server is not None:
-        server.join()
+    api = _start_api()
     try:
-        state = fn(**parameters, return_state=True)
+        import mlflow  # noqa: F401  (needed by every stage; imported while the server starts)
+
+        if api is not None:
+            api[1].join()
+            if not api[2].is_set():
+                raise KilnError(f"Prefect's temporary API server did not start; its output is in {console.get().log}")
+        return fn(**parameters, return_state=True)
     finally:
-        if server is not None:
+        if api is not None:
             # The flow's last log lines go to the API before it stops.
             from prefect.logging.handlers import APILogWorker
-            from prefect.server.api.server import SubprocessASGIServer
 
             APILogWorker.drain_all()
-            SubprocessASGIServer().stop()
-    return state
+            api[0].stop()

@@ -12,10 +12,15 @@ from components.data.split import SplitConfig
 from components.data.validation import ValidateConfig
 from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, QuantizeConfig
 from components.errors import KilnError
-from components.text.config import (DistillConfig, EncoderConfig, FinetuneConfig, HardwareConfig, PretrainConfig,
-                                    PruneConfig)
+from components.text.config import (
+    DistillConfig,
+    EncoderConfig,
+    FinetuneConfig,
+    HardwareConfig,
+    PretrainConfig,
+    PruneConfig,
+)
 from components.text.tokenizer import TokenizeConfig
-
 
 # Sections whose names pydantic reserves: their fields carry a trailing underscore.
 _SHADOWED = {"validate", "register"}
@@ -49,8 +54,17 @@ class TrackingConfig(_Section):
 
 
 class RegisterConfig(_Section):
-    model_name: str = Field("kiln-topic", min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
-                            description="registered model in the MLflow registry")
+    model_name: str | None = Field(
+        None,
+        min_length=1,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="registered model in the MLflow registry; null: kiln-<dataset>",
+    )
+
+    def name_for(self, ingest: IngestConfig) -> str:
+        """The registered model's name: as set, or named after the dataset (kiln-bbc-news,
+        kiln-reviews for data/external/reviews.csv)."""
+        return self.model_name or f"kiln-{ingest.dataset}"
 
 
 class OrchestrationConfig(_Section):
@@ -62,8 +76,11 @@ class NotifyConfig(_Section):
     """Where the retrain flow reports a failure or a quarantined batch, through Prefect."""
 
     apprise_url: str | None = Field(None, description="an Apprise URL: slack://..., json://host/path, mailto://...")
-    block: str | None = Field(None, pattern=r"^[a-z0-9-]+/[A-Za-z0-9_-]+$",
-                              description="a saved Prefect notification block, as <block-type>/<name>")
+    block: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9-]+/[A-Za-z0-9_-]+$",
+        description="a saved Prefect notification block, as <block-type>/<name>",
+    )
 
     @model_validator(mode="after")
     def _one(self) -> "NotifyConfig":
@@ -135,9 +152,16 @@ class Params(_Section):
         return getattr(self, f"{name}_" if name in _SHADOWED else name)
 
 
+def section_name(attribute: str) -> str:
+    """The params.yaml name of a `Params` attribute: `validate_` is `validate`."""
+    bare = attribute.removesuffix("_")
+    return bare if bare in _SHADOWED else attribute
+
+
 def _location(loc: tuple) -> str:
-    return ".".join(str(part).removesuffix("_") if str(part).removesuffix("_") in _SHADOWED else str(part)
-                    for part in loc)
+    return ".".join(
+        str(part).removesuffix("_") if str(part).removesuffix("_") in _SHADOWED else str(part) for part in loc
+    )
 
 
 def parse(data: object, source: str) -> Params:

@@ -27,19 +27,21 @@ def databases(db_url: str | None, root: Path) -> tuple[str, str]:
     `alembic_version` table, so on one PostgreSQL server they get a database each: the
     one KILN_DB_URL names for MLflow, and the same name plus `_prefect` for Prefect."""
     if not db_url:
-        return (f"sqlite:///{root / 'mlflow' / 'mlflow.db'}",
-                f"sqlite+aiosqlite:///{root / '.prefect' / 'prefect.db'}")
+        return (f"sqlite:///{root / 'mlflow' / 'mlflow.db'}", f"sqlite+aiosqlite:///{root / '.prefect' / 'prefect.db'}")
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
         url = make_url(db_url)
     except ArgumentError:
-        raise KilnError(f"{DB_ENV}='{_hide(db_url)}' is not a database URL "
-                        f"(expected postgresql://user:password@host:5432/kiln)") from None
+        raise KilnError(
+            f"{DB_ENV}='{_hide(db_url)}' is not a database URL (expected postgresql://user:password@host:5432/kiln)"
+        ) from None
     if url.get_backend_name() != "postgresql" or not url.database:
-        raise KilnError(f"{DB_ENV} must name a PostgreSQL database (postgresql://user:password@host:5432/kiln), "
-                        f"got '{_hide(db_url)}'")
+        raise KilnError(
+            f"{DB_ENV} must name a PostgreSQL database (postgresql://user:password@host:5432/kiln), "
+            f"got '{_hide(db_url)}'"
+        )
     mlflow = url.set(drivername="postgresql+psycopg2")
     prefect = url.set(drivername="postgresql+asyncpg", database=url.database + PREFECT_DB_SUFFIX)
     return mlflow.render_as_string(hide_password=False), prefect.render_as_string(hide_password=False)
@@ -64,8 +66,14 @@ def ensure_databases(db_url: str) -> None:
     url = make_url(db_url)
     names = [url.database, url.database + PREFECT_DB_SUFFIX]
     try:
-        connection = psycopg2.connect(host=url.host, port=url.port or 5432, user=url.username,
-                                      password=url.password, dbname="postgres", connect_timeout=10)
+        connection = psycopg2.connect(
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            dbname="postgres",
+            connect_timeout=10,
+        )
     except psycopg2.OperationalError as err:
         raise KilnError(f"cannot reach PostgreSQL at {_hide(db_url)}: {str(err).strip().splitlines()[0]}") from None
     connection.autocommit = True
@@ -76,8 +84,9 @@ def ensure_databases(db_url: str) -> None:
                 if cursor.fetchone() is None:
                     cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     except psycopg2.Error as err:
-        raise KilnError(f"PostgreSQL at {_hide(db_url)}: cannot create {' and '.join(names)}: "
-                        f"{str(err).strip().splitlines()[0]}") from None
+        raise KilnError(
+            f"PostgreSQL at {_hide(db_url)}: cannot create {' and '.join(names)}: {str(err).strip().splitlines()[0]}"
+        ) from None
     finally:
         connection.close()
 
@@ -99,8 +108,9 @@ def _start(command: list[str], log: Path, env: dict[str, str]) -> int:
     with open(log, "ab") as out:
         # A session of its own: the server outlives this command and `kiln down` stops
         # its whole process group (uvicorn and gunicorn start workers).
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
+        proc = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+        )
     return proc.pid
 
 
@@ -150,17 +160,44 @@ def up(root: Path, host: str, prefect_port: int, mlflow_port: int, timeout: floa
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
     prefect_url = f"http://{host}:{prefect_port}/api"
     mlflow_url = f"http://{host}:{mlflow_port}"
-    prefect_env = {**env, "PREFECT_API_DATABASE_CONNECTION_URL": prefect_db, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                   "PREFECT_UI_API_URL": prefect_url}
+    prefect_env = {
+        **env,
+        "PREFECT_API_DATABASE_CONNECTION_URL": prefect_db,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": prefect_url,
+    }
     servers = {
-        "prefect": {"url": prefect_url, "log": str(logs / "prefect.log"),
-                    "pid": _start([str(bin_dir / "prefect"), "server", "start", "--host", host,
-                                   "--port", str(prefect_port)], logs / "prefect.log", prefect_env)},
-        "mlflow": {"url": mlflow_url, "log": str(logs / "mlflow.log"),
-                   "pid": _start([str(bin_dir / "mlflow"), "server", "--backend-store-uri", mlflow_store,
-                                  "--artifacts-destination", (root / "mlflow" / "artifacts").as_uri(),
-                                  "--host", host, "--port", str(mlflow_port), "--workers", "1"],
-                                 logs / "mlflow.log", env)},
+        "prefect": {
+            "url": prefect_url,
+            "log": str(logs / "prefect.log"),
+            "pid": _start(
+                [str(bin_dir / "prefect"), "server", "start", "--host", host, "--port", str(prefect_port)],
+                logs / "prefect.log",
+                prefect_env,
+            ),
+        },
+        "mlflow": {
+            "url": mlflow_url,
+            "log": str(logs / "mlflow.log"),
+            "pid": _start(
+                [
+                    str(bin_dir / "mlflow"),
+                    "server",
+                    "--backend-store-uri",
+                    mlflow_store,
+                    "--artifacts-destination",
+                    (root / "mlflow" / "artifacts").as_uri(),
+                    "--host",
+                    host,
+                    "--port",
+                    str(mlflow_port),
+                    "--workers",
+                    "1",
+                ],
+                logs / "mlflow.log",
+                env,
+            ),
+        },
     }
     state = {"servers": servers, "backend": "postgresql" if db_url else "sqlite"}
     servers_file(root).parent.mkdir(exist_ok=True)

@@ -4,11 +4,12 @@ file, the `components` package and the ONNX file with its tokenizer, and pickles
 
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
+
+import mlflow
 
 
 class KilnClassifier(PythonModel):

@@ -1,59 +1,52 @@
-"""What training stages share on the pipeline side: the injected MLflow logger, the
-checkpoint folder and its fingerprint, and self-describing model folders."""
+"""What the training stages share: one way to fit (resuming where a killed run stopped),
+score, describe, save and load a model.
+
+Checkpoints live outside every DVC output, in `checkpoints/<stage>/<part>/` (a stage may
+train several parts: the teacher and its from-scratch ablation), since DVC deletes a
+stage's outputs before it reruns it and a resumed run needs them. A part resumes only
+from a checkpoint of the same params sections and inputs.
+"""
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from components.errors import KilnError
-from pipelines.io import atomic, read_parquet
-from pipelines.stages import StageContext
+from components.text.training import best_state, build_trainer, resume_point
+from pipelines import console
+from pipelines.contract import StageContext
+from pipelines.io import atomic, remove
+from pipelines.records import ModelCard
 
-# Checkpoints live outside every DVC output: DVC deletes a stage's outputs before it
-# reruns it, and a resumed run needs them.
 CHECKPOINTS = "checkpoints"
+log = logging.getLogger("kiln")
 
 
-def read_split(ctx: StageContext, *names: str) -> dict:
-    """Frames of the split stage by name: train, val and test unless `names` says."""
-    folder = ctx.path(ctx.params.paths.split)
-    return {name: read_parquet(folder / f"{name}.parquet", ctx.name, "split")
-            for name in names or ("train", "val", "test")}
-
-
-def with_augmented(ctx: StageContext, train):
-    """`train` plus the augment stage's copies of its rows (only those: a label fraction
-    must not come back through the copies of rows it left out)."""
-    import pandas as pd
-
-    augmented = read_parquet(ctx.path(ctx.params.paths.augmented), ctx.name, "augment")
-    copies = augmented[augmented["origin_id"].isin(train["id"])]
-    return pd.concat([train, copies[train.columns]], ignore_index=True)
-
-
-def checkpoints(ctx: StageContext, *sections: str) -> tuple[Path, Path | None]:
-    """(checkpoint folder, checkpoint to resume or None) for a run of these params
-    sections on these inputs."""
-    from components.text.training import resume_point
-
-    folder = ctx.root / CHECKPOINTS / ctx.name
-    if ctx.run.run_id is None:
-        # A distributed worker: rank 0 has prepared the folder and resumes for everyone.
-        last = folder / "last.ckpt"
-        return folder, last if last.is_file() else None
-    resume = resume_point(folder, fingerprint(ctx, *sections))
-    if resume is not None:
-        print(f"{ctx.name}: resuming from {resume.relative_to(ctx.root)}", flush=True)
-    return folder, resume
-
-
-def fingerprint(ctx: StageContext, *sections: str) -> str:
-    """Identity of a training run: its params sections and the hashes of its inputs."""
-    payload = {name: ctx.params.section(name).model_dump(mode="json") for name in sections}
-    payload["deps"] = ctx.deps
+def fingerprint(ctx: StageContext) -> str:
+    """Identity of a training run: the params sections it reads and its inputs' hashes."""
+    payload = {"params": ctx.section_params(), "deps": ctx.deps}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _folder(ctx: StageContext, part: str) -> Path:
+    return ctx.root / CHECKPOINTS / ctx.name / part
+
+
+def _resume(ctx: StageContext, part: str) -> Path | None:
+    folder = _folder(ctx, part)
+    if not ctx.is_main:
+        # Rank 0 checked and prepared the folder before it started this worker.
+        last = folder / "last.ckpt"
+        return last if last.is_file() else None
+    last, warning = resume_point(folder, fingerprint(ctx))
+    if warning:
+        log.warning("%s: %s", ctx.name, warning)
+    if last is not None:
+        console.get().line(f"{ctx.name}: resuming {part} from {last.relative_to(ctx.root)}")
+    return last
 
 
 def mlflow_logger(ctx: StageContext) -> list:
@@ -61,53 +54,104 @@ def mlflow_logger(ctx: StageContext) -> list:
     distributed worker, which does not log)."""
     from lightning.pytorch.loggers import MLFlowLogger
 
-    if ctx.run.run_id is None:
+    if not ctx.is_main:
         return []
-    return [MLFlowLogger(
-        experiment_name=ctx.params.tracking.experiment,
-        tracking_uri=os.environ["MLFLOW_TRACKING_URI"],
-        run_id=ctx.run.run_id,
-    )]
+    # The run id alone places it: the logger reads the run's experiment from the run.
+    return [MLFlowLogger(tracking_uri=os.environ["MLFLOW_TRACKING_URI"], run_id=ctx.run.run_id)]
 
 
-def save_model(model, tokenizer, describe: dict[str, Any], out: Path) -> None:
-    """A transformers folder (config.json, safetensors weights, tokenizer) plus
-    kiln.json, the model's own account of where it came from; written atomically."""
+def fit(
+    ctx: StageContext,
+    module,
+    data,
+    part: str,
+    loop,
+    monitor: str | None = None,
+    patience: int | None = None,
+    log_to_mlflow: bool = True,
+):
+    """Fit `module` on `data` (resuming this part's last checkpoint if it has one); with
+    `monitor`, keep the best checkpoint by it and end with the best weights loaded."""
+    start = _resume(ctx, part)
+    trainer = build_trainer(
+        f"{ctx.name} {part}",
+        ctx.params.hardware,
+        loop,
+        _folder(ctx, part),
+        mlflow_logger(ctx) if log_to_mlflow else [],
+        monitor=monitor,
+        mode="max",
+        patience=patience,
+        progress=lambda line: console.get().progress(ctx.name, line),
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=start)
+    if monitor and (state := best_state(trainer)) is not None:
+        module.load_state_dict(state)
+    return trainer
+
+
+def score(trainer, module, data) -> dict[str, float]:
+    """val/ and test/ metrics of the module as it is now."""
+    val = trainer.validate(module, datamodule=data, verbose=False)[0]
+    test = trainer.test(module, datamodule=data, verbose=False)[0]
+    return {**val, **test}
+
+
+def card(
+    ctx: StageContext,
+    tokenizer: str,
+    metrics: dict[str, float],
+    labels: dict[str, int] | None = None,
+    parents: dict[str, dict[str, float]] | None = None,
+) -> ModelCard:
+    return ModelCard(
+        stage=ctx.name,
+        labels=labels or {},
+        tokenizer=tokenizer,
+        params=ctx.section_params(),
+        data=ctx.deps,
+        metrics=metrics,
+        parents=parents or {},
+    )
+
+
+def save_model(ctx: StageContext, model, tokenizer, described: ModelCard, relative: str) -> None:
+    """A transformers folder (config.json, safetensors weights, tokenizer) plus kiln.json,
+    written atomically by the main process, and the stage's checkpoints dropped: the
+    model is in DVC's cache from here on."""
+    if not ctx.is_main:
+        return
+    out = ctx.path(relative)
     with atomic(out) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "kiln.json").write_text(json.dumps(describe, indent=2, default=str) + "\n")
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        except Exception as err:  # noqa: BLE001 - safetensors and torch report a full disk in their own types
+            raise KilnError(f"cannot write {out}: {str(err).strip().splitlines()[-1][:200]}") from None
+        described.write(tmp / "kiln.json")
+    remove(ctx.root / CHECKPOINTS / ctx.name)
 
 
-def load_model(folder: Path, cls, stage: str, maker: str):
-    """(model, tokenizer, description) from a folder `save_model` wrote."""
+def load_model(ctx: StageContext, relative: str, cls) -> tuple[Any, Any, ModelCard]:
+    """(model, tokenizer, card) from a folder `save_model` wrote."""
     from transformers import PreTrainedTokenizerFast
 
-    if not (folder / "kiln.json").is_file():
-        raise KilnError(f"{stage}: model {folder} is missing; the {maker} stage makes it (kiln stage {maker})")
+    folder = ctx.input(f"{relative}/kiln.json", "model").parent
+    maker = ctx.maker(relative)
+    described = ModelCard.read(folder / "kiln.json", ctx.name, maker)
     try:
         model = cls.from_pretrained(folder)
         tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
-        describe = json.loads((folder / "kiln.json").read_text())
-    except Exception as err:  # transformers raises many types for a broken folder
-        raise KilnError(f"{stage}: model {folder} is corrupt ({err}); rerun the {maker} stage") from None
-    return model, tokenizer, describe
+    except Exception as err:  # noqa: BLE001 - transformers raises many types for a broken folder
+        raise KilnError(f"{ctx.name}: model {relative} is corrupt ({err}); rerun the {maker} stage") from None
+    return model, tokenizer, described
 
 
-def fit_and_score(ctx: StageContext, module, data, folder: Path, loop, loggers: list,
-                  patience: int | None = None) -> tuple[Any, dict[str, float]]:
-    """Fit `module` keeping the best val/macro_f1 checkpoint (resuming `folder`'s
-    last.ckpt if there is one), restore the best weights, and score val and test."""
-    from components.text.training import best_state, build_trainer
+def with_augmented(ctx: StageContext, train):
+    """`train` plus the augment stage's copies of its rows (only those: a label fraction
+    must not come back through the copies of rows it left out)."""
+    import pandas as pd
 
-    trainer = build_trainer(f"{ctx.name} {folder.name}", ctx.params.hardware, loop, folder, loggers,
-                            monitor="val/macro_f1", mode="max", patience=patience)
-    last = folder / "last.ckpt"
-    if last.is_file():
-        print(f"{ctx.name}: resuming {folder.name} from {last.relative_to(ctx.root)}", flush=True)
-    trainer.fit(module, datamodule=data, ckpt_path=last if last.is_file() else None)
-    if (state := best_state(trainer)) is not None:
-        module.load_state_dict(state)
-    val = trainer.validate(module, datamodule=data, verbose=False)[0]
-    test = trainer.test(module, datamodule=data, verbose=False)[0]
-    return trainer, {**val, **test}
+    augmented = ctx.read(ctx.params.paths.augmented)
+    copies = augmented[augmented["origin_id"].isin(train["id"])]
+    return pd.concat([train, copies[train.columns]], ignore_index=True)

@@ -20,15 +20,17 @@ def project_files() -> list[str]:
     """The repository's files as a clone would have them (tracked plus new, not ignored)."""
     out = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return [line for line in out.splitlines() if (ROOT / line).is_file()]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without any tracking server or Prefect API of the developer's."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "PREFECT_", "KILN_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "KILN_"))}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(extra)
     return env
@@ -53,16 +55,26 @@ def prepared_template(tmp_path_factory) -> Path:
 def prepared(prepared_template: Path, tmp_path: Path) -> Path:
     """A fresh copy of `prepared_template`, with an empty MLflow store of its own."""
     dest = tmp_path / "kiln"
-    shutil.copytree(prepared_template, dest, symlinks=True,
-                    ignore=shutil.ignore_patterns("mlflow.db", "artifacts", ".prefect"))
+    shutil.copytree(
+        prepared_template, dest, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "artifacts", ".prefect")
+    )
     return dest
 
 
 def copy_repo(dest: Path) -> Path:
     """`dest` as a new git repo holding the project's files, without any outputs."""
     for name in project_files():
-        outputs = ("data/raw/", "data/validated/", "data/split/", "data/augmented/", "data/quarantine/",
-                   "models/", "reports/", "checkpoints/", "mlflow/mlflow.db")
+        outputs = (
+            "data/raw/",
+            "data/validated/",
+            "data/split/",
+            "data/augmented/",
+            "data/quarantine/",
+            "models/",
+            "reports/",
+            "checkpoints/",
+            "mlflow/mlflow.db",
+        )
         if (name.startswith(outputs) and not name.endswith(".gitignore")) or name == "dvc.lock":
             continue
         target = dest / name
@@ -111,8 +123,9 @@ def tiny_frame(rows_per_label: int = 12) -> pd.DataFrame:
     for label in LABELS:
         for i in range(rows_per_label):
             words = " ".join(f"{label}word{j}" for j in range(i % 5 + 3))
-            rows.append({"text": f"Story {i} about {label}: {words}. More detail {i * 7} follows here.",
-                         "label": label})
+            rows.append(
+                {"text": f"Story {i} about {label}: {words}. More detail {i * 7} follows here.", "label": label}
+            )
     return pd.DataFrame(rows)
 
 
@@ -120,12 +133,20 @@ def tiny_frame(rows_per_label: int = 12) -> pd.DataFrame:
 TINY_TRAINING = {
     "encoder": {"layers": 2, "hidden": 32, "heads": 2, "intermediate": 64, "max_length": 32},
     "tokenize": {"vocab_size": 300},
-    "pretrain": {"loop": {"max_steps": 6, "batch_size": 8, "val_every_steps": 3, "checkpoint_every": 2, "log_every": 1}},
+    "pretrain": {
+        "loop": {"max_steps": 6, "batch_size": 8, "val_every_steps": 3, "checkpoint_every": 2, "log_every": 1}
+    },
     "finetune": {"loop": {"max_epochs": 2, "batch_size": 8, "checkpoint_every": 2, "log_every": 1}},
-    "distill": {"student": {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32}, "hidden_weight": 1.0,
-                "loop": {"max_epochs": 1, "batch_size": 8, "checkpoint_every": 2, "log_every": 1}},
-    "prune": {"curve": [0.0, 0.25, 0.5, 0.75], "importance_batches": 2,
-              "loop": {"max_epochs": 1, "batch_size": 8, "checkpoint_every": 2, "log_every": 1}},
+    "distill": {
+        "student": {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32},
+        "hidden_weight": 1.0,
+        "loop": {"max_epochs": 1, "batch_size": 8, "checkpoint_every": 2, "log_every": 1},
+    },
+    "prune": {
+        "curve": [0.0, 0.25, 0.5, 0.75],
+        "importance_batches": 2,
+        "loop": {"max_epochs": 1, "batch_size": 8, "checkpoint_every": 2, "log_every": 1},
+    },
     "hardware": {"accelerator": "cpu", "devices": 1},
     # A model trained for seconds sits close to its decision boundaries: one flipped text of
     # 201 costs it a macro-F1 point. The gate itself is tested in test_deploy.
@@ -164,8 +185,12 @@ def tiny_onnx(folder: Path, seed: int = 0):
     tokenizer = train_tokenizer(TEXTS, TokenizeConfig(vocab_size=200, min_frequency=1))
     tokenizer.save(str(folder / "tokenizer.json"))
     torch.manual_seed(seed)
-    config = bert_config(EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64, max_length=32, dropout=0.0),
-                         tokenizer.get_vocab_size(), tokenizer.token_to_id("[PAD]"), num_labels=len(LABELS))
+    config = bert_config(
+        EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64, max_length=32, dropout=0.0),
+        tokenizer.get_vocab_size(),
+        tokenizer.token_to_id("[PAD]"),
+        num_labels=len(LABELS),
+    )
     model = MeanPoolClassifier(config).eval()
     encode = TextEncoder(folder / "tokenizer.json", 32)
     raw, path = folder / "raw.onnx", folder / "model.onnx"
@@ -182,14 +207,14 @@ def good_batch(start: int = 0, rows_per_label: int = 4) -> pd.DataFrame:
     for label in LABELS:
         for i in range(start, start + rows_per_label):
             words = " ".join(f"{label}word{j}" for j in reversed(range(i % 5 + 3)))
-            rows.append({"text": f"Story {i} about {label}: {words}. More detail {i * 7} follows here.",
-                         "label": label})
+            rows.append(
+                {"text": f"Story {i} about {label}: {words}. More detail {i * 7} follows here.", "label": label}
+            )
     return pd.DataFrame(rows)
 
 
 def drifted_batch() -> pd.DataFrame:
-    return pd.DataFrame({"text": [f"lol omg zzyzx qwv {i} sooo gud #blessed wow" for i in range(20)],
-                         "label": "tech"})
+    return pd.DataFrame({"text": [f"lol omg zzyzx qwv {i} sooo gud #blessed wow" for i in range(20)], "label": "tech"})
 
 
 def incoming_repo(repo: Path, **overrides) -> Path:

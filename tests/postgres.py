@@ -37,8 +37,10 @@ def server() -> Iterator[str]:
     """Start a server; yields the URL of database `kiln` (created by `kiln up`)."""
     bin_dir = binaries()
     if bin_dir is None:
-        raise RuntimeError("PostgreSQL is not installed; `apt-get update && apt-get install -y postgresql` "
-                           "(what .ci/run does) provides it")
+        raise RuntimeError(
+            "PostgreSQL is not installed; `apt-get update && apt-get install -y postgresql` "
+            "(what .ci/run does) provides it"
+        )
     home = Path(tempfile.mkdtemp(prefix="kiln-pg-"))
     home.chmod(0o755)
     data, sockets = home / "data", home / "run"
@@ -53,14 +55,43 @@ def server() -> Iterator[str]:
     secret.chmod(0o644)
     port = free_port()
     try:
-        subprocess.run([*prefix, str(bin_dir / "initdb"), "-D", str(data), "-U", USER, "--pwfile", str(secret),
-                        "--auth=scram-sha-256", "-E", "UTF8"], check=True, capture_output=True)
-        subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(home / "server.log"),
-                        "-o", f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", "start"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                *prefix,
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                USER,
+                "--pwfile",
+                str(secret),
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *prefix,
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-w",
+                "-l",
+                str(home / "server.log"),
+                "-o",
+                f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
         yield f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{port}/kiln"
     finally:
         if data.exists():
-            subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                           capture_output=True)
+            subprocess.run(
+                [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+            )
         shutil.rmtree(home, ignore_errors=True)

@@ -23,8 +23,10 @@ def chinese_reviews(n: int, seed: int = 0) -> pd.DataFrame:
     """`n` short reviews, alternately negative and positive, put together from parts."""
     rng = random.Random(seed)
     things = ["手机", "耳机", "酒店", "餐厅", "快递", "衣服", "电脑", "外卖"]
-    aspects = {"pos": ["质量很好", "服务热情", "物流很快", "性价比高", "味道不错", "做工精细", "屏幕清晰", "房间干净"],
-               "neg": ["质量太差", "服务冷淡", "物流太慢", "价格偏贵", "味道一般", "做工粗糙", "屏幕发黄", "房间很脏"]}
+    aspects = {
+        "pos": ["质量很好", "服务热情", "物流很快", "性价比高", "味道不错", "做工精细", "屏幕清晰", "房间干净"],
+        "neg": ["质量太差", "服务冷淡", "物流太慢", "价格偏贵", "味道一般", "做工粗糙", "屏幕发黄", "房间很脏"],
+    }
     endings = {"pos": ["下次还会再来。", "推荐购买！", "非常满意。"], "neg": ["不会再买了。", "非常失望。", "不推荐。"]}
     rows = []
     for i in range(n):
@@ -35,8 +37,9 @@ def chinese_reviews(n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def frame(pairs: list[tuple[str, str]]) -> pd.DataFrame:
-    return pd.DataFrame([(f"r{i}", t, y, "file") for i, (t, y) in enumerate(pairs)],
-                        columns=["id", "text", "label", "source"])
+    return pd.DataFrame(
+        [(f"r{i}", t, y, "file") for i, (t, y) in enumerate(pairs)], columns=["id", "text", "label", "source"]
+    )
 
 
 def with_originals(out: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
@@ -88,7 +91,7 @@ def test_inserted_characters_come_from_texts_of_the_same_label():
 
 
 def test_each_op():
-    words = "one two three four five six seven eight nine ten".split()
+    words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
     aug = Augmenter(AugmentConfig(alpha=0.3), tuple(["extra"]))
     rng = random.Random(0)
     assert len(aug.delete(words, rng)) < len(words)
@@ -151,8 +154,17 @@ def test_chinese_reviews_are_edited_a_few_characters_at_a_time():
 
 
 def test_short_texts_get_no_copy_and_are_counted():
-    train = frame([("好评", "pos"), ("差！！", "neg"), ("很好！", "pos"), ("Great!", "pos"), ("", "neg"),
-                   ("质量很好", "pos"), ("Works as described", "pos")])
+    train = frame(
+        [
+            ("好评", "pos"),
+            ("差！！", "neg"),
+            ("很好！", "pos"),
+            ("Great!", "pos"),
+            ("", "neg"),
+            ("质量很好", "pos"),
+            ("Works as described", "pos"),
+        ]
+    )
     result = augment(train, AugmentConfig(factor=2))
     assert result.skipped == 5
     assert "5 of 7 texts" in result.reason and "min_units=3" in result.reason

@@ -24,9 +24,17 @@ CFG = ClassicalConfig(word_ngrams=[(1, 1), (1, 2)], char_ngrams=[(1, 2), (1, 3)]
 
 # What the parity gate must survive: no spaces, mixed case, punctuation, accents, every
 # kind of whitespace, the converter's old pad "#", emoji, and texts with no word token.
-HARD = ["这是一个没有空格的句子，还有标点！", "MiXeD CaSe, punctuation!?; (brackets) [and] {more}...",
-        "Été à Noël — naïve café; ΟΔΟΣ İstanbul straße ǅ", "tabs\tand\n\nnewlines   spaces\u3000and\u00a0nbsp ",
-        "#1 ## #tag a#b ####", "🙂🙃 emoji", "!!!", "a", " \n leading and trailing \t "]
+HARD = [
+    "这是一个没有空格的句子，还有标点！",
+    "MiXeD CaSe, punctuation!?; (brackets) [and] {more}...",
+    "Été à Noël — naïve café; ΟΔΟΣ İstanbul straße ǅ",
+    "tabs\tand\n\nnewlines   spaces\u3000and\u00a0nbsp ",
+    "#1 ## #tag a#b ####",
+    "🙂🙃 emoji",
+    "!!!",
+    "a",
+    " \n leading and trailing \t ",
+]
 
 
 def _texts(rng: np.random.Generator, words: list[list[str]], shared: list[str], n: int, sep: str) -> tuple[list, list]:
@@ -81,8 +89,10 @@ def test_config_refuses_typos_and_bad_ranges():
 
 
 def test_config_module_imports_no_heavy_library():
-    code = ("import sys, components.classical.config; "
-            "print(sorted({'sklearn', 'skl2onnx', 'onnx', 'onnxruntime', 'torch'} & set(sys.modules)))")
+    code = (
+        "import sys, components.classical.config; "
+        "print(sorted({'sklearn', 'skl2onnx', 'onnx', 'onnxruntime', 'torch'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -99,7 +109,8 @@ def test_text_without_spaces_selects_a_char_analyzer():
 def test_english_selection_scores_every_grid_point_and_keeps_the_best(english_selection):
     table, best = english_selection.table, english_selection.best
     assert [(s.analyzer, s.ngram_range, s.c) for s in table] == [
-        (a, r, c) for a in ("word", "char") for r in CFG.ngrams(a) for c in CFG.c]
+        (a, r, c) for a in ("word", "char") for r in CFG.ngrams(a) for c in CFG.c
+    ]
     assert best.val_macro_f1 >= 0.9
     first = max(table, key=lambda s: (s.val_macro_f1, -s.params))  # max keeps the first of equals
     assert best == first
@@ -117,9 +128,17 @@ def test_select_refuses_what_it_cannot_learn():
         select(texts, labels, texts, labels, CFG.model_copy(update={"min_df": len(texts) + 1}), seed=0)
 
 
-@pytest.mark.parametrize(("make", "classes", "analyzer", "sublinear"), [
-    (english, 3, "word", True), (english, 3, "char", True), (english, 3, "char", False), (chinese, 3, "char", True),
-    (english, 2, "word", True)], ids=["word", "char", "char-raw-tf", "chinese", "binary"])
+@pytest.mark.parametrize(
+    ("make", "classes", "analyzer", "sublinear"),
+    [
+        (english, 3, "word", True),
+        (english, 3, "char", True),
+        (english, 3, "char", False),
+        (chinese, 3, "char", True),
+        (english, 2, "word", True),
+    ],
+    ids=["word", "char", "char-raw-tf", "chinese", "binary"],
+)
 def test_onnx_gives_scikit_learns_probabilities(make, classes, analyzer, sublinear, tmp_path):
     selection = _select(make, classes, CFG.model_copy(update={"analyzers": [analyzer], "sublinear_tf": [sublinear]}))
     path = tmp_path / "model.onnx"
@@ -172,9 +191,12 @@ def test_runtime_refuses_files_and_requests_it_cannot_serve(english_selection, t
     with pytest.raises(KilnError, match="is missing"):
         ClassicalClassifier(tmp_path / "missing.onnx")
     other = tmp_path / "other.onnx"
-    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
     onnx.save(helper.make_model(graph), str(other))
     with pytest.raises(KilnError, match="not a classical Kiln model"):
         ClassicalClassifier(other)
@@ -190,11 +212,18 @@ def _onnx_tokens(text: str, pattern: str) -> list[str]:
     """ONNX Runtime's Tokenizer as the exported graph runs it."""
     import onnxruntime as ort
 
-    node = helper.make_node("Tokenizer", ["x"], ["y"], domain="com.microsoft", mark=0, mincharnum=1, pad_value="",
-                            tokenexp=pattern)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.STRING, [1])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.STRING, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    node = helper.make_node(
+        "Tokenizer", ["x"], ["y"], domain="com.microsoft", mark=0, mincharnum=1, pad_value="", tokenexp=pattern
+    )
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.STRING, [1])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.STRING, None)],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, {"x": np.array([text], dtype=object)})[0].ravel().tolist()
 
@@ -203,8 +232,9 @@ def _onnx_tokens(text: str, pattern: str) -> list[str]:
 def test_patterns_find_pythons_tokens_on_every_known_code_point(analyzer):
     # Unassigned code points (Cn) are left out: RE2 knows newer Unicode versions than
     # Python's database, and Python calls their characters neither letters nor digits.
-    known = [chr(c) for c in range(sys.maxunicode + 1)
-             if not 0xD800 <= c <= 0xDFFF and unicodedata.category(chr(c)) != "Cn"]
+    known = [
+        chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF and unicodedata.category(chr(c)) != "Cn"
+    ]
     # Doubled, so each character can form a two-character word; joined by spaces, so
     # word tokens stay apart and whitespace runs form.
     text = " ".join(c * 2 for c in known)

@@ -49,9 +49,15 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_kiln_ui_serves_the_local_store(repo):
     port = _free_port()
-    proc = subprocess.Popen([str(BIN / "kiln"), "ui", "--port", str(port)], cwd=repo, env=clean_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [str(BIN / "kiln"), "ui", "--port", str(port)],
+        cwd=repo,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         first = proc.stdout.readline()
         assert f"MLflow UI: http://127.0.0.1:{port}" in first

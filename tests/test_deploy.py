@@ -7,28 +7,27 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from components.deploy.config import GateConfig
-from components.deploy.gate import decide
+from components.deploy.config import ExportConfig, GateConfig, QuantizeConfig
+from components.deploy.gate import Evidence, decide
 from components.deploy.onnx import quantize_dynamic, quantize_static, read_metadata, stamp
+from components.deploy.parity import TorchClassifier, agreement_gate, parity_gate
 from components.deploy.runtime import MAX_BATCH, OnnxClassifier, TextEncoder
 from components.errors import KilnError
-from components.text.classifier import MeanPoolClassifier
-from pipelines.stages.export import parity_gate
-from pipelines.stages.quantize import agreement_gate
 from tests.conftest import LABELS, TEXTS, tiny_onnx
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[MeanPoolClassifier, Path, Path]:
-    return tiny_onnx(tmp_path_factory.mktemp("onnx"))
+def tiny(tmp_path_factory) -> tuple[TorchClassifier, Path, Path]:
+    model, path, tokenizer = tiny_onnx(tmp_path_factory.mktemp("onnx"))
+    return TorchClassifier(model, tokenizer, LABELS), path, tokenizer
 
 
 def test_export_matches_pytorch_and_describes_itself(tiny):
     model, path, tokenizer = tiny
     runtime = OnnxClassifier(path, tokenizer)
-    metrics = parity_gate("tiny", model, runtime, TEXTS, max_abs_diff=1e-4)
-    assert metrics["tiny/agreement"] == 1.0 and metrics["tiny/max_abs_diff"] <= 1e-4
-    assert metrics["tiny/parity_texts"] == len(TEXTS)
+    found = parity_gate("tiny", model, runtime, TEXTS, max_abs_diff=1e-4)
+    assert found.agreement == 1.0 and found.max_abs_diff <= 1e-4
+    assert found.texts == len(TEXTS)
     assert read_metadata(path)["git_commit"] == "abc"
     assert runtime.labels == LABELS
 
@@ -55,15 +54,16 @@ def test_int8_gate_passes_for_quantized_and_fails_for_a_different_model(tiny, tm
     stamp(int8, read_metadata(path))
     fp32 = OnnxClassifier(path, tokenizer)
     truth = fp32.logits(TEXTS).argmax(-1).tolist()
-    metrics = agreement_gate(fp32, OnnxClassifier(int8, tokenizer), TEXTS, truth, 0.9, 0.2)
-    assert metrics["int8/agreement"] >= 0.9
+    found = agreement_gate(fp32, OnnxClassifier(int8, tokenizer), TEXTS, truth, 0.9, 0.2)
+    assert found.agreement >= 0.9
     assert int8.stat().st_size < path.stat().st_size
     # Against labels it never predicts, the FP32 model "loses" everything to a copy that
     # answers differently: the gate must refuse.
     flipped = [(t + 1) % len(LABELS) for t in truth]
     with pytest.raises(KilnError, match="quantize: parity gate failed"):
-        agreement_gate(OnnxClassifier(path, tokenizer), _Shifted(OnnxClassifier(int8, tokenizer)), TEXTS,
-                       flipped, 0.99, 0.0)
+        agreement_gate(
+            OnnxClassifier(path, tokenizer), _Shifted(OnnxClassifier(int8, tokenizer)), TEXTS, flipped, 0.99, 0.0
+        )
 
 
 class _Shifted:
@@ -104,8 +104,13 @@ def test_requests_are_checked(tiny, caplog):
     out = runtime.predict("business story " * 50)
     assert out[0]["label"] in LABELS and abs(sum(out[0]["probabilities"].values()) - 1) < 1e-5
     assert "truncated" in caplog.text
-    for bad, message in (([], "no texts"), (["  "], "text 0 is empty"), ([3], "text 0 is a int"),
-                         (7, "got int"), (["x"] * (MAX_BATCH + 1), "at most")):
+    for bad, message in (
+        ([], "no texts"),
+        (["  "], "text 0 is empty"),
+        ([3], "text 0 is a int"),
+        (7, "got int"),
+        (["x"] * (MAX_BATCH + 1), "at most"),
+    ):
         with pytest.raises(KilnError, match=message):
             runtime.predict(bad)
 
@@ -123,16 +128,42 @@ def test_head_tokenization_equals_whole_text(tiny):
         assert ids == whole.encode(text).ids
 
 
+PASSED = Evidence(
+    export_max_abs_diff=1e-6, export_agreement=1.0, quantize_agreement=1.0, quantize_f1_drop=0.0, validation_passed=True
+)
+
+
+def _decide(cfg, challenger, champion, evidence=PASSED):
+    return decide(cfg, challenger, champion, evidence, ExportConfig(), QuantizeConfig())
+
+
 def test_gate_reports_every_check():
     cfg = GateConfig(tolerance=0.0, min_macro_f1=0.8, max_latency_ms_p95_b1=10, max_size_mb=5)
-    good = {"macro_f1": 0.95, "latency_ms_p95_b1": 2.0, "size_mb": 1.0}
-    first = decide(cfg, good, None, True, True, True)
+    good = {"test_macro_f1": 0.95, "latency_ms_p95_b1": 2.0, "size_mb": 1.0}
+    first = _decide(cfg, good, None)
     assert first.promote and any("no champion" in r for r in first.reasons)
-    worse = decide(cfg, good, 0.97, True, True, True)
+    worse = _decide(cfg, good, 0.97)
     assert not worse.promote and any(r.startswith("FAIL vs_champion") for r in worse.reasons)
     assert len(worse.reasons) == 7  # passes are reported too
-    slow = decide(cfg, {**good, "latency_ms_p95_b1": 11.0}, 0.9, True, True, True)
+    slow = _decide(cfg, {**good, "latency_ms_p95_b1": 11.0}, 0.9)
     assert not slow.promote and any(r.startswith("FAIL latency") for r in slow.reasons)
-    assert not decide(cfg, good, None, True, False, True).promote
-    assert not decide(cfg, good, None, True, True, False).promote
-    assert not decide(cfg, {**good, "macro_f1": 0.7}, None, True, True, True).promote
+    assert not _decide(cfg, {**good, "test_macro_f1": 0.7}, None).promote
+
+
+@pytest.mark.parametrize(
+    "evidence, failed",
+    [
+        (Evidence(None, None, 1.0, 0.0, True), "export_parity"),  # nothing recorded
+        (Evidence(2e-4, 1.0, 1.0, 0.0, True), "export_parity"),  # measured, outside today's bound
+        (Evidence(1e-6, 0.99, 1.0, 0.0, True), "export_parity"),  # a label differs
+        (Evidence(1e-6, 1.0, 0.98, 0.0, True), "quantize_parity"),
+        (Evidence(1e-6, 1.0, 1.0, 0.01, True), "quantize_parity"),
+        (Evidence(1e-6, 1.0, 1.0, 0.0, False), "data_validation"),
+        (Evidence(1e-6, 1.0, 1.0, 0.0, None), "data_validation"),
+    ],
+)
+def test_gate_decides_parity_from_the_recorded_measurements(evidence, failed):
+    cfg = GateConfig(tolerance=0.0, min_macro_f1=0.0, max_latency_ms_p95_b1=10, max_size_mb=5)
+    decision = _decide(cfg, {"test_macro_f1": 0.9, "latency_ms_p95_b1": 1.0, "size_mb": 1.0}, None, evidence)
+    assert not decision.promote
+    assert [r.split(":")[0] for r in decision.reasons if r.startswith("FAIL")] == [f"FAIL {failed}"]

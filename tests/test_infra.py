@@ -47,5 +47,9 @@ def test_prefect_yaml_deploys_what_kiln_serve_serves():
     assert deployment["entrypoint"] == "pipelines/retrain.py:retrain"
     assert deployment["schedules"] == [{"cron": params.cron, "timezone": params.timezone}]
     assert deployment["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
-    assert deployment["work_pool"]["name"] == yaml.safe_load((INFRA / "docker-compose.yml").read_text())[
-        "services"]["worker"]["command"].split("--pool ")[1].split()[0]
+    assert (
+        deployment["work_pool"]["name"]
+        == yaml.safe_load((INFRA / "docker-compose.yml").read_text())["services"]["worker"]["command"]
+        .split("--pool ")[1]
+        .split()[0]
+    )

@@ -4,8 +4,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from components.text.data import MaskedLMData, windows
 from components.text.config import EncoderConfig, OptimConfig
+from components.text.data import MaskedLMData, windows
 from components.text.tokenizer import TokenizeConfig, train_tokenizer
 from tests.conftest import tiny_frame
 
@@ -99,8 +99,9 @@ def test_masked_only_loss_equals_the_full_loss():
     from components.text.modules import masked_lm_loss
 
     torch.manual_seed(0)
-    model = BertForMaskedLM(bert_config(EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64,
-                                                      max_length=16, dropout=0.0), 100, 0)).eval()
+    model = BertForMaskedLM(
+        bert_config(EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64, max_length=16, dropout=0.0), 100, 0)
+    ).eval()
     ids = torch.randint(5, 100, (4, 16))
     labels = torch.where(torch.rand(4, 16) < 0.3, ids, torch.full_like(ids, -100))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
@@ -121,8 +122,9 @@ def test_unigram_bias_starts_the_head_at_the_token_frequencies():
     bias = unigram_bias(rows, 100)
     assert bias.argmax().item() == 5 and abs(bias.mean().item()) < 1e-5
     torch.manual_seed(0)
-    model = BertForMaskedLM(bert_config(EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64,
-                                                      max_length=32, dropout=0.0), 100, 0)).eval()
+    model = BertForMaskedLM(
+        bert_config(EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64, max_length=32, dropout=0.0), 100, 0)
+    ).eval()
     labels = torch.where(torch.rand(64, 32, generator=g) < 0.15, stream, torch.full_like(stream, -100))
     batch = {"input_ids": stream, "attention_mask": torch.ones_like(stream), "labels": labels}
     with torch.no_grad():

@@ -8,12 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import postgres
 import psycopg2
 import pytest
-from sqlalchemy.engine import make_url
-
-import postgres
 from conftest import BIN, clean_env, copy_repo, drifted_batch, good_batch, incoming_repo, kiln
+from sqlalchemy.engine import make_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -28,15 +27,29 @@ def database():
 
 def query(url: str, sql: str, database: str | None = None) -> list[tuple]:
     parts = make_url(url)
-    with psycopg2.connect(host=parts.host, port=parts.port, user=parts.username, password=parts.password,
-                          dbname=database or parts.database) as connection, connection.cursor() as cursor:
+    with (
+        psycopg2.connect(
+            host=parts.host,
+            port=parts.port,
+            user=parts.username,
+            password=parts.password,
+            dbname=database or parts.database,
+        ) as connection,
+        connection.cursor() as cursor,
+    ):
         cursor.execute(sql)
         return cursor.fetchall()
 
 
 def trigger(repo: Path, count: int, env: dict) -> list[dict]:
-    out = subprocess.run([sys.executable, str(TRIGGER), str(count), "600"], cwd=repo, env=env,
-                         capture_output=True, text=True, timeout=700)
+    out = subprocess.run(
+        [sys.executable, str(TRIGGER), str(count), "600"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=700,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -54,19 +67,29 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
     url, notifications = webhook
     repo = incoming_repo(copy_repo(tmp_path / "kiln"), retrain={"notify": {"apprise_url": url}})
     remote = tmp_path / "remote"
-    subprocess.run([str(BIN / "dvc"), "remote", "add", "-d", "store", str(remote)], cwd=repo, check=True,
-                   env=clean_env())
+    subprocess.run(
+        [str(BIN / "dvc"), "remote", "add", "-d", "store", str(remote)], cwd=repo, check=True, env=clean_env()
+    )
     env = clean_env(KILN_DB_URL=database)
     prefect_port, mlflow_port = postgres.free_port(), postgres.free_port()
-    up = kiln("up", "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port), cwd=repo,
-              KILN_DB_URL=database)
+    up = kiln(
+        "up", "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port), cwd=repo, KILN_DB_URL=database
+    )
     assert up.returncode == 0, up.stdout + up.stderr
     servers = json.loads((repo / ".kiln/servers.json").read_text())
     assert servers["backend"] == "postgresql"
     assert servers["servers"]["mlflow"]["url"] == f"http://127.0.0.1:{mlflow_port}"
     log = tmp_path / "serve.log"
-    serve = subprocess.Popen([str(BIN / "kiln"), "serve"], cwd=repo, env=env, stdout=open(log, "w"),
-                             stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log, "w") as out:
+        # The child keeps its own copy of the descriptor after this block closes ours.
+        serve = subprocess.Popen(
+            [str(BIN / "kiln"), "serve"],
+            cwd=repo,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     api = dict(env, PREFECT_API_URL=f"http://127.0.0.1:{prefect_port}/api")
     try:
         wait_for_deployment(api, log)
@@ -85,17 +108,22 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
         assert any(remote.rglob("*")), "the run pushed to the DVC remote"
 
         # What the databases hold: the flow runs in Prefect's, the registry in MLflow's.
-        flow_runs = query(database, "SELECT f.name, r.state_type FROM flow_run r JOIN flow f ON f.id = r.flow_id "
-                                    "WHERE f.name = 'kiln-retrain'", make_url(database).database + "_prefect")
+        flow_runs = query(
+            database,
+            "SELECT f.name, r.state_type FROM flow_run r JOIN flow f ON f.id = r.flow_id WHERE f.name = 'kiln-retrain'",
+            make_url(database).database + "_prefect",
+        )
         assert sorted(s for _, s in flow_runs) == ["CANCELLED", "COMPLETED"]
-        aliases = dict(query(database, "SELECT alias, version FROM registered_model_aliases "
-                                       "WHERE name = 'kiln-topic'"))
+        aliases = dict(query(database, "SELECT alias, version FROM registered_model_aliases WHERE name = 'kiln-topic'"))
         assert aliases == {"champion": 1, "challenger": 1}
         runs_table = query(database, "SELECT name, status FROM runs WHERE name LIKE 'retrain %'")
         assert [status for _, status in runs_table] == ["FINISHED"]
         # The run's summary: a Prefect markdown artifact and a file of its MLflow run.
-        summaries = query(database, "SELECT type, data FROM artifact WHERE key = 'retrain-summary'",
-                          make_url(database).database + "_prefect")
+        summaries = query(
+            database,
+            "SELECT type, data FROM artifact WHERE key = 'retrain-summary'",
+            make_url(database).database + "_prefect",
+        )
         assert [kind for kind, _ in summaries] == ["markdown"]
         assert "version 1 promoted to champion" in summaries[0][1] and "2026-11-22.csv" in summaries[0][1]
         assert len(list((repo / "mlflow/artifacts").rglob("retrain/summary.md"))) == 1
@@ -107,8 +135,12 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
         runs = trigger(repo, 1, api)
         assert runs[0]["state"] == "FAILED" and "quarantined" in runs[0]["message"]
         assert list((repo / "data/quarantine").glob("*-2026-11-23.csv/report.json"))
-        assert dict(query(database, "SELECT alias, version FROM registered_model_aliases "
-                                    "WHERE name = 'kiln-topic'"))["champion"] == 1
+        assert (
+            dict(query(database, "SELECT alias, version FROM registered_model_aliases WHERE name = 'kiln-topic'"))[
+                "champion"
+            ]
+            == 1
+        )
         assert any("quarantined" in n["title"] and "drift" in n["message"] for n in notifications)
     finally:
         serve.terminate()

@@ -2,11 +2,11 @@
 
 import json
 
-import mlflow
 import pandas as pd
 import pytest
 import yaml
 
+import mlflow
 from tests.conftest import BIN, ROOT, TINY_TRAINING, kiln, run, set_params
 
 pytestmark = pytest.mark.slow
@@ -97,4 +97,6 @@ def test_dvc_repro_then_kiln_run(repo):
     parent = flows[flows["tags.mlflow.parentRunId"].isna()]
     assert len(parent) == 1
     assert parent["tags.prefect.flow_run_id"].notna().all()
-    assert (flows[flows["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]["status"] == "FINISHED").sum() == len(FORCED)
+    assert (flows[flows["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]["status"] == "FINISHED").sum() == len(
+        FORCED
+    )

@@ -12,8 +12,12 @@ from components.text.prune import ffn_importance, head_importance, keep_heads, k
 
 def model() -> MeanPoolClassifier:
     torch.manual_seed(0)
-    config = bert_config(EncoderConfig(layers=2, hidden=32, heads=4, intermediate=64, max_length=16, dropout=0.0),
-                         vocab_size=50, pad_token_id=0, num_labels=3)
+    config = bert_config(
+        EncoderConfig(layers=2, hidden=32, heads=4, intermediate=64, max_length=16, dropout=0.0),
+        vocab_size=50,
+        pad_token_id=0,
+        num_labels=3,
+    )
     return MeanPoolClassifier(config).eval()
 
 

@@ -14,16 +14,24 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components.deploy.config import EvaluateConfig, GateConfig
+from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, QuantizeConfig
+from components.deploy.onnx import read_metadata, stamp
 from components.deploy.runtime import OnnxClassifier
 from components.errors import KilnError
-from pipelines import registry, tracking
+from pipelines import promotion, registry, tracking
 from tests.conftest import LABELS, TEXTS, clean_env, tiny_onnx
 
 NAME = "kiln-test"
-TAGS = {"gate.export_parity": "passed", "gate.quantize_parity": "passed", "data.validation": "passed"}
+TAGS = {
+    "gate.export_max_abs_diff": "1e-06",
+    "gate.export_agreement": "1.0",
+    "gate.quantize_agreement": "1.0",
+    "gate.quantize_f1_drop": "0.0",
+    "data.validation": "passed",
+}
 FAST = EvaluateConfig(latency_texts=10, batches=2, rounds=1, warmup=1)
 GATE = GateConfig(tolerance=0.0, min_macro_f1=0.0, max_latency_ms_p95_b1=1000, max_size_mb=10)
+BOUNDS = promotion.Bounds(GATE, FAST, ExportConfig(), QuantizeConfig())
 
 
 @pytest.fixture
@@ -38,17 +46,28 @@ def store(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _register(folder: Path, seed: int) -> str:
+def _register(folder: Path, seed: int, commit: str = "abc") -> str:
+    """A tiny model registered; `commit` goes into its metadata, so the same weights with
+    another commit are another file."""
     _, model, tokenizer = tiny_onnx(folder, seed)
-    number, _ = registry.register_model(NAME, model, tokenizer, TEXTS[:2], TAGS, run_id=None,
-                                        lineage={"dvc.lock": "stages: {}\n"})
+    stamp(model, {**read_metadata(model), "git_commit": commit})
+    number, _, _ = registry.register_model(
+        NAME, model, tokenizer, TEXTS[:2], TAGS, run_id=None, lineage={"dvc.lock": "stages: {}\n"}
+    )
     return number
 
 
+def test_the_same_file_registered_again_is_the_same_version(store):
+    _, model, tokenizer = tiny_onnx(store / "a", 0)
+    first = registry.register_model(NAME, model, tokenizer, TEXTS[:2], TAGS, run_id=None, lineage={})
+    again = registry.register_model(NAME, model, tokenizer, TEXTS[:2], TAGS, run_id=None, lineage={})
+    assert first[2] is False and again[2] is True and again[0] == first[0] == "1"
+    assert len(tracking.client().search_model_versions(f"name = '{NAME}'")) == 1
+
+
 def _gate(test: pd.DataFrame, number: str):
-    client = tracking.client()
-    decision, _, _, champion = registry.gate(client, NAME, registry.version(client, NAME, number), test, GATE, FAST)
-    return registry.conclude(client, NAME, number, decision, champion, "gate", None, {}), decision
+    decision = promotion.promote(tracking.client(), NAME, number, test, BOUNDS)
+    return decision.champion, decision
 
 
 def test_gate_promotes_refuses_and_rolls_back(store):
@@ -58,28 +77,33 @@ def test_gate_promotes_refuses_and_rolls_back(store):
     test = pd.DataFrame({"text": TEXTS, "label": [LABELS[i] for i in runtime.logits(TEXTS).argmax(-1)]})
 
     champion, decision = _gate(test, a)
-    assert decision.promote and champion == a  # no champion yet: the floors decide
+    assert decision.promoted and champion == a  # no champion yet: the floors decide
 
     worse = _register(store / "b", seed=7)
     champion, decision = _gate(test, worse)
-    assert not decision.promote and champion == a
+    assert not decision.promoted and champion == a
     client = tracking.client()
     tags = registry.version(client, NAME, worse).tags
     assert tags["promotion.decision"] == "refused" and tags["promotion.vs_champion"].startswith("fail")
     assert str(registry.alias(client, NAME, registry.CHAMPION).version) == a
 
-    again = _register(store / "c", seed=0)
+    again = _register(store / "c", seed=0, commit="def")
     champion, decision = _gate(test, again)
-    assert decision.promote and champion == again
+    assert decision.promoted and champion == again
 
-    assert registry.rollback(client, NAME, "test") == (again, a)
+    back = promotion.rollback(client, NAME, "test")
+    assert back.promoted and back.version == a and back.champion == a
     assert str(registry.alias(client, NAME, registry.CHAMPION).version) == a
-    events = registry.history(client, NAME)
-    assert [(e["action"], e["version"]) for e in events] == [("rollback", a), ("gate", again), ("gate", worse),
-                                                             ("gate", a)]
+    events = promotion.history(client, NAME)
+    assert [(e["action"], e["version"]) for e in events] == [
+        ("rollback", a),
+        ("gate", again),
+        ("gate", worse),
+        ("gate", a),
+    ]
     assert str(registry.alias(client, NAME, registry.CHALLENGER).version) == again
     with pytest.raises(KilnError, match="no champion before version 1"):
-        registry.rollback(client, NAME, None)  # a was the first champion
+        promotion.rollback(client, NAME, None)  # a was the first champion
 
 
 def test_alias_moved_by_someone_else_is_not_overwritten(store):
@@ -88,7 +112,7 @@ def test_alias_moved_by_someone_else_is_not_overwritten(store):
     client = tracking.client()
     client.set_registered_model_alias(NAME, registry.CHAMPION, b)
     with pytest.raises(KilnError, match="moved to version"):
-        registry.move_champion(client, NAME, a, expected=None)
+        promotion.move_champion(client, NAME, a, expected=None)
     assert str(registry.alias(client, NAME, registry.CHAMPION).version) == b
 
 
@@ -103,9 +127,8 @@ def test_unknown_version_and_unreachable_registry_are_clear(store, monkeypatch):
     import mlflow
 
     mlflow.set_tracking_uri("http://127.0.0.1:9")
-    with pytest.raises(KilnError, match="unreachable|Connection|connect"):
-        with registry.registry_errors("history"):
-            registry.history(tracking.client(), NAME)
+    with pytest.raises(KilnError, match="unreachable|Connection|connect"), registry.registry_errors("history"):
+        promotion.history(tracking.client(), NAME)
 
 
 def _free_port() -> int:
@@ -121,24 +144,45 @@ def test_mlflow_serves_the_champion_over_http(store):
     client.set_registered_model_alias(NAME, registry.CHAMPION, a)
     port = _free_port()
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}", MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false")
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion",
-                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-                              cwd=store, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            f"models:/{NAME}@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=store,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.time() + 120
         while True:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
                 break
-            except OSError:
+            except OSError as err:
                 if time.time() > deadline or server.poll() is not None:
-                    raise AssertionError(server.stdout.read().decode() if server.poll() is not None else "no /ping")
+                    output = server.stdout.read().decode() if server.poll() is not None else "no /ping"
+                    raise AssertionError(output) from err
                 time.sleep(1)
 
         def post(records: list[dict]) -> tuple[int, dict]:
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
-                                             data=json.dumps({"dataframe_records": records}).encode(),
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations",
+                data=json.dumps({"dataframe_records": records}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
             try:
                 with urllib.request.urlopen(request, timeout=30) as response:
                     return response.status, json.loads(response.read())
@@ -155,3 +199,23 @@ def test_mlflow_serves_the_champion_over_http(store):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_runs_of_a_process_that_died_are_marked_killed(store):
+    import socket
+
+    from pipelines.owners import owner, reap
+
+    client = tracking.client()
+    experiment = tracking.experiment_id(client, "kiln", store)
+    # The UI opens it on its training runs, not on MLflow 3's GenAI view.
+    assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = client.create_run(
+        experiment, tags={"kiln.host": socket.gethostname(), "kiln.pid": str(gone.pid), "kiln.pid_started": "0"}
+    )
+    alive = client.create_run(experiment, tags=owner())
+    assert reap(client, experiment) == 1
+    assert client.get_run(dead.info.run_id).info.status == "KILLED"
+    assert client.get_run(alive.info.run_id).info.status == "RUNNING"

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import LABELS, copy_repo, drifted_batch, good_batch, incoming_repo, kiln, set_params, tiny_frame
 from tokenizers import Tokenizer
 
 from components.data.batches import check
@@ -12,7 +13,6 @@ from components.data.drift import DriftConfig, drift, profile, psi
 from components.data.sources import FileSourceConfig
 from components.data.validation import ValidateConfig
 from components.text.tokenizer import TokenizeConfig, train_tokenizer
-from conftest import LABELS, copy_repo, drifted_batch, good_batch, incoming_repo, kiln, set_params, tiny_frame
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +22,11 @@ def tokenizer() -> Tokenizer:
 
 def dataset() -> pd.DataFrame:
     frame = tiny_frame()
-    return frame.assign(id=[f"mine.csv:{i + 2}" for i in range(len(frame))], source="file",
-                        ingested_at=pd.Timestamp("2026-01-01", tz="UTC"))[["id", "text", "label", "source",
-                                                                               "ingested_at"]]
+    return frame.assign(
+        id=[f"mine.csv:{i + 2}" for i in range(len(frame))],
+        source="file",
+        ingested_at=pd.Timestamp("2026-01-01", tz="UTC"),
+    )[["id", "text", "label", "source", "ingested_at"]]
 
 
 def test_psi_is_zero_for_equal_shares_and_grows_with_shift():
@@ -35,8 +37,8 @@ def test_psi_is_zero_for_equal_shares_and_grows_with_shift():
 
 def test_drift_passes_a_batch_like_the_training_data_and_flags_a_shifted_one(tokenizer):
     reference = profile(tiny_frame(), tokenizer)
-    assert all(c.passed for c in drift(reference, good_batch(), tokenizer, DriftConfig()))
-    failed = {c.name for c in drift(reference, drifted_batch(), tokenizer, DriftConfig()) if not c.passed}
+    assert not drift(reference, good_batch(), tokenizer, DriftConfig()).failed
+    failed = {c.name for c in drift(reference, drifted_batch(), tokenizer, DriftConfig()).failed}
     assert failed == {"labels", "length", "vocabulary"}
 
 
@@ -57,12 +59,15 @@ def test_batch_with_an_unknown_label_is_refused_naming_it(tmp_path):
     assert "unknown label(s) 'science'" in outcome.reasons[0] and "b.csv:2" in outcome.reasons[0]
 
 
-@pytest.mark.parametrize("name, content, expected", [
-    ("empty.csv", "", "the file is empty"),
-    ("header.csv", "text,label\n", "has a header but no rows"),
-    ("batch.xlsx", "PK\x03\x04", "cannot tell the format"),
-    ("columns.csv", "body,topic\nsome text here and more,tech\n", "no text column 'text'"),
-])
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("empty.csv", "", "the file is empty"),
+        ("header.csv", "text,label\n", "has a header but no rows"),
+        ("batch.xlsx", "PK\x03\x04", "cannot tell the format"),
+        ("columns.csv", "body,topic\nsome text here and more,tech\n", "no text column 'text'"),
+    ],
+)
 def test_unreadable_batches_are_refused_with_the_reason(tmp_path, name, content, expected):
     outcome = _check(tmp_path, name, content)
     assert not outcome.accepted and expected in outcome.reasons[0]
@@ -112,10 +117,10 @@ def test_a_second_retrain_while_one_holds_the_repository_changes_nothing(tmp_pat
     repo = incoming_repo(copy_repo(tmp_path / "kiln"))
     good_batch().to_csv(repo / "data/incoming/batch.csv", index=False)
     (repo / ".kiln").mkdir()
-    with FileLock(repo / ".kiln/retrain.lock"):
+    with FileLock(repo / ".kiln/run.lock"):
         out = kiln("retrain", cwd=repo)
     assert out.returncode == 1
-    assert "another retrain is running" in out.stderr
+    assert "holds this repo" in out.stderr and "changed nothing" in out.stderr
     assert (repo / "data/incoming/batch.csv").is_file() and not (repo / "dvc.lock").exists()
 
 
@@ -144,8 +149,11 @@ def test_a_run_that_fails_halfway_keeps_the_champion_and_the_next_run_carries_on
     set_params(repo, export={"max_abs_diff": 1e-4})
     done = kiln("retrain", cwd=repo)
     assert done.returncode == 0, done.stdout + done.stderr
-    table = {line.split("|")[1].strip(): line.split("|")[2].strip()
-             for line in done.stdout.splitlines() if line.startswith("| ") and "|" in line[2:]}
+    table = {
+        line.split("|")[1].strip(): line.split("|")[2].strip()
+        for line in done.stdout.splitlines()
+        if line.startswith("| ") and "|" in line[2:]
+    }
     assert {table[s] for s in ("ingest", "validate", "split", "tokenize", "pretrain", "prune")} == {"up to date"}
     assert table["export"] == table["register"] == "ran"
-    assert "no new batches; version 1 promoted to champion" in done.stdout
+    assert "no new batches; version 1 of 'kiln-mine' promoted to champion" in done.stdout

@@ -10,8 +10,16 @@ import pytest
 from pydantic import ValidationError
 
 from components.data.schema import COLUMNS
-from components.data.sources import (FileSourceConfig, IncomingSourceConfig, IngestConfig, append_new, ingest,
-                                     read_bbc, read_file, read_files)
+from components.data.sources import (
+    FileSourceConfig,
+    IncomingSourceConfig,
+    IngestConfig,
+    append_new,
+    ingest,
+    read_bbc,
+    read_file,
+    read_files,
+)
 from components.errors import KilnError
 from tests.conftest import tiny_frame
 
@@ -60,20 +68,38 @@ def write(tmp_path, name: str, data: bytes):
 BAD = {
     "broken quoting": ("q.csv", b'text,label\n"an unclosed quote,business\nok,tech\n', r"q\.csv: malformed CSV"),
     "extra field": ("f.csv", b"text,label\na,b\nc,d,e\n", r"f\.csv: malformed CSV: .*line 3"),
-    "missing column": ("m.csv", b"body,label\nhello,tech\n", r"m\.csv: no text column 'text' \(columns found: body, label\)"),
-    "wrong encoding": ("e.csv", b"text,label\nok,tech\nbad \xa3 pound,tech\n", r"e\.csv: line 3: bytes a3 are not valid utf-8"),
+    "missing column": (
+        "m.csv",
+        b"body,label\nhello,tech\n",
+        r"m\.csv: no text column 'text' \(columns found: body, label\)",
+    ),
+    "wrong encoding": (
+        "e.csv",
+        b"text,label\nok,tech\nbad \xa3 pound,tech\n",
+        r"e\.csv: line 3: bytes a3 are not valid utf-8",
+    ),
     "empty file": ("z.csv", b"", r"z\.csv: the file is empty"),
     "header only": ("h.csv", b"text,label\n", r"h\.csv: has a header but no rows"),
     "binary junk": ("b.csv", bytes(range(256)) * 8, r"b\.csv: holds NUL bytes"),
-    "labels all null": ("n.csv", b"text,label\nfirst text,\nsecond text,\n", r"n\.csv: label column 'label' is empty in every row"),
+    "labels all null": (
+        "n.csv",
+        b"text,label\nfirst text,\nsecond text,\n",
+        r"n\.csv: label column 'label' is empty in every row",
+    ),
     "bad json line": ("j.jsonl", b'{"text": "a", "label": "b"}\n{"text": oops}\n', r"j\.jsonl: line 2: invalid JSON"),
     "json not object": ("k.jsonl", b'["a", "b"]\n', r"k\.jsonl: line 1: expected a JSON object"),
     "broken parquet": ("p.parquet", b"PAR1 this is not parquet", r"p\.parquet: not a readable Parquet file"),
     "unknown extension": ("d.txt", b"text,label\n", r"d\.txt: cannot tell the format"),
-    "repeated column": ("r.csv", b"text,label,text\nfirst,tech,second\n",
-                        r"r\.csv: header row: column 'text' appears 2 times \(columns 1, 3\)"),
-    "repeated json key": ("r.jsonl", b'{"text": "a", "label": "b"}\n{"text": "c", "label": "d", "text": "e"}\n',
-                          r"r\.jsonl: line 2: key 'text' appears more than once in one object"),
+    "repeated column": (
+        "r.csv",
+        b"text,label,text\nfirst,tech,second\n",
+        r"r\.csv: header row: column 'text' appears 2 times \(columns 1, 3\)",
+    ),
+    "repeated json key": (
+        "r.jsonl",
+        b'{"text": "a", "label": "b"}\n{"text": "c", "label": "d", "text": "e"}\n',
+        r"r\.jsonl: line 2: key 'text' appears more than once in one object",
+    ),
 }
 
 
@@ -97,8 +123,9 @@ def test_incoming_appends_new_rows_once(tmp_path):
     base.to_csv(tmp_path / "data/external/base.csv", index=False)
     incoming = tmp_path / "data/incoming"
     incoming.mkdir()
-    batch = pd.DataFrame({"text": [base["text"][0].upper(), "A brand new story about markets"],
-                          "label": ["business", "business"]})
+    batch = pd.DataFrame(
+        {"text": [base["text"][0].upper(), "A brand new story about markets"], "label": ["business", "business"]}
+    )
     batch.to_csv(incoming / "batch1.csv", index=False)
     cfg = IngestConfig(source="incoming", incoming={"base": "file"})
     frame = ingest(cfg, tmp_path)
@@ -120,8 +147,9 @@ def test_append_new_skips_known_ids():
 
 def test_repeated_parquet_column_is_refused(tmp_path):
     path = tmp_path / "r.parquet"
-    table = pa.Table.from_arrays([pa.array(["first"]), pa.array(["tech"]), pa.array(["second"])],
-                                 names=["text", "label", "text"])
+    table = pa.Table.from_arrays(
+        [pa.array(["first"]), pa.array(["tech"]), pa.array(["second"])], names=["text", "label", "text"]
+    )
     pq.write_table(table, path)
     with pytest.raises(KilnError, match=r"r\.parquet: Parquet schema: column 'text' appears 2 times \(fields 1, 3\)"):
         read_file(path, FileSourceConfig(), "file")
@@ -154,8 +182,11 @@ def repo_with_outside_file(tmp_path):
 def test_symlink_out_of_the_data_folder_is_refused(tmp_path):
     root, outside = repo_with_outside_file(tmp_path)
     (root / "data/external/mine.csv").symlink_to(outside)
-    with pytest.raises(KilnError, match=r"ingest: ingest\.file\.path: .*mine\.csv is a link to .*secret\.csv, "
-                                        r"outside the folders ingest may read \(.*data\)"):
+    with pytest.raises(
+        KilnError,
+        match=r"ingest: ingest\.file\.path: .*mine\.csv is a link to .*secret\.csv, "
+        r"outside the folders ingest may read \(.*data\)",
+    ):
         ingest(IngestConfig(source="file", file={"path": "data/external/*.csv"}), root)
 
 

@@ -1,8 +1,8 @@
 import pandas as pd
 
 from components.data.schema import normalise
-from components.data.split import SplitConfig, split, split_report
 from components.data.sources import read_bbc
+from components.data.split import SplitConfig, split, split_report
 
 
 def test_bbc_split_has_no_text_in_two_splits():
@@ -34,8 +34,9 @@ def test_old_texts_keep_their_split_when_data_arrives():
 
 
 def test_conflicting_labels_are_dropped():
-    frame = pd.DataFrame({"id": ["a", "b", "c"], "text": ["Same text", "same  TEXT", "other"],
-                          "label": ["x", "y", "x"], "source": "t"})
+    frame = pd.DataFrame(
+        {"id": ["a", "b", "c"], "text": ["Same text", "same  TEXT", "other"], "label": ["x", "y", "x"], "source": "t"}
+    )
     result = split(frame, SplitConfig())
     assert result.conflicts_dropped == 2
     assert sum(len(f) for f in result.frames().values()) == 1

@@ -43,7 +43,9 @@ def test_macro_f1_is_scikit_learns_on_the_texts_and_on_each_resample():
     truth = _labels(300)
     rng = np.random.default_rng(1)
     predicted = np.where(rng.random(300) < 0.7, truth, rng.integers(0, 4, 300))
-    assert bootstrap(truth, predicted)["macro_f1"].estimate == pytest.approx(f1_score(truth, predicted, average="macro"))
+    assert bootstrap(truth, predicted)["macro_f1"].estimate == pytest.approx(
+        f1_score(truth, predicted, average="macro")
+    )
     weights = next(_weights(300, 5, seed=3))
     for row, f1 in zip(weights, _macro_f1(weights, truth, predicted, 4)):
         drawn = np.repeat(np.arange(300), row.astype(int))

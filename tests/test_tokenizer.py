@@ -4,14 +4,28 @@ from tokenizers import Tokenizer
 
 from components.data.sources import read_bbc
 from components.errors import KilnError
-from components.text.tokenizer import (SPECIAL_TOKENS, TokenizeConfig, choose_max_length, coverage, normalizer,
-                                       token_counts, train_tokenizer)
+from components.text.tokenizer import (
+    SPECIAL_TOKENS,
+    TokenizeConfig,
+    choose_max_length,
+    coverage,
+    normalizer,
+    token_counts,
+    train_tokenizer,
+)
 from tests.conftest import kiln, set_params, tiny_frame
 
 # Kana whose voicing marks BERT's accent stripping removed (ヤバイ -> ヤハイ), Russian ё,
 # Latin accents, Han, Thai and Devanagari vowel signs, full- and half-width forms.
-MIXED = ["ヤバイ、どうもです。", "Ёлка и ещё ёж", "Café crème brûlée", "这款手机很好用，电池耐用", "สวัสดีครับ",
-         "हिन्दी भाषा", "ＡＢＣ１２３ ｶﾞｷﾞ"]
+MIXED = [
+    "ヤバイ、どうもです。",
+    "Ёлка и ещё ёж",
+    "Café crème brûlée",
+    "这款手机很好用，电池耐用",
+    "สวัสดีครับ",
+    "हिन्दी भाषा",
+    "ＡＢＣ１２３ ｶﾞｷﾞ",
+]
 
 
 def test_tokenizer_is_bert_style_and_reproducible():
@@ -57,10 +71,20 @@ def test_saved_tokenizer_loads_both_ways_and_decodes_what_it_read(tmp_path, stri
     path = tmp_path / "tokenizer.json"
     train_tokenizer(MIXED * 3, cfg).save(str(path))
     plain = Tokenizer.from_file(str(path))
-    fast = PreTrainedTokenizerFast(tokenizer_file=str(path), unk_token="[UNK]", pad_token="[PAD]",
-                                   cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
-    read = {"ヤバイ": "ヤバイ", "どうもです": "どうもです", "Ёлка": "елка" if strip_accents else "ёлка",
-            "Café": "cafe" if strip_accents else "café"}
+    fast = PreTrainedTokenizerFast(
+        tokenizer_file=str(path),
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    read = {
+        "ヤバイ": "ヤバイ",
+        "どうもです": "どうもです",
+        "Ёлка": "елка" if strip_accents else "ёлка",
+        "Café": "cafe" if strip_accents else "café",
+    }
     for text, expected in read.items():
         encoding = plain.encode(text)
         assert "[UNK]" not in encoding.tokens
@@ -96,8 +120,12 @@ def test_choose_max_length_floor_and_cap():
     assert choose_max_length([3] * 50) == 16
     assert choose_max_length([2000] * 50) == 512
     assert choose_max_length(list(range(1, 101)), cap=64) == 64
-    for bad in ({"counts": []}, {"counts": [10], "percentile": 0}, {"counts": [10], "percentile": 101},
-                {"counts": [10], "cap": 8}):
+    for bad in (
+        {"counts": []},
+        {"counts": [10], "percentile": 0},
+        {"counts": [10], "percentile": 101},
+        {"counts": [10], "cap": 8},
+    ):
         with pytest.raises(KilnError, match="max_length"):
             choose_max_length(**bad)
 
@@ -110,8 +138,14 @@ def test_token_counts_and_coverage_measure_sequence_lengths():
     assert counts == [k + 2 for k in range(1, 21)]
     assert choose_max_length(counts) == 24
     stats = coverage(tokenizer, texts, max_length=16)
-    assert stats == {"unk_rate": 0.0, "tokens_per_text": 10.5, "length_p50": 12.0, "length_p95": 21.0,
-                     "length_max": 22.0, "truncated_rate": 0.3}
+    assert stats == {
+        "unk_rate": 0.0,
+        "tokens_per_text": 10.5,
+        "length_p50": 12.0,
+        "length_p95": 21.0,
+        "length_max": 22.0,
+        "truncated_rate": 0.3,
+    }
     assert set(coverage(tokenizer, texts)) == {"unk_rate", "tokens_per_text", "length_p50", "length_p95", "length_max"}
 
 

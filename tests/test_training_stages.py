@@ -1,78 +1,184 @@
-"""Training stages on a tiny model and data: outputs, tracking, resume after kill -9, DDP."""
+"""Training stages on a tiny model and data: what each writes, tracking, determinism,
+resume after kill -9 for every training stage, and DDP."""
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
 
-import mlflow
 import pytest
 import torch
 
+import mlflow
 from tests.conftest import BIN, clean_env, kiln, set_params
 
 pytestmark = pytest.mark.slow
 
 
-def stages(repo, *names: str) -> None:
-    for name in names:
-        out = kiln("stage", name, cwd=repo)
-        assert out.returncode == 0, f"{name}:\n{out.stdout}\n{out.stderr}"
+@pytest.fixture(scope="module")
+def trained_template(prepared_template: Path, tmp_path_factory) -> Path:
+    """The prepared repo with pretrain, finetune, distill and prune run once."""
+    dest = tmp_path_factory.mktemp("trained") / "kiln"
+    shutil.copytree(prepared_template, dest, symlinks=True)
+    out = kiln("run", "prune", cwd=dest)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return dest
 
 
-def child_runs(repo, stage: str):
+@pytest.fixture
+def trained(trained_template: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "kiln"
+    shutil.copytree(trained_template, dest, symlinks=True)
+    return dest
+
+
+def card(repo: Path, folder: str) -> dict:
+    return json.loads((repo / "models" / folder / "kiln.json").read_text())
+
+
+def stage(repo: Path, name: str) -> subprocess.CompletedProcess:
+    out = kiln("stage", name, cwd=repo)
+    assert out.returncode == 0, f"{name}:\n{out.stdout}\n{out.stderr}"
+    return out
+
+
+def child_runs(repo: Path, name: str):
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow' / 'mlflow.db'}")
     found = mlflow.search_runs(experiment_names=["kiln"])
-    return found[found["tags.kiln.stage"] == stage]
+    return found[found["tags.kiln.stage"] == name]
 
 
-def test_pretrain_finetune_distill_prune(prepared):
-    repo = prepared
-    out = kiln("run", "prune", cwd=repo)
-    assert out.returncode == 0, out.stdout + out.stderr
-    encoder = json.loads((repo / "models/encoder/kiln.json").read_text())
-    assert encoder["encoder"]["hidden"] == 32 and encoder["metrics"]["train/steps"] == 6
+def test_pretrain_writes_a_self_describing_encoder(trained_template):
+    encoder = card(trained_template, "encoder")
+    assert encoder["params"]["encoder"]["hidden"] == 32 and encoder["metrics"]["train/steps"] == 6
     assert len(encoder["tokenizer"]) == 64  # sha256 of tokenizer.json
-    teacher = json.loads((repo / "models/teacher/kiln.json").read_text())
-    assert sorted(teacher["labels"]) == ["business", "entertainment", "politics", "sports", "tech"]
-    assert 0 <= teacher["metrics"]["test/macro_f1"] <= 1
-    metrics = json.loads((repo / "reports/pretrain.json").read_text())
-    assert {"val/loss", "val/perplexity"} <= set(metrics)
-    run = child_runs(repo, "pretrain").iloc[0]
+    assert encoder["metrics"]["model/max_length"] == 32
+    run = child_runs(trained_template, "pretrain").iloc[0]
     assert run["metrics.train/loss"] > 0 and run["metrics.val/perplexity"] > 1
-    student = json.loads((repo / "models/student/kiln.json").read_text())
+    # Every params section the stage reads is logged, not only its own.
+    assert run["params.encoder.hidden"] == "32" and run["params.hardware.accelerator"] == "cpu"
+
+
+def test_finetune_scores_are_the_saved_teachers_own(trained_template):
+    """The metrics in kiln.json are those of the weights saved beside them (the best
+    checkpoint restored), recomputed here from the folder."""
+    import pandas as pd
+
+    from components.deploy import evaluation
+    from components.deploy.parity import TorchClassifier
+    from components.text.classifier import MeanPoolClassifier
+
+    teacher = card(trained_template, "teacher")
+    labels = sorted(teacher["labels"], key=teacher["labels"].get)
+    assert labels == ["business", "entertainment", "politics", "sports", "tech"]
+    folder = trained_template / "models" / "teacher"
+    runtime = TorchClassifier(MeanPoolClassifier.from_pretrained(folder), folder / "tokenizer.json", labels)
+    val = pd.read_parquet(trained_template / "data/split/val.parquet")
+    found = evaluation.quality(
+        [labels.index(v) for v in val["label"]], runtime.logits(val["text"].tolist()).argmax(-1).tolist(), labels
+    )
+    assert found["macro_f1"] == pytest.approx(teacher["metrics"]["val/macro_f1"], abs=1e-6)
+
+
+def test_distill_trains_a_smaller_student_on_augmented_copies(trained_template):
+    teacher, student = card(trained_template, "teacher"), card(trained_template, "student")
     assert student["metrics"]["model/params"] < teacher["metrics"]["model/params"]
-    # Both trained on train plus its augmented copies (factor 1).
-    train_rows = json.loads((repo / "reports/split.json").read_text())["train/rows"]
-    assert student["metrics"]["train/rows"] == teacher["metrics"]["train/rows"] == 2 * train_rows
-    assert "test/macro_f1_retention" in student["metrics"]
-    assert child_runs(repo, "distill")["metrics.train/hidden_loss"].notna().all()
-    pruned = json.loads((repo / "models/pruned/kiln.json").read_text())["metrics"]
+    train_rows = json.loads((trained_template / "reports/split.json").read_text())["split/train_rows"]
+    assert student["metrics"]["train/examples"] == teacher["metrics"]["train/examples"] == 2 * train_rows
+    assert student["parents"]["teacher"]["test/macro_f1"] == teacher["metrics"]["test/macro_f1"]
+    assert child_runs(trained_template, "distill")["metrics.train/hidden_loss"].notna().all()
+
+
+def test_prune_removes_parameters_and_writes_its_curve(trained_template):
+    pruned = card(trained_template, "pruned")["metrics"]
     assert pruned["model/params_non_embedding"] < pruned["model/params_non_embedding_before"]
-    curve = json.loads((repo / "reports/prune_curve.json").read_text())
+    curve = json.loads((trained_template / "reports/prune_curve.json").read_text())
     assert [p["ratio"] for p in curve] == [0.0, 0.25, 0.5, 0.75]
     assert curve[0]["params_non_embedding"] > curve[-1]["params_non_embedding"]
     # Finished stages leave no checkpoints behind.
-    assert not (repo / "checkpoints/pretrain").exists()
+    assert not (trained_template / "checkpoints").exists() or not any((trained_template / "checkpoints").iterdir())
 
-    # Seeds are fixed: the same stage on the same inputs scores the same.
-    before = json.loads((repo / "reports/finetune.json").read_text())
-    stages(repo, "finetune")
-    after = json.loads((repo / "reports/finetune.json").read_text())
+
+def test_a_rerun_on_the_same_inputs_scores_the_same(trained):
+    before = json.loads((trained / "reports/finetune.json").read_text())
+    stage(trained, "finetune")
+    after = json.loads((trained / "reports/finetune.json").read_text())
     for key in ("val/macro_f1", "test/macro_f1", "test/accuracy"):
         assert after[key] == pytest.approx(before[key], abs=1e-6), key
 
 
+def _step(checkpoint: Path) -> int:
+    return torch.load(checkpoint, weights_only=True)["global_step"]
+
+
+def kill_midway(repo: Path, name: str, part: str, at: int) -> int:
+    """Start `kiln stage NAME`, kill -9 it once its last checkpoint reached step `at`;
+    returns the step the checkpoint holds."""
+    last = repo / "checkpoints" / name / part / "last.ckpt"
+    proc = subprocess.Popen(
+        [str(BIN / "kiln"), "stage", name],
+        cwd=repo,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while True:
+        try:
+            if last.is_file() and _step(last) >= at:
+                break
+        except (RuntimeError, EOFError):  # caught between write and rename on a slow disk
+            pass
+        assert proc.poll() is None, f"{name} ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return _step(last)
+
+
+LONG = {"loop": {"max_epochs": 1000, "max_steps": 400, "checkpoint_every": 5, "log_every": 1}}
+
+
+@pytest.mark.parametrize(
+    "name, part, extra",
+    [
+        ("pretrain", "encoder", {"loop": {"val_every_steps": 5}}),
+        ("finetune", "teacher", {"patience": 1000}),
+        ("distill", "student", {}),
+        ("prune", "recovery", {}),
+    ],
+)
+def test_a_killed_training_stage_resumes_at_the_step_it_reached(trained, name, part, extra):
+    set_params(trained, **{name: {**LONG, **extra, "loop": {**LONG["loop"], **extra.get("loop", {})}}})
+    step = kill_midway(trained, name, part, at=20)
+    assert 20 <= step < 400
+    out = stage(trained, name)
+    assert f"{name}: resuming {part} from checkpoints/{name}/{part}/last.ckpt" in out.stdout
+    first = re.search(rf"^{name} {part}: step (\d+)/", out.stdout, re.MULTILINE)
+    assert first and int(first.group(1)) > step, out.stdout
+    assert json.loads((trained / f"reports/{name}.json").read_text())["train/steps"] == 400
+
+
+def test_pretrain_with_ddp_on_two_cpu_processes(prepared):
+    set_params(prepared, hardware={"accelerator": "cpu", "devices": 2, "strategy": "ddp"})
+    stage(prepared, "pretrain")
+    assert (prepared / "models/encoder/model.safetensors").is_file()
+    assert len(child_runs(prepared, "pretrain")) == 1
+
+
 def test_missing_tokenizer_names_file_and_stage(prepared):
-    repo = prepared
-    (repo / "models/tokenizer.json").unlink()
-    out = kiln("stage", "pretrain", cwd=repo)
+    (prepared / "models/tokenizer.json").unlink()
+    out = kiln("stage", "pretrain", cwd=prepared)
     assert out.returncode == 1
-    assert "pretrain: tokenizer" in out.stderr and "models/tokenizer.json is missing; the tokenize stage makes it" in out.stderr
-    (repo / "models").mkdir(exist_ok=True)
-    (repo / "models/tokenizer.json").write_text("{not json")
-    out = kiln("stage", "pretrain", cwd=repo)
+    assert "pretrain: tokenizer models/tokenizer.json is missing; the tokenize stage makes it" in out.stderr
+    (prepared / "models/tokenizer.json").write_text("{not json")
+    out = kiln("stage", "pretrain", cwd=prepared)
     assert out.returncode == 1 and "models/tokenizer.json is corrupt" in out.stderr
 
 
@@ -81,35 +187,3 @@ def test_params_out_of_range_fail_before_training(repo):
     out = kiln("stage", "pretrain", cwd=repo)
     assert out.returncode == 1
     assert "finetune.optim.lr" in out.stderr and "heads (4) must divide hidden (30)" in out.stderr
-
-
-def test_killed_pretrain_resumes_from_its_last_checkpoint(prepared):
-    repo = prepared
-    set_params(repo, pretrain={"loop": {"max_epochs": 1000, "max_steps": 400, "checkpoint_every": 5,
-                                        "val_every_steps": 5}})
-    last = repo / "checkpoints/pretrain/last.ckpt"
-    proc = subprocess.Popen([str(BIN / "kiln"), "stage", "pretrain"], cwd=repo, env=clean_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    while not (last.is_file() and torch.load(last, weights_only=False)["global_step"] >= 20):
-        assert proc.poll() is None, "pretrain ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    step = torch.load(last, weights_only=False)["global_step"]
-    assert 20 <= step < 400
-    out = kiln("stage", "pretrain", cwd=repo)
-    assert out.returncode == 0, out.stderr
-    assert "pretrain: resuming from checkpoints/pretrain/last.ckpt" in out.stdout
-    first = next(line for line in out.stdout.splitlines() if line.startswith("pretrain: step "))
-    assert int(first.split()[2].split("/")[0]) > step, first
-    assert json.loads((repo / "reports/pretrain.json").read_text())["train/steps"] == 400
-
-
-def test_pretrain_with_ddp_on_two_cpu_processes(prepared):
-    repo = prepared
-    set_params(repo, hardware={"accelerator": "cpu", "devices": 2, "strategy": "ddp"})
-    stages(repo, "pretrain")
-    assert (repo / "models/encoder/model.safetensors").is_file()
-    assert len(child_runs(repo, "pretrain")) == 1

@@ -38,8 +38,10 @@ def test_failure_names_each_expectation_with_count_and_samples(bbc):
     outcome = validate(broken(bbc), ValidateConfig())
     assert not outcome.success
     text = "\n".join(outcome.failures)
-    assert ("expect_column_values_to_be_in_set(label): 1 rows, e.g. 'sprot' (row bbc/business/004); "
-            "labels not in validate.labels: 'sprot' (1 row); add them to validate.labels") in text
+    assert (
+        "expect_column_values_to_be_in_set(label): 1 rows, e.g. 'sprot' (row bbc/business/004); "
+        "labels not in validate.labels: 'sprot' (1 row); add them to validate.labels"
+    ) in text
     assert "expect_column_values_to_not_match_regex(text) [empty text]: 1 rows" in text
     assert "[undecodable text]: 1 rows, e.g. 'A story with a lost character" in text
     assert "expect_column_values_to_be_unique(id): 2 rows, e.g. 'bbc/business/011'" in text

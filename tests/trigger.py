@@ -23,8 +23,14 @@ def main(count: int, timeout: float) -> None:
             if all(s is not None and s.is_final() for s in states) or time.monotonic() > deadline:
                 break
             time.sleep(2)
-    print(json.dumps([{"id": str(run.id), "state": s.type.value if s else None, "message": s.message if s else None}
-                      for run, s in zip(runs, states)]))
+    print(
+        json.dumps(
+            [
+                {"id": str(run.id), "state": s.type.value if s else None, "message": s.message if s else None}
+                for run, s in zip(runs, states)
+            ]
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -15,22 +15,29 @@ class ClassicalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     analyzers: list[Analyzer] = Field(
-        ["word", "char"], min_length=1,
+        ["word", "char"],
+        min_length=1,
         description="word: runs of two or more letters, digits or underscores; char: single characters and "
-                    "whitespace runs, which is what works for text without spaces and very short texts")
+        "whitespace runs, which is what works for text without spaces and very short texts",
+    )
     # The default grid (6 points) takes about 25 s on BBC's 1,733 train texts on 2 cores,
     # most of it counting character n-grams; char (1, 4) would add 10 s.
     word_ngrams: list[NgramRange] = Field([(1, 2)], description="n-gram ranges tried with the word analyzer")
     char_ngrams: list[NgramRange] = Field([(1, 3)], description="n-gram ranges tried with the char analyzer")
     c: list[Annotated[float, Field(gt=0)]] = Field(
-        [1.0, 10.0, 100.0], min_length=1, description="inverse L2 strengths of the logistic regression")
+        [1.0, 10.0, 100.0], min_length=1, description="inverse L2 strengths of the logistic regression"
+    )
     sublinear_tf: list[bool] = Field(
-        [True], min_length=1, description="1 + log(count) instead of the count; helps long texts, moot for short ones")
+        [True], min_length=1, description="1 + log(count) instead of the count; helps long texts, moot for short ones"
+    )
     min_df: int = Field(2, ge=1, description="train texts an n-gram must occur in to be a feature")
     max_features: int = Field(20_000, ge=1, description="most frequent n-grams kept; bounds the ONNX file's size")
     max_iter: int = Field(1000, ge=1, description="L-BFGS iterations per fit")
-    max_abs_diff: float = Field(1e-4, gt=0, description="largest |probability difference| ONNX Runtime may show "
-                                                        "against scikit-learn in the parity gate")
+    max_abs_diff: float = Field(
+        1e-4,
+        gt=0,
+        description="largest |probability difference| ONNX Runtime may show against scikit-learn in the parity gate",
+    )
 
     @field_validator("word_ngrams", "char_ngrams", "c", "sublinear_tf", "analyzers")
     @classmethod

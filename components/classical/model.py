@@ -51,7 +51,8 @@ from sklearn.pipeline import Pipeline
 from components.classical.config import Analyzer, ClassicalConfig
 from components.classical.runtime import ClassicalClassifier
 from components.deploy.onnx import stamp
-from components.deploy.parity import Parity, parity as compare
+from components.deploy.parity import Parity
+from components.deploy.parity import parity as compare
 from components.errors import KilnError
 
 
@@ -105,8 +106,14 @@ class Selection:
     seconds: float
 
 
-def select(train_texts: Sequence[str], train_labels: Sequence[str], val_texts: Sequence[str],
-           val_labels: Sequence[str], cfg: ClassicalConfig, seed: int) -> Selection:
+def select(
+    train_texts: Sequence[str],
+    train_labels: Sequence[str],
+    val_texts: Sequence[str],
+    val_labels: Sequence[str],
+    cfg: ClassicalConfig,
+    seed: int,
+) -> Selection:
     """Fit every grid point on train and score it on val. The best has the highest val
     macro-F1, then the fewest parameters, then comes first in grid order; each point is
     fitted from scratch, so its score does not depend on the points before it."""
@@ -127,8 +134,12 @@ def select(train_texts: Sequence[str], train_labels: Sequence[str], val_texts: S
         ranges = cfg.ngrams(analyzer)
         # Counting is most of the time: count every n-gram up to the longest length once;
         # each range is a subset of its columns.
-        counts = NgramCounts(token_pattern=TOKENS[analyzer].python, lowercase=False,
-                             ngram_range=(1, max(high for _, high in ranges)), min_df=cfg.min_df)
+        counts = NgramCounts(
+            token_pattern=TOKENS[analyzer].python,
+            lowercase=False,
+            ngram_range=(1, max(high for _, high in ranges)),
+            min_df=cfg.min_df,
+        )
         try:
             x_train = counts.fit_transform(train_texts)
         except ValueError:  # scikit-learn's "empty vocabulary" and "no terms remain"
@@ -151,9 +162,15 @@ def select(train_texts: Sequence[str], train_labels: Sequence[str], val_texts: S
                     model = LogisticRegression(C=c, max_iter=cfg.max_iter, random_state=seed).fit(a_train, y_train)
                     predicted = model.predict(a_val)
                     score = GridScore(
-                        analyzer, ngram_range, sublinear, c, len(columns), _params(model, len(columns)),
+                        analyzer,
+                        ngram_range,
+                        sublinear,
+                        c,
+                        len(columns),
+                        _params(model, len(columns)),
                         float(f1_score(y_val, predicted, labels=range(len(labels)), average="macro", zero_division=0)),
-                        float(accuracy_score(y_val, predicted)))
+                        float(accuracy_score(y_val, predicted)),
+                    )
                     table.append(score)
                     if best is None or (score.val_macro_f1, -score.params) > (best[0].val_macro_f1, -best[0].params):
                         best = (score, _pipeline(analyzer, [grams[i] for i in columns], tfidf, model))
@@ -179,12 +196,16 @@ def _params(model: LogisticRegression, features: int) -> int:
     return int(model.coef_.size + model.intercept_.size + features)
 
 
-def _pipeline(analyzer: Analyzer, grams: list[tuple[str, ...]], tfidf: TfidfTransformer,
-              model: LogisticRegression) -> Pipeline:
+def _pipeline(
+    analyzer: Analyzer, grams: list[tuple[str, ...]], tfidf: TfidfTransformer, model: LogisticRegression
+) -> Pipeline:
     lengths = [len(gram) for gram in grams]
-    counts = NgramCounts(token_pattern=TOKENS[analyzer].python, lowercase=False,
-                         ngram_range=(min(lengths), max(lengths)),
-                         vocabulary={gram: i for i, gram in enumerate(grams)})
+    counts = NgramCounts(
+        token_pattern=TOKENS[analyzer].python,
+        lowercase=False,
+        ngram_range=(min(lengths), max(lengths)),
+        vocabulary={gram: i for i, gram in enumerate(grams)},
+    )
     # A given vocabulary learns nothing from texts: fitting on none only validates it.
     counts.fit([])
     return Pipeline([("counts", counts), ("tfidf", tfidf), ("model", model)])
@@ -204,20 +225,39 @@ def export(selection: Selection, path: Path, metadata: dict[str, object]) -> Non
 
     _register()
     pipeline, best = selection.pipeline, selection.best
-    options = {id(pipeline["counts"]): {"tokenexp": TOKENS[best.analyzer].re2},
-               # Scores rather than probabilities: the runtime's softmax makes those, as
-               # the transformer's does.
-               id(pipeline["model"]): {"zipmap": False, "raw_scores": True}}
+    options = {
+        id(pipeline["counts"]): {"tokenexp": TOKENS[best.analyzer].re2},
+        # Scores rather than probabilities: the runtime's softmax makes those, as
+        # the transformer's does.
+        id(pipeline["model"]): {"zipmap": False, "raw_scores": True},
+    }
     outputs = [("label", Int64TensorType([None])), ("logits", FloatTensorType([None, len(selection.labels)]))]
-    model = convert_sklearn(pipeline, "kiln-classical", initial_types=[("text", StringTensorType([None]))],
-                            options=options, target_opset=OPSET, final_types=outputs)
+    model = convert_sklearn(
+        pipeline,
+        "kiln-classical",
+        initial_types=[("text", StringTensorType([None]))],
+        options=options,
+        target_opset=OPSET,
+        final_types=outputs,
+    )
     _mend(model.graph, best.sublinear_tf, binary=len(selection.labels) == 2)
     onnx.save(model, str(path))
-    stamp(path, {**metadata, "family": "classical",
-                 "labels": {label: i for i, label in enumerate(selection.labels)},
-                 "grid_point": {"analyzer": best.analyzer, "ngram_range": list(best.ngram_range),
-                                "sublinear_tf": best.sublinear_tf, "c": best.c, "features": best.features,
-                                "val_macro_f1": best.val_macro_f1}})
+    stamp(
+        path,
+        {
+            **metadata,
+            "family": "classical",
+            "labels": {label: i for i, label in enumerate(selection.labels)},
+            "grid_point": {
+                "analyzer": best.analyzer,
+                "ngram_range": list(best.ngram_range),
+                "sublinear_tf": best.sublinear_tf,
+                "c": best.c,
+                "features": best.features,
+                "val_macro_f1": best.val_macro_f1,
+            },
+        },
+    )
 
 
 def _register() -> None:
@@ -228,10 +268,18 @@ def _register() -> None:
     from skl2onnx.shape_calculators.text_vectorizer import calculate_sklearn_text_vectorizer_output_shapes
 
     update_registered_converter(
-        NgramCounts, "KilnNgramCounts", calculate_sklearn_text_vectorizer_output_shapes,
+        NgramCounts,
+        "KilnNgramCounts",
+        calculate_sklearn_text_vectorizer_output_shapes,
         convert_sklearn_text_vectorizer,
-        options={"tokenexp": None, "separators": None, "nan": [True, False], "keep_empty_string": [True, False],
-                 "locale": None})
+        options={
+            "tokenexp": None,
+            "separators": None,
+            "nan": [True, False],
+            "keep_empty_string": [True, False],
+            "locale": None,
+        },
+    )
 
 
 def _mend(graph: onnx.GraphProto, sublinear_tf: bool, binary: bool) -> None:
@@ -249,8 +297,10 @@ def _mend(graph: onnx.GraphProto, sublinear_tf: bool, binary: bool) -> None:
 def _only(graph: onnx.GraphProto, op_type: str) -> onnx.NodeProto:
     found = [node for node in graph.node if node.op_type == op_type]
     if len(found) != 1:
-        raise RuntimeError(f"expected one {op_type} node in skl2onnx's graph, found {len(found)}; "
-                           f"the mends in {__name__} were written for skl2onnx 1.20")
+        raise RuntimeError(
+            f"expected one {op_type} node in skl2onnx's graph, found {len(found)}; "
+            f"the mends in {__name__} were written for skl2onnx 1.20"
+        )
     return found[0]
 
 
@@ -260,14 +310,19 @@ def _sublinear(graph: onnx.GraphProto) -> None:
     add = next(node for node in graph.node if log.input[0] in node.output)
     constants = {init.name for init in graph.initializer}
     tf = next(name for name in add.input if name not in constants)
-    graph.initializer.extend([numpy_helper.from_array(np.array(0, np.float32), "kiln_zero"),
-                              numpy_helper.from_array(np.array(1, np.float32), "kiln_one")])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(0, np.float32), "kiln_zero"),
+            numpy_helper.from_array(np.array(1, np.float32), "kiln_one"),
+        ]
+    )
     # Log(0) is -inf, but Where only takes it where tf > 0.
-    mended = [helper.make_node("Greater", [tf, "kiln_zero"], ["kiln_counted"], name="kiln_counted"),
-              helper.make_node("Log", [tf], ["kiln_log_tf"], name="kiln_log_tf"),
-              helper.make_node("Add", ["kiln_log_tf", "kiln_one"], ["kiln_sublinear_tf"], name="kiln_sublinear_tf"),
-              helper.make_node("Where", ["kiln_counted", "kiln_sublinear_tf", tf], [log.output[0]],
-                               name="kiln_sublinear")]
+    mended = [
+        helper.make_node("Greater", [tf, "kiln_zero"], ["kiln_counted"], name="kiln_counted"),
+        helper.make_node("Log", [tf], ["kiln_log_tf"], name="kiln_log_tf"),
+        helper.make_node("Add", ["kiln_log_tf", "kiln_one"], ["kiln_sublinear_tf"], name="kiln_sublinear_tf"),
+        helper.make_node("Where", ["kiln_counted", "kiln_sublinear_tf", tf], [log.output[0]], name="kiln_sublinear"),
+    ]
     nodes = list(graph.node)
     at = nodes.index(add)
     nodes = nodes[:at] + mended + [node for node in nodes[at:] if node is not add and node is not log]
@@ -299,7 +354,9 @@ def parity_gate(pipeline: Pipeline, runtime: ClassicalClassifier, texts: list[st
     found = parity(pipeline, runtime, texts)
     if not found.within(max_abs_diff):
         differ = round((1 - found.agreement) * found.texts)
-        raise KilnError(f"classical: parity gate failed: max |probability difference| {found.max_abs_diff:.2e} "
-                        f"(allowed {max_abs_diff:.0e}) and {differ} of {found.texts} predicted labels differ from "
-                        f"scikit-learn on held-out texts")
+        raise KilnError(
+            f"classical: parity gate failed: max |probability difference| {found.max_abs_diff:.2e} "
+            f"(allowed {max_abs_diff:.0e}) and {differ} of {found.texts} predicted labels differ from "
+            f"scikit-learn on held-out texts"
+        )
     return found

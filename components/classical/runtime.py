@@ -26,8 +26,10 @@ class ClassicalClassifier:
 
         meta = read_metadata(model)
         if meta.get("family") != "classical" or "labels" not in meta:
-            raise KilnError(f"ONNX model {model} is not a classical Kiln model (its metadata lacks family: classical "
-                            f"and labels); export it with components.classical.model.export")
+            raise KilnError(
+                f"ONNX model {model} is not a classical Kiln model (its metadata lacks family: classical "
+                f"and labels); export it with components.classical.model.export"
+            )
         labels: dict[str, int] = meta["labels"]  # type: ignore[assignment]
         self.labels = [label for label, _ in sorted(labels.items(), key=lambda item: item[1])]
         self.metadata = meta
@@ -43,13 +45,19 @@ class ClassicalClassifier:
 
     def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Batches bound the tokenizer's padded [batch, longest text] tensor of strings."""
-        parts = [self.session.run(["logits"], {"text": np.array(texts[i : i + batch_size], dtype=object)})[0]
-                 for i in range(0, len(texts), batch_size)]
+        parts = [
+            self.session.run(["logits"], {"text": np.array(texts[i : i + batch_size], dtype=object)})[0]
+            for i in range(0, len(texts), batch_size)
+        ]
         return np.concatenate(parts)
 
     def predict(self, texts: object) -> list[dict]:
         """[{label, probabilities: {label: p}}] for each text of a request."""
         probabilities = softmax(self.logits(self.check(texts)), axis=-1)
-        return [{"label": self.labels[int(row.argmax())],
-                 "probabilities": {label: float(p) for label, p in zip(self.labels, row)}}
-                for row in probabilities]
+        return [
+            {
+                "label": self.labels[int(row.argmax())],
+                "probabilities": {label: float(p) for label, p in zip(self.labels, row)},
+            }
+            for row in probabilities
+        ]

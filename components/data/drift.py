@@ -15,6 +15,7 @@ its tokenizer. A batch drifts when any of three checks crosses its threshold:
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,13 +53,23 @@ class Profile:
                    lengths=[int(n) for n in data["lengths"]], oov_share=float(data["oov_share"]))
 
 
-@dataclass
-class Check:
-    name: str
+class DriftCheck(BaseModel):
+    name: Literal["labels", "length", "vocabulary"]
     value: float
     threshold: float
     passed: bool
     detail: str
+
+
+class DriftReport(BaseModel):
+    """The three checks of a batch, or why none ran (no champion to compare with)."""
+
+    skipped: str | None = None
+    checks: list[DriftCheck] = []
+
+    @property
+    def failed(self) -> list[DriftCheck]:
+        return [check for check in self.checks if not check.passed]
 
 
 def oov_share(tokenizer: Tokenizer, texts: list[str]) -> float:
@@ -89,7 +100,7 @@ def psi(expected: dict[str, float], actual: dict[str, float]) -> float:
     return total
 
 
-def drift(reference: Profile, batch: pd.DataFrame, tokenizer: Tokenizer, cfg: DriftConfig) -> list[Check]:
+def drift(reference: Profile, batch: pd.DataFrame, tokenizer: Tokenizer, cfg: DriftConfig) -> DriftReport:
     """The three checks of `batch` against `reference`; the batch drifted if any failed."""
     from scipy.stats import ks_2samp
 
@@ -98,15 +109,15 @@ def drift(reference: Profile, batch: pd.DataFrame, tokenizer: Tokenizer, cfg: Dr
     ks = ks_2samp(reference.lengths, current.lengths)
     rise = current.oov_share - reference.oov_share
     ref_median, median = pd.Series(reference.lengths).median(), pd.Series(current.lengths).median()
-    return [
-        Check("labels", label_psi, cfg.max_label_psi, label_psi <= cfg.max_label_psi,
-              f"label PSI {label_psi:.3f} (limit {cfg.max_label_psi}); batch shares "
-              + ", ".join(f"{k} {v:.0%}" for k, v in current.label_shares.items())),
-        Check("length", float(ks.statistic), cfg.max_length_ks,
-              not (ks.statistic > cfg.max_length_ks and ks.pvalue < cfg.length_alpha),
-              f"text length KS {ks.statistic:.3f} (limit {cfg.max_length_ks}), p={ks.pvalue:.2g}; "
-              f"median {median:.0f} chars vs {ref_median:.0f} in training"),
-        Check("vocabulary", rise, cfg.max_oov_increase, rise <= cfg.max_oov_increase,
-              f"out-of-vocabulary words {current.oov_share:.1%} vs {reference.oov_share:.1%} in training "
-              f"(rise limit {cfg.max_oov_increase:.0%})"),
-    ]
+    return DriftReport(checks=[
+        DriftCheck(name="labels", value=label_psi, threshold=cfg.max_label_psi, passed=label_psi <= cfg.max_label_psi,
+                   detail=f"label PSI {label_psi:.3f} (limit {cfg.max_label_psi}); batch shares "
+                   + ", ".join(f"{k} {v:.0%}" for k, v in current.label_shares.items())),
+        DriftCheck(name="length", value=float(ks.statistic), threshold=cfg.max_length_ks,
+                   passed=not (ks.statistic > cfg.max_length_ks and ks.pvalue < cfg.length_alpha),
+                   detail=f"text length KS {ks.statistic:.3f} (limit {cfg.max_length_ks}), p={ks.pvalue:.2g}; "
+                   f"median {median:.0f} chars vs {ref_median:.0f} in training"),
+        DriftCheck(name="vocabulary", value=rise, threshold=cfg.max_oov_increase, passed=rise <= cfg.max_oov_increase,
+                   detail=f"out-of-vocabulary words {current.oov_share:.1%} vs {reference.oov_share:.1%} in training "
+                   f"(rise limit {cfg.max_oov_increase:.0%})"),
+    ])

@@ -1,1 +1,2 @@
-"""Shipping a model: ONNX export and INT8 quantization with their parity checks, inference through ONNX Runtime, evaluation and the promotion gate."""
+"""Shipping a model: ONNX export and INT8 quantization with their parity checks,
+inference through ONNX Runtime, evaluation and the promotion gate."""

@@ -1,5 +1,5 @@
-"""ONNX export, graph optimisation and INT8 quantization of Kiln classifiers, and the
-parity checks that gate them.
+"""ONNX export, graph optimisation and INT8 quantization of Kiln classifiers (their parity
+gates are in components/deploy/parity.py).
 
 An exported file describes itself: its metadata carries the label map, the token limit
 and whatever lineage the caller stamps on it (git commit, data hash), so a runtime needs
@@ -8,7 +8,6 @@ only the file and its tokenizer.
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +37,16 @@ def export(model: nn.Module, sample: dict[str, torch.Tensor], path: Path, opset:
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUTS}
     axes["logits"] = {0: "batch"}
     with torch.no_grad():
-        torch.onnx.export(_Logits(model).eval(), tuple(sample[name] for name in INPUTS), str(path),
-                          input_names=INPUTS, output_names=["logits"], dynamic_axes=axes,
-                          opset_version=opset, dynamo=False)
+        torch.onnx.export(
+            _Logits(model).eval(),
+            tuple(sample[name] for name in INPUTS),
+            str(path),
+            input_names=INPUTS,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=opset,
+            dynamo=False,
+        )
 
 
 def optimize(src: Path, dst: Path) -> None:
@@ -54,12 +60,14 @@ def optimize(src: Path, dst: Path) -> None:
 
 def quantize_dynamic(src: Path, dst: Path) -> None:
     """INT8 weights, activations quantized on the fly: needs no calibration data."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic as ort_quantize_dynamic
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
     # ORT's fused nodes (com.microsoft domain) have no ONNX shape inference; their
     # outputs are float tensors.
-    ort_quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8,
-                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    ort_quantize_dynamic(
+        str(src), str(dst), weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT}
+    )
 
 
 def quantize_static(src: Path, dst: Path, calibration: Iterable[dict[str, np.ndarray]]) -> None:
@@ -76,10 +84,16 @@ def quantize_static(src: Path, dst: Path, calibration: Iterable[dict[str, np.nda
 
     # The weight-heavy ops only: the rest (LayerNorm, softmax, the pooled division) loses
     # more accuracy than it saves time, and an int32 bias needs ranges they lack.
-    ort_quantize_static(str(src), str(dst), _Reader(calibration), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["MatMul", "Gather"],
-                        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    ort_quantize_static(
+        str(src),
+        str(dst),
+        _Reader(calibration),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul", "Gather"],
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
 
 
 def stamp(path: Path, metadata: dict[str, object]) -> None:
@@ -99,22 +113,3 @@ def read_metadata(path: Path) -> dict[str, object]:
         return {p.key: json.loads(p.value) for p in model.metadata_props}
     except Exception as err:  # protobuf's DecodeError, json errors, ...
         raise KilnError(f"ONNX model {path} is corrupt ({err.__class__.__name__}: {err})") from None
-
-
-@dataclass(frozen=True)
-class Parity:
-    """How far a candidate's logits are from the reference's on the same inputs."""
-
-    texts: int
-    max_abs_diff: float
-    agreement: float
-
-    def within(self, max_abs_diff: float) -> bool:
-        return self.max_abs_diff <= max_abs_diff and self.agreement == 1.0
-
-
-def parity(reference: np.ndarray, candidate: np.ndarray) -> Parity:
-    if reference.shape != candidate.shape:
-        raise ValueError(f"logits of shape {candidate.shape} against {reference.shape}")
-    agreement = float((reference.argmax(-1) == candidate.argmax(-1)).mean())
-    return Parity(len(reference), float(np.abs(reference - candidate).max()), agreement)

@@ -61,8 +61,13 @@ class TextEncoder:
             encodings = self.tokenizer.encode_batch(inputs)
         cut = [i for i, e in enumerate(encodings) if e.overflowing]
         if warn and cut:
-            log.warning("%d of %d texts are longer than the model's %d tokens and were truncated (first: text %d)",
-                        len(cut), len(texts), self.max_length, cut[0])
+            log.warning(
+                "%d of %d texts are longer than the model's %d tokens and were truncated (first: text %d)",
+                len(cut),
+                len(texts),
+                self.max_length,
+                cut[0],
+            )
         return {
             "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
             "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
@@ -118,13 +123,19 @@ class OnnxClassifier:
         return self.encoder(texts, warn)
 
     def logits(self, texts: list[str], batch_size: int = 32, warn: bool = False) -> np.ndarray:
-        parts = [self.session.run(["logits"], self.encode(texts[i : i + batch_size], warn))[0]
-                 for i in range(0, len(texts), batch_size)]
+        parts = [
+            self.session.run(["logits"], self.encode(texts[i : i + batch_size], warn))[0]
+            for i in range(0, len(texts), batch_size)
+        ]
         return np.concatenate(parts)
 
     def predict(self, texts: object) -> list[dict]:
         """[{label, probabilities: {label: p}}] for each text of a request."""
         probabilities = _softmax(self.logits(self.check(texts), warn=True))
-        return [{"label": self.labels[int(row.argmax())],
-                 "probabilities": {label: float(p) for label, p in zip(self.labels, row)}}
-                for row in probabilities]
+        return [
+            {
+                "label": self.labels[int(row.argmax())],
+                "probabilities": {label: float(p) for label, p in zip(self.labels, row)},
+            }
+            for row in probabilities
+        ]

@@ -50,8 +50,9 @@ class Comparison:
         return self.a_only + self.b_only
 
 
-def bootstrap(truth: Sequence[int], predicted: Sequence[int], resamples: int = 1000, seed: int = 0,
-              level: float = 0.95) -> dict[str, Interval]:
+def bootstrap(
+    truth: Sequence[int], predicted: Sequence[int], resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, Interval]:
     """{"accuracy": ..., "macro_f1": ...}: each point estimate with its percentile interval."""
     y, p = _arrays(truth, predicted)
     labels = int(max(y.max(), p.max())) + 1
@@ -60,20 +61,23 @@ def bootstrap(truth: Sequence[int], predicted: Sequence[int], resamples: int = 1
     for weights in _weights(len(y), resamples, seed):
         accuracy.append(weights @ correct / len(y))
         macro_f1.append(_macro_f1(weights, y, p, labels))
-    return {"accuracy": _interval(float(correct.mean()), np.concatenate(accuracy), level),
-            "macro_f1": _interval(float(_macro_f1(np.ones((1, len(y))), y, p, labels)[0]),
-                                  np.concatenate(macro_f1), level)}
+    return {
+        "accuracy": _interval(float(correct.mean()), np.concatenate(accuracy), level),
+        "macro_f1": _interval(float(_macro_f1(np.ones((1, len(y))), y, p, labels)[0]), np.concatenate(macro_f1), level),
+    }
 
 
-def paired(truth: Sequence[int], a: Sequence[int], b: Sequence[int], resamples: int = 1000, seed: int = 0,
-           level: float = 0.95) -> Comparison:
+def paired(
+    truth: Sequence[int], a: Sequence[int], b: Sequence[int], resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> Comparison:
     """Macro-F1 of a minus that of b, each resample scoring both models on the same
     texts, so what the texts share cancels out; plus McNemar's test on the texts where
     exactly one of the two is right."""
     y, pa, pb = _arrays(truth, a, b)
     labels = int(max(y.max(), pa.max(), pb.max())) + 1
-    differences = np.concatenate([_macro_f1(w, y, pa, labels) - _macro_f1(w, y, pb, labels)
-                                  for w in _weights(len(y), resamples, seed)])
+    differences = np.concatenate(
+        [_macro_f1(w, y, pa, labels) - _macro_f1(w, y, pb, labels) for w in _weights(len(y), resamples, seed)]
+    )
     everyone = np.ones((1, len(y)))
     estimate = float(_macro_f1(everyone, y, pa, labels)[0] - _macro_f1(everyone, y, pb, labels)[0])
     a_only, b_only = int(((pa == y) & (pb != y)).sum()), int(((pb == y) & (pa != y)).sum())

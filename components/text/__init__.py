@@ -1,1 +1,2 @@
-"""Text models: the tokenizer, BERT encoders and classifiers, and the Lightning modules that train, distill and prune them."""
+"""Text models: the tokenizer, BERT encoders and classifiers, and the Lightning modules
+that train, distill and prune them."""

@@ -2,6 +2,8 @@
 knobs. Plain pydantic and nothing else, so that reading `params.yaml` (which every
 `kiln` command does) never pays for importing torch or Lightning."""
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -32,8 +34,18 @@ class EncoderConfig(StudentConfig):
     hidden: int = Field(256, ge=8, le=8192)
     heads: int = Field(4, ge=1, le=128)
     intermediate: int = Field(1024, ge=8)
-    max_length: int = Field(128, ge=16, le=4096, description="tokens per sequence, [CLS] and [SEP] included")
+    max_length: int | Literal["auto"] = Field(
+        "auto", description="tokens per sequence, [CLS] and [SEP] included; auto: from the train texts' lengths"
+    )
+    length_percentile: float = Field(95.0, gt=0, le=100, description="auto: share of train texts that fit whole")
+    length_cap: int = Field(256, ge=16, le=4096, description="auto: the longest sequence chosen")
     dropout: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _length(self) -> "EncoderConfig":
+        if self.max_length != "auto" and not 16 <= self.max_length <= 4096:
+            raise ValueError(f"max_length must be auto or 16..4096, got {self.max_length}")
+        return self
 
 
 class HardwareConfig(_Config):
@@ -92,8 +104,10 @@ class PruneConfig(_Config):
     head_ratio: float = Field(0.5, ge=0, lt=1, description="share of attention heads removed")
     ffn_ratio: float = Field(0.5, ge=0, lt=1, description="share of FFN neurons removed")
     importance_batches: int = Field(8, ge=1, description="train batches that score the heads")
-    curve: list[float] = Field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75],
-                               description="ratios of the sparsity-quality curve (before recovery)")
+    curve: list[float] = Field(
+        default_factory=lambda: [0.0, 0.25, 0.5, 0.75],
+        description="ratios of the sparsity-quality curve (before recovery)",
+    )
     alpha: float = Field(0.5, ge=0, le=1, description="recovery: weight of the hard-label loss")
     temperature: float = Field(2.0, gt=0)
     loop: LoopConfig = LoopConfig(max_epochs=1)

@@ -16,11 +16,15 @@ from components.errors import KilnError
 def load_tokenizer(path: Path, stage: str) -> PreTrainedTokenizerFast:
     """The tokenize stage's tokenizer.json as a transformers tokenizer."""
     if not path.is_file():
-        raise KilnError(f"{stage}: tokenizer {path} is missing; the tokenize stage makes it (kiln stage tokenize)")
+        raise KilnError(f"{stage}: tokenizer {path} is missing")
     try:
         return PreTrainedTokenizerFast(
             tokenizer_file=str(path),
-            unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+            unk_token="[UNK]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
         )
     except Exception as err:  # tokenizers raises a bare Exception for a broken file
         raise KilnError(f"{stage}: tokenizer {path} is corrupt ({err}); rerun the tokenize stage") from None
@@ -53,7 +57,9 @@ class _Rows(Dataset):
         return self.rows[index]
 
 
-def _seeded_collator(tokenizer: PreTrainedTokenizerFast, mask_prob: float, seed: int) -> DataCollatorForLanguageModeling:
+def _seeded_collator(
+    tokenizer: PreTrainedTokenizerFast, mask_prob: float, seed: int
+) -> DataCollatorForLanguageModeling:
     """The masking collator with its generator made here, as the collator itself makes it
     in a main process. Left to itself it looks at the process name, and in any other
     process (a Prefect deployment runs flows in a child process) it expects to be a
@@ -67,8 +73,16 @@ class MaskedLMData(L.LightningDataModule):
     """Train and val texts as windows; train windows are masked afresh each batch, val
     windows once, with a fixed seed, so val/loss compares across epochs and runs."""
 
-    def __init__(self, train: list[str], val: list[str], tokenizer: PreTrainedTokenizerFast,
-                 length: int, batch_size: int, mask_prob: float, seed: int):
+    def __init__(
+        self,
+        train: list[str],
+        val: list[str],
+        tokenizer: PreTrainedTokenizerFast,
+        length: int,
+        batch_size: int,
+        mask_prob: float,
+        seed: int,
+    ):
         super().__init__()
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -81,8 +95,13 @@ class MaskedLMData(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(_Rows(self.train_rows), batch_size=self.batch_size, shuffle=True,
-                          collate_fn=self.collator, generator=generator)
+        return DataLoader(
+            _Rows(self.train_rows),
+            batch_size=self.batch_size,
+            shuffle=True,
+            collate_fn=self.collator,
+            generator=generator,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_Rows(self.val_batches), batch_size=None)
@@ -106,8 +125,15 @@ def stratified_fraction(frame: pd.DataFrame, fraction: float, seed: int) -> pd.D
 class ClassificationData(L.LightningDataModule):
     """Texts truncated to `length` tokens with integer labels from `labels`."""
 
-    def __init__(self, splits: dict[str, pd.DataFrame], labels: dict[str, int],
-                 tokenizer: PreTrainedTokenizerFast, length: int, batch_size: int, seed: int):
+    def __init__(
+        self,
+        splits: dict[str, pd.DataFrame],
+        labels: dict[str, int],
+        tokenizer: PreTrainedTokenizerFast,
+        length: int,
+        batch_size: int,
+        seed: int,
+    ):
         super().__init__()
         self.batch_size = batch_size
         self.seed = seed
@@ -121,13 +147,16 @@ class ClassificationData(L.LightningDataModule):
             raise KilnError(f"labels {unknown} are not in the model's label map {sorted(labels)}")
         encoded = tokenizer(frame["text"].tolist(), truncation=True, max_length=length)
         ids = np.array([labels[v] for v in frame["label"]])
-        return [{"input_ids": e, "attention_mask": m, "labels": int(y)}
-                for e, m, y in zip(encoded["input_ids"], encoded["attention_mask"], ids)]
+        return [
+            {"input_ids": e, "attention_mask": m, "labels": int(y)}
+            for e, m, y in zip(encoded["input_ids"], encoded["attention_mask"], ids)
+        ]
 
     def loader(self, name: str, shuffle: bool = False) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self.sets[name], batch_size=self.batch_size, shuffle=shuffle,
-                          collate_fn=self.collator, generator=generator)
+        return DataLoader(
+            self.sets[name], batch_size=self.batch_size, shuffle=shuffle, collate_fn=self.collator, generator=generator
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", shuffle=True)

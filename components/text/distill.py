@@ -16,12 +16,14 @@ from components.text.config import DistillConfig
 from components.text.modules import Classifier
 
 
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float,
-            temperature: float) -> torch.Tensor:
+def kd_loss(
+    student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float, temperature: float
+) -> torch.Tensor:
     hard = F.cross_entropy(student, labels)
     # KL(teacher || student) = sum p_t (log p_t - log p_s); batchmean makes it per example.
-    soft = F.kl_div(F.log_softmax(student / temperature, -1), F.softmax(teacher / temperature, -1),
-                    reduction="batchmean")
+    soft = F.kl_div(
+        F.log_softmax(student / temperature, -1), F.softmax(teacher / temperature, -1), reduction="batchmean"
+    )
     return alpha * hard + (1 - alpha) * temperature**2 * soft
 
 
@@ -34,16 +36,17 @@ def layer_map(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]
 class Distiller(Classifier):
     """Trains `model` (the student) against a frozen teacher; evaluates like a Classifier."""
 
-    def __init__(self, model: nn.Module, teacher: nn.Module, cfg: DistillConfig, describe: dict[str, Any],
-                 num_labels: int):
+    def __init__(
+        self, model: nn.Module, teacher: nn.Module, cfg: DistillConfig, describe: dict[str, Any], num_labels: int
+    ):
         super().__init__(model, cfg.optim, describe, num_labels)
         self.cfg = cfg
         self.teacher = teacher.eval().requires_grad_(False)
         self.pairs = layer_map(model.config.num_hidden_layers, teacher.config.num_hidden_layers)
         width_s, width_t = model.config.hidden_size, teacher.config.hidden_size
-        self.projections = nn.ModuleList(
-            nn.Linear(width_s, width_t) for _ in self.pairs
-        ) if cfg.hidden_weight > 0 else nn.ModuleList()
+        self.projections = (
+            nn.ModuleList(nn.Linear(width_s, width_t) for _ in self.pairs) if cfg.hidden_weight > 0 else nn.ModuleList()
+        )
 
     def train(self, mode: bool = True) -> "Distiller":
         super().train(mode)

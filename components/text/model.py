@@ -8,14 +8,21 @@ from transformers import BertConfig
 from components.text.config import EncoderConfig
 
 
-def bert_config(cfg: EncoderConfig, vocab_size: int, pad_token_id: int, num_labels: int = 2) -> BertConfig:
+def bert_config(
+    cfg: EncoderConfig, vocab_size: int, pad_token_id: int, num_labels: int = 2, max_length: int | None = None
+) -> BertConfig:
+    """A BERT of `cfg`'s sizes; `max_length` is the position table's size when `cfg` leaves
+    it to the data (`auto`)."""
+    length = max_length or cfg.max_length
+    if not isinstance(length, int):
+        raise ValueError("encoder.max_length is auto: give the length chosen from the data")
     return BertConfig(
         vocab_size=vocab_size,
         hidden_size=cfg.hidden,
         num_hidden_layers=cfg.layers,
         num_attention_heads=cfg.heads,
         intermediate_size=cfg.intermediate,
-        max_position_embeddings=cfg.max_length,
+        max_position_embeddings=length,
         hidden_dropout_prob=cfg.dropout,
         attention_probs_dropout_prob=cfg.dropout,
         pad_token_id=pad_token_id,

@@ -16,7 +16,6 @@ from torch import nn
 from torch.nn import functional as F
 
 
-
 def _layers(encoder: nn.Module) -> list[nn.Module]:
     return list(encoder.encoder.layer)
 
@@ -29,8 +28,9 @@ def head_importance(model: nn.Module, batches: Iterable[dict]) -> torch.Tensor:
     """|d loss / d gate| for every head, shape (layers, heads), each layer's row
     normalised to unit L2 norm."""
     layers = _layers(model.bert)
-    gates = [torch.ones(layer.attention.self.query.out_features // _head_size(layer), requires_grad=True)
-             for layer in layers]
+    gates = [
+        torch.ones(layer.attention.self.query.out_features // _head_size(layer), requires_grad=True) for layer in layers
+    ]
     hooks = []
     for layer, gate in zip(layers, gates):
         size = _head_size(layer)
@@ -64,8 +64,10 @@ def head_importance(model: nn.Module, batches: Iterable[dict]) -> torch.Tensor:
 
 def ffn_importance(model: nn.Module) -> list[torch.Tensor]:
     """Per layer, each FFN neuron's ||input row|| * ||output column||."""
-    return [layer.intermediate.dense.weight.norm(dim=1) * layer.output.dense.weight.norm(dim=0)
-            for layer in _layers(model.bert)]
+    return [
+        layer.intermediate.dense.weight.norm(dim=1) * layer.output.dense.weight.norm(dim=0)
+        for layer in _layers(model.bert)
+    ]
 
 
 def _slice_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
@@ -102,8 +104,13 @@ def keep_neurons(layer: nn.Module, neurons: torch.Tensor) -> None:
 
 def layer_shapes(model: nn.Module) -> list[dict[str, int]]:
     """What each layer holds after pruning; saved in the config so the model reloads."""
-    return [{"heads": layer.attention.self.all_head_size // _head_size(layer),
-             "intermediate": layer.intermediate.dense.out_features} for layer in _layers(model.bert)]
+    return [
+        {
+            "heads": layer.attention.self.all_head_size // _head_size(layer),
+            "intermediate": layer.intermediate.dense.out_features,
+        }
+        for layer in _layers(model.bert)
+    ]
 
 
 def apply_shapes(model: nn.Module, shapes: list[dict[str, int]]) -> None:
@@ -113,8 +120,9 @@ def apply_shapes(model: nn.Module, shapes: list[dict[str, int]]) -> None:
         keep_neurons(layer, torch.arange(shape["intermediate"]))
 
 
-def prune(model: nn.Module, heads: torch.Tensor, neurons: list[torch.Tensor], head_ratio: float,
-          ffn_ratio: float) -> None:
+def prune(
+    model: nn.Module, heads: torch.Tensor, neurons: list[torch.Tensor], head_ratio: float, ffn_ratio: float
+) -> None:
     """Remove the `head_ratio` least important heads (ranked across layers, one kept per
     layer at least) and, in every layer, the `ffn_ratio` least important FFN neurons."""
     layers = _layers(model.bert)

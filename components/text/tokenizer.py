@@ -16,8 +16,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
-from tokenizers import (Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors,
-                        trainers)
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from components.errors import KilnError
 

@@ -2,27 +2,35 @@
 
 Hardware comes from params (`accelerator`, `devices`, `strategy`, `precision`,
 `num_nodes`), so the same stage runs on this CPU, on a GPU, or with DDP or FSDP over
-several nodes without a code change. Loggers are injected by the caller.
+several nodes without a code change. Loggers and the progress report are injected by the
+caller. Checkpoints are written to a temporary file beside their target and renamed, so
+a crash or a full disk never leaves a half-written one, and they are read back as
+weights only: a checkpoint file is never unpickled.
 """
 
+import os
 import shutil
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
+from components.errors import KilnError
 from components.text.config import HardwareConfig, LoopConfig
 
 
 class LineProgress(Callback):
-    """One line every `every` steps, for logs that are not a terminal (CI, schedulers)."""
+    """A progress line every `every` steps, handed to `report` (print by default)."""
 
-    def __init__(self, name: str, every: int):
+    def __init__(self, name: str, every: int, report: Callable[[str], None] | None = None):
         self.name = name
         self.every = every
+        self.report = report or (lambda line: print(line, flush=True))
         self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, *_: Any) -> None:
@@ -31,7 +39,36 @@ class LineProgress(Callback):
             return
         total = trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
         metrics = " ".join(f"{k}={float(v):.4f}" for k, v in sorted(trainer.callback_metrics.items()))
-        print(f"{self.name}: step {step}/{total} {metrics} ({time.perf_counter() - self.start:.0f} s)", flush=True)
+        self.report(f"{self.name}: step {step}/{total} {metrics} ({time.perf_counter() - self.start:.0f} s)")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written whole or not at all, and loaded as weights only.
+
+    Lightning stages a checkpoint in the system's temporary folder and moves it over, which
+    across file systems is a copy that a crash or a full disk cuts short. Here it is written
+    beside its target, flushed to disk, and renamed."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+        try:
+            with open(tmp, "wb") as out:
+                torch.save(checkpoint, out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except (OSError, RuntimeError) as err:  # torch's zip writer raises RuntimeError on a full disk
+            tmp.unlink(missing_ok=True)
+            raise KilnError(f"cannot write checkpoint {target}: {_reason(err)}") from None
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+def _reason(err: BaseException) -> str:
+    return getattr(err, "strerror", None) or str(err).strip().splitlines()[-1][:200]
 
 
 def build_trainer(
@@ -43,21 +80,34 @@ def build_trainer(
     monitor: str | None = None,
     mode: Literal["min", "max"] = "max",
     patience: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> L.Trainer:
-    """A Trainer that saves a resumable `last.ckpt` every `checkpoint_every` steps
-    (Lightning writes checkpoints atomically) and, with `monitor`, the best one."""
-    interactive = sys.stderr.isatty()
+    """A Trainer that saves a resumable `last.ckpt` every `checkpoint_every` steps and,
+    with `monitor`, the best one; progress goes to `progress` as a line every
+    `log_every` steps."""
     callbacks: list[Callback] = [
-        ModelCheckpoint(dirpath=checkpoints, filename="step", save_last=True, save_top_k=0,
-                        every_n_train_steps=loop.checkpoint_every),
+        ModelCheckpoint(
+            dirpath=checkpoints,
+            filename="step",
+            save_last=True,
+            save_top_k=0,
+            every_n_train_steps=loop.checkpoint_every,
+        ),
     ]
     if monitor:
-        callbacks.append(ModelCheckpoint(dirpath=checkpoints, filename="best", monitor=monitor, mode=mode,
-                                         save_top_k=1, enable_version_counter=False))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=checkpoints,
+                filename="best",
+                monitor=monitor,
+                mode=mode,
+                save_top_k=1,
+                enable_version_counter=False,
+            )
+        )
         if patience is not None:
             callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=patience))
-    if not interactive:
-        callbacks.append(LineProgress(name, loop.log_every))
+    callbacks.append(LineProgress(name, loop.log_every, progress))
     return L.Trainer(
         accelerator=hardware.accelerator,
         devices=hardware.devices,
@@ -71,25 +121,36 @@ def build_trainer(
         log_every_n_steps=loop.log_every,
         logger=loggers or False,
         callbacks=callbacks,
-        enable_progress_bar=interactive,
+        enable_progress_bar=False,
+        plugins=[AtomicCheckpointIO()],
         enable_model_summary=False,
         default_root_dir=str(checkpoints),
         num_sanity_val_steps=0,
     )
 
 
-def resume_point(checkpoints: Path, fingerprint: str) -> Path | None:
-    """`last.ckpt` if it belongs to a run of the same inputs and config, else None after
-    clearing the folder: a checkpoint of other data or params must never be resumed."""
+def resume_point(checkpoints: Path, fingerprint: str) -> tuple[Path | None, str | None]:
+    """(`last.ckpt` to resume, or None; a warning, or None).
+
+    A checkpoint resumes only if it belongs to a run of the same inputs and config (else
+    the folder is cleared: a checkpoint of other data or params must never be resumed)
+    and it loads as weights. One that does not (cut short, corrupt, or holding code) is
+    moved aside and the stage starts over, so it never blocks a later run."""
     stamp = checkpoints / "fingerprint"
     last = checkpoints / "last.ckpt"
     if stamp.is_file() and stamp.read_text() == fingerprint and last.is_file():
-        return last
+        try:
+            torch.load(last, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - zip, pickle and torch errors alike mean "unusable"
+            aside = last.with_name(f"last.ckpt.unusable-{time.strftime('%Y%m%dT%H%M%S')}")
+            last.rename(aside)
+            return None, f"{last} does not load ({_reason(err)}); moved to {aside.name}, starting over"
+        return last, None
     if checkpoints.exists():
         shutil.rmtree(checkpoints)
     checkpoints.mkdir(parents=True)
     stamp.write_text(fingerprint)
-    return None
+    return None, None
 
 
 def finish(checkpoints: Path) -> None:
@@ -99,9 +160,13 @@ def finish(checkpoints: Path) -> None:
 
 def best_state(trainer: L.Trainer) -> dict[str, Any] | None:
     """The monitored best checkpoint's weights, if one was kept."""
-    import torch
-
     for callback in trainer.checkpoint_callbacks:
         if callback.monitor and callback.best_model_path:
-            return torch.load(callback.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+            try:
+                return torch.load(callback.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+            except Exception as err:  # noqa: BLE001
+                raise KilnError(
+                    f"best checkpoint {callback.best_model_path} does not load as weights "
+                    f"({_reason(err)}); rerun the stage"
+                ) from None
     return None

@@ -1,15 +1,15 @@
-"""augment: EDA copies of the train split only, to data/augmented/train.parquet."""
+"""augment: copies of the train split only, made on units that suit the script, to
+data/augmented/train.parquet."""
 
 from components.data.augment import augment
-from pipelines.io import read_parquet, write_parquet
-from pipelines.stages import StageContext, StageResult
+from pipelines.contract import StageContext, StageResult
+from pipelines.io import write_parquet
 
 
 def run(ctx: StageContext) -> StageResult:
     paths = ctx.params.paths
-    train = read_parquet(ctx.path(paths.split) / "train.parquet", "augment", "split")
-    augmented = augment(train, ctx.params.augment)
-    write_parquet(augmented, ctx.path(paths.augmented))
-    metrics = {"augment/rows": len(augmented)}
-    metrics.update({f"augment/{op}": int(n) for op, n in augmented["op"].value_counts().items()})
-    return StageResult(metrics=metrics)
+    result = augment(ctx.read(f"{paths.split}/train.parquet"), ctx.params.augment)
+    write_parquet(result.frame, ctx.path(paths.augmented))
+    metrics = {"augment/rows": len(result.frame), "augment/skipped": result.skipped}
+    metrics.update({f"augment/{op}": int(n) for op, n in result.frame["op"].value_counts().items()})
+    return StageResult(metrics=metrics, summary=[result.reason] if result.reason else [])

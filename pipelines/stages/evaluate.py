@@ -11,32 +11,28 @@ import numpy as np
 import torch
 
 from components.deploy import evaluation as ev
-from components.deploy.runtime import OnnxClassifier, TextEncoder
+from components.deploy.parity import TorchClassifier
+from components.deploy.runtime import OnnxClassifier
 from components.errors import KilnError
 from components.text.classifier import MeanPoolClassifier
 from components.text.model import count_parameters
+from pipelines.contract import StageContext, StageResult
 from pipelines.io import atomic, write_json
-from pipelines.stages import StageContext, StageResult
-from pipelines.training import load_model, read_split
+from pipelines.training import load_model
 
-# PyTorch variants: params path key and the stage that makes it.
-TORCH = {"teacher": ("teacher", "finetune"), "student": ("student", "distill"), "pruned": ("pruned", "prune")}
-
-
-def torch_predictor(folder: Path, maker: str) -> tuple[Callable[[list[str]], np.ndarray], MeanPoolClassifier]:
-    """PyTorch inference with the same tokenization code as the ONNX runtime, so the
-    variants differ only in the model and its runtime."""
-    model, _, _ = load_model(folder, MeanPoolClassifier, "evaluate", maker)
-    model.eval()
-    encode = TextEncoder(folder / "tokenizer.json", model.config.max_position_embeddings)
-
-    def predict(texts: list[str]) -> np.ndarray:
-        batch = encode(texts)
-        with torch.no_grad():
-            return model(input_ids=torch.from_numpy(batch["input_ids"]),
-                         attention_mask=torch.from_numpy(batch["attention_mask"])).logits.numpy()
-
-    return predict, model
+# PyTorch variants, by the params path each is read from.
+TORCH = ("teacher", "student", "pruned")
+SCALARS = {
+    "macro_f1": "test_macro_f1",
+    "accuracy": "test_accuracy",
+    "latency_ms_p50_b1": "latency_ms_p50_b1",
+    "latency_ms_p95_b1": "latency_ms_p95_b1",
+    "latency_ms_p50_b32": "latency_ms_p50_b32",
+    "latency_ms_p95_b32": "latency_ms_p95_b32",
+    "throughput_b32": "throughput_b32",
+    "size_mb": "size_mb",
+    "params": "params",
+}
 
 
 def _onnx_params(path: Path) -> int:
@@ -46,13 +42,29 @@ def _onnx_params(path: Path) -> int:
     return int(sum(np.prod(init.dims) for init in onnx.load(str(path)).graph.initializer))
 
 
+def _comparisons(variants: dict[str, dict]) -> dict[str, dict[str, float]]:
+    teacher, int8, fp32 = variants["teacher"], variants["onnx_int8"], variants["onnx_fp32"]
+    return {
+        "int8_vs_teacher": {
+            "size_ratio": teacher["size_mb"] / int8["size_mb"],
+            "latency_ratio_p50_b1": teacher["latency_ms_p50_b1"] / int8["latency_ms_p50_b1"],
+            "macro_f1_retention": int8["macro_f1"] / teacher["macro_f1"],
+        },
+        "int8_vs_fp32": {
+            "speedup_p50_b1": fp32["latency_ms_p50_b1"] / int8["latency_ms_p50_b1"],
+            "speedup_p50_b32": fp32["latency_ms_p50_b32"] / int8["latency_ms_p50_b32"],
+        },
+    }
+
+
 def run(ctx: StageContext) -> StageResult:
     cfg, paths = ctx.params.evaluate, ctx.params.paths
-    split = read_split(ctx, "train", "test")
+    split = ctx.read_split("train", "test")
     test = split["test"]
     texts = test["text"].tolist()
-    onnx_dir = ctx.path(paths.onnx)
-    fp32 = OnnxClassifier(onnx_dir / "pruned.onnx", onnx_dir / "tokenizer.json", threads=cfg.threads)
+    tokenizer = ctx.input(f"{paths.onnx}/tokenizer.json", "tokenizer")
+    fp32_file, int8_file = ctx.input(f"{paths.onnx}/pruned.onnx"), ctx.input(paths.quantized)
+    fp32 = OnnxClassifier(fp32_file, tokenizer, threads=cfg.threads)
     labels = fp32.labels
     unknown = sorted(set(test["label"]) - set(labels))
     if unknown:
@@ -61,32 +73,37 @@ def run(ctx: StageContext) -> StageResult:
 
     variants: dict[str, dict] = {}
     predictors: dict[str, Callable[[list[str]], object]] = {}
-    for name, (key, maker) in TORCH.items():
-        folder = ctx.path(getattr(paths, key))
-        predict, model = torch_predictor(folder, maker)
-        logits = np.concatenate([predict(texts[i : i + 32]) for i in range(0, len(texts), 32)])
-        predictors[name] = predict
-        variants[name] = {**ev.quality(truth, logits.argmax(-1).tolist(), labels),
-                          "size_mb": ev.size_mb([folder / "model.safetensors"]), "params": count_parameters(model)}
-    quantized = ctx.path(paths.quantized)
-    int8 = OnnxClassifier(quantized, onnx_dir / "tokenizer.json", threads=cfg.threads)
-    for name, runtime, file in (("onnx_fp32", fp32, onnx_dir / "pruned.onnx"), ("onnx_int8", int8, quantized)):
+    for name in TORCH:
+        folder = getattr(paths, name)
+        model, _, card = load_model(ctx, folder, MeanPoolClassifier)
+        runtime = TorchClassifier(model, ctx.path(folder) / "tokenizer.json", card.label_list)
         predictors[name] = runtime.logits
-        variants[name] = {**ev.quality(truth, runtime.logits(texts).argmax(-1).tolist(), labels),
-                          "size_mb": ev.size_mb([file]), "params": _onnx_params(file)}
+        variants[name] = {
+            **ev.quality(truth, runtime.logits(texts).argmax(-1).tolist(), labels),
+            "size_mb": ev.size_mb([ctx.path(folder) / "model.safetensors"]),
+            "params": count_parameters(model),
+        }
+    int8 = OnnxClassifier(int8_file, tokenizer, threads=cfg.threads)
+    for name, runtime, file in (("onnx_fp32", fp32, fp32_file), ("onnx_int8", int8, int8_file)):
+        predictors[name] = runtime.logits
+        variants[name] = {
+            **ev.quality(truth, runtime.logits(texts).argmax(-1).tolist(), labels),
+            "size_mb": ev.size_mb([file]),
+            "params": _onnx_params(file),
+        }
 
-    train = split["train"]
-    train = train[train["label"].isin(labels)]
-    baseline = ev.baseline(train["text"].tolist(), [labels.index(v) for v in train["label"]],
-                           ctx.params.hardware.seed)
+    train = split["train"][split["train"]["label"].isin(labels)]
+    baseline = ev.baseline(train["text"].tolist(), [labels.index(v) for v in train["label"]], ctx.params.hardware.seed)
     # Its size is that of its fitted state serialised in memory; nothing is written.
     buffer = io.BytesIO()
     pickle.dump(baseline, buffer)
     classifier = baseline[-1]
     predictors["baseline"] = baseline.predict
-    variants["baseline"] = {**ev.quality(truth, baseline.predict(texts).tolist(), labels),
-                            "size_mb": buffer.tell() / 1e6,
-                            "params": int(classifier.coef_.size + classifier.intercept_.size)}
+    variants["baseline"] = {
+        **ev.quality(truth, baseline.predict(texts).tolist(), labels),
+        "size_mb": buffer.tell() / 1e6,
+        "params": int(classifier.coef_.size + classifier.intercept_.size),
+    }
 
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
@@ -96,38 +113,44 @@ def run(ctx: StageContext) -> StageResult:
     finally:
         torch.set_num_threads(threads)
 
-    teacher, int8, fp32v = variants["teacher"], variants["onnx_int8"], variants["onnx_fp32"]
-    comparisons = {
-        "int8_vs_teacher": {
-            "size_ratio": teacher["size_mb"] / int8["size_mb"],
-            "latency_ratio_p50_b1": teacher["latency_ms_p50_b1"] / int8["latency_ms_p50_b1"],
-            "macro_f1_retention": int8["macro_f1"] / teacher["macro_f1"],
-        },
-        "int8_vs_fp32": {
-            "speedup_p50_b1": fp32v["latency_ms_p50_b1"] / int8["latency_ms_p50_b1"],
-            "speedup_p50_b32": fp32v["latency_ms_p50_b32"] / int8["latency_ms_p50_b32"],
-        },
-    }
+    comparisons = _comparisons(variants)
     reports = ctx.path(paths.reports)
     figures = reports / "evaluation"
     with atomic(figures) as tmp:
         tmp.mkdir(parents=True)
         for name, v in variants.items():
-            ev.plot_confusion(v["confusion_matrix"], labels, f"{name}: test macro-F1 {v['macro_f1']:.3f}",
-                              tmp / f"confusion_{name}.png")
+            ev.plot_confusion(
+                v["confusion_matrix"],
+                labels,
+                f"{name}: test macro-F1 {v['macro_f1']:.3f}",
+                tmp / f"confusion_{name}.png",
+            )
         ev.plot_pareto(variants, tmp / "pareto.png")
-    write_json({"test_texts": len(texts), "threads": cfg.threads, "variants": variants,
-                "comparisons": comparisons}, reports / "evaluation.json")
-    write_json([{"variant": name, "macro_f1": v["macro_f1"], "latency_ms_p50_b1": v["latency_ms_p50_b1"],
-                 "size_mb": v["size_mb"]} for name, v in variants.items()], reports / "pareto.json")
+    write_json(
+        {"test_texts": len(texts), "threads": cfg.threads, "variants": variants, "comparisons": comparisons},
+        reports / "evaluation.json",
+    )
+    write_json(
+        [
+            {
+                "variant": name,
+                "macro_f1": v["macro_f1"],
+                "latency_ms_p50_b1": v["latency_ms_p50_b1"],
+                "size_mb": v["size_mb"],
+            }
+            for name, v in variants.items()
+        ],
+        reports / "pareto.json",
+    )
     with atomic(reports / "evaluation.md") as tmp:
-        tmp.write_text(f"# Evaluation on {len(texts)} test texts ({cfg.threads} thread(s))\n\n"
-                       + ev.markdown(variants))
-
-    scalar = ("macro_f1", "accuracy", "latency_ms_p50_b1", "latency_ms_p95_b1", "latency_ms_p50_b32",
-              "latency_ms_p95_b32", "throughput_b32", "size_mb", "params")
-    metrics = {f"{name}/{key}": float(v[key]) for name, v in variants.items() for key in scalar}
+        tmp.write_text(f"# Evaluation on {len(texts)} test texts ({cfg.threads} thread(s))\n\n" + ev.markdown(variants))
+    metrics = {f"{name}/{logged}": float(v[key]) for name, v in variants.items() for key, logged in SCALARS.items()}
     metrics.update({f"{group}/{key}": value for group, values in comparisons.items() for key, value in values.items()})
-    return StageResult(metrics=metrics, artifacts={"evaluation": reports / "evaluation.md",
-                                                   "evaluation/report": reports / "evaluation.json",
-                                                   "evaluation/figures": figures})
+    return StageResult(
+        metrics=metrics,
+        artifacts={
+            "evaluation": reports / "evaluation.md",
+            "evaluation/report": reports / "evaluation.json",
+            "evaluation/figures": figures,
+        },
+    )

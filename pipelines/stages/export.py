@@ -1,95 +1,95 @@
 """export: the pruned student (the model Kiln ships) and the teacher (for comparison) as
-ONNX files, each through a parity gate against PyTorch on real test texts."""
+ONNX files, each through a parity gate against PyTorch on real held-out texts."""
 
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from components.deploy.onnx import export, optimize, parity, stamp
+from components.deploy.onnx import export, optimize, stamp
+from components.deploy.parity import TorchClassifier, parity_gate
 from components.deploy.runtime import OnnxClassifier
-from components.errors import KilnError
 from components.text.classifier import MeanPoolClassifier
-from pipelines.env import git_state
+from pipelines.contract import StageContext, StageResult
 from pipelines.io import atomic
-from pipelines.stages import StageContext, StageResult
-from pipelines.training import load_model, read_split
+from pipelines.records import ExportReport, Parity
+from pipelines.training import load_model
 
-# What gets exported, from which params path and made by which stage.
-MODELS = {"pruned": ("pruned", "prune"), "teacher": ("teacher", "finetune")}
+# The exported files, by the params path of the model each is made from.
+MODELS = {"pruned": "pruned", "teacher": "teacher"}
 
 
-def torch_logits(model: MeanPoolClassifier, feeds: list[dict[str, np.ndarray]]) -> np.ndarray:
+def _export_one(ctx: StageContext, name: str, folder: Path, texts: list[str]) -> Parity:
+    cfg = ctx.params.export
+    source = getattr(ctx.params.paths, MODELS[name])
+    model, tokenizer, card = load_model(ctx, source, MeanPoolClassifier)
     model.eval()
-    with torch.no_grad():
-        return np.concatenate([model(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
-                               for feed in feeds])
-
-
-def parity_gate(name: str, model: MeanPoolClassifier, runtime: OnnxClassifier, texts: list[str],
-                max_abs_diff: float) -> dict[str, float]:
-    """Compare ONNX Runtime with PyTorch on `texts` (batches of 32, so padding is
-    exercised too); a KilnError if they differ by more than the gate allows."""
-    feeds = [runtime.encode(texts[i : i + 32]) for i in range(0, len(texts), 32)]
-    onnx = np.concatenate([runtime.session.run(["logits"], feed)[0] for feed in feeds])
-    result = parity(torch_logits(model, feeds), onnx)
-    if not result.within(max_abs_diff):
-        differ = round((1 - result.agreement) * result.texts)
-        raise KilnError(f"export: parity gate failed for {name}: max |logit difference| {result.max_abs_diff:.2e} "
-                        f"(allowed {max_abs_diff:.0e}) and {differ} of {result.texts} predicted labels differ "
-                        f"from PyTorch on test texts; nothing is exported")
-    return {f"{name}/max_abs_diff": result.max_abs_diff, f"{name}/agreement": result.agreement,
-            f"{name}/parity_texts": result.texts}
-
-
-def _export_one(ctx: StageContext, name: str, folder: Path, texts: list[str]) -> dict[str, float]:
-    cfg, paths = ctx.params.export, ctx.params.paths
-    key, maker = MODELS[name]
-    model, tokenizer, made = load_model(ctx.path(getattr(paths, key)), MeanPoolClassifier, "export", maker)
-    model.eval()
-    sample = tokenizer(texts[:2], padding=True, truncation=True, max_length=model.config.max_position_embeddings,
-                       return_tensors="pt")
-    target = folder / f"{name}.onnx"
-    raw = folder / f"{name}.raw.onnx"
+    sample = tokenizer(
+        texts[:2], padding=True, truncation=True, max_length=model.config.max_position_embeddings, return_tensors="pt"
+    )
+    target, raw = folder / f"{name}.onnx", folder / f"{name}.raw.onnx"
     export(model, dict(sample), raw, cfg.opset)
     if cfg.optimize:
         optimize(raw, target)
         raw.unlink()
     else:
         raw.rename(target)
-    commit, dirty = git_state(ctx.root)
-    stamp(target, {
-        "kiln.model": name,
-        "labels": made["labels"],
-        "max_length": model.config.max_position_embeddings,
-        "config": {key: getattr(model.config, key) for key in ("num_hidden_layers", "hidden_size",
-                                                               "num_attention_heads", "intermediate_size",
-                                                               "vocab_size", "kiln_layer_shapes")
-                   if hasattr(model.config, key)},
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "data": {path: value for path, value in ctx.deps.items() if path.startswith("data/")},
-        "made_by": made.get("stage"),
-    })
-    runtime = OnnxClassifier(target, folder / "tokenizer.json")
-    metrics = parity_gate(name, model, runtime, texts[: cfg.parity_texts], cfg.max_abs_diff)
-    metrics[f"{name}/size_mb"] = target.stat().st_size / 1e6
-    return metrics
+    commit, dirty = ctx.git
+    stamp(
+        target,
+        {
+            "kiln.model": name,
+            "labels": card.labels,
+            "max_length": model.config.max_position_embeddings,
+            "config": {
+                key: getattr(model.config, key)
+                for key in (
+                    "num_hidden_layers",
+                    "hidden_size",
+                    "num_attention_heads",
+                    "intermediate_size",
+                    "vocab_size",
+                    "kiln_layer_shapes",
+                )
+                if hasattr(model.config, key)
+            },
+            "git_commit": commit,
+            "git_dirty": dirty,
+            "data": {path: value for path, value in ctx.deps.items() if path.startswith("data/")},
+            "made_by": card.stage,
+        },
+    )
+    tokens = folder / "tokenizer.json"
+    found = parity_gate(
+        name, TorchClassifier(model, tokens, card.label_list), OnnxClassifier(target, tokens), texts, cfg.max_abs_diff
+    )
+    return Parity(
+        texts=found.texts,
+        max_abs_diff=found.max_abs_diff,
+        agreement=found.agreement,
+        size_mb=target.stat().st_size / 1e6,
+    )
 
 
 def run(ctx: StageContext) -> StageResult:
-    paths = ctx.params.paths
+    paths, cfg = ctx.params.paths, ctx.params.export
     # Real held-out texts: the test split, topped up from val when it holds fewer than the
     # gate asks for (BBC's test split has about 200).
-    split = read_split(ctx, "test", "val")
-    texts = (split["test"]["text"].tolist() + split["val"]["text"].tolist())[: ctx.params.export.parity_texts]
-    metrics: dict[str, float] = {}
+    split = ctx.read_split("test", "val")
+    texts = (split["test"]["text"].tolist() + split["val"]["text"].tolist())[: cfg.parity_texts]
+    tokenizer = ctx.input(f"{paths.pruned}/tokenizer.json", "tokenizer")
     with atomic(ctx.path(paths.onnx)) as folder:
         folder.mkdir(parents=True)
-        tokenizer = ctx.path(paths.pruned) / "tokenizer.json"
-        if not tokenizer.is_file():
-            raise KilnError(f"export: tokenizer {tokenizer} is missing; the prune stage makes it (kiln stage prune)")
         (folder / "tokenizer.json").write_bytes(tokenizer.read_bytes())
-        for name in MODELS:
-            metrics.update(_export_one(ctx, name, folder, texts))
+        report = ExportReport(
+            models={name: _export_one(ctx, name, folder, texts) for name in MODELS}, max_abs_diff=cfg.max_abs_diff
+        )
+        report.write(folder / "export.json")
+    metrics = {"export/parity_texts": len(texts)}
+    for name, found in report.models.items():
+        variant = "onnx_fp32" if name == "pruned" else "onnx_teacher"
+        metrics.update(
+            {
+                f"{variant}/max_abs_diff": found.max_abs_diff,
+                f"{variant}/parity_agreement": found.agreement,
+                f"{variant}/size_mb": found.size_mb,
+            }
+        )
     return StageResult(metrics=metrics)

@@ -3,16 +3,18 @@ rows are set aside with their reasons, and a failure stops the pipeline here."""
 
 from components.data.validation import validate
 from components.errors import KilnError
-from pipelines.io import read_parquet, write_json, write_parquet
-from pipelines.stages import StageContext, StageResult
+from pipelines.contract import StageContext, StageResult
+from pipelines.io import write_json, write_parquet
 
 
 def run(ctx: StageContext) -> StageResult:
     paths = ctx.params.paths
-    raw = read_parquet(ctx.path(paths.raw), "validate", "ingest")
+    raw = ctx.read(paths.raw)
     reports = ctx.path(paths.reports)
     docs = reports / "validation_docs"
-    outcome = validate(raw, ctx.params.validate_, docs)
+    # `min_chars: auto` is BBC's own bound for the BBC corpus and any non-empty text for
+    # a user's files.
+    outcome = validate(raw, ctx.params.validate_.resolved(ctx.params.ingest.base), docs)
     report_path = reports / "validation.json"
     write_json(outcome.report, report_path)
     metrics = {
@@ -36,7 +38,4 @@ def run(ctx: StageContext) -> StageResult:
     write_parquet(outcome.quarantined, ctx.path(paths.quarantine))
     write_parquet(outcome.valid, ctx.path(paths.validated))
     ctx.run.set_tags({"kiln.validation": "passed"})
-    return StageResult(
-        metrics=metrics,
-        artifacts={"validation": report_path, "validation/data_docs": docs},
-    )
+    return StageResult(metrics=metrics, artifacts={"validation": report_path, "validation/data_docs": docs})

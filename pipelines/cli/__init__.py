@@ -1,0 +1,32 @@
+"""The `kiln` command: one Typer app, its commands grouped by concern in this package."""
+
+import sys
+import traceback
+
+import click
+
+from pipelines import console
+from pipelines.cli import pipeline, registry, servers  # noqa: F401  (each registers its commands)
+from pipelines.cli.app import app
+from pipelines.io import user_error
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        console.get().error("kiln: stopped")
+        sys.exit(130)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except Exception as err:
+        # A stage failure reaches here wrapped by DVC or Prefect; a user error inside it
+        # still gets its one clear message.
+        if (cause := user_error(err)) is not None:
+            console.get().error(f"kiln: error: {cause}")
+            sys.exit(1)
+        console.get().error("".join(traceback.format_exception(err)).rstrip())
+        sys.exit(1)

@@ -1,0 +1,113 @@
+"""Commands that run the pipeline: `run`, `stage`, `status`, `profile`, `retrain`, `serve`."""
+
+import os
+from typing import Annotated
+
+import typer
+
+from components.errors import KilnError
+from pipelines.cli.app import app, repo_root, running
+
+
+@app.command()
+def stage(name: Annotated[str, typer.Argument(help="stage name from dvc.yaml")]) -> None:
+    """Run one stage (what dvc.yaml's `cmd` calls)."""
+    root = repo_root()
+    from pipelines import executor, lifecycle, metrics, owners
+
+    if not executor.worker_rank() and (dvc := owners.dvc_ancestor()) is not None:
+        # Under `dvc repro`: when dvc is gone (killed), so is this stage.
+        lifecycle.watch(dvc.pid, dvc.create_time())
+    with running(root, f"stage {name}") as shown:
+        outcome = executor.execute(root, name)
+        shown.line(
+            f"{name}: done in {outcome.seconds:.1f} s  {metrics.headline(name, outcome.result.metrics)}".rstrip()
+        )
+        for line in outcome.result.summary:
+            shown.line(f"  {line}")
+
+
+@app.command()
+def run(
+    targets: Annotated[list[str] | None, typer.Argument(help="stages to bring up to date (default: all)")] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="rerun stages even if up to date")] = False,
+) -> None:
+    """Run the pipeline as a Prefect flow; up-to-date stages are skipped as `dvc repro` would."""
+    root = repo_root()
+    from pipelines import lock, tracking
+    from pipelines.flow import pipeline, run_flow
+    from pipelines.params import load
+
+    load(root / "params.yaml")  # a typo in params.yaml fails here, before any work
+    with lock.hold(root, "kiln run"), running(root, "run"):
+        tracking.check()
+        state = run_flow(pipeline, targets=targets or None, force=force)
+        state.result()  # a failed stage's user error is raised as that KilnError
+
+
+@app.command()
+def retrain() -> None:
+    """Retrain once now: check new batches, rerun the DAG, let the gate decide."""
+    root = repo_root()
+    from pipelines.flow import run_flow
+    from pipelines.params import load
+    from pipelines.retrain import retrain as flow
+
+    load(root / "params.yaml")
+    with running(root, "retrain") as shown:
+        state = run_flow(flow)
+        result = state.result(raise_on_failure=False)
+        if isinstance(result, dict):
+            shown.line(result.get("markdown", ""))
+    if state.is_cancelled():
+        raise KilnError(state.message)
+    if state.is_failed():
+        raise KilnError(f"retrain failed: {state.message}")
+
+
+@app.command()
+def serve() -> None:
+    """Serve the scheduled `retrain` deployment (cron from params.yaml) until stopped."""
+    root = repo_root()
+    from pipelines.params import load
+    from pipelines.retrain import DEPLOYMENT
+    from pipelines.retrain import serve as serve_deployment
+
+    params = load(root / "params.yaml")
+    if not os.environ.get("PREFECT_API_URL"):
+        raise KilnError(
+            "kiln serve needs a Prefect server to hold the schedule: start one with `kiln up` or set PREFECT_API_URL"
+        )
+    typer.echo(
+        f"serving deployment '{DEPLOYMENT}' (cron '{params.retrain.cron}' {params.retrain.timezone}) "
+        f"on {os.environ['PREFECT_API_URL']}; Ctrl-C stops it"
+    )
+    serve_deployment(params)
+
+
+@app.command()
+def status() -> None:
+    """Which stages are stale, and why."""
+    root = repo_root()
+    from pipelines import dag
+    from pipelines.params import load
+
+    load(root / "params.yaml")
+    stale = dag.status(dag.open_repo(root))
+    if not stale:
+        typer.echo("Every stage is up to date.")
+        return
+    for name, reasons in stale.items():
+        typer.echo(f"{name}:")
+        for reason in reasons:
+            typer.echo(f"  {reason}")
+
+
+@app.command()
+def profile(name: Annotated[str, typer.Argument(help="a file of profiles/, without .yaml")]) -> None:
+    """Merge a named params profile (profiles/NAME.yaml) into params.yaml."""
+    root = repo_root()
+    from pipelines.profiles import apply
+
+    path = apply(root, name)
+    typer.echo(f"{path.name}: profile '{name}' merged; `kiln status` shows what it makes stale")

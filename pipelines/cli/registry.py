@@ -1,0 +1,190 @@
+"""Commands on the model registry: `promote`, `history`, `lineage`, `predict`."""
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from components.errors import KilnError
+from pipelines.cli.app import app, repo_root
+
+
+def _registry(root: Path):
+    """(MLflow client, registered model name, params)."""
+    from pipelines import tracking
+    from pipelines.params import load
+
+    params = load(root / "params.yaml")
+    return tracking.client(), params.register_.name_for(params.ingest), params
+
+
+@app.command()
+def promote(
+    version: Annotated[
+        int | None, typer.Option("--version", "-v", help="promote this registered version by hand")
+    ] = None,
+    reason: Annotated[str | None, typer.Option(help="why (recorded in the history; needed with --force)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="skip the gate; who, what and why are recorded")] = False,
+    rollback: Annotated[bool, typer.Option("--rollback", help="move champion back to the previous champion")] = False,
+) -> None:
+    """Promote a version through the gate, force it, or roll the champion back."""
+    root = repo_root()
+    from pipelines import promotion
+    from pipelines.io import read_parquet
+    from pipelines.registry import registry_errors
+
+    client, name, params = _registry(root)
+    if rollback == (version is not None):
+        raise KilnError("give either --rollback or --version N")
+    if force and not reason:
+        raise KilnError("--force needs --reason: the history records why the gate was skipped")
+    with registry_errors(f"promote: '{name}'"):
+        if rollback:
+            decision = promotion.rollback(client, name, reason)
+        else:
+            test = None if force else read_parquet(root / params.paths.split / "test.parquet", "promote", "split")
+            bounds = promotion.Bounds(params.promote, params.evaluate, params.export, params.quantize)
+            decision = promotion.promote(
+                client, name, str(version), test, bounds, "force" if force else "manual", reason
+            )
+    typer.echo(decision.headline())
+    for line in decision.reasons:
+        typer.echo(f"  {line}")
+    if not decision.promoted:
+        sys.exit(1)
+
+
+@app.command()
+def history() -> None:
+    """The champion history: when, what, which version, metrics and reasons."""
+    root = repo_root()
+    from pipelines.promotion import history as events
+    from pipelines.registry import registry_errors
+
+    client, name, _ = _registry(root)
+    with registry_errors(f"history of '{name}'"):
+        found = events(client, name)
+    if not found:
+        typer.echo(f"no promotion decisions for '{name}' yet")
+        return
+    for item in found:
+        f1 = item["metrics"].get("challenger/test_macro_f1")
+        score = f"  macro-F1 {f1:.4f}" if f1 is not None else ""
+        typer.echo(
+            f"{item['when']}  {item.get('action', '?'):<8} v{item.get('version', '?'):<4} "
+            f"{'promoted' if item.get('promoted') == 'true' else 'refused '}  champion v{item.get('champion') or '-'}"
+            f" (was v{item.get('previous_champion') or '-'}){score}  by {item.get('who', '?')}"
+        )
+        if item.get("why"):
+            typer.echo(f"    why: {item['why']}")
+        for line in json.loads(item.get("reasons") or "[]"):
+            typer.echo(f"    {line}")
+
+
+@app.command()
+def lineage(version: Annotated[int, typer.Argument(help="registered version number")]) -> None:
+    """From a registered version back to its MLflow run, git commit, dvc.lock stage hashes,
+    data version and validation report."""
+    import yaml
+
+    import mlflow
+
+    root = repo_root()
+    from pipelines import registry
+
+    client, name, _ = _registry(root)
+    with registry.registry_errors(f"lineage of version {version} of '{name}'"):
+        found = registry.version(client, name, version)
+        tags = found.tags
+        lock = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{found.run_id}/lineage/dvc.lock"))
+        validation = mlflow.artifacts.load_dict(f"runs:/{found.run_id}/lineage/validation.json")
+    typer.echo(f"model        {name} version {found.version} (aliases: {', '.join(found.aliases) or '-'})")
+    typer.echo(f"mlflow run   {found.run_id} (parent {tags.get('mlflow.parent_run_id') or '-'})")
+    typer.echo(f"prefect      flow run {tags.get('prefect.flow_run_id') or '- (not run by Prefect)'}")
+    typer.echo(f"git          {tags.get('git.commit')}{' (dirty tree)' if tags.get('git.dirty') == 'true' else ''}")
+    typer.echo(f"dvc.lock     sha256 {tags.get('dvc.lock.sha256')}")
+    for stage, entry in (lock or {}).get("stages", {}).items():
+        outs = ", ".join(f"{o['path']}={o.get('md5', '?')}" for o in entry.get("outs", []))
+        typer.echo(f"  {stage:<10} {outs}")
+    typer.echo(f"data         validated {tags.get('data.validated')}, split {tags.get('data.split')}")
+    typer.echo(
+        f"validation   {tags.get('data.validation')}: {validation.get('rows')} rows, "
+        f"{validation.get('duplicates', {}).get('rows', 0)} duplicates, "
+        f"{json.dumps(validation.get('failed', []))[:200]} failed"
+    )
+
+
+def _no_champion(client, name: str) -> KilnError:
+    """Why there is nothing to predict with, and what can be used instead."""
+    from pipelines.registry import CHALLENGER, alias
+
+    challenger = alias(client, name, CHALLENGER)
+    if challenger is None:
+        return KilnError(f"predict: '{name}' has no registered version yet; run the pipeline (`kiln run`)")
+    refused = [
+        f"{k.removeprefix('promotion.')}: {v.removeprefix('fail: ')}"
+        for k, v in challenger.tags.items()
+        if k.startswith("promotion.") and v.startswith("fail")
+    ]
+    why = f" (the gate refused it: {'; '.join(refused)})" if refused else ""
+    return KilnError(
+        f"predict: '{name}' has no champion; version {challenger.version} is the challenger{why}. "
+        f"Use it with --model models:/{name}@{CHALLENGER}, or promote it: "
+        f"kiln promote --version {challenger.version} --force --reason ..."
+    )
+
+
+@app.command()
+def predict(
+    text: Annotated[str | None, typer.Argument(help="a text to classify")] = None,
+    file: Annotated[str | None, typer.Option("--file", help="JSONL with a 'text' field per line")] = None,
+    model: Annotated[str | None, typer.Option(help="model URI (default: models:/<name>@champion)")] = None,
+) -> None:
+    """Labels and probabilities from the champion, through ONNX Runtime."""
+    import logging
+
+    root = repo_root()
+    from pipelines import registry
+
+    logging.basicConfig(level=logging.WARNING, format="kiln: warning: %(message)s")
+    if (text is None) == (file is None):
+        raise KilnError("give a text or --file texts.jsonl")
+    texts = [text] if text is not None else _jsonl_texts(file)
+    client, name, _ = _registry(root)
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    import mlflow
+
+    with registry.registry_errors(f"predict: loading {model or name}"):
+        if model is None and registry.alias(client, name, registry.CHAMPION) is None:
+            raise _no_champion(client, name)
+        loaded = mlflow.pyfunc.load_model(model or f"models:/{name}@{registry.CHAMPION}")
+    try:
+        out = loaded.predict(pd.DataFrame({"text": texts}))
+    except MlflowException as err:
+        raise KilnError(f"predict: {err.message}") from None
+    for _, row in out.iterrows():
+        probabilities = {k: round(float(v), 4) for k, v in row.items() if k != "label"}
+        typer.echo(json.dumps({"label": row["label"], "probabilities": probabilities}))
+
+
+def _jsonl_texts(path: str) -> list:
+    texts = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise KilnError(f"predict: cannot read {path}: {err}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise KilnError(f"predict: {path} line {number} is not JSON ({err.msg})") from None
+        if not isinstance(record, dict) or "text" not in record:
+            raise KilnError(f"predict: {path} line {number} has no 'text' field")
+        texts.append(record["text"])
+    return texts

@@ -1,0 +1,96 @@
+"""Commands that start servers: `up`, `down`, `ui`, `serve-model`."""
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from pipelines import env
+from pipelines.cli.app import app, repo_root
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="address both servers bind; 127.0.0.1 keeps them local")] = "127.0.0.1",
+    prefect_port: Annotated[int, typer.Option(help="Prefect server port")] = 4200,
+    mlflow_port: Annotated[int, typer.Option(help="MLflow server port")] = 5000,
+) -> None:
+    """Start a Prefect server and an MLflow tracking server in the background
+    (PostgreSQL if KILN_DB_URL is set, else SQLite files)."""
+    root = repo_root()
+    from pipelines import servers
+
+    state = servers.up(root, host, prefect_port, mlflow_port)
+    prefect, mlflow = state["servers"]["prefect"], state["servers"]["mlflow"]
+    typer.echo(f"Prefect UI and API: {prefect['url'].removesuffix('/api')}  (log {prefect['log']})")
+    typer.echo(f"MLflow UI:          {mlflow['url']}  (log {mlflow['log']})")
+    typer.echo(
+        f"backend store: {state['backend']}; addresses in {env.servers_file(root)}, "
+        f"used by every kiln command here; `kiln down` stops both"
+    )
+
+
+@app.command()
+def down() -> None:
+    """Stop the servers `kiln up` started."""
+    root = env.find_root()
+    from pipelines import servers
+
+    stopped = servers.down(root)
+    typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "no Kiln servers were running")
+
+
+def _become(command: list[str], banner: str) -> None:
+    """Replace this process with `command`, so Ctrl-C and kill reach the server itself;
+    it inherits Kiln's environment (pickle deserialization off among it)."""
+    typer.echo(banner, color=False)
+    sys.stdout.flush()
+    os.execv(command[0], command)
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="port to serve on")] = 5000,
+    host: Annotated[str, typer.Option(help="address to bind; 127.0.0.1 keeps it local")] = "127.0.0.1",
+) -> None:
+    """Start the MLflow UI on Kiln's tracking store."""
+    root = repo_root()
+    uri = os.environ["MLFLOW_TRACKING_URI"]
+    (root / "mlflow").mkdir(exist_ok=True)
+    _become(
+        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)],
+        f"MLflow UI: http://{host}:{port}  (store: {uri}; Ctrl-C stops it)",
+    )
+
+
+@app.command("serve-model")
+def serve_model(
+    model: Annotated[str | None, typer.Option(help="model URI (default: models:/<name>@champion)")] = None,
+    port: Annotated[int, typer.Option(help="port to serve on")] = 5001,
+    host: Annotated[str, typer.Option(help="address to bind; 127.0.0.1 keeps it local")] = "127.0.0.1",
+) -> None:
+    """Serve a registered model over HTTP (MLflow's scoring server), never unpickling."""
+    root = repo_root()
+    from pipelines.params import load
+
+    params = load(root / "params.yaml")
+    uri = model or f"models:/{params.register_.name_for(params.ingest)}@champion"
+    _become(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            uri,
+            "--env-manager",
+            "local",
+            "-h",
+            host,
+            "-p",
+            str(port),
+        ],
+        f"serving {uri} on http://{host}:{port}/invocations (Ctrl-C stops it)",
+    )

@@ -1,0 +1,48 @@
+"""A run and the processes it starts end together, however the run ends.
+
+- SIGTERM (a scheduler stopping a run, `kill`) becomes a KeyboardInterrupt, so the same
+  clean-up as Ctrl-C runs: MLflow runs end KILLED, servers stop, locks are released.
+- A child Kiln starts (the temporary Prefect API) asks the kernel for SIGTERM when its
+  parent dies, which covers kill -9, where no clean-up can run.
+- A stage that `dvc repro` started watches the `dvc` process and stops when it is gone,
+  instead of training on and writing outputs for a run nobody is waiting for.
+"""
+
+import ctypes
+import os
+import signal
+import threading
+import time
+
+PR_SET_PDEATHSIG = 1
+
+
+def interrupt_on_sigterm() -> None:
+    def handler(_signum, _frame):
+        raise KeyboardInterrupt("terminated")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def die_with_parent() -> None:
+    """For `preexec_fn`: runs in the child before exec. The signal is sent when the thread
+    that started the child ends, so start children from the main thread."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def watch(pid: int, started: float, every: float = 1.0) -> None:
+    """Send this process SIGTERM once process `pid` (started at `started`) is gone."""
+    import psutil
+
+    def alive() -> bool:
+        try:
+            return abs(psutil.Process(pid).create_time() - started) < 1
+        except psutil.Error:
+            return False
+
+    def loop() -> None:
+        while alive():
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=loop, daemon=True, name="watch-parent").start()

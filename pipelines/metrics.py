@@ -1,0 +1,131 @@
+"""Every metric name Kiln logs, and what it means: one table for the stages (the executor
+refuses a name that is not here), the README (its metrics table is this one) and the tests.
+
+Names are `scope/metric`: the scope is a split (`val`, `test`), a model variant, or the
+stage's own subject (`data`, `split`, `tokenizer`). A name means the same thing in every
+stage that logs it, so runs compare side by side in the MLflow UI.
+"""
+
+import re
+
+# The models evaluate compares, by variant name.
+VARIANTS = ("teacher", "student", "pruned", "onnx_fp32", "onnx_int8", "baseline")
+OPS = ("delete", "swap", "insert", "mask")
+
+TABLE: dict[str, str] = {
+    "data/rows": "rows of the dataset: read by ingest, checked by validate",
+    "data/classes": "distinct labels ingested",
+    "data/sources": "distinct sources ingested (the base dataset and each batch)",
+    "data/valid_rows": "rows that passed validation",
+    "data/quarantined_rows": "rows set aside by validate.policy: quarantine",
+    "data/duplicate_rows": "rows whose exact text an earlier row already has",
+    "data/failed_expectations": "expectations of the suite that failed",
+    "data/duplicates_dropped": "exact duplicates the split stage dropped",
+    "data/conflicts_dropped": "rows of texts that carry two different labels, dropped",
+    "split/{split}_rows": "rows of the train, val or test split",
+    "augment/rows": "augmented copies written",
+    "augment/{op}": "augmented copies made by one operation",
+    "augment/skipped": "training texts too short to augment",
+    "tokenizer/vocab_size": "WordPiece vocabulary, special tokens included",
+    "tokenizer/unk_rate": "share of [UNK] among the train split's tokens",
+    "tokenizer/tokens_per_text": "mean tokens per train text",
+    "tokenizer/tokens_p95": "95th percentile of tokens per train text, [CLS] and [SEP] included",
+    "model/max_length": "tokens per sequence the model reads, chosen from the data unless set",
+    "train/windows": "token windows masked-LM pretraining trains on",
+    "train/examples": "texts a classifier trains on: its train rows plus their augmented copies",
+    "train/steps": "optimizer steps taken",
+    "train/loss": "training loss (logged by Lightning as it trains)",
+    "train/hidden_loss": "hidden-state matching loss of distillation",
+    "val/loss": "validation loss",
+    "val/perplexity": "masked-LM perplexity on val windows",
+    "{split}/macro_f1": "macro-averaged F1 of the stage's model on val or test",
+    "{split}/accuracy": "accuracy of the stage's model on val or test",
+    "model/params": "parameters of the stage's model",
+    "model/params_non_embedding": "parameters outside the embedding tables (what pruning shrinks)",
+    "model/params_non_embedding_before": "the same, before pruning",
+    "ablation/scratch_val_macro_f1": "val macro-F1 of the same classifier trained from scratch",
+    "ablation/scratch_test_macro_f1": "test macro-F1 of the same classifier trained from scratch",
+    "ablation/pretraining_gain": "test macro-F1 gained by starting from the pretrained encoder",
+    "teacher/test_macro_f1": "the teacher's test macro-F1, beside its student's",
+    "student/test_macro_f1": "the unpruned student's test macro-F1, beside the pruned one's",
+    "test/macro_f1_retention": "test macro-F1 as a share of the model it was made from",
+    "prune/curve_val_macro_f1": "val macro-F1 at each sparsity of the curve, before recovery (step = ratio %)",
+    "prune/val_macro_f1_before_recovery": "val macro-F1 right after pruning",
+    "prune/non_embedding_reduction": "share of non-embedding parameters removed",
+    "export/parity_texts": "held-out texts the export parity gate compared",
+    "onnx_{model}/max_abs_diff": "largest |logit difference| between an ONNX file and its PyTorch model",
+    "onnx_{model}/parity_agreement": "share of labels an ONNX file and its PyTorch model agree on",
+    "onnx_{model}/size_mb": "size of an ONNX file",
+    "onnx_int8/agreement": "share of test predictions INT8 shares with FP32",
+    "onnx_int8/macro_f1_drop": "test macro-F1 lost by quantization",
+    "onnx_int8/size_ratio": "FP32 size over INT8 size",
+    "{variant}/test_macro_f1": "test macro-F1 of a model variant",
+    "{variant}/test_accuracy": "test accuracy of a model variant",
+    "{variant}/latency_ms_{pct}_{batch}": "latency percentile (p50, p95) of one call at batch 1 or 32",
+    "{variant}/throughput_b32": "texts per second at batch 32",
+    "{variant}/size_mb": "size of a model variant on disk (the baseline: serialised in memory)",
+    "{variant}/params": "parameters (ONNX: values stored in its initializers)",
+    "int8_vs_teacher/size_ratio": "teacher size over INT8 size",
+    "int8_vs_teacher/latency_ratio_p50_b1": "teacher p50 batch-1 latency over INT8's",
+    "int8_vs_teacher/macro_f1_retention": "INT8 test macro-F1 as a share of the teacher's",
+    "int8_vs_fp32/speedup_p50_{batch}": "FP32 p50 latency over INT8's, at batch 1 or 32",
+    "registered/version": "the registry version the run registered",
+    "{side}/test_macro_f1": "challenger or champion re-scored on today's test split by the gate",
+    "{side}/test_accuracy": "the same, accuracy",
+    "{side}/latency_ms_{pct}_{batch}": "the same, latency",
+    "{side}/throughput_b32": "the same, throughput",
+    "{side}/size_mb": "the same, model size",
+    "promote/promoted": "1 if the gate moved champion to this run's version",
+    "time/stage_s": "seconds the stage's own work took",
+}
+
+_SLOTS = {
+    "split": "train|val|test",
+    "op": "|".join(OPS),
+    "variant": "|".join(VARIANTS),
+    "model": "fp32|int8|teacher",
+    "pct": "p50|p95",
+    "batch": "b1|b32",
+    "side": "challenger|champion",
+}
+_PATTERNS = [
+    re.compile("^" + re.sub(r"\\\{(\w+)\\\}", lambda m: f"(?:{_SLOTS[m.group(1)]})", re.escape(name)) + "$")
+    for name in TABLE
+]
+
+# What a stage's one result line shows.
+HEADLINE = {
+    "ingest": ("data/rows", "data/classes"),
+    "validate": ("data/valid_rows", "data/quarantined_rows"),
+    "split": ("split/train_rows", "split/val_rows", "split/test_rows"),
+    "augment": ("augment/rows", "augment/skipped"),
+    "tokenize": ("tokenizer/vocab_size", "tokenizer/tokens_p95"),
+    "pretrain": ("val/perplexity", "model/max_length"),
+    "finetune": ("val/macro_f1", "test/macro_f1"),
+    "distill": ("val/macro_f1", "test/macro_f1"),
+    "prune": ("val/macro_f1", "prune/non_embedding_reduction"),
+    "export": ("onnx_fp32/max_abs_diff", "onnx_fp32/size_mb"),
+    "quantize": ("onnx_int8/agreement", "onnx_int8/size_mb"),
+    "evaluate": ("onnx_int8/test_macro_f1", "onnx_int8/latency_ms_p50_b1"),
+    "register": ("registered/version",),
+}
+
+
+def known(name: str) -> bool:
+    return any(pattern.match(name) for pattern in _PATTERNS)
+
+
+def unknown(names) -> list[str]:
+    return sorted(name for name in names if not known(name))
+
+
+def headline(stage: str, metrics: dict[str, float]) -> str:
+    shown = [(key, metrics[key]) for key in HEADLINE.get(stage, ()) if key in metrics]
+    return "  ".join(f"{key} {value:.4g}" for key, value in shown)
+
+
+def markdown() -> str:
+    """The table as the README shows it."""
+    rows = ["| metric | meaning |", "| --- | --- |"]
+    rows += [f"| `{name}` | {meaning} |" for name, meaning in TABLE.items()]
+    return "\n".join(rows) + "\n"

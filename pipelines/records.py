@@ -1,0 +1,102 @@
+"""Typed records that stages hand to later stages: a model's own account of itself
+(`kiln.json`), the parity measurements of export and quantize, the registration and the
+promotion decision. Each is written and read through its model, so a field a reader
+expects and a writer forgot is an error where it happens, not a KeyError three stages on.
+"""
+
+import json
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from components.errors import KilnError
+from pipelines.io import atomic
+
+Record = TypeVar("Record", bound="_Record")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def write(self, path: Path) -> None:
+        with atomic(path) as tmp:
+            tmp.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls: type[Record], path: Path, stage: str, maker: str) -> Record:
+        try:
+            return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, ValidationError) as err:
+            raise KilnError(
+                f"{stage}: {path} is not a valid {cls.__name__} ({str(err).splitlines()[0]}); rerun the {maker} stage"
+            ) from None
+
+
+class ModelCard(_Record):
+    """`kiln.json` beside a model's weights: where it came from and how it scored."""
+
+    stage: Literal["pretrain", "finetune", "distill", "prune"]
+    labels: dict[str, int] = {}  # label -> output index; empty for the masked-LM encoder
+    tokenizer: str  # sha256 of the tokenizer.json it was trained with, or the model it came from
+    params: dict[str, Any]  # every params section the stage read, as it read them
+    data: dict[str, str]  # DVC's hash of each input
+    metrics: dict[str, float]
+    parents: dict[str, dict[str, float]] = {}  # metrics of the models it was made from, by role
+
+    @property
+    def label_list(self) -> list[str]:
+        return [label for label, _ in sorted(self.labels.items(), key=lambda item: item[1])]
+
+
+class Parity(_Record):
+    """One exported model against the model it was made from, on the same held-out texts."""
+
+    texts: int
+    max_abs_diff: float
+    agreement: float
+    size_mb: float
+
+
+class ExportReport(_Record):
+    models: dict[str, Parity]  # by exported file: pruned (the one shipped), teacher
+    max_abs_diff: float  # the bound the gate held them to
+
+
+class QuantizeReport(_Record):
+    mode: Literal["dynamic", "static"]
+    agreement: float  # share of test predictions equal to FP32's
+    fp32_macro_f1: float
+    int8_macro_f1: float
+    min_agreement: float
+    max_f1_drop: float
+
+    @property
+    def passed(self) -> bool:
+        return self.agreement >= self.min_agreement and self.fp32_macro_f1 - self.int8_macro_f1 <= self.max_f1_drop
+
+
+class Registration(_Record):
+    model_name: str
+    version: str
+    run_id: str | None
+    model_uri: str
+    reused: bool  # an earlier version already held these exact files
+    tags: dict[str, str]
+
+
+class Promotion(_Record):
+    model_name: str
+    version: str
+    promoted: bool
+    champion: str | None
+    reasons: list[str]
+    metrics: dict[str, float]
+
+    def headline(self) -> str:
+        """One line for the end of a run: what happened to the new version, and why."""
+        if self.promoted:
+            return f"version {self.version} of '{self.model_name}' promoted to champion"
+        failed = [r.removeprefix("FAIL ") for r in self.reasons if r.startswith("FAIL")]
+        kept = f"champion stays version {self.champion}" if self.champion else "no champion yet"
+        return f"version {self.version} of '{self.model_name}' registered, not promoted ({kept}): " + "; ".join(failed)

@@ -1,0 +1,192 @@
+"""Unit tests of pipelines/ helpers: each runs in about a second, with no pipeline run."""
+
+import errno
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from components.errors import KilnError
+from components.text.training import AtomicCheckpointIO, resume_point
+from pipelines import dag, lock, metrics
+from pipelines.contract import StageContext, StageParams
+from pipelines.env import git_state
+from pipelines.flow import StageRow, footer
+from pipelines.io import atomic, user_error
+from pipelines.params import Params
+from pipelines.records import Promotion
+from pipelines.tracking import StageRun
+from tests.conftest import ROOT
+
+
+def test_the_stage_that_makes_an_input_is_read_from_the_graph():
+    made = {"data/split/train.parquet": "split", "models/onnx": "export", "models/teacher": "finetune"}
+    assert dag.producer_of("data/split", made) == "split"  # a folder of outputs
+    assert dag.producer_of("models/onnx/tokenizer.json", made) == "export"  # a file inside one
+    assert dag.producer_of("models/teacher", made) == "finetune"
+    assert dag.producer_of("data/external", made) is None
+
+
+def context(sections: tuple[str, ...], root: Path = ROOT) -> StageContext:
+    params = Params()
+    return StageContext(
+        "evaluate",
+        root,
+        StageParams(params, "evaluate", sections),
+        sections,
+        StageRun.offline(),
+        producers={"models/onnx": "export"},
+    )
+
+
+def test_a_stage_reads_only_the_params_dvc_yaml_lists_for_it():
+    ctx = context(("evaluate", "hardware.seed"))
+    assert ctx.params.evaluate.threads == 1 and ctx.params.hardware.seed == 42
+    assert ctx.params.paths.reports == "reports"  # interpolated into every stage's deps and outs
+    with pytest.raises(KilnError, match="stage 'evaluate' reads params section 'finetune', which dvc.yaml"):
+        _ = ctx.params.finetune
+    assert ctx.section_params() == {"evaluate": Params().evaluate.model_dump(mode="json"), "hardware.seed": 42}
+
+
+def test_a_missing_input_names_the_stage_that_makes_it(tmp_path):
+    ctx = context(("evaluate",), tmp_path)
+    with pytest.raises(
+        KilnError,
+        match=r"^evaluate: tokenizer models/onnx/tokenizer.json is missing; the export "
+        r"stage makes it \(kiln run export\)$",
+    ):
+        ctx.input("models/onnx/tokenizer.json", "tokenizer")
+
+
+def test_metric_names_come_from_one_table():
+    assert metrics.known("onnx_int8/test_macro_f1") and metrics.known("split/train_rows")
+    assert metrics.known("challenger/latency_ms_p95_b1") and metrics.known("augment/insert")
+    # Names that meant two things, or two names for one thing, are gone.
+    assert metrics.unknown(["train/rows", "int8/test_macro_f1", "onnx_int8/macro_f1"]) == [
+        "int8/test_macro_f1",
+        "onnx_int8/macro_f1",
+        "train/rows",
+    ]
+    assert metrics.headline("finetune", {"val/macro_f1": 0.91234, "test/macro_f1": 0.9}) == (
+        "val/macro_f1 0.9123  test/macro_f1 0.9"
+    )
+
+
+def test_the_readme_shows_the_metric_table():
+    assert metrics.markdown() in (ROOT / "README.md").read_text()
+
+
+def test_the_footer_counts_a_failed_stage_as_work():
+    rows = [StageRow("ingest", "up to date", 0.0), StageRow("finetune", "failed", 40.0)]
+    assert footer(rows, 50.0) == "stage work 40.0 s, overhead 10.0 s (20%), total 50.0 s"
+
+
+def test_a_refused_version_says_why_in_one_line():
+    refused = Promotion(
+        model_name="kiln-x",
+        version="3",
+        promoted=False,
+        champion="1",
+        metrics={},
+        reasons=["pass size: 1 MB", "FAIL vs_champion: macro-F1 0.90 vs 0.95", "FAIL latency: 60 ms"],
+    )
+    assert refused.headline() == (
+        "version 3 of 'kiln-x' registered, not promoted (champion stays version 1): "
+        "vs_champion: macro-F1 0.90 vs 0.95; latency: 60 ms"
+    )
+
+
+def test_atomic_writes_leave_nothing_half_written(tmp_path):
+    target = tmp_path / "out" / "model"
+    stale = tmp_path / "out" / ".model.tmp999999999"  # left by a process killed mid-write
+    stale.mkdir(parents=True)
+    with pytest.raises(KilnError, match=r"cannot write .*out/model: No space left on device"), atomic(target) as tmp:
+        tmp.mkdir()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert not target.exists() and not list((tmp_path / "out").iterdir())
+
+
+def test_user_errors_are_found_behind_wrappers():
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", "models/teacher/model.safetensors")
+        except OSError as err:
+            raise RuntimeError("failed to reproduce 'finetune'") from err
+    except RuntimeError as wrapped:
+        found = user_error(wrapped)
+    assert str(found) == "No space left on device: models/teacher/model.safetensors"
+    assert user_error(RuntimeError("a bug")) is None
+    assert user_error(ConnectionRefusedError(errno.ECONNREFUSED, "refused")) is None
+
+
+def test_a_second_process_finds_the_repo_held_and_is_told_by_whom(tmp_path):
+    code = textwrap.dedent(f"""
+        from pathlib import Path
+        from pipelines import lock
+        try:
+            with lock.hold(Path({str(tmp_path)!r}), "kiln run"):
+                print("acquired")
+        except lock.Busy as err:
+            print(err)
+    """)
+    with lock.hold(tmp_path, "kiln retrain"):
+        with lock.hold(tmp_path, "kiln stage ingest"):  # the same process: its stages run inside it
+            assert lock.held(tmp_path)
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert f"another run (PID {os.getpid()}, started " in out.stdout and ": kiln retrain) holds this repo" in out.stdout
+    again = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert again.stdout.strip() == "acquired"
+
+
+class _Payload:
+    def __reduce__(self):
+        return (Path.touch, (Path(os.environ["PAYLOAD_MARK"]),))
+
+
+def test_checkpoints_are_written_whole_and_never_unpickled(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(2)}, "global_step": 3}, tmp_path / "last.ckpt")
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    assert io.load_checkpoint(tmp_path / "last.ckpt")["global_step"] == 3
+    mark = tmp_path / "payload-ran"
+    monkeypatch.setenv("PAYLOAD_MARK", str(mark))
+    torch.save({"state_dict": _Payload()}, tmp_path / "planted.ckpt", pickle_module=pickle)
+    with pytest.raises(pickle.UnpicklingError):
+        io.load_checkpoint(tmp_path / "planted.ckpt")
+    assert not mark.exists()
+
+
+def test_a_checkpoint_that_does_not_load_is_moved_aside(tmp_path):
+    folder = tmp_path / "teacher"
+    assert resume_point(folder, "abc") == (None, None)  # a fresh folder, stamped
+    AtomicCheckpointIO().save_checkpoint({"global_step": 5}, folder / "last.ckpt")
+    assert resume_point(folder, "abc") == (folder / "last.ckpt", None)
+    data = (folder / "last.ckpt").read_bytes()
+    (folder / "last.ckpt").write_bytes(data[: len(data) // 2])  # a crash mid-write
+    last, warning = resume_point(folder, "abc")
+    assert last is None and "does not load" in warning and "starting over" in warning
+    assert not (folder / "last.ckpt").exists() and list(folder.glob("last.ckpt.unusable-*"))
+    # A checkpoint of other params or inputs is never resumed.
+    AtomicCheckpointIO().save_checkpoint({"global_step": 5}, folder / "last.ckpt")
+    assert resume_point(folder, "other") == (None, None) and not (folder / "last.ckpt").exists()
+
+
+def test_outputs_a_run_writes_do_not_make_the_tree_dirty(tmp_path):
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    for name, text in (("dvc.lock", "a"), ("reports/evaluation.json", "{}"), ("pipelines.py", "x = 1")):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=tmp_path, check=True)
+    generated = ["dvc.lock", "reports/evaluation.json"]
+    (tmp_path / "dvc.lock").write_text("b")
+    (tmp_path / "reports/evaluation.json").write_text('{"f1": 1}')
+    assert git_state(tmp_path, generated)[1] is False
+    (tmp_path / "pipelines.py").write_text("x = 2")
+    assert git_state(tmp_path, generated)[1] is True
