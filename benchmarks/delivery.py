@@ -19,9 +19,10 @@ import pandas as pd
 import torch
 
 from components.deploy import evaluation as ev
+from components.deploy.parity import TorchClassifier
 from components.deploy.runtime import OnnxClassifier
+from components.text.classifier import MeanPoolClassifier
 from pipelines.params import load
-from pipelines.stages.evaluate import torch_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +37,11 @@ def main() -> None:
     texts = test["text"].tolist()
 
     teacher_dir = ROOT / paths.teacher
-    teacher_logits, _ = torch_predictor(teacher_dir, "finetune")
+    fp32_labels = OnnxClassifier(ROOT / paths.quantized, ROOT / paths.onnx / "tokenizer.json").labels
+    teacher = TorchClassifier(
+        MeanPoolClassifier.from_pretrained(teacher_dir), teacher_dir / "tokenizer.json", fp32_labels
+    )
+    teacher_logits = teacher.logits
 
     tokenizer = ROOT / paths.onnx / "tokenizer.json"
     fp32 = OnnxClassifier(ROOT / paths.onnx / "pruned.onnx", tokenizer, threads=cfg.threads)

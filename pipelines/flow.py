@@ -116,6 +116,9 @@ def pipeline(targets: list[str] | None = None, force: bool = False, execution: s
                     raise error if isinstance(error, BaseException) else RuntimeError(state.message)
                 rows.append(state.result())
                 show.line(rows[-1].line())
+                if rows[-1].status == "ran" and name != "promote":  # promote's decision ends the run's output
+                    for line in outcomes[name].result.summary:
+                        show.line(f"           {line}")
     except KilnError as err:
         failure = err
     show.line(footer(rows, time.time() - psutil.Process().create_time()))
@@ -126,6 +129,8 @@ def pipeline(targets: list[str] | None = None, force: bool = False, execution: s
     )
     if promotion is not None:
         show.line(promotion.headline())
+        if promotion.resolution:
+            show.line(f"  note: {promotion.resolution}")
         for reason in promotion.reasons:
             if reason.startswith("FAIL"):
                 show.line(f"  {reason}")

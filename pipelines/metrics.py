@@ -9,7 +9,7 @@ stage that logs it, so runs compare side by side in the MLflow UI.
 import re
 
 # The models evaluate compares, by variant name.
-VARIANTS = ("teacher", "student", "pruned", "onnx_fp32", "onnx_int8", "baseline")
+VARIANTS = ("teacher", "student", "pruned", "onnx_fp32", "onnx_int8", "onnx_teacher", "classical")
 OPS = ("delete", "swap", "insert", "mask")
 
 TABLE: dict[str, str] = {
@@ -53,8 +53,9 @@ TABLE: dict[str, str] = {
     "prune/val_macro_f1_before_recovery": "val macro-F1 right after pruning",
     "prune/non_embedding_reduction": "share of non-embedding parameters removed",
     "export/parity_texts": "held-out texts the export parity gate compared",
-    "onnx_{model}/max_abs_diff": "largest |logit difference| between an ONNX file and its PyTorch model",
-    "onnx_{model}/parity_agreement": "share of labels an ONNX file and its PyTorch model agree on",
+    "onnx_{model}/max_abs_diff": "largest |logit difference| (classical: probability) between an ONNX file and "
+    "the model it was exported from",
+    "onnx_{model}/parity_agreement": "share of labels an ONNX file and the model it was exported from agree on",
     "onnx_{model}/size_mb": "size of an ONNX file",
     "onnx_int8/agreement": "share of test predictions INT8 shares with FP32",
     "onnx_int8/macro_f1_drop": "test macro-F1 lost by quantization",
@@ -63,7 +64,20 @@ TABLE: dict[str, str] = {
     "{variant}/test_accuracy": "test accuracy of a model variant",
     "{variant}/latency_ms_{pct}_{batch}": "latency percentile (p50, p95) of one call at batch 1 or 32",
     "{variant}/throughput_b32": "texts per second at batch 32",
-    "{variant}/size_mb": "size of a model variant on disk (the baseline: serialised in memory)",
+    "{variant}/test_macro_f1_{end}": "lower or upper end of the 95 % bootstrap interval of a variant's test macro-F1",
+    "{variant}/val_macro_f1": "val macro-F1 of a candidate, as the select stage measured it",
+    "{variant}/val_macro_f1_{end}": "lower or upper end of its 95 % bootstrap interval",
+    "classical/val_accuracy": "val accuracy of the classical model's chosen grid point",
+    "classical/features": "n-grams the classical model keeps",
+    "classical/params": "its parameters: coefficients, intercepts and vocabulary entries",
+    "classical/grid_points": "grid points fitted and scored on val",
+    "classical/grid_s": "seconds the grid took",
+    "selected_vs_{other}/delta_macro_f1": "the selected candidate's test macro-F1 minus another's, on the same texts",
+    "selected_vs_{other}/ci_{end}": "ends of the paired-bootstrap 95 % interval of that difference",
+    "selected_vs_{other}/p_value": "exact McNemar p-value of the two on the same texts",
+    "selected_vs_{other}/discordant": "test texts exactly one of the two gets right",
+    "selected/test_macro_f1": "test macro-F1 of the candidate select chose",
+    "{variant}/size_mb": "size of a model variant on disk",
     "{variant}/params": "parameters (ONNX: values stored in its initializers)",
     "int8_vs_teacher/size_ratio": "teacher size over INT8 size",
     "int8_vs_teacher/latency_ratio_p50_b1": "teacher p50 batch-1 latency over INT8's",
@@ -71,6 +85,12 @@ TABLE: dict[str, str] = {
     "int8_vs_fp32/speedup_p50_{batch}": "FP32 p50 latency over INT8's, at batch 1 or 32",
     "registered/version": "the registry version the run registered",
     "{side}/test_macro_f1": "challenger or champion re-scored on today's test split by the gate",
+    "{side}/test_macro_f1_{end}": "ends of its 95 % bootstrap interval",
+    "gate/delta_macro_f1": "champion minus challenger test macro-F1, on the same texts",
+    "gate/ci_{end}": "ends of the paired-bootstrap 95 % interval of that difference",
+    "gate/p_value": "exact McNemar p-value of challenger against champion",
+    "gate/discordant": "test texts exactly one of the two gets right",
+    "gate/floor": "the macro-F1 floor the challenger was held to",
     "{side}/test_accuracy": "the same, accuracy",
     "{side}/latency_ms_{pct}_{batch}": "the same, latency",
     "{side}/throughput_b32": "the same, throughput",
@@ -83,10 +103,12 @@ _SLOTS = {
     "split": "train|val|test",
     "op": "|".join(OPS),
     "variant": "|".join(VARIANTS),
-    "model": "fp32|int8|teacher",
+    "model": "fp32|int8|teacher|classical",
     "pct": "p50|p95",
     "batch": "b1|b32",
     "side": "challenger|champion",
+    "end": "lo|hi",
+    "other": "classical|teacher",
 }
 _PATTERNS = [
     re.compile("^" + re.sub(r"\\\{(\w+)\\\}", lambda m: f"(?:{_SLOTS[m.group(1)]})", re.escape(name)) + "$")
@@ -106,7 +128,9 @@ HEADLINE = {
     "prune": ("val/macro_f1", "prune/non_embedding_reduction"),
     "export": ("onnx_fp32/max_abs_diff", "onnx_fp32/size_mb"),
     "quantize": ("onnx_int8/agreement", "onnx_int8/size_mb"),
-    "evaluate": ("onnx_int8/test_macro_f1", "onnx_int8/latency_ms_p50_b1"),
+    "classical": ("classical/val_macro_f1", "onnx_classical/size_mb"),
+    "select": (),
+    "evaluate": ("selected/test_macro_f1",),
     "register": ("registered/version",),
 }
 

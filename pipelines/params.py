@@ -5,12 +5,13 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from components.classical.config import ClassicalConfig
 from components.data.augment import AugmentConfig
 from components.data.drift import DriftConfig
 from components.data.sources import IngestConfig
 from components.data.split import SplitConfig
 from components.data.validation import ValidateConfig
-from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, QuantizeConfig
+from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, QuantizeConfig, SelectConfig
 from components.errors import KilnError
 from components.text.config import (
     DistillConfig,
@@ -46,6 +47,7 @@ class PathsConfig(_Section):
     pruned: str = "models/pruned"
     onnx: str = "models/onnx"
     quantized: str = "models/model.int8.onnx"
+    classical: str = "models/classical"  # model.onnx and grid.json of the classical family
     reports: str = "reports"
 
 
@@ -133,6 +135,8 @@ class Params(_Section):
     prune: PruneConfig = PruneConfig()
     export: ExportConfig = ExportConfig()
     quantize: QuantizeConfig = QuantizeConfig()
+    classical: ClassicalConfig = ClassicalConfig()
+    select: SelectConfig = SelectConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     register_: RegisterConfig = Field(RegisterConfig(), alias="register")
     promote: GateConfig = GateConfig()

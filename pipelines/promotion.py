@@ -7,98 +7,19 @@ decision), so it lives wherever the registry lives and shows in the UI.
 """
 
 import json
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, QuantizeConfig
-from components.deploy.gate import Check, Decision, Evidence, decide
+from components.deploy.gate import Check, Decision
 from components.errors import KilnError
+from pipelines.gating import Bounds, gate
 from pipelines.records import Promotion
-from pipelines.registry import CHAMPION, alias, download, version, who
+from pipelines.registry import CHAMPION, alias, version, who
 
 if TYPE_CHECKING:
-    from mlflow.entities.model_registry import ModelVersion
-
     from mlflow import MlflowClient
-
-
-@dataclass
-class Bounds:
-    """What the gate holds a challenger to: params.yaml's promote, export and quantize."""
-
-    gate: GateConfig
-    evaluate: EvaluateConfig
-    export: ExportConfig
-    quantize: QuantizeConfig
-
-
-def score(name: str, number: str, test: pd.DataFrame, cfg: EvaluateConfig) -> dict[str, float]:
-    """A registered version measured on `test`: the data may have changed since it was
-    registered, so stored metrics are not reused."""
-    from components.deploy import evaluation as ev
-    from components.deploy.runtime import OnnxClassifier
-
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx, tokenizer = download(name, number, Path(tmp))
-        runtime = OnnxClassifier(onnx, tokenizer, threads=cfg.threads)
-        known = test[test["label"].isin(runtime.labels)]
-        texts = known["text"].tolist()
-        quality = ev.quality(
-            [runtime.labels.index(v) for v in known["label"]], runtime.logits(texts).argmax(-1).tolist(), runtime.labels
-        )
-        timing = ev.latency({"model": runtime.logits}, texts, cfg)["model"]
-        return {
-            "test_macro_f1": quality["macro_f1"],
-            "test_accuracy": quality["accuracy"],
-            **timing,
-            "size_mb": onnx.stat().st_size / 1e6,
-        }
-
-
-def _number(tags: dict[str, str], key: str) -> float | None:
-    try:
-        return float(tags[key])
-    except (KeyError, ValueError):
-        return None
-
-
-def evidence(tags: dict[str, str]) -> Evidence:
-    """What register recorded on the version from export's and quantize's measurements."""
-    validation = tags.get("data.validation")
-    return Evidence(
-        export_max_abs_diff=_number(tags, "gate.export_max_abs_diff"),
-        export_agreement=_number(tags, "gate.export_agreement"),
-        quantize_agreement=_number(tags, "gate.quantize_agreement"),
-        quantize_f1_drop=_number(tags, "gate.quantize_f1_drop"),
-        validation_passed=None if validation is None else validation == "passed",
-    )
-
-
-def gate(
-    client: "MlflowClient", name: str, challenger: "ModelVersion", test: pd.DataFrame, bounds: Bounds
-) -> tuple[Decision, dict[str, float], "ModelVersion | None"]:
-    """Score the challenger and the current champion on the same split and decide;
-    returns (decision, both sides' metrics, the champion the decision was made against)."""
-    champion = alias(client, name, CHAMPION)
-    mine = score(name, challenger.version, test, bounds.evaluate)
-    metrics = {f"challenger/{k}": v for k, v in mine.items()}
-    theirs = None
-    if champion is not None and champion.version != challenger.version:
-        theirs = score(name, champion.version, test, bounds.evaluate)
-        metrics.update({f"champion/{k}": v for k, v in theirs.items()})
-    decision = decide(
-        bounds.gate,
-        mine,
-        theirs["test_macro_f1"] if theirs else None,
-        evidence(challenger.tags),
-        bounds.export,
-        bounds.quantize,
-    )
-    return decision, metrics, champion
+    from mlflow.entities.model_registry import ModelVersion
 
 
 def move_champion(client: "MlflowClient", name: str, to: str, expected: "ModelVersion | None") -> None:
@@ -211,8 +132,9 @@ def promote(
             why,
             {},
         )
-    decision, metrics, champion = gate(client, name, challenger, test, bounds)
-    return conclude(client, name, challenger.version, decision, champion, action, why, metrics)
+    decision, metrics, champion, note = gate(client, name, challenger, test, bounds)
+    found = conclude(client, name, challenger.version, decision, champion, action, why, metrics)
+    return found.model_copy(update={"resolution": note})
 
 
 def rollback(client: "MlflowClient", name: str, why: str | None) -> Promotion:

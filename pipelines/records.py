@@ -76,6 +76,34 @@ class QuantizeReport(_Record):
         return self.agreement >= self.min_agreement and self.fp32_macro_f1 - self.int8_macro_f1 <= self.max_f1_drop
 
 
+class Candidate(_Record):
+    """One servable file as the select stage measured it on val."""
+
+    family: Literal["transformer", "classical"]
+    file: str  # relative to the repository
+    tokenizer: str | None  # the transformer's tokenizer.json; a classical file needs none
+    val_macro_f1: float
+    val_macro_f1_ci95: tuple[float, float]
+    val_accuracy: float
+    latency_ms_p95_b1: float
+    size_mb: float
+    within_budgets: bool
+    tied_with_best: bool
+
+
+class Selection(_Record):
+    family: Literal["any", "transformer", "classical"]  # select.family
+    selected: str
+    reason: str
+    val_texts: int
+    budgets: dict[str, float]
+    candidates: dict[str, Candidate]
+
+    @property
+    def chosen(self) -> Candidate:
+        return self.candidates[self.selected]
+
+
 class Registration(_Record):
     model_name: str
     version: str
@@ -92,6 +120,8 @@ class Promotion(_Record):
     champion: str | None
     reasons: list[str]
     metrics: dict[str, float]
+    # Set when the test split is too small to tell a loss of promote.tolerance from noise.
+    resolution: str | None = None
 
     def headline(self) -> str:
         """One line for the end of a run: what happened to the new version, and why."""

@@ -6,7 +6,6 @@ version, `champion` the one in production.
 """
 
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,9 +18,8 @@ from components.errors import KilnError
 from pipelines import tracking
 
 if TYPE_CHECKING:
-    from mlflow.entities.model_registry import ModelVersion
-
     from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -81,15 +79,15 @@ def find(client: "MlflowClient", name: str, sha256: str) -> "ModelVersion | None
     return max(found, key=lambda v: int(v.version)) if found else None
 
 
-def download(name: str, number: str, into: Path) -> tuple[Path, Path]:
-    """(ONNX file, tokenizer.json) of a registered version."""
+def download(name: str, number: str, into: Path) -> tuple[Path, Path | None]:
+    """(ONNX file, tokenizer.json or None for a classical model) of a registered version."""
     import mlflow
 
     folder = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{number}", dst_path=str(into)))
-    onnx, tokenizer = next(folder.rglob("*.onnx"), None), next(folder.rglob("tokenizer.json"), None)
-    if onnx is None or tokenizer is None:
-        raise KilnError(f"version {number} of '{name}' holds no ONNX model and tokenizer")
-    return onnx, tokenizer
+    onnx = next(folder.rglob("*.onnx"), None)
+    if onnx is None:
+        raise KilnError(f"version {number} of '{name}' holds no ONNX model")
+    return onnx, next(folder.rglob("tokenizer.json"), None)
 
 
 def register_model(
@@ -108,10 +106,10 @@ def register_model(
     import hashlib
     from importlib.metadata import version as installed
 
+    import mlflow
     from mlflow.models import infer_signature
 
-    import mlflow
-    from components.deploy.runtime import OnnxClassifier
+    from components.deploy.runtime import load_classifier
     from pipelines import serving
 
     client = tracking.client()
@@ -120,7 +118,7 @@ def register_model(
         client.set_registered_model_alias(name, CHALLENGER, existing.version)
         return str(existing.version), f"models:/{name}/{existing.version}", True
     inputs = pd.DataFrame({"text": example})
-    predictions = OnnxClassifier(model, tokenizer).predict(example)
+    predictions = load_classifier(model, tokenizer).predict(example)
     outputs = pd.DataFrame([{"label": p["label"], **p["probabilities"]} for p in predictions])
     components = Path(__file__).resolve().parent.parent / "components"
     requirements = [f"{p}=={installed(p)}" for p in ("mlflow", "onnx", "onnxruntime", "tokenizers", "pandas", "numpy")]
@@ -128,7 +126,7 @@ def register_model(
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=serving.__file__,
-            artifacts={"model": str(model), "tokenizer": str(tokenizer)},
+            artifacts={"model": str(model), **({"tokenizer": str(tokenizer)} if tokenizer else {})},
             code_paths=[str(components)],
             signature=infer_signature(inputs, outputs),
             input_example=inputs,
@@ -155,11 +153,12 @@ class Reference:
 
 
 def champion_reference(name: str) -> Reference:
-    """The champion's training profile and tokenizer, or why there is none."""
+    """The champion's training profile and the tokenizer it was measured with (both
+    logged beside the version by register), or why there is none."""
+    import mlflow
     from mlflow.exceptions import MlflowException
     from tokenizers import Tokenizer
 
-    import mlflow
     from components.data.drift import Profile
 
     with registry_errors(f"reading the champion of '{name}'"):
@@ -168,15 +167,15 @@ def champion_reference(name: str) -> Reference:
             return Reference(None, note="no champion yet: drift checks skipped")
         try:
             profile = Profile.from_dict(mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/lineage/profile.json"))
+            tokenizer = Tokenizer.from_str(
+                mlflow.artifacts.load_text(f"runs:/{champion.run_id}/lineage/tokenizer.json")
+            )
         except (MlflowException, OSError, KeyError):
             return Reference(
                 str(champion.version),
                 note=f"champion v{champion.version} has no training profile: drift checks skipped",
             )
-        with tempfile.TemporaryDirectory() as tmp:
-            _, tokenizer = download(name, str(champion.version), Path(tmp))
-            loaded = Tokenizer.from_file(str(tokenizer))
-    return Reference(str(champion.version), profile, loaded)
+    return Reference(str(champion.version), profile, tokenizer)
 
 
 def who() -> str:

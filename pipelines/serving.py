@@ -4,12 +4,11 @@ file, the `components` package and the ONNX file with its tokenizer, and pickles
 
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
-
-import mlflow
 
 
 class KilnClassifier(PythonModel):
@@ -17,9 +16,10 @@ class KilnClassifier(PythonModel):
     column per label out."""
 
     def load_context(self, context) -> None:
-        from components.deploy.runtime import OnnxClassifier
+        from components.deploy.runtime import load_classifier
 
-        self.model = OnnxClassifier(Path(context.artifacts["model"]), Path(context.artifacts["tokenizer"]))
+        tokenizer = context.artifacts.get("tokenizer")
+        self.model = load_classifier(Path(context.artifacts["model"]), Path(tokenizer) if tokenizer else None)
 
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
         from components.errors import KilnError

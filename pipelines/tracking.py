@@ -83,6 +83,7 @@ def experiment_id(mlflow: "MlflowClient", name: str, root: Path) -> str:
             mlflow.set_experiment_tag(found.experiment_id, KIND_TAG, KIND)
         return found.experiment_id
     except MlflowException as err:
+        check()  # a server that is gone is said so, in one line
         raise KilnError(f"MLflow tracking at {uri()} failed: {err.message}") from None
 
 

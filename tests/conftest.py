@@ -148,9 +148,9 @@ TINY_TRAINING = {
         "loop": {"max_epochs": 1, "batch_size": 8, "checkpoint_every": 2, "log_every": 1},
     },
     "hardware": {"accelerator": "cpu", "devices": 1},
-    # A model trained for seconds sits close to its decision boundaries: one flipped text of
-    # 201 costs it a macro-F1 point. The gate itself is tested in test_deploy.
-    "quantize": {"max_f1_drop": 0.05},
+    # A model trained for seconds sits on its decision boundaries, where INT8 noise flips
+    # predictions by chance: the pipeline tests do not test the INT8 gate (test_deploy does).
+    "quantize": {"min_agreement": 0.0, "max_f1_drop": 1.0},
     "evaluate": {"latency_texts": 10, "batches": 2, "rounds": 1, "warmup": 1},
     # A model trained for seconds must still get through the gate on its first run.
     "promote": {"min_macro_f1": 0.0, "max_latency_ms_p95_b1": 1000.0},
@@ -174,7 +174,8 @@ def tiny_onnx(folder: Path, seed: int = 0):
     untrained model in `folder`; `seed` picks its weights."""
     import torch
 
-    from components.deploy.onnx import export, optimize, stamp
+    from components.deploy.metadata import stamp
+    from components.deploy.onnx import export, optimize
     from components.deploy.runtime import TextEncoder
     from components.text.classifier import MeanPoolClassifier
     from components.text.config import EncoderConfig

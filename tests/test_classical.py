@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from components.classical.config import ClassicalConfig
 from components.classical.model import TOKENS, Selection, count_parameters, export, parity, parity_gate, select
 from components.classical.runtime import ClassicalClassifier
-from components.deploy.onnx import read_metadata
+from components.deploy.metadata import read_metadata
 from components.errors import KilnError
 from tests.conftest import ROOT
 

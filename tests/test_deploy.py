@@ -9,9 +9,11 @@ from onnx import numpy_helper
 
 from components.deploy.config import ExportConfig, GateConfig, QuantizeConfig
 from components.deploy.gate import Evidence, decide
-from components.deploy.onnx import quantize_dynamic, quantize_static, read_metadata, stamp
+from components.deploy.metadata import read_metadata, stamp
+from components.deploy.onnx import quantize_dynamic, quantize_static
 from components.deploy.parity import TorchClassifier, agreement_gate, parity_gate
 from components.deploy.runtime import MAX_BATCH, OnnxClassifier, TextEncoder
+from components.deploy.stats import Comparison, Interval
 from components.errors import KilnError
 from tests.conftest import LABELS, TEXTS, tiny_onnx
 
@@ -131,23 +133,48 @@ def test_head_tokenization_equals_whole_text(tiny):
 PASSED = Evidence(
     export_max_abs_diff=1e-6, export_agreement=1.0, quantize_agreement=1.0, quantize_f1_drop=0.0, validation_passed=True
 )
+GOOD = {
+    "test_macro_f1": 0.95,
+    "test_macro_f1_lo": 0.93,
+    "test_macro_f1_hi": 0.97,
+    "latency_ms_p95_b1": 2.0,
+    "size_mb": 1.0,
+}
 
 
-def _decide(cfg, challenger, champion, evidence=PASSED):
-    return decide(cfg, challenger, champion, evidence, ExportConfig(), QuantizeConfig())
+def _versus(difference: tuple[float, float, float]) -> Comparison:
+    """Champion minus challenger: (estimate, low, high)."""
+    return Comparison(Interval(*difference), a_only=3, b_only=2, mcnemar_p=1.0)
+
+
+def _decide(cfg, challenger, versus, evidence=PASSED, floor=0.8):
+    return decide(cfg, challenger, versus, floor, "test floor", evidence, ExportConfig(), QuantizeConfig())
 
 
 def test_gate_reports_every_check():
-    cfg = GateConfig(tolerance=0.0, min_macro_f1=0.8, max_latency_ms_p95_b1=10, max_size_mb=5)
-    good = {"test_macro_f1": 0.95, "latency_ms_p95_b1": 2.0, "size_mb": 1.0}
-    first = _decide(cfg, good, None)
+    cfg = GateConfig(tolerance=0.02, min_macro_f1=0.8, max_latency_ms_p95_b1=10, max_size_mb=5)
+    first = _decide(cfg, GOOD, None)
     assert first.promote and any("no champion" in r for r in first.reasons)
-    worse = _decide(cfg, good, 0.97)
+    worse = _decide(cfg, GOOD, _versus((0.03, 0.01, 0.05)))
     assert not worse.promote and any(r.startswith("FAIL vs_champion") for r in worse.reasons)
     assert len(worse.reasons) == 7  # passes are reported too
-    slow = _decide(cfg, {**good, "latency_ms_p95_b1": 11.0}, 0.9)
+    slow = _decide(cfg, {**GOOD, "latency_ms_p95_b1": 11.0}, _versus((0.0, -0.01, 0.01)))
     assert not slow.promote and any(r.startswith("FAIL latency") for r in slow.reasons)
-    assert not _decide(cfg, {**good, "test_macro_f1": 0.7}, None).promote
+    low = _decide(cfg, {**GOOD, "test_macro_f1": 0.7}, None)
+    assert not low.promote and any(r.startswith("FAIL f1_floor") and "test floor" in r for r in low.reasons)
+
+
+def test_the_gate_refuses_a_challenger_worse_than_the_tolerance_allows_even_if_its_estimate_is_within_it():
+    cfg = GateConfig(tolerance=0.02, min_macro_f1=0.0, max_latency_ms_p95_b1=10, max_size_mb=5)
+    # The champion is ahead by 0.01, within the tolerance, but the interval reaches 0.04:
+    # the challenger may well be worse by more than 0.02.
+    decision = _decide(cfg, GOOD, _versus((0.01, -0.02, 0.04)))
+    assert not decision.promote
+    refusal = next(r for r in decision.reasons if r.startswith("FAIL vs_champion"))
+    assert "+0.0100" in refusal and "[-0.0200, +0.0400]" in refusal
+    assert _decide(cfg, GOOD, _versus((0.01, -0.005, 0.019))).promote
+    # An unresolvable split refuses too: a wide interval is not evidence of "not worse".
+    assert not _decide(cfg, GOOD, _versus((0.0, -0.05, 0.05))).promote
 
 
 @pytest.mark.parametrize(
@@ -158,12 +185,19 @@ def test_gate_reports_every_check():
         (Evidence(1e-6, 0.99, 1.0, 0.0, True), "export_parity"),  # a label differs
         (Evidence(1e-6, 1.0, 0.98, 0.0, True), "quantize_parity"),
         (Evidence(1e-6, 1.0, 1.0, 0.01, True), "quantize_parity"),
+        (Evidence(1e-6, 1.0, None, None, True), "quantize_parity"),  # INT8, nothing recorded
         (Evidence(1e-6, 1.0, 1.0, 0.0, False), "data_validation"),
         (Evidence(1e-6, 1.0, 1.0, 0.0, None), "data_validation"),
     ],
 )
 def test_gate_decides_parity_from_the_recorded_measurements(evidence, failed):
     cfg = GateConfig(tolerance=0.0, min_macro_f1=0.0, max_latency_ms_p95_b1=10, max_size_mb=5)
-    decision = _decide(cfg, {"test_macro_f1": 0.9, "latency_ms_p95_b1": 1.0, "size_mb": 1.0}, None, evidence)
+    decision = _decide(cfg, GOOD, None, evidence)
     assert not decision.promote
     assert [r.split(":")[0] for r in decision.reasons if r.startswith("FAIL")] == [f"FAIL {failed}"]
+
+
+def test_a_file_that_was_never_quantized_has_no_int8_parity_to_fail():
+    cfg = GateConfig(tolerance=0.0, min_macro_f1=0.0, max_latency_ms_p95_b1=10, max_size_mb=5)
+    fp32 = Evidence(1e-6, 1.0, None, None, True, quantized=False)
+    assert _decide(cfg, GOOD, None, fp32).promote

@@ -2,11 +2,11 @@
 
 import json
 
+import mlflow
 import pandas as pd
 import pytest
 import yaml
 
-import mlflow
 from tests.conftest import BIN, ROOT, TINY_TRAINING, kiln, run, set_params
 
 pytestmark = pytest.mark.slow
@@ -53,8 +53,14 @@ def test_dvc_repro_then_kiln_run(repo):
     # The first run registers version 1 and, with no champion, the floors promote it.
     promotion = json.loads((repo / "reports/promotion.json").read_text())
     assert promotion["promoted"] and promotion["champion"] == "1"
-    evaluation = json.loads((repo / "reports/evaluation.json").read_text())["variants"]
-    assert set(evaluation) == {"teacher", "student", "pruned", "onnx_fp32", "onnx_int8", "baseline"}
+    report = json.loads((repo / "reports/evaluation.json").read_text())
+    evaluation = report["variants"]
+    assert set(evaluation) == {"teacher", "student", "pruned", "onnx_fp32", "onnx_int8", "onnx_teacher", "classical"}
+    for v in evaluation.values():  # every compared number carries its interval
+        assert v["macro_f1_ci95"][0] <= v["macro_f1"] <= v["macro_f1_ci95"][1]
+    selection = json.loads((repo / "reports/selection.json").read_text())
+    assert report["selected"] == selection["selected"] in selection["candidates"]
+    assert set(report["comparisons"]) == {"selected_vs_classical", "selected_vs_teacher"}
     lineage = kiln("lineage", "1", cwd=repo)
     assert lineage.returncode == 0, lineage.stdout + lineage.stderr
     quantized = next(o["md5"] for o in yaml.safe_load(lock)["stages"]["quantize"]["outs"])

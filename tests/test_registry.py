@@ -15,10 +15,11 @@ import pandas as pd
 import pytest
 
 from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, QuantizeConfig
-from components.deploy.onnx import read_metadata, stamp
+from components.deploy.metadata import read_metadata, stamp
 from components.deploy.runtime import OnnxClassifier
 from components.errors import KilnError
 from pipelines import promotion, registry, tracking
+from pipelines.gating import Bounds
 from tests.conftest import LABELS, TEXTS, clean_env, tiny_onnx
 
 NAME = "kiln-test"
@@ -31,7 +32,7 @@ TAGS = {
 }
 FAST = EvaluateConfig(latency_texts=10, batches=2, rounds=1, warmup=1)
 GATE = GateConfig(tolerance=0.0, min_macro_f1=0.0, max_latency_ms_p95_b1=1000, max_size_mb=10)
-BOUNDS = promotion.Bounds(GATE, FAST, ExportConfig(), QuantizeConfig())
+BOUNDS = Bounds(GATE, FAST, ExportConfig(), QuantizeConfig(), floor=0.0, floor_source="test")
 
 
 @pytest.fixture
@@ -219,3 +220,56 @@ def test_runs_of_a_process_that_died_are_marked_killed(store):
     assert reap(client, experiment) == 1
     assert client.get_run(dead.info.run_id).info.status == "KILLED"
     assert client.get_run(alive.info.run_id).info.status == "RUNNING"
+
+
+class _Payload:
+    def __init__(self, mark: str):
+        self.mark = mark
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.mark),))
+
+
+def test_a_registered_version_edited_to_hold_a_pickle_is_never_unpickled(store):
+    """The MLmodel of a registered version rewritten to load `python_model.pkl`: neither
+    `kiln predict` (pyfunc load in Kiln's environment) nor `kiln serve-model` runs it."""
+    import cloudpickle
+    import mlflow
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    number = _register(store / "a", seed=0)
+    source = registry.version(tracking.client(), NAME, number).source.removeprefix("models:/")
+    folder = next(p.parent for p in (store / "mlruns").rglob("MLmodel") if source in str(p))
+    mark = store / "payload-ran"
+    (folder / "python_model.pkl").write_bytes(cloudpickle.dumps(_Payload(str(mark))))
+    described = yaml.safe_load((folder / "MLmodel").read_text())
+    flavor = described["flavors"]["python_function"]
+    flavor.pop("model_code_path")
+    flavor.update(loader_module="mlflow.pyfunc.model", python_model="python_model.pkl")
+    (folder / "MLmodel").write_text(yaml.safe_dump(described))
+
+    with pytest.raises(MlflowException, match="pickle is disallowed"):
+        mlflow.pyfunc.load_model(f"models:/{NAME}/{number}")
+    repo = store / "repo"  # the smallest Kiln repository: the command needs one to start
+    repo.mkdir()
+    (repo / "dvc.yaml").write_text("stages: {}\n")
+    (repo / "params.yaml").write_text("{}\n")
+    env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}")
+    served = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "kiln"),
+            "serve-model",
+            "--model",
+            f"models:/{NAME}/{number}",
+            "--port",
+            str(_free_port()),
+        ],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert served.returncode == 1 and "kiln: error: serve-model" in served.stderr and "pickle" in served.stderr
+    assert not mark.exists()

@@ -10,10 +10,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 
-import mlflow
 from tests.conftest import BIN, clean_env, kiln, set_params
 
 pytestmark = pytest.mark.slow

@@ -50,7 +50,7 @@ from sklearn.pipeline import Pipeline
 
 from components.classical.config import Analyzer, ClassicalConfig
 from components.classical.runtime import ClassicalClassifier
-from components.deploy.onnx import stamp
+from components.deploy.metadata import stamp
 from components.deploy.parity import Parity
 from components.deploy.parity import parity as compare
 from components.errors import KilnError
@@ -168,7 +168,7 @@ def select(
                         c,
                         len(columns),
                         _params(model, len(columns)),
-                        float(f1_score(y_val, predicted, labels=range(len(labels)), average="macro", zero_division=0)),
+                        float(f1_score(y_val, predicted, average="macro", zero_division=0)),
                         float(accuracy_score(y_val, predicted)),
                     )
                     table.append(score)
@@ -254,6 +254,7 @@ def export(selection: Selection, path: Path, metadata: dict[str, object]) -> Non
                 "sublinear_tf": best.sublinear_tf,
                 "c": best.c,
                 "features": best.features,
+                "params": best.params,
                 "val_macro_f1": best.val_macro_f1,
             },
         },

@@ -22,7 +22,7 @@ class ClassicalClassifier:
     def __init__(self, model: Path, threads: int | None = None):
         import onnxruntime as ort
 
-        from components.deploy.onnx import read_metadata
+        from components.deploy.metadata import read_metadata
 
         meta = read_metadata(model)
         if meta.get("family") != "classical" or "labels" not in meta:

@@ -3,7 +3,7 @@ Plain pydantic, so reading params.yaml never imports torch, ONNX or scikit-learn
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ExportConfig(BaseModel):
@@ -20,7 +20,7 @@ class QuantizeConfig(BaseModel):
 
     mode: Literal["dynamic", "static"] = "dynamic"
     calibration_texts: int = Field(128, ge=1, description="static: val texts that calibrate activations")
-    min_agreement: float = Field(0.99, gt=0, le=1, description="share of test predictions equal to FP32's")
+    min_agreement: float = Field(0.99, ge=0, le=1, description="share of test predictions equal to FP32's")
     max_f1_drop: float = Field(0.005, ge=0, le=1, description="largest test macro-F1 loss against FP32")
 
 
@@ -32,12 +32,35 @@ class EvaluateConfig(BaseModel):
     batches: int = Field(5, ge=2, description="batches of 32 timed per round for batch-32 latency and throughput")
     rounds: int = Field(3, ge=1, description="rounds in which the variants take turns")
     warmup: int = Field(5, ge=0, description="untimed calls before timing")
+    resamples: int = Field(1000, ge=100, description="bootstrap resamples of every interval (seeded)")
+    bootstrap_seed: int = 0
+
+
+class SelectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    family: Literal["any", "transformer", "classical"] = Field(
+        "any", description="the family the shipped model must come from; any: the best on val"
+    )
 
 
 class GateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tolerance: float = Field(0.0, ge=0, le=1, description="macro-F1 the challenger may lose against the champion")
-    min_macro_f1: float = Field(0.9, ge=0, le=1, description="absolute floor on test macro-F1")
+    tolerance: float = Field(
+        0.02, ge=0, le=1, description="macro-F1 the challenger may lose against the champion, at 95 % confidence"
+    )
+    min_macro_f1: float | Literal["baseline"] = Field(
+        "baseline",
+        description="floor on test macro-F1: a number, or baseline: the lower end of the classical candidate's "
+        "95 % interval on the same test split",
+    )
     max_latency_ms_p95_b1: float = Field(50.0, gt=0, description="budget for p95 latency at batch 1")
     max_size_mb: float = Field(10.0, gt=0, description="budget for the model file")
+
+    @field_validator("min_macro_f1")
+    @classmethod
+    def _share(cls, value: float | str) -> float | str:
+        if not isinstance(value, str) and not 0 <= value <= 1:
+            raise ValueError(f"min_macro_f1 must be baseline or between 0 and 1, got {value}")
+        return value

@@ -9,6 +9,7 @@ missing, or outside the bounds, fails them.
 from dataclasses import dataclass
 
 from components.deploy.config import ExportConfig, GateConfig, QuantizeConfig
+from components.deploy.stats import Comparison
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class Evidence:
     quantize_agreement: float | None
     quantize_f1_drop: float | None
     validation_passed: bool | None
+    quantized: bool = True  # an FP32 or classical file has no INT8 parity to check
 
 
 def _parity(evidence: Evidence, export: ExportConfig, quantize: QuantizeConfig) -> list[Check]:
@@ -53,7 +55,9 @@ def _parity(evidence: Evidence, export: ExportConfig, quantize: QuantizeConfig) 
             f"max |logit difference| {e.export_max_abs_diff:.2e} (bound {export.max_abs_diff:.0e}), "
             f"labels agree on {e.export_agreement:.1%}",
         )
-    if e.quantize_agreement is None or e.quantize_f1_drop is None:
+    if not e.quantized:
+        quantized = Check("quantize_parity", True, "not quantized: no INT8 parity to check")
+    elif e.quantize_agreement is None or e.quantize_f1_drop is None:
         quantized = Check("quantize_parity", False, "no INT8 parity measurement recorded on the version")
     else:
         quantized = Check(
@@ -76,28 +80,37 @@ def _parity(evidence: Evidence, export: ExportConfig, quantize: QuantizeConfig) 
 def decide(
     cfg: GateConfig,
     challenger: dict[str, float],
-    champion_f1: float | None,
+    versus: Comparison | None,
+    floor: float,
+    floor_source: str,
     evidence: Evidence,
     export: ExportConfig,
     quantize: QuantizeConfig,
 ) -> Decision:
-    """`challenger` holds test_macro_f1, latency_ms_p95_b1 and size_mb on the current test
-    split; `champion_f1` is the champion re-scored on that same split (None: no champion,
-    and the floors alone decide)."""
+    """`challenger` holds test_macro_f1 with its interval (test_macro_f1_lo/_hi),
+    latency_ms_p95_b1 and size_mb on today's test split; `versus` is the champion against
+    the challenger on the same texts (champion minus challenger; None: no champion, and
+    the floors alone decide). The challenger may be worse than the champion only by less
+    than `cfg.tolerance` at 95 % confidence: the upper end of the paired interval of the
+    difference must be at most the tolerance, whatever the point estimate says."""
     f1 = challenger["test_macro_f1"]
+    interval = f"[{challenger['test_macro_f1_lo']:.4f}, {challenger['test_macro_f1_hi']:.4f}]"
     checks = []
-    if champion_f1 is None:
+    if versus is None:
         checks.append(Check("champion", True, "no champion yet; the floors decide"))
     else:
+        d = versus.macro_f1_difference
         checks.append(
             Check(
                 "vs_champion",
-                f1 >= champion_f1 - cfg.tolerance,
-                f"macro-F1 {f1:.4f} vs champion {champion_f1:.4f} (tolerance {cfg.tolerance})",
+                d.high <= cfg.tolerance,
+                f"champion minus challenger macro-F1 {d.estimate:+.4f}, 95 % interval [{d.low:+.4f}, {d.high:+.4f}] "
+                f"(its upper end must be at most the tolerance {cfg.tolerance}); McNemar p = {versus.mcnemar_p:.3g} "
+                f"over {versus.discordant} texts only one of them gets right",
             )
         )
     checks += [
-        Check("f1_floor", f1 >= cfg.min_macro_f1, f"macro-F1 {f1:.4f} vs floor {cfg.min_macro_f1}"),
+        Check("f1_floor", f1 >= floor, f"macro-F1 {f1:.4f} {interval} vs floor {floor:.4f} ({floor_source})"),
         Check(
             "latency",
             challenger["latency_ms_p95_b1"] <= cfg.max_latency_ms_p95_b1,

@@ -6,7 +6,6 @@ and whatever lineage the caller stamps on it (git commit, data hash), so a runti
 only the file and its tokenizer.
 """
 
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -14,8 +13,6 @@ import numpy as np
 import onnx
 import torch
 from torch import nn
-
-from components.errors import KilnError
 
 INPUTS = ["input_ids", "attention_mask"]
 
@@ -94,22 +91,3 @@ def quantize_static(src: Path, dst: Path, calibration: Iterable[dict[str, np.nda
         op_types_to_quantize=["MatMul", "Gather"],
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
     )
-
-
-def stamp(path: Path, metadata: dict[str, object]) -> None:
-    """Write `metadata` (values JSON-encoded) into the file's metadata_props."""
-    model = onnx.load(str(path))
-    del model.metadata_props[:]
-    for key, value in sorted(metadata.items()):
-        model.metadata_props.add(key=key, value=json.dumps(value))
-    onnx.save(model, str(path))
-
-
-def read_metadata(path: Path) -> dict[str, object]:
-    if not path.is_file():
-        raise KilnError(f"ONNX model {path} is missing")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-        return {p.key: json.loads(p.value) for p in model.metadata_props}
-    except Exception as err:  # protobuf's DecodeError, json errors, ...
-        raise KilnError(f"ONNX model {path} is corrupt ({err.__class__.__name__}: {err})") from None

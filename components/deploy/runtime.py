@@ -4,6 +4,7 @@ promotion gate, `kiln predict` and the served MLflow model alike."""
 
 import logging
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -81,7 +82,7 @@ class OnnxClassifier:
     def __init__(self, model: Path, tokenizer: Path, threads: int | None = None):
         import onnxruntime as ort
 
-        from components.deploy.onnx import read_metadata
+        from components.deploy.metadata import read_metadata
 
         meta = read_metadata(model)
         if "labels" not in meta or "max_length" not in meta:
@@ -139,3 +140,29 @@ class OnnxClassifier:
             }
             for row in probabilities
         ]
+
+
+class TextClassifier(Protocol):
+    """What every family's runtime offers: the transformer's OnnxClassifier and the
+    classical family's ClassicalClassifier."""
+
+    labels: list[str]
+    metadata: dict[str, object]
+
+    def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray: ...
+
+    def predict(self, texts: object) -> list[dict]: ...
+
+
+def load_classifier(model: Path, tokenizer: Path | None = None, threads: int | None = None) -> TextClassifier:
+    """The runtime for an exported file, by the family its metadata names (a transformer
+    needs its tokenizer; a classical model tokenizes inside its graph)."""
+    from components.deploy.metadata import read_metadata
+
+    if read_metadata(model).get("family") == "classical":
+        from components.classical.runtime import ClassicalClassifier
+
+        return ClassicalClassifier(model, threads)
+    if tokenizer is None:
+        raise KilnError(f"ONNX model {model} is a transformer and needs its tokenizer.json")
+    return OnnxClassifier(model, tokenizer, threads)

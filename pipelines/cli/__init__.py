@@ -13,7 +13,7 @@ from pipelines.io import user_error
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
@@ -30,3 +30,8 @@ def main() -> None:
             sys.exit(1)
         console.get().error("".join(traceback.format_exception(err)).rstrip())
         sys.exit(1)
+    # Typer answers Ctrl-C (and SIGTERM, which Kiln turns into it) with 130, not an exception.
+    if code == 130:
+        console.get().error("kiln: stopped")
+    if isinstance(code, int) and code:
+        sys.exit(code)

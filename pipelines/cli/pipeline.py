@@ -42,6 +42,8 @@ def run(
     with lock.hold(root, "kiln run"), running(root, "run"):
         tracking.check()
         state = run_flow(pipeline, targets=targets or None, force=force)
+        if state.is_crashed():  # stopped by a signal: the same ending as Ctrl-C
+            raise KeyboardInterrupt(state.message)
         state.result()  # a failed stage's user error is raised as that KilnError
 
 
@@ -56,6 +58,8 @@ def retrain() -> None:
     load(root / "params.yaml")
     with running(root, "retrain") as shown:
         state = run_flow(flow)
+        if state.is_crashed():
+            raise KeyboardInterrupt(state.message)
         result = state.result(raise_on_failure=False)
         if isinstance(result, dict):
             shown.line(result.get("markdown", ""))

@@ -32,6 +32,7 @@ def promote(
     """Promote a version through the gate, force it, or roll the champion back."""
     root = repo_root()
     from pipelines import promotion
+    from pipelines.gating import Bounds, floor
     from pipelines.io import read_parquet
     from pipelines.registry import registry_errors
 
@@ -43,13 +44,16 @@ def promote(
     with registry_errors(f"promote: '{name}'"):
         if rollback:
             decision = promotion.rollback(client, name, reason)
+        elif force:
+            decision = promotion.promote(client, name, str(version), None, None, "force", reason)
         else:
-            test = None if force else read_parquet(root / params.paths.split / "test.parquet", "promote", "split")
-            bounds = promotion.Bounds(params.promote, params.evaluate, params.export, params.quantize)
-            decision = promotion.promote(
-                client, name, str(version), test, bounds, "force" if force else "manual", reason
-            )
+            test = read_parquet(root / params.paths.split / "test.parquet", "promote", "split")
+            limit = floor(params.promote, root / params.paths.reports / "evaluation.json")
+            bounds = Bounds(params.promote, params.evaluate, params.export, params.quantize, *limit)
+            decision = promotion.promote(client, name, str(version), test, bounds, "manual", reason)
     typer.echo(decision.headline())
+    if decision.resolution:
+        typer.echo(f"  note: {decision.resolution}")
     for line in decision.reasons:
         typer.echo(f"  {line}")
     if not decision.promoted:
@@ -87,9 +91,8 @@ def history() -> None:
 def lineage(version: Annotated[int, typer.Argument(help="registered version number")]) -> None:
     """From a registered version back to its MLflow run, git commit, dvc.lock stage hashes,
     data version and validation report."""
-    import yaml
-
     import mlflow
+    import yaml
 
     root = repo_root()
     from pipelines import registry
@@ -153,10 +156,9 @@ def predict(
         raise KilnError("give a text or --file texts.jsonl")
     texts = [text] if text is not None else _jsonl_texts(file)
     client, name, _ = _registry(root)
+    import mlflow
     import pandas as pd
     from mlflow.exceptions import MlflowException
-
-    import mlflow
 
     with registry.registry_errors(f"predict: loading {model or name}"):
         if model is None and registry.alias(client, name, registry.CHAMPION) is None:

@@ -2,6 +2,7 @@
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -46,6 +47,8 @@ def _become(command: list[str], banner: str) -> None:
     it inherits Kiln's environment (pickle deserialization off among it)."""
     typer.echo(banner, color=False)
     sys.stdout.flush()
+    # MLflow starts its server programs (uvicorn, gunicorn) by name: from this venv.
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     os.execv(command[0], command)
 
 
@@ -76,6 +79,14 @@ def serve_model(
 
     params = load(root / "params.yaml")
     uri = model or f"models:/{params.register_.name_for(params.ingest)}@champion"
+    import mlflow
+
+    from pipelines.registry import registry_errors
+
+    # Loaded once here first, so a model that cannot be served (a pickle among its files,
+    # a missing version) is one clear line, not the server's traceback.
+    with registry_errors(f"serve-model: loading {uri}"):
+        mlflow.pyfunc.load_model(uri)
     _become(
         [
             sys.executable,

@@ -1,16 +1,17 @@
-"""evaluate: every variant on the same test split, the same way: quality, latency at
-batch 1 and 32 with a fixed thread count, throughput, size and parameters; a TF-IDF
-baseline beside them; a JSON report (DVC metrics), a Markdown table and plots."""
+"""evaluate: every variant of both families on the same test split, the same way: quality
+with 95 % bootstrap intervals, latency at batch 1 and 32 with a fixed thread count,
+throughput, size and parameters; the selected candidate compared, text by text, with the
+classical model and the teacher; a JSON report (DVC metrics), a Markdown table and plots."""
 
-import io
-import pickle
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from components.classical.runtime import ClassicalClassifier
 from components.deploy import evaluation as ev
+from components.deploy import stats
 from components.deploy.parity import TorchClassifier
 from components.deploy.runtime import OnnxClassifier
 from components.errors import KilnError
@@ -18,6 +19,7 @@ from components.text.classifier import MeanPoolClassifier
 from components.text.model import count_parameters
 from pipelines.contract import StageContext, StageResult
 from pipelines.io import atomic, write_json
+from pipelines.records import Selection
 from pipelines.training import load_model
 
 # PyTorch variants, by the params path each is read from.
@@ -42,13 +44,13 @@ def _onnx_params(path: Path) -> int:
     return int(sum(np.prod(init.dims) for init in onnx.load(str(path)).graph.initializer))
 
 
-def _comparisons(variants: dict[str, dict]) -> dict[str, dict[str, float]]:
+def _ratios(variants: dict[str, dict]) -> dict[str, dict[str, float]]:
     teacher, int8, fp32 = variants["teacher"], variants["onnx_int8"], variants["onnx_fp32"]
     return {
         "int8_vs_teacher": {
             "size_ratio": teacher["size_mb"] / int8["size_mb"],
             "latency_ratio_p50_b1": teacher["latency_ms_p50_b1"] / int8["latency_ms_p50_b1"],
-            "macro_f1_retention": int8["macro_f1"] / teacher["macro_f1"],
+            "macro_f1_retention": int8["macro_f1"] / teacher["macro_f1"] if teacher["macro_f1"] else 0.0,
         },
         "int8_vs_fp32": {
             "speedup_p50_b1": fp32["latency_ms_p50_b1"] / int8["latency_ms_p50_b1"],
@@ -57,63 +59,79 @@ def _comparisons(variants: dict[str, dict]) -> dict[str, dict[str, float]]:
     }
 
 
-def run(ctx: StageContext) -> StageResult:
+def _runtimes(ctx: StageContext, labels: list[str]) -> dict[str, tuple[Callable, float, int]]:
+    """(logits function, size in MB, parameters) of every variant."""
     cfg, paths = ctx.params.evaluate, ctx.params.paths
-    split = ctx.read_split("train", "test")
-    test = split["test"]
-    texts = test["text"].tolist()
     tokenizer = ctx.input(f"{paths.onnx}/tokenizer.json", "tokenizer")
-    fp32_file, int8_file = ctx.input(f"{paths.onnx}/pruned.onnx"), ctx.input(paths.quantized)
-    fp32 = OnnxClassifier(fp32_file, tokenizer, threads=cfg.threads)
-    labels = fp32.labels
-    unknown = sorted(set(test["label"]) - set(labels))
-    if unknown:
-        raise KilnError(f"evaluate: test labels {unknown} are not in the model's label map {labels}")
-    truth = [labels.index(label) for label in test["label"]]
-
-    variants: dict[str, dict] = {}
-    predictors: dict[str, Callable[[list[str]], object]] = {}
+    found: dict[str, tuple[Callable, float, int]] = {}
     for name in TORCH:
         folder = getattr(paths, name)
         model, _, card = load_model(ctx, folder, MeanPoolClassifier)
         runtime = TorchClassifier(model, ctx.path(folder) / "tokenizer.json", card.label_list)
-        predictors[name] = runtime.logits
-        variants[name] = {
-            **ev.quality(truth, runtime.logits(texts).argmax(-1).tolist(), labels),
-            "size_mb": ev.size_mb([ctx.path(folder) / "model.safetensors"]),
-            "params": count_parameters(model),
-        }
-    int8 = OnnxClassifier(int8_file, tokenizer, threads=cfg.threads)
-    for name, runtime, file in (("onnx_fp32", fp32, fp32_file), ("onnx_int8", int8, int8_file)):
-        predictors[name] = runtime.logits
-        variants[name] = {
-            **ev.quality(truth, runtime.logits(texts).argmax(-1).tolist(), labels),
-            "size_mb": ev.size_mb([file]),
-            "params": _onnx_params(file),
-        }
-
-    train = split["train"][split["train"]["label"].isin(labels)]
-    baseline = ev.baseline(train["text"].tolist(), [labels.index(v) for v in train["label"]], ctx.params.hardware.seed)
-    # Its size is that of its fitted state serialised in memory; nothing is written.
-    buffer = io.BytesIO()
-    pickle.dump(baseline, buffer)
-    classifier = baseline[-1]
-    predictors["baseline"] = baseline.predict
-    variants["baseline"] = {
-        **ev.quality(truth, baseline.predict(texts).tolist(), labels),
-        "size_mb": buffer.tell() / 1e6,
-        "params": int(classifier.coef_.size + classifier.intercept_.size),
+        found[name] = (runtime.logits, ev.size_mb([ctx.path(folder) / "model.safetensors"]), count_parameters(model))
+    files = {
+        "onnx_fp32": f"{paths.onnx}/pruned.onnx",
+        "onnx_int8": paths.quantized,
+        "onnx_teacher": f"{paths.onnx}/teacher.onnx",
     }
+    for name, relative in files.items():
+        file = ctx.input(relative, "ONNX model")
+        found[name] = (
+            OnnxClassifier(file, tokenizer, threads=cfg.threads).logits,
+            ev.size_mb([file]),
+            _onnx_params(file),
+        )
+    file = ctx.input(f"{paths.classical}/model.onnx", "classical model")
+    classical = ClassicalClassifier(file, threads=cfg.threads)
+    if classical.labels != labels:
+        raise KilnError(f"evaluate: the classical model's labels {classical.labels} differ from {labels}")
+    # The classical file keeps its weights in node attributes: the count comes from its metadata.
+    found["classical"] = (classical.logits, ev.size_mb([file]), int(classical.metadata["grid_point"]["params"]))
+    return found
 
+
+def run(ctx: StageContext) -> StageResult:
+    cfg, paths = ctx.params.evaluate, ctx.params.paths
+    test = ctx.read_split("test")["test"]
+    texts = test["text"].tolist()
+    selection = Selection.read(ctx.input(f"{paths.reports}/selection.json", "selection"), ctx.name, "select")
+    labels = OnnxClassifier(ctx.input(paths.quantized), ctx.input(f"{paths.onnx}/tokenizer.json")).labels
+    if unknown := sorted(set(test["label"]) - set(labels)):
+        raise KilnError(f"evaluate: test labels {unknown} are not in the model's label map {labels}")
+    truth = [labels.index(label) for label in test["label"]]
+    runtimes = _runtimes(ctx, labels)
+    predicted: dict[str, list[int]] = {}
+    variants: dict[str, dict] = {}
+    for name, (logits, size, params) in runtimes.items():
+        predicted[name] = logits(texts).argmax(-1).tolist()
+        ci = stats.bootstrap(truth, predicted[name], cfg.resamples, cfg.bootstrap_seed)
+        variants[name] = {
+            **ev.quality(truth, predicted[name], labels),
+            "size_mb": size,
+            "params": params,
+            "macro_f1_ci95": [ci["macro_f1"].low, ci["macro_f1"].high],
+            "accuracy_ci95": [ci["accuracy"].low, ci["accuracy"].high],
+        }
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        for name, timing in ev.latency(predictors, texts, cfg).items():
+        for name, timing in ev.latency({n: r[0] for n, r in runtimes.items()}, texts, cfg).items():
             variants[name].update(timing)
     finally:
         torch.set_num_threads(threads)
 
-    comparisons = _comparisons(variants)
+    comparisons = {}
+    for other in ("classical", "teacher"):
+        found = stats.paired(truth, predicted[selection.selected], predicted[other], cfg.resamples, cfg.bootstrap_seed)
+        d = found.macro_f1_difference
+        comparisons[f"selected_vs_{other}"] = {
+            "selected": selection.selected,
+            "delta_macro_f1": d.estimate,
+            "ci95": [d.low, d.high],
+            "p_value": found.mcnemar_p,
+            "n_discordant": found.discordant,
+        }
+    ratios = _ratios(variants)
     reports = ctx.path(paths.reports)
     figures = reports / "evaluation"
     with atomic(figures) as tmp:
@@ -127,7 +145,15 @@ def run(ctx: StageContext) -> StageResult:
             )
         ev.plot_pareto(variants, tmp / "pareto.png")
     write_json(
-        {"test_texts": len(texts), "threads": cfg.threads, "variants": variants, "comparisons": comparisons},
+        {
+            "test_texts": len(texts),
+            "threads": cfg.threads,
+            "selected": selection.selected,
+            "selected_family": selection.chosen.family,
+            "variants": variants,
+            "comparisons": comparisons,
+            "ratios": ratios,
+        },
         reports / "evaluation.json",
     )
     write_json(
@@ -135,6 +161,8 @@ def run(ctx: StageContext) -> StageResult:
             {
                 "variant": name,
                 "macro_f1": v["macro_f1"],
+                "macro_f1_low": v["macro_f1_ci95"][0],
+                "macro_f1_high": v["macro_f1_ci95"][1],
                 "latency_ms_p50_b1": v["latency_ms_p50_b1"],
                 "size_mb": v["size_mb"],
             }
@@ -143,9 +171,27 @@ def run(ctx: StageContext) -> StageResult:
         reports / "pareto.json",
     )
     with atomic(reports / "evaluation.md") as tmp:
-        tmp.write_text(f"# Evaluation on {len(texts)} test texts ({cfg.threads} thread(s))\n\n" + ev.markdown(variants))
+        tmp.write_text(markdown(len(texts), cfg.threads, selection, variants, comparisons))
     metrics = {f"{name}/{logged}": float(v[key]) for name, v in variants.items() for key, logged in SCALARS.items()}
-    metrics.update({f"{group}/{key}": value for group, values in comparisons.items() for key, value in values.items()})
+    metrics.update(
+        {
+            f"{name}/test_macro_f1_{end}": v["macro_f1_ci95"][i]
+            for name, v in variants.items()
+            for i, end in enumerate(("lo", "hi"))
+        }
+    )
+    for group, c in comparisons.items():
+        metrics.update(
+            {
+                f"{group}/delta_macro_f1": c["delta_macro_f1"],
+                f"{group}/ci_lo": c["ci95"][0],
+                f"{group}/ci_hi": c["ci95"][1],
+                f"{group}/p_value": c["p_value"],
+                f"{group}/discordant": c["n_discordant"],
+            }
+        )
+    metrics.update({f"{group}/{key}": value for group, values in ratios.items() for key, value in values.items()})
+    metrics["selected/test_macro_f1"] = variants[selection.selected]["macro_f1"]
     return StageResult(
         metrics=metrics,
         artifacts={
@@ -154,3 +200,24 @@ def run(ctx: StageContext) -> StageResult:
             "evaluation/figures": figures,
         },
     )
+
+
+def markdown(texts: int, threads: int, selection: Selection, variants: dict[str, dict], comparisons: dict) -> str:
+    lines = [
+        f"# Evaluation on {texts} test texts ({threads} thread(s))",
+        "",
+        f"Selected on val: {selection.reason}.",
+        "",
+        ev.markdown(variants),
+        "## Paired comparisons",
+        "",
+        "| comparison | macro-F1 difference | 95 % interval | McNemar p | discordant texts |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {name} ({c['selected']}) | {c['delta_macro_f1']:+.4f} | [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] "
+        f"| {c['p_value']:.3g} | {c['n_discordant']} |"
+        for name, c in comparisons.items()
+    ]
+    lines += ["", "An interval that holds 0 means this test split cannot tell the two apart."]
+    return "\n".join(lines) + "\n"

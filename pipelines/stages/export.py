@@ -3,7 +3,8 @@ ONNX files, each through a parity gate against PyTorch on real held-out texts.""
 
 from pathlib import Path
 
-from components.deploy.onnx import export, optimize, stamp
+from components.deploy.metadata import stamp
+from components.deploy.onnx import export, optimize
 from components.deploy.parity import TorchClassifier, parity_gate
 from components.deploy.runtime import OnnxClassifier
 from components.text.classifier import MeanPoolClassifier

@@ -5,7 +5,8 @@ outcome, not a failed stage: the run says so at its end."""
 
 from pipelines import tracking
 from pipelines.contract import StageContext, StageResult
-from pipelines.promotion import Bounds, promote
+from pipelines.gating import Bounds, floor
+from pipelines.promotion import promote
 from pipelines.records import Registration
 from pipelines.registry import registry_errors
 
@@ -14,10 +15,10 @@ def run(ctx: StageContext) -> StageResult:
     params, paths = ctx.params, ctx.params.paths
     registered = Registration.read(ctx.input(f"{paths.reports}/register.json", "registration"), ctx.name, "register")
     test = ctx.read_split("test")["test"]
-    bounds = Bounds(params.promote, params.evaluate, params.export, params.quantize)
+    evaluation = ctx.input(f"{paths.reports}/evaluation.json", "evaluation report")
+    bounds = Bounds(params.promote, params.evaluate, params.export, params.quantize, *floor(params.promote, evaluation))
     with registry_errors(f"promote: version {registered.version} of '{registered.model_name}'"):
         decision = promote(tracking.client(), registered.model_name, registered.version, test, bounds)
     decision.write(ctx.path(paths.reports) / "promotion.json")
-    return StageResult(
-        metrics={**decision.metrics, "promote/promoted": float(decision.promoted)}, summary=[decision.headline()]
-    )
+    summary = [decision.headline()] + ([decision.resolution] if decision.resolution else [])
+    return StageResult(metrics={**decision.metrics, "promote/promoted": float(decision.promoted)}, summary=summary)

@@ -2,7 +2,8 @@
 calibration as an option), through a parity gate against the FP32 file. The gate's
 measurements travel inside the INT8 file's metadata."""
 
-from components.deploy.onnx import quantize_dynamic, quantize_static, read_metadata, stamp
+from components.deploy.metadata import read_metadata, stamp
+from components.deploy.onnx import quantize_dynamic, quantize_static
 from components.deploy.parity import agreement_gate
 from components.deploy.runtime import OnnxClassifier
 from components.errors import KilnError

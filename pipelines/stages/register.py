@@ -10,11 +10,11 @@ import yaml
 from tokenizers import Tokenizer
 
 from components.data.drift import profile
-from components.deploy.onnx import read_metadata
+from components.deploy.metadata import read_metadata
 from components.errors import KilnError
 from pipelines import tracking
 from pipelines.contract import StageContext, StageResult
-from pipelines.records import ExportReport, QuantizeReport, Registration
+from pipelines.records import ExportReport, Parity, QuantizeReport, Registration, Selection
 from pipelines.registry import register_model, registry_errors
 from pipelines.stages.quantize import REPORT_KEY
 
@@ -31,22 +31,46 @@ def _lock(ctx: StageContext) -> tuple[str, str, dict]:
     return text.decode(), hashlib.sha256(text).hexdigest(), outs
 
 
+def _evidence(ctx: StageContext, selection: Selection) -> dict[str, str]:
+    """What the export, classical and quantize stages measured for the selected file, for
+    the gate to hold against today's bounds."""
+    paths, name = ctx.params.paths, selection.selected
+    if name == "classical":
+        parity = Parity.read(ctx.input(f"{paths.classical}/parity.json", "classical parity"), ctx.name, "classical")
+    else:
+        report = ExportReport.read(ctx.input(f"{paths.onnx}/export.json", "export report"), ctx.name, "export")
+        parity = report.models["teacher" if name == "onnx_teacher" else "pruned"]
+    tags = {
+        "gate.export_max_abs_diff": str(parity.max_abs_diff),
+        "gate.export_agreement": str(parity.agreement),
+        "gate.quantized": str(name == "onnx_int8").lower(),
+    }
+    if name == "onnx_int8":
+        quantize = QuantizeReport.model_validate(read_metadata(ctx.input(paths.quantized)).get(REPORT_KEY) or {})
+        tags["gate.quantize_agreement"] = str(quantize.agreement)
+        tags["gate.quantize_f1_drop"] = str(quantize.fp32_macro_f1 - quantize.int8_macro_f1)
+    return tags
+
+
 def run(ctx: StageContext) -> StageResult:
     paths, name = ctx.params.paths, ctx.params.register_.name_for(ctx.params.ingest)
-    model = ctx.input(paths.quantized, "INT8 model")
-    tokenizer = ctx.input(f"{paths.onnx}/tokenizer.json", "tokenizer")
+    selection = Selection.read(ctx.input(f"{paths.reports}/selection.json", "selection"), ctx.name, "select")
+    chosen = selection.chosen
+    model = ctx.input(chosen.file, "selected model")
+    tokenizer = ctx.input(chosen.tokenizer, "tokenizer") if chosen.tokenizer else None
     validation = json.loads(ctx.input(f"{paths.reports}/validation.json", "validation report").read_text())
     evaluation = json.loads(ctx.input(f"{paths.reports}/evaluation.json", "evaluation report").read_text())
-    export = ExportReport.read(ctx.input(f"{paths.onnx}/export.json", "export report"), ctx.name, "export")
-    quantize = QuantizeReport.model_validate(read_metadata(model).get(REPORT_KEY) or {})
     lock_text, lock_hash, lock_outs = _lock(ctx)
     commit, dirty = ctx.git
     splits = ctx.read_split("train", "test")
     example = splits["test"]["text"].head(2).tolist()
-    # What the retrain flow measures a new batch's drift against once this is champion.
-    reference = profile(splits["train"], Tokenizer.from_file(str(tokenizer))).to_dict()
-    shipped = export.models["pruned"]
+    # What the retrain flow measures a new batch's drift against once this is champion: the
+    # training split's profile, under the transformer tokenizer whichever family ships.
+    words = ctx.input(f"{paths.onnx}/tokenizer.json", "tokenizer")
+    reference = profile(splits["train"], Tokenizer.from_file(str(words))).to_dict()
     tags = {
+        "kiln.family": chosen.family,
+        "kiln.candidate": selection.selected,
         "git.commit": commit,
         "git.dirty": str(dirty).lower(),
         "dvc.lock.sha256": lock_hash,
@@ -56,30 +80,22 @@ def run(ctx: StageContext) -> StageResult:
             f"{path}={md5}" for path, md5 in sorted(lock_outs.get("split", {}).items()) if path.startswith(paths.split)
         ),
         "data.validation": "passed" if validation.get("success") else "failed",
-        "gate.export_max_abs_diff": str(shipped.max_abs_diff),
-        "gate.export_agreement": str(shipped.agreement),
-        "gate.quantize_agreement": str(quantize.agreement),
-        "gate.quantize_f1_drop": str(quantize.fp32_macro_f1 - quantize.int8_macro_f1),
+        **_evidence(ctx, selection),
         "mlflow.run_id": ctx.run.run_id or "",
         "mlflow.parent_run_id": ctx.run.parent_id or "",
         "prefect.flow_run_id": os.environ.get(tracking.FLOW_RUN_ENV, ""),
-        "test.macro_f1": str(quantize.int8_macro_f1),
+        "test.macro_f1": str(evaluation["variants"][selection.selected]["macro_f1"]),
+    }
+    lineage = {
+        "dvc.lock": lock_text,
+        "validation.json": validation,
+        "evaluation.json": evaluation,
+        "selection.json": selection.model_dump(mode="json"),
+        "profile.json": reference,
+        "tokenizer.json": words.read_text(encoding="utf-8"),
     }
     with registry_errors(f"register: registering '{name}'"):
-        number, uri, reused = register_model(
-            name,
-            model,
-            tokenizer,
-            example,
-            tags,
-            run_id=ctx.run.run_id,
-            lineage={
-                "dvc.lock": lock_text,
-                "validation.json": validation,
-                "evaluation.json": evaluation,
-                "profile.json": reference,
-            },
-        )
+        number, uri, reused = register_model(name, model, tokenizer, example, tags, ctx.run.run_id, lineage)
     Registration(model_name=name, version=number, run_id=ctx.run.run_id, model_uri=uri, reused=reused, tags=tags).write(
         ctx.path(paths.reports) / "register.json"
     )

@@ -1,0 +1,99 @@
+"""Which candidate to ship, chosen on val, never on test.
+
+Every candidate (each family's servable files) is scored on the val split. Among those
+within the latency and size budgets, the best val macro-F1 leads; a candidate whose val
+macro-F1 is not significantly below the leader's (the paired 95 % interval of the
+difference holds 0) is tied with it, and of the tied ones the smallest file wins, then
+the fastest: on val splits of a few hundred texts, a point of macro-F1 is noise, and a
+smaller, faster model is not.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+from components.deploy.stats import Interval, bootstrap, paired
+
+Family = Literal["transformer", "classical"]
+
+
+@dataclass(frozen=True)
+class Measured:
+    family: Family
+    predicted: list[int]  # on val
+    latency_ms_p95_b1: float
+    size_mb: float
+
+
+@dataclass(frozen=True)
+class Ranked:
+    family: Family
+    macro_f1: Interval
+    accuracy: Interval
+    latency_ms_p95_b1: float
+    size_mb: float
+    within_budgets: bool
+    tied_with_best: bool
+
+
+@dataclass(frozen=True)
+class Choice:
+    selected: str
+    reason: str
+    candidates: dict[str, Ranked]
+
+
+def choose(
+    truth: list[int],
+    measured: dict[str, Measured],
+    family: Literal["any", "transformer", "classical"],
+    max_latency_ms: float,
+    max_size_mb: float,
+    resamples: int,
+    seed: int,
+) -> Choice:
+    scores = {name: bootstrap(truth, m.predicted, resamples, seed) for name, m in measured.items()}
+    pool = [name for name, m in measured.items() if family in ("any", m.family)]
+    if not pool:
+        raise ValueError(f"no candidate of family {family}")
+    fits = {
+        name: measured[name].latency_ms_p95_b1 <= max_latency_ms and measured[name].size_mb <= max_size_mb
+        for name in measured
+    }
+    eligible = [name for name in pool if fits[name]] or pool
+    best = max(eligible, key=lambda n: (scores[n]["macro_f1"].estimate, -measured[n].size_mb))
+    tied = {
+        name
+        for name in eligible
+        if name == best
+        or paired(
+            truth, measured[best].predicted, measured[name].predicted, resamples, seed
+        ).macro_f1_difference.contains(0)
+    }
+    chosen = min(tied, key=lambda n: (measured[n].size_mb, measured[n].latency_ms_p95_b1, n))
+    f1 = scores[chosen]["macro_f1"]
+    reason = f"{chosen} ({measured[chosen].family}): val macro-F1 {f1.estimate:.4f} [{f1.low:.4f}, {f1.high:.4f}]; "
+    if chosen == best:
+        reason += "the best on val"
+    else:
+        lead = scores[best]["macro_f1"]
+        reason += (
+            f"tied with the best, {best} ({lead.estimate:.4f}), within the paired 95 % interval, and smaller "
+            f"({measured[chosen].size_mb:.2f} MB against {measured[best].size_mb:.2f} MB)"
+        )
+    if not any(fits[name] for name in pool):
+        reason += f"; no {family if family != 'any' else ''} candidate is within the latency and size budgets"
+    elif family != "any":
+        reason += f"; select.family pins the {family} family"
+    ranked = {
+        name: Ranked(
+            m.family,
+            scores[name]["macro_f1"],
+            scores[name]["accuracy"],
+            m.latency_ms_p95_b1,
+            m.size_mb,
+            fits[name],
+            name in tied,
+        )
+        for name, m in measured.items()
+    }
+    return Choice(chosen, reason, ranked)

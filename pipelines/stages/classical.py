@@ -1,0 +1,74 @@
+"""classical: the classical family, TF-IDF over word or character n-grams with a logistic
+regression, its grid point chosen on val, exported to ONNX (raw text in) and checked
+against scikit-learn on held-out texts."""
+
+import json
+
+from components.classical.model import count_parameters, export, parity_gate, select
+from components.classical.runtime import ClassicalClassifier
+from pipelines.contract import StageContext, StageResult
+from pipelines.io import atomic
+from pipelines.records import Parity
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg, paths = ctx.params.classical, ctx.params.paths
+    split = ctx.read_split()
+    train, val, test = split["train"], split["val"], split["test"]
+    chosen = select(
+        train["text"].tolist(),
+        train["label"].tolist(),
+        val["text"].tolist(),
+        val["label"].tolist(),
+        cfg,
+        ctx.params.hardware.seed,
+    )
+    commit, dirty = ctx.git
+    with atomic(ctx.path(paths.classical)) as folder:
+        folder.mkdir(parents=True)
+        model = folder / "model.onnx"
+        export(
+            chosen,
+            model,
+            {
+                "git_commit": commit,
+                "git_dirty": dirty,
+                "made_by": "classical",
+                "data": {path: value for path, value in ctx.deps.items() if path.startswith("data/")},
+            },
+        )
+        # Held-out texts, as for the transformer's export: a check of arithmetic, not of quality.
+        texts = test["text"].tolist() + val["text"].tolist()
+        found = parity_gate(chosen.pipeline, ClassicalClassifier(model), texts, cfg.max_abs_diff)
+        size_mb = model.stat().st_size / 1e6
+        Parity(texts=found.texts, max_abs_diff=found.max_abs_diff, agreement=found.agreement, size_mb=size_mb).write(
+            folder / "parity.json"
+        )
+        (folder / "grid.json").write_text(
+            json.dumps(
+                {
+                    "best": vars(chosen.best),
+                    "skipped": chosen.skipped,
+                    "grid": [vars(point) for point in chosen.table],
+                },
+                indent=2,
+                default=list,
+            )
+            + "\n"
+        )
+    best = chosen.best
+    return StageResult(
+        metrics={
+            "classical/val_macro_f1": best.val_macro_f1,
+            "classical/val_accuracy": best.val_accuracy,
+            "classical/features": best.features,
+            "classical/params": count_parameters(chosen.pipeline),
+            "classical/grid_points": len(chosen.table),
+            "classical/grid_s": chosen.seconds,
+            "onnx_classical/max_abs_diff": found.max_abs_diff,
+            "onnx_classical/parity_agreement": found.agreement,
+            "onnx_classical/size_mb": size_mb,
+        },
+        summary=[f"chosen on val: {best.analyzer} n-grams {tuple(best.ngram_range)}, C={best.c}"]
+        + [f"skipped: {reason}" for reason in chosen.skipped],
+    )

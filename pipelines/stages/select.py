@@ -1,0 +1,98 @@
+"""select: the candidate to ship, chosen on val among every family's servable files (INT8
+and FP32 ONNX of the pruned student, the teacher's ONNX, the classical model): the best
+val macro-F1 within promote's latency and size budgets, and of those tied with it within
+the paired 95 % interval, the smallest and fastest. Test is not read."""
+
+from components.deploy import evaluation as ev
+from components.deploy.runtime import load_classifier
+from components.deploy.selection import Measured, choose
+from components.errors import KilnError
+from pipelines.contract import StageContext, StageResult
+from pipelines.records import Candidate, Selection
+
+
+def candidates(ctx: StageContext) -> dict[str, tuple[str, str | None]]:
+    """Servable files by candidate name: (model, tokenizer or None)."""
+    paths = ctx.params.paths
+    tokenizer = f"{paths.onnx}/tokenizer.json"
+    return {
+        "onnx_int8": (paths.quantized, tokenizer),
+        "onnx_fp32": (f"{paths.onnx}/pruned.onnx", tokenizer),
+        "onnx_teacher": (f"{paths.onnx}/teacher.onnx", tokenizer),
+        "classical": (f"{paths.classical}/model.onnx", None),
+    }
+
+
+def run(ctx: StageContext) -> StageResult:
+    params = ctx.params
+    val = ctx.read_split("val")["val"]
+    texts = val["text"].tolist()
+    files = candidates(ctx)
+    runtimes = {
+        name: load_classifier(
+            ctx.input(model), ctx.input(tokenizer) if tokenizer else None, threads=params.evaluate.threads
+        )
+        for name, (model, tokenizer) in files.items()
+    }
+    labels = runtimes["onnx_int8"].labels
+    if unknown := sorted(set(val["label"]) - set(labels)):
+        raise KilnError(f"select: val labels {unknown} are not in the models' label map {labels}")
+    for name, runtime in runtimes.items():
+        if runtime.labels != labels:
+            raise KilnError(f"select: {name} has labels {runtime.labels}, the others {labels}")
+    truth = [labels.index(label) for label in val["label"]]
+    timing = ev.latency({name: r.logits for name, r in runtimes.items()}, texts, params.evaluate)
+    measured = {
+        name: Measured(
+            family="classical" if name == "classical" else "transformer",
+            predicted=runtime.logits(texts).argmax(-1).tolist(),
+            latency_ms_p95_b1=timing[name]["latency_ms_p95_b1"],
+            size_mb=ctx.path(files[name][0]).stat().st_size / 1e6,
+        )
+        for name, runtime in runtimes.items()
+    }
+    gate = params.promote
+    choice = choose(
+        truth,
+        measured,
+        params.select.family,
+        gate.max_latency_ms_p95_b1,
+        gate.max_size_mb,
+        params.evaluate.resamples,
+        params.evaluate.bootstrap_seed,
+    )
+    record = Selection(
+        family=params.select.family,
+        selected=choice.selected,
+        reason=choice.reason,
+        val_texts=len(texts),
+        budgets={"max_latency_ms_p95_b1": gate.max_latency_ms_p95_b1, "max_size_mb": gate.max_size_mb},
+        candidates={
+            name: Candidate(
+                family=r.family,
+                file=files[name][0],
+                tokenizer=files[name][1],
+                val_macro_f1=r.macro_f1.estimate,
+                val_macro_f1_ci95=(r.macro_f1.low, r.macro_f1.high),
+                val_accuracy=r.accuracy.estimate,
+                latency_ms_p95_b1=r.latency_ms_p95_b1,
+                size_mb=r.size_mb,
+                within_budgets=r.within_budgets,
+                tied_with_best=r.tied_with_best,
+            )
+            for name, r in choice.candidates.items()
+        },
+    )
+    path = ctx.path(params.paths.reports) / "selection.json"
+    record.write(path)
+    metrics = {}
+    for name, c in record.candidates.items():
+        metrics.update(
+            {
+                f"{name}/val_macro_f1": c.val_macro_f1,
+                f"{name}/val_macro_f1_lo": c.val_macro_f1_ci95[0],
+                f"{name}/val_macro_f1_hi": c.val_macro_f1_ci95[1],
+            }
+        )
+    ctx.run.set_tags({"kiln.selected": choice.selected, "kiln.selected_family": record.chosen.family})
+    return StageResult(metrics=metrics, artifacts={"selection": path}, summary=[f"selected {choice.reason}"])

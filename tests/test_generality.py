@@ -1,0 +1,94 @@
+"""The whole pipeline on data unlike BBC's, with only data-describing params set: a
+language written without spaces, and texts under ten characters. Each run must end with
+a model that is promoted, or a clear line saying why it was not."""
+
+import json
+import random
+import re
+
+import pandas as pd
+import pytest
+
+from tests.conftest import TINY_TRAINING, copy_repo, kiln, set_params
+
+pytestmark = pytest.mark.slow
+
+# Characters of generated "reviews": each label has words of its own, the rest are shared.
+SHARED = "的了是我在有这个们中来上大为和国地到以说时要就出会可也你对生能而子那得于着下自之年过发后作里"
+TOPICS = {
+    "好评": "好棒赞喜欢满意推荐干净舒适快速便宜",
+    "差评": "差烂慢贵脏吵失望退款投诉糟糕",
+    "中评": "一般还行普通凑合尚可平常中等",
+}
+
+
+def chinese(rows_per_label: int, seed: int = 0) -> pd.DataFrame:
+    rng = random.Random(seed)
+    rows = []
+    for label, own in TOPICS.items():
+        for _ in range(rows_per_label):
+            chars = [rng.choice(own) for _ in range(rng.randint(4, 8))] + [rng.choice(SHARED) for _ in range(12)]
+            rng.shuffle(chars)
+            rows.append({"review": "".join(chars) + rng.choice("。！？"), "stars": label})
+    return pd.DataFrame(rows).drop_duplicates("review")
+
+
+def short(rows_per_label: int, seed: int = 0) -> pd.DataFrame:
+    rng = random.Random(seed)
+    words = {"greet": ["hi", "hey", "yo", "hello"], "thanks": ["thx", "ty", "thanks"], "bye": ["bye", "cya", "later"]}
+    rows = []
+    for label, own in words.items():
+        for i in range(rows_per_label):
+            text = f"{rng.choice(own)} {i}{rng.choice('!?.')}"[:9]
+            rows.append({"text": text, "intent": label})
+    return pd.DataFrame(rows).drop_duplicates("text")
+
+
+def run(repo, frame: pd.DataFrame, text: str, label: str, labels: list[str]):
+    frame.to_csv(repo / "data/external/mine.csv", index=False)
+    # Tiny models; the floors decide and the data chooses the sequence length, as for a user.
+    training = {k: v for k, v in TINY_TRAINING.items() if k != "promote"}
+    training["encoder"] = {k: v for k, v in training["encoder"].items() if k != "max_length"}
+    set_params(repo, **training)
+    set_params(repo, encoder={"max_length": "auto"})
+    # The data-describing params, and nothing else.
+    set_params(
+        repo,
+        ingest={
+            "source": "file",
+            "file": {"path": "data/external/mine.csv", "text_column": text, "label_column": label},
+        },
+        validate={"labels": labels},
+    )
+    out = kiln("run", cwd=repo)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(
+        r"^version 1 of 'kiln-mine' (promoted to champion|registered, not promoted .*: \w+)", out.stdout, re.MULTILINE
+    ), out.stdout
+    return out
+
+
+def test_a_language_without_spaces(tmp_path):
+    repo = copy_repo(tmp_path / "kiln")
+    run(repo, chinese(40), "review", "stars", list(TOPICS))
+    augmented = pd.read_parquet(repo / "data/augmented/train.parquet")
+    train = pd.read_parquet(repo / "data/split/train.parquet").set_index("id")["text"]
+    # Copies are edited character by character (on whitespace-split "words" 87 % of such
+    # texts came back unchanged or emptied); a swap of two equal characters may still
+    # change nothing. None is only masks.
+    assert (augmented["text"] != augmented["origin_id"].map(train)).mean() > 0.9
+    assert not augmented["text"].str.fullmatch(r"(\[MASK\]\s*)+").any()
+    assert " " not in "".join(augmented[augmented["op"] == "swap"]["text"])
+    tokens = json.loads((repo / "reports/tokenize.json").read_text())
+    assert tokens["tokenizer/unk_rate"] < 0.01
+
+
+def test_texts_under_ten_characters(tmp_path):
+    repo = copy_repo(tmp_path / "kiln")
+    frame = short(40)
+    assert frame["text"].str.len().max() < 10
+    run(repo, frame, "text", "intent", ["bye", "greet", "thanks"])
+    validation = json.loads((repo / "reports/validation.json").read_text())
+    assert validation["rows_valid"] == len(frame)  # no length bound from English news
+    encoder = json.loads((repo / "models/encoder/kiln.json").read_text())
+    assert encoder["metrics"]["model/max_length"] == 16  # chosen from the data: the floor
