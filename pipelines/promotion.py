@@ -120,8 +120,19 @@ def promote(
 ) -> Promotion:
     """Promote version `number` through the gate, or past it with action "force"."""
     challenger = version(client, name, number)
+    champion = alias(client, name, CHAMPION)
+    if champion is not None and str(champion.version) == str(challenger.version):
+        # A rerun that registered nothing new: nothing to decide, nothing to record.
+        return Promotion(
+            model_name=name,
+            version=str(number),
+            promoted=True,
+            champion=str(number),
+            metrics={},
+            reasons=[f"pass champion: version {number} is the champion already"],
+            already=True,
+        )
     if action == "force":
-        champion = alias(client, name, CHAMPION)
         return conclude(
             client,
             name,

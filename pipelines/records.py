@@ -122,9 +122,12 @@ class Promotion(_Record):
     metrics: dict[str, float]
     # Set when the test split is too small to tell a loss of promote.tolerance from noise.
     resolution: str | None = None
+    already: bool = False  # the version was champion before this decision
 
     def headline(self) -> str:
         """One line for the end of a run: what happened to the new version, and why."""
+        if self.already:
+            return f"version {self.version} of '{self.model_name}' is the champion already"
         if self.promoted:
             return f"version {self.version} of '{self.model_name}' promoted to champion"
         failed = [r.removeprefix("FAIL ") for r in self.reasons if r.startswith("FAIL")]

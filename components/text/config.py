@@ -38,7 +38,7 @@ class EncoderConfig(StudentConfig):
         "auto", description="tokens per sequence, [CLS] and [SEP] included; auto: from the train texts' lengths"
     )
     length_percentile: float = Field(95.0, gt=0, le=100, description="auto: share of train texts that fit whole")
-    length_cap: int = Field(256, ge=16, le=4096, description="auto: the longest sequence chosen")
+    length_cap: int = Field(128, ge=16, le=4096, description="auto: the longest sequence chosen (a compute budget)")
     dropout: float = Field(0.1, ge=0, lt=1)
 
     @model_validator(mode="after")
