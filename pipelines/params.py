@@ -13,6 +13,7 @@ from components.data.split import SplitConfig
 from components.data.validation import ValidateConfig
 from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, QuantizeConfig, SelectConfig
 from components.errors import KilnError
+from components.explain.config import ExplainConfig
 from components.text.config import (
     DistillConfig,
     EncoderConfig,
@@ -138,6 +139,7 @@ class Params(_Section):
     classical: ClassicalConfig = ClassicalConfig()
     select: SelectConfig = SelectConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    explain: ExplainConfig = ExplainConfig()
     register_: RegisterConfig = Field(RegisterConfig(), alias="register")
     promote: GateConfig = GateConfig()
     retrain: RetrainConfig = RetrainConfig()

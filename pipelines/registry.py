@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-# The sha256 of the registered ONNX file: a rerun that made the same file finds its
-# version again instead of registering a second one.
+# The sha256 of everything a registered version is made of (the ONNX file, tokenizer,
+# explainer, temperature, serving code and the components package): a rerun that made the
+# same finds its version again instead of registering a second one.
 MODEL_HASH_TAG = "kiln.model_sha256"
 
 
@@ -93,18 +94,20 @@ def download(name: str, number: str, into: Path) -> tuple[Path, Path | None]:
 def register_model(
     name: str,
     model: Path,
-    tokenizer: Path,
+    tokenizer: Path | None,
     example: list[str],
     tags: dict[str, str],
     run_id: str | None,
     lineage: dict[str, object],
+    explainer: Path | None = None,
+    temperature: float = 1.0,
 ) -> tuple[str, str, bool]:
-    """Log the ONNX file and tokenizer as an MLflow model defined by pipelines/serving.py
-    (with the `components` package as its code) and register it as a version of `name`
-    with `tags` and alias `challenger`; `lineage` files go beside it in the run. A version
-    already holding the same ONNX file is reused. Returns (version, model URI, reused)."""
+    """Log the ONNX file (with its tokenizer, for a transformer) and what explains it as an
+    MLflow model defined by pipelines/serving.py (with the `components` package as its
+    code) and register it as a version of `name` with `tags` and alias `challenger`;
+    `lineage` files go beside it in the run. A version already holding the same ONNX file
+    is reused. Returns (version, model URI, reused)."""
     import hashlib
-    from importlib.metadata import version as installed
 
     import mlflow
     from mlflow.models import infer_signature
@@ -113,24 +116,35 @@ def register_model(
     from pipelines import serving
 
     client = tracking.client()
-    sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
+    components = Path(__file__).resolve().parent.parent / "components"
+    parts = [model, tokenizer, explainer, Path(serving.__file__), components]
+    digest = hashlib.sha256(str(temperature).encode())
+    for part in filter(None, parts):
+        for file in sorted(part.rglob("*")) if part.is_dir() else [part]:
+            if file.is_file() and "__pycache__" not in file.parts:
+                digest.update(file.name.encode() + file.read_bytes())
+    sha256 = digest.hexdigest()
     if (existing := find(client, name, sha256)) is not None:
         client.set_registered_model_alias(name, CHALLENGER, existing.version)
         return str(existing.version), f"models:/{name}/{existing.version}", True
     inputs = pd.DataFrame({"text": example})
-    predictions = load_classifier(model, tokenizer).predict(example)
+    predictions = load_classifier(model, tokenizer).predict(example, temperature)
     outputs = pd.DataFrame([{"label": p["label"], **p["probabilities"]} for p in predictions])
-    components = Path(__file__).resolve().parent.parent / "components"
-    requirements = [f"{p}=={installed(p)}" for p in ("mlflow", "onnx", "onnxruntime", "tokenizers", "pandas", "numpy")]
+    artifacts = {"model": str(model)}
+    if tokenizer is not None:
+        artifacts["tokenizer"] = str(tokenizer)
+    if explainer is not None:
+        artifacts["explainer"] = str(explainer)
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=serving.__file__,
-            artifacts={"model": str(model), **({"tokenizer": str(tokenizer)} if tokenizer else {})},
+            artifacts=artifacts,
             code_paths=[str(components)],
-            signature=infer_signature(inputs, outputs),
+            model_config={"temperature": temperature},
+            signature=infer_signature(inputs, outputs, params={"explain": False}),
             input_example=inputs,
-            pip_requirements=requirements,
+            pip_requirements=requirements(tokenizer is not None),
         )
         for file, content in lineage.items():
             if isinstance(content, str):
@@ -140,6 +154,17 @@ def register_model(
     registered = mlflow.register_model(info.model_uri, name, tags={**tags, MODEL_HASH_TAG: sha256})
     client.set_registered_model_alias(name, CHALLENGER, registered.version)
     return str(registered.version), info.model_uri, False
+
+
+def requirements(transformer: bool) -> list[str]:
+    """What the served model imports, at the versions that made it: ONNX Runtime and its
+    inputs; for a transformer also what explains it (torch, transformers, Captum)."""
+    from importlib.metadata import version as installed
+
+    names = ["mlflow", "onnx", "onnxruntime", "tokenizers", "pandas", "numpy", "pydantic", "regex"]
+    if transformer:
+        names += ["torch", "transformers", "captum"]
+    return [f"{p}=={installed(p)}" for p in names]
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """Every stage end to end on the bundled corpus: `dvc repro`, then `kiln run`."""
 
 import json
+import re
+import subprocess
 
 import mlflow
 import pandas as pd
@@ -24,12 +26,44 @@ def lock_without_docs(repo) -> dict:
     return lock
 
 
+# Where Chromium itself calls home (updates, time, accounts); any other address would be
+# the page's.
+CHROMIUM_OWN = re.compile(r"^https?://[^/]*(google\.com|googleapis\.com|gvt1\.com|gstatic\.com)/")
+
+
+def in_a_browser(page, tmp_path) -> tuple[str, list[str]]:
+    """The page as headless Chromium renders it, and every address fetched meanwhile."""
+    log = tmp_path / "net.json"
+    out = subprocess.run(
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--log-net-log={log}",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    events = json.loads(log.read_text())["events"]
+    return out.stdout, sorted({e["params"]["url"] for e in events if "url" in e.get("params", {})})
+
+
 def runs(repo) -> pd.DataFrame:
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow' / 'mlflow.db'}")
     return mlflow.search_runs(experiment_names=["kiln"])
 
 
-def test_dvc_repro_then_kiln_run(repo):
+def test_dvc_repro_then_kiln_run(repo, tmp_path):
     # The bundled corpus, with the model shrunk so training takes seconds.
     set_params(repo, **TINY_TRAINING)
     dvc = str(BIN / "dvc")
@@ -61,6 +95,12 @@ def test_dvc_repro_then_kiln_run(repo):
     selection = json.loads((repo / "reports/selection.json").read_text())
     assert report["selected"] == selection["selected"] in selection["candidates"]
     assert set(report["comparisons"]) == {"selected_vs_classical", "selected_vs_teacher"}
+    explained = report["explain"]
+    assert set(explained["families"]) == {"transformer", "classical"} and explained["temperature"] > 0
+    dom, requested = in_a_browser(repo / "reports/explanations.html", tmp_path)
+    assert dom.count("<svg") == 2 and "Reliability diagrams" in dom  # before and after temperature scaling
+    assert re.search(r'<span class="[pn][1-5]"', dom), "no highlighted word"  # misclassified texts, highlighted
+    assert not [url for url in requested if not url.startswith("file:") and not CHROMIUM_OWN.search(url)]
     lineage = kiln("lineage", "1", cwd=repo)
     assert lineage.returncode == 0, lineage.stdout + lineage.stderr
     quantized = next(o["md5"] for o in yaml.safe_load(lock)["stages"]["quantize"]["outs"])
@@ -68,6 +108,10 @@ def test_dvc_repro_then_kiln_run(repo):
     predicted = kiln("predict", "Shares in the bank rose after its profits beat forecasts.", cwd=repo)
     assert predicted.returncode == 0, predicted.stdout + predicted.stderr
     assert json.loads(predicted.stdout.splitlines()[-1])["label"] in evaluation["teacher"]["per_class"]
+    explained = kiln("explain", "--json", "Shares in the bank rose after its profits beat forecasts.", cwd=repo)
+    assert explained.returncode == 0, explained.stdout + explained.stderr
+    words = json.loads(explained.stdout)[0]["words"]
+    assert [w["word"] for w in words][:3] == ["Shares", "in", "the"] and all("score" in w for w in words)
 
     # Nothing changed: nothing reruns and dvc.lock stays as it was.
     again = run([dvc, "repro"], repo)

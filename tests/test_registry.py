@@ -47,13 +47,16 @@ def store(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _register(folder: Path, seed: int, commit: str = "abc") -> str:
-    """A tiny model registered; `commit` goes into its metadata, so the same weights with
-    another commit are another file."""
-    _, model, tokenizer = tiny_onnx(folder, seed)
+def _register(folder: Path, seed: int, commit: str = "abc", temperature: float = 1.0) -> str:
+    """A tiny model registered with the PyTorch model that explains it; `commit` goes into
+    its metadata, so the same weights with another commit are another file."""
+    torch_model, model, tokenizer = tiny_onnx(folder, seed)
     stamp(model, {**read_metadata(model), "git_commit": commit})
+    source = folder / "explainer"
+    torch_model.save_pretrained(source)
+    (source / "tokenizer.json").write_bytes(tokenizer.read_bytes())
     number, _, _ = registry.register_model(
-        NAME, model, tokenizer, TEXTS[:2], TAGS, run_id=None, lineage={"dvc.lock": "stages: {}\n"}
+        NAME, model, tokenizer, TEXTS[:2], TAGS, None, {"dvc.lock": "stages: {}\n"}, source, temperature
     )
     return number
 
@@ -140,7 +143,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_mlflow_serves_the_champion_over_http(store):
-    a = _register(store / "a", seed=0)
+    a = _register(store / "a", seed=0, temperature=2.0)
     client = tracking.client()
     client.set_registered_model_alias(NAME, registry.CHAMPION, a)
     port = _free_port()
@@ -178,10 +181,11 @@ def test_mlflow_serves_the_champion_over_http(store):
                     raise AssertionError(output) from err
                 time.sleep(1)
 
-        def post(records: list[dict]) -> tuple[int, dict]:
+        def post(records: list[dict], params: dict | None = None) -> tuple[int, dict]:
+            body = {"dataframe_records": records, **({"params": params} if params else {})}
             request = urllib.request.Request(
                 f"http://127.0.0.1:{port}/invocations",
-                data=json.dumps({"dataframe_records": records}).encode(),
+                data=json.dumps(body).encode(),
                 headers={"Content-Type": "application/json"},
             )
             try:
@@ -195,6 +199,14 @@ def test_mlflow_serves_the_champion_over_http(store):
         rows = body["predictions"]
         assert len(rows) == 2 and all(r["label"] in LABELS for r in rows)
         assert abs(sum(rows[0][label] for label in LABELS) - 1) < 1e-5
+        assert "attributions" not in rows[0]  # explaining costs nothing unless asked for
+        # The temperature fitted on val divides the logits: probabilities are flatter than raw.
+        raw = OnnxClassifier(store / "a" / "model.onnx", store / "a" / "tokenizer.json").predict([TEXTS[0]])[0]
+        assert max(rows[0][label] for label in LABELS) < max(raw["probabilities"].values())
+        status, body = post([{"text": TEXTS[0]}], {"explain": True})
+        assert status == 200, body
+        words = json.loads(body["predictions"][0]["attributions"])
+        assert [w for w, _ in words] == TEXTS[0].split() and all(isinstance(score, float) for _, score in words)
         status, body = post([{"text": "   "}])
         assert status == 400 and "text 0 is empty" in body["message"]
     finally:

@@ -6,9 +6,8 @@ no tokenizer file, no pickles), behind the interface of
 from pathlib import Path
 
 import numpy as np
-from scipy.special import softmax
 
-from components.deploy.runtime import OnnxClassifier
+from components.deploy.runtime import OnnxClassifier, predictions
 from components.errors import KilnError
 
 
@@ -51,13 +50,6 @@ class ClassicalClassifier:
         ]
         return np.concatenate(parts)
 
-    def predict(self, texts: object) -> list[dict]:
+    def predict(self, texts: object, temperature: float = 1.0) -> list[dict]:
         """[{label, probabilities: {label: p}}] for each text of a request."""
-        probabilities = softmax(self.logits(self.check(texts)), axis=-1)
-        return [
-            {
-                "label": self.labels[int(row.argmax())],
-                "probabilities": {label: float(p) for label, p in zip(self.labels, row)},
-            }
-            for row in probabilities
-        ]
+        return predictions(self.labels, self.logits(self.check(texts)), temperature)

@@ -21,6 +21,7 @@ from typing import Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from components.data.pii_config import PiiConfig
 from components.data.schema import COLUMNS, normalise
 from components.errors import KilnError
 
@@ -85,6 +86,8 @@ class IngestConfig(BaseModel):
     source: Literal["bbc", "file", "incoming"] = "incoming"
     file: FileSourceConfig = FileSourceConfig()
     incoming: IncomingSourceConfig = IncomingSourceConfig()
+    # Personal data is found and masked before the dataset is first written.
+    pii: PiiConfig = PiiConfig()
 
     @property
     def base(self) -> Literal["bbc", "file"]:

@@ -130,16 +130,18 @@ class OnnxClassifier:
         ]
         return np.concatenate(parts)
 
-    def predict(self, texts: object) -> list[dict]:
+    def predict(self, texts: object, temperature: float = 1.0) -> list[dict]:
         """[{label, probabilities: {label: p}}] for each text of a request."""
-        probabilities = _softmax(self.logits(self.check(texts), warn=True))
-        return [
-            {
-                "label": self.labels[int(row.argmax())],
-                "probabilities": {label: float(p) for label, p in zip(self.labels, row)},
-            }
-            for row in probabilities
-        ]
+        return predictions(self.labels, self.logits(self.check(texts), warn=True), temperature)
+
+
+def predictions(labels: list[str], logits: np.ndarray, temperature: float = 1.0) -> list[dict]:
+    """Each row's label and probabilities; `temperature` divides the logits first (the one
+    fitted on val when it calibrates the model better, else 1)."""
+    return [
+        {"label": labels[int(row.argmax())], "probabilities": {label: float(p) for label, p in zip(labels, row)}}
+        for row in _softmax(np.asarray(logits, float) / temperature)
+    ]
 
 
 class TextClassifier(Protocol):
@@ -151,7 +153,7 @@ class TextClassifier(Protocol):
 
     def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray: ...
 
-    def predict(self, texts: object) -> list[dict]: ...
+    def predict(self, texts: object, temperature: float = 1.0) -> list[dict]: ...
 
 
 def load_classifier(model: Path, tokenizer: Path | None = None, threads: int | None = None) -> TextClassifier:

@@ -195,7 +195,9 @@ def _calibration(c: Calibration) -> str:
         + (" (the fitted T is at the search's bound)" if c.val_ece_scaled < c.val_ece else "")
     )
     return (
-        f"<h2>Calibration</h2><p>Expected calibration error over {len(c.test.bins)} equal-width confidence bins. "
+        f"<h2>Calibration</h2><p>Reliability diagrams: each confidence bin's accuracy against its mean "
+        f"confidence; a calibrated model follows the diagonal. Expected calibration error over "
+        f"{len(c.test.bins)} equal-width confidence bins. "
         f"Temperature fitted on val (minimum NLL): T = {c.fitted_temperature:.3f}, {escape(decision)}.</p>"
         f'<div class="diagrams">{_diagram(c.test, "Test, as shipped (T = 1)")}'
         f"{_diagram(c.test_scaled, f'Test at T = {c.fitted_temperature:.3f}')}</div>"

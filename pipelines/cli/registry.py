@@ -11,7 +11,7 @@ from components.errors import KilnError
 from pipelines.cli.app import app, repo_root
 
 
-def _registry(root: Path):
+def registry_of(root: Path):
     """(MLflow client, registered model name, params)."""
     from pipelines import tracking
     from pipelines.params import load
@@ -36,7 +36,7 @@ def promote(
     from pipelines.io import read_parquet
     from pipelines.registry import registry_errors
 
-    client, name, params = _registry(root)
+    client, name, params = registry_of(root)
     if rollback == (version is not None):
         raise KilnError("give either --rollback or --version N")
     if force and not reason:
@@ -67,7 +67,7 @@ def history() -> None:
     from pipelines.promotion import history as events
     from pipelines.registry import registry_errors
 
-    client, name, _ = _registry(root)
+    client, name, _ = registry_of(root)
     with registry_errors(f"history of '{name}'"):
         found = events(client, name)
     if not found:
@@ -97,7 +97,7 @@ def lineage(version: Annotated[int, typer.Argument(help="registered version numb
     root = repo_root()
     from pipelines import registry
 
-    client, name, _ = _registry(root)
+    client, name, _ = registry_of(root)
     with registry.registry_errors(f"lineage of version {version} of '{name}'"):
         found = registry.version(client, name, version)
         tags = found.tags
@@ -119,13 +119,13 @@ def lineage(version: Annotated[int, typer.Argument(help="registered version numb
     )
 
 
-def _no_champion(client, name: str) -> KilnError:
+def no_champion(client, name: str, command: str = "predict") -> KilnError:
     """Why there is nothing to predict with, and what can be used instead."""
     from pipelines.registry import CHALLENGER, alias
 
     challenger = alias(client, name, CHALLENGER)
     if challenger is None:
-        return KilnError(f"predict: '{name}' has no registered version yet; run the pipeline (`kiln run`)")
+        return KilnError(f"{command}: '{name}' has no registered version yet; run the pipeline (`kiln run`)")
     refused = [
         f"{k.removeprefix('promotion.')}: {v.removeprefix('fail: ')}"
         for k, v in challenger.tags.items()
@@ -133,7 +133,7 @@ def _no_champion(client, name: str) -> KilnError:
     ]
     why = f" (the gate refused it: {'; '.join(refused)})" if refused else ""
     return KilnError(
-        f"predict: '{name}' has no champion; version {challenger.version} is the challenger{why}. "
+        f"{command}: '{name}' has no champion; version {challenger.version} is the challenger{why}. "
         f"Use it with --model models:/{name}@{CHALLENGER}, or promote it: "
         f"kiln promote --version {challenger.version} --force --reason ..."
     )
@@ -154,15 +154,15 @@ def predict(
     logging.basicConfig(level=logging.WARNING, format="kiln: warning: %(message)s")
     if (text is None) == (file is None):
         raise KilnError("give a text or --file texts.jsonl")
-    texts = [text] if text is not None else _jsonl_texts(file)
-    client, name, _ = _registry(root)
+    texts = [text] if text is not None else jsonl_texts(file)
+    client, name, _ = registry_of(root)
     import mlflow
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
     with registry.registry_errors(f"predict: loading {model or name}"):
         if model is None and registry.alias(client, name, registry.CHAMPION) is None:
-            raise _no_champion(client, name)
+            raise no_champion(client, name)
         loaded = mlflow.pyfunc.load_model(model or f"models:/{name}@{registry.CHAMPION}")
     try:
         out = loaded.predict(pd.DataFrame({"text": texts}))
@@ -173,7 +173,7 @@ def predict(
         typer.echo(json.dumps({"label": row["label"], "probabilities": probabilities}))
 
 
-def _jsonl_texts(path: str) -> list:
+def jsonl_texts(path: str) -> list:
     texts = []
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()

@@ -6,6 +6,7 @@ import json
 
 from components.classical.model import count_parameters, export, parity_gate, select
 from components.classical.runtime import ClassicalClassifier
+from components.explain.linear import LinearExplainer
 from pipelines.contract import StageContext, StageResult
 from pipelines.io import atomic
 from pipelines.records import Parity
@@ -41,6 +42,9 @@ def run(ctx: StageContext) -> StageResult:
         texts = test["text"].tolist() + val["text"].tolist()
         found = parity_gate(chosen.pipeline, ClassicalClassifier(model), texts, cfg.max_abs_diff)
         size_mb = model.stat().st_size / 1e6
+        # The weights again in a form that explains a prediction without scikit-learn or pickles.
+        explainer = LinearExplainer.from_pipeline(chosen.pipeline, chosen.labels).to_dict()
+        (folder / "explainer.json").write_text(json.dumps(explainer), encoding="utf-8")
         Parity(texts=found.texts, max_abs_diff=found.max_abs_diff, agreement=found.agreement, size_mb=size_mb).write(
             folder / "parity.json"
         )

@@ -17,6 +17,7 @@ from components.deploy.runtime import OnnxClassifier
 from components.errors import KilnError
 from components.text.classifier import MeanPoolClassifier
 from components.text.model import count_parameters
+from pipelines import explaining
 from pipelines.contract import StageContext, StageResult
 from pipelines.io import atomic, write_json
 from pipelines.records import Selection
@@ -92,7 +93,8 @@ def _runtimes(ctx: StageContext, labels: list[str]) -> dict[str, tuple[Callable,
 
 def run(ctx: StageContext) -> StageResult:
     cfg, paths = ctx.params.evaluate, ctx.params.paths
-    test = ctx.read_split("test")["test"]
+    split = ctx.read_split("val", "test")
+    test = split["test"]
     texts = test["text"].tolist()
     selection = Selection.read(ctx.input(f"{paths.reports}/selection.json", "selection"), ctx.name, "select")
     labels = OnnxClassifier(ctx.input(paths.quantized), ctx.input(f"{paths.onnx}/tokenizer.json")).labels
@@ -131,6 +133,7 @@ def run(ctx: StageContext) -> StageResult:
             "p_value": found.mcnemar_p,
             "n_discordant": found.discordant,
         }
+    explained, html = explaining.run(ctx, selection, labels, {n: r[0] for n, r in runtimes.items()}, split["val"], test)
     ratios = _ratios(variants)
     reports = ctx.path(paths.reports)
     figures = reports / "evaluation"
@@ -153,6 +156,7 @@ def run(ctx: StageContext) -> StageResult:
             "variants": variants,
             "comparisons": comparisons,
             "ratios": ratios,
+            "explain": explained,
         },
         reports / "evaluation.json",
     )
@@ -171,7 +175,7 @@ def run(ctx: StageContext) -> StageResult:
         reports / "pareto.json",
     )
     with atomic(reports / "evaluation.md") as tmp:
-        tmp.write_text(markdown(len(texts), cfg.threads, selection, variants, comparisons))
+        tmp.write_text(markdown(len(texts), cfg.threads, selection, variants, comparisons, explained))
     metrics = {f"{name}/{logged}": float(v[key]) for name, v in variants.items() for key, logged in SCALARS.items()}
     metrics.update(
         {
@@ -192,17 +196,28 @@ def run(ctx: StageContext) -> StageResult:
         )
     metrics.update({f"{group}/{key}": value for group, values in ratios.items() for key, value in values.items()})
     metrics["selected/test_macro_f1"] = variants[selection.selected]["macro_f1"]
+    metrics.update(
+        {
+            "explain/aopc_top": explained["aopc_top"],
+            "explain/aopc_random": explained["aopc_random"],
+            "explain/ece": explained["ece"],
+            "explain/temperature": explained["temperature"],
+        }
+    )
     return StageResult(
         metrics=metrics,
         artifacts={
             "evaluation": reports / "evaluation.md",
             "evaluation/report": reports / "evaluation.json",
             "evaluation/figures": figures,
+            "evaluation/explanations": html,
         },
     )
 
 
-def markdown(texts: int, threads: int, selection: Selection, variants: dict[str, dict], comparisons: dict) -> str:
+def markdown(
+    texts: int, threads: int, selection: Selection, variants: dict[str, dict], comparisons: dict, explained: dict
+) -> str:
     lines = [
         f"# Evaluation on {texts} test texts ({threads} thread(s))",
         "",
@@ -219,5 +234,16 @@ def markdown(texts: int, threads: int, selection: Selection, variants: dict[str,
         f"| {c['p_value']:.3g} | {c['n_discordant']} |"
         for name, c in comparisons.items()
     ]
-    lines += ["", "An interval that holds 0 means this test split cannot tell the two apart."]
+    lines += [
+        "",
+        "An interval that holds 0 means this test split cannot tell the two apart.",
+        "",
+        "## Explanations",
+        "",
+        f"Which words drive each prediction of {explained['explained']}, every misclassified test text and the "
+        f"calibration: [explanations.html](explanations.html). Deleting a text's top-k attributed words lowers "
+        f"the predicted label's probability by {explained['aopc_top']:.4f} on average (AOPC, k = 1..5), "
+        f"deleting k random words by {explained['aopc_random']:.4f}. Expected calibration error on test: "
+        f"{explained['ece']:.4f}; temperature served: {explained['temperature']:.3f}.",
+    ]
     return "\n".join(lines) + "\n"

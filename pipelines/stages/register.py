@@ -14,6 +14,7 @@ from components.deploy.metadata import read_metadata
 from components.errors import KilnError
 from pipelines import tracking
 from pipelines.contract import StageContext, StageResult
+from pipelines.explaining import source
 from pipelines.records import ExportReport, Parity, QuantizeReport, Registration, Selection
 from pipelines.registry import register_model, registry_errors
 from pipelines.stages.quantize import REPORT_KEY
@@ -95,7 +96,17 @@ def run(ctx: StageContext) -> StageResult:
         "tokenizer.json": words.read_text(encoding="utf-8"),
     }
     with registry_errors(f"register: registering '{name}'"):
-        number, uri, reused = register_model(name, model, tokenizer, example, tags, ctx.run.run_id, lineage)
+        number, uri, reused = register_model(
+            name,
+            model,
+            tokenizer,
+            example,
+            tags,
+            ctx.run.run_id,
+            lineage,
+            explainer=source(ctx, selection.selected),
+            temperature=evaluation["explain"]["temperature"],
+        )
     Registration(model_name=name, version=number, run_id=ctx.run.run_id, model_uri=uri, reused=reused, tags=tags).write(
         ctx.path(paths.reports) / "register.json"
     )

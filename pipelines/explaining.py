@@ -1,0 +1,120 @@
+"""Explanations the evaluate stage adds: the shipped model's word attributions on every
+test text (reports/explanations.html), its calibration on val and test, and how faithful
+the attributions of each family are (AOPC of top-k against random deletion).
+
+Attributions come from the model the shipped file was made from: the PyTorch model an
+ONNX file was exported from (Integrated Gradients on its embeddings), or the classical
+model's stored weights (each term's weight times its value).
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import softmax
+
+from components.explain.calibration import calibrate
+from components.explain.config import ExplainConfig
+from components.explain.faithfulness import aopc
+from components.explain.loading import load_explainer
+from components.explain.report import render, summarise
+from pipelines.contract import StageContext
+from pipelines.io import atomic
+from pipelines.records import Selection
+
+# The PyTorch model each transformer candidate was exported from, by its params path.
+SOURCES = {"onnx_int8": "pruned", "onnx_fp32": "pruned", "onnx_teacher": "teacher"}
+# Where each family's faithfulness is measured when the other family ships: the default
+# transformer file, whose PyTorch source is the pruned student.
+FAMILY_DEFAULT = {"transformer": "onnx_fp32", "classical": "classical"}
+
+
+def source(ctx: StageContext, candidate: str) -> Path:
+    """What explains `candidate`: a model folder, or the classical explainer.json."""
+    paths = ctx.params.paths
+    if candidate == "classical":
+        return ctx.input(f"{paths.classical}/explainer.json", "classical explainer")
+    return ctx.input(f"{getattr(paths, SOURCES[candidate])}/kiln.json", "model").parent
+
+
+def explainer(ctx: StageContext, candidate: str, labels: list[str], cfg: ExplainConfig):
+    return load_explainer(source(ctx, candidate), labels, cfg)
+
+
+def run(
+    ctx: StageContext,
+    selection: Selection,
+    labels: list[str],
+    logits: dict[str, Callable],
+    val: pd.DataFrame,
+    test: pd.DataFrame,
+) -> tuple[dict, Path]:
+    """The `explain` section of evaluation.json, and the written report's path."""
+    cfg: ExplainConfig = ctx.params.explain
+    shipped = selection.selected
+    texts, truth = test["text"].tolist(), test["label"].tolist()
+    explained = explainer(ctx, shipped, labels, cfg).explain(texts)
+    calibration = calibrate(
+        logits[shipped](val["text"].tolist()),
+        [labels.index(v) for v in val["label"]],
+        logits[shipped](texts),
+        [labels.index(v) for v in truth],
+        cfg.ece_bins,
+    )
+    faithfulness = {}
+    for family, default in FAMILY_DEFAULT.items():
+        candidate = shipped if selection.chosen.family == family else default
+        subset = (
+            explained[: cfg.aopc_texts]
+            if candidate == shipped
+            else explainer(ctx, candidate, labels, cfg).explain(texts[: cfg.aopc_texts])
+        )
+        faithfulness[family] = aopc(
+            subset,
+            lambda batch, c=candidate: softmax(logits[c](batch), axis=-1),
+            labels,
+            cfg.aopc_k,
+            cfg.random_draws,
+            cfg.seed,
+        )
+    report = summarise(
+        f"Explanations of {shipped} ({selection.chosen.family}) on {len(texts)} test texts",
+        labels,
+        explained,
+        truth,
+        calibration,
+        faithfulness[selection.chosen.family],
+        cfg.top_words,
+        cfg.max_misclassified,
+        cfg.confusions,
+    )
+    path = ctx.path(ctx.params.paths.reports) / "explanations.html"
+    with atomic(path) as tmp:
+        tmp.write_text(render(report), encoding="utf-8")
+    mine = faithfulness[selection.chosen.family]
+    section = {
+        "explained": shipped,
+        "aopc_top": mine.aopc_top,
+        "aopc_random": mine.aopc_random,
+        "families": {
+            family: {
+                "aopc_top": f.aopc_top,
+                "aopc_random": f.aopc_random,
+                "k": f.k,
+                "top": f.top,
+                "random": f.random,
+                "difference_ci95": [f.difference.low, f.difference.high],
+                "texts": f.texts,
+            }
+            for family, f in faithfulness.items()
+        },
+        "ece": calibration.test.ece,
+        "ece_scaled": calibration.test_scaled.ece,
+        "val_ece": calibration.val_ece,
+        "val_ece_scaled": calibration.val_ece_scaled,
+        "fitted_temperature": calibration.fitted_temperature,
+        "temperature": calibration.temperature,
+        "mean_abs_delta": float(np.mean([abs(e.delta) for e in explained])),
+    }
+    return section, path
