@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -91,8 +92,68 @@ def run(args: list[str], cwd: Path, **extra: str) -> subprocess.CompletedProcess
     return subprocess.run(args, cwd=cwd, env=clean_env(**extra), capture_output=True, text=True, timeout=900)
 
 
-def kiln(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess:
+# The Prefect API that `kiln run` and `kiln retrain` get in tests (see `prefect_api`).
+SHARED_PREFECT = "KILN_TEST_PREFECT_API_URL"
+
+
+def kiln(*args: str, cwd: Path, own_prefect: bool = False, **extra: str) -> subprocess.CompletedProcess:
+    """`kiln ARGS` in `cwd`. A run or retrain uses the test session's Prefect server instead
+    of starting its own (seconds each), unless `own_prefect` or PREFECT_API_URL is given:
+    tests of the temporary server itself use `own_prefect`."""
+    if args[:1] in (("run",), ("retrain",)) and not own_prefect and os.environ.get(SHARED_PREFECT):
+        extra.setdefault("PREFECT_API_URL", os.environ[SHARED_PREFECT])
     return run([str(BIN / "kiln"), *args], cwd, **extra)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_api(request, tmp_path_factory):
+    """One Prefect server for the session's pipeline runs, when it has any (not in the fast
+    tier): each `kiln run` would otherwise start and stop a temporary one."""
+    if not any(item.get_closest_marker("slow") for item in request.session.items):
+        yield None
+        return
+    import socket
+    import time
+    import urllib.request
+
+    home = tmp_path_factory.mktemp("prefect")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = clean_env(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_UI_ENABLED="false",
+        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+    )
+    with open(home / "server.log", "w") as log:
+        server = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    break
+        except OSError:
+            pass
+        assert server.poll() is None, (home / "server.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the tests' Prefect server did not start"
+        time.sleep(0.5)
+    os.environ[SHARED_PREFECT] = url
+    yield url
+    del os.environ[SHARED_PREFECT]
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
 
 
 def set_params(repo: Path, **sections: dict) -> None:
@@ -245,3 +306,25 @@ def webhook():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"json://127.0.0.1:{server.server_port}/kiln", _Hook.received
     server.shutdown()
+
+
+# The longest test files, longest first (measured): `make test`'s two workers take whole
+# files in this order, so no long file starts last while the other worker sits idle.
+LONGEST_FIRST = [
+    "test_faults.py",
+    "test_training_stages.py",
+    "test_pipeline.py",
+    "test_retrain.py",
+    "test_generality.py",
+    "test_operations.py",
+    "test_stages.py",
+    "test_registry.py",
+    "test_tokenizer.py",
+    "test_cli.py",
+    "test_pii_pipeline.py",
+]
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

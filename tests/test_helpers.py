@@ -190,3 +190,43 @@ def test_outputs_a_run_writes_do_not_make_the_tree_dirty(tmp_path):
     assert git_state(tmp_path, generated)[1] is False
     (tmp_path / "pipelines.py").write_text("x = 2")
     assert git_state(tmp_path, generated)[1] is True
+
+
+def test_the_cached_champion_is_trusted_only_while_the_registry_is_unchanged(tmp_path):
+    from pipelines import local_model
+
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"registry")
+    uri = f"sqlite:///{db}"
+    folder = local_model.version_folder(tmp_path, "kiln-mine", "3")
+    folder.mkdir(parents=True)
+    (folder / "MLmodel").write_text("flavors: {}\n")
+    local_model.remember_champion(tmp_path, uri, "kiln-mine", folder)
+    assert local_model.cached_champion(tmp_path, uri, "kiln-mine") == folder
+    assert local_model.cached_champion(tmp_path, uri, "kiln-other") is None
+    db.write_bytes(b"registry, version 4 promoted")
+    assert local_model.cached_champion(tmp_path, uri, "kiln-mine") is None
+    # A tracking server has no file to watch: always asked.
+    local_model.remember_champion(tmp_path, "http://127.0.0.1:5000", "kiln-mine", folder)
+    assert local_model.cached_champion(tmp_path, "http://127.0.0.1:5000", "kiln-mine") is None
+
+
+def test_a_full_disk_names_the_checkpoint_and_the_operating_systems_reason(tmp_path):
+    """torch's zip writer reports a cut-short write as a position mismatch: the message
+    still gives the OS's reason."""
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, torch
+        from components.errors import KilnError
+        from components.text.training import AtomicCheckpointIO
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+        try:
+            AtomicCheckpointIO().save_checkpoint({{"w": torch.zeros(1000, 1000)}}, "{tmp_path}/last.ckpt")
+        except KilnError as err:
+            print(err)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.stdout.strip() == f"cannot write checkpoint {tmp_path}/last.ckpt: File too large", out.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -100,7 +100,7 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
         states = sorted(r["state"] for r in runs)
         assert states == ["CANCELLED", "COMPLETED"], runs + [log.read_text()[-4000:]]
         completed = next(r for r in runs if r["state"] == "COMPLETED")
-        assert "1 batch(es) learned; version 1 promoted to champion" in completed["message"]
+        assert "1 batch(es) learned; version 1 of 'kiln-mine' promoted to champion" in completed["message"]
         assert (repo / "data/processed/2026-11-22.csv").is_file()
         assert (repo / "data/processed/2026-11-22.csv.dvc").is_file()
         status = kiln("status", cwd=repo, PREFECT_API_URL=api["PREFECT_API_URL"])
@@ -114,7 +114,7 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
             make_url(database).database + "_prefect",
         )
         assert sorted(s for _, s in flow_runs) == ["CANCELLED", "COMPLETED"]
-        aliases = dict(query(database, "SELECT alias, version FROM registered_model_aliases WHERE name = 'kiln-topic'"))
+        aliases = dict(query(database, "SELECT alias, version FROM registered_model_aliases WHERE name = 'kiln-mine'"))
         assert aliases == {"champion": 1, "challenger": 1}
         runs_table = query(database, "SELECT name, status FROM runs WHERE name LIKE 'retrain %'")
         assert [status for _, status in runs_table] == ["FINISHED"]
@@ -125,7 +125,8 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
             make_url(database).database + "_prefect",
         )
         assert [kind for kind, _ in summaries] == ["markdown"]
-        assert "version 1 promoted to champion" in summaries[0][1] and "2026-11-22.csv" in summaries[0][1]
+        summary = summaries[0][1]
+        assert "version 1 of 'kiln-mine' promoted to champion" in summary and "2026-11-22.csv" in summary
         assert len(list((repo / "mlflow/artifacts").rglob("retrain/summary.md"))) == 1
         artifacts = kiln("lineage", "1", cwd=repo)
         assert artifacts.returncode == 0, artifacts.stderr
@@ -136,7 +137,7 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
         assert runs[0]["state"] == "FAILED" and "quarantined" in runs[0]["message"]
         assert list((repo / "data/quarantine").glob("*-2026-11-23.csv/report.json"))
         assert (
-            dict(query(database, "SELECT alias, version FROM registered_model_aliases WHERE name = 'kiln-topic'"))[
+            dict(query(database, "SELECT alias, version FROM registered_model_aliases WHERE name = 'kiln-mine'"))[
                 "champion"
             ]
             == 1

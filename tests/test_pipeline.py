@@ -64,8 +64,11 @@ def runs(repo) -> pd.DataFrame:
 
 
 def test_dvc_repro_then_kiln_run(repo, tmp_path):
-    # The bundled corpus, with the model shrunk so training takes seconds.
+    # The bundled corpus, with the model shrunk and its training cut short so it takes seconds.
     set_params(repo, **TINY_TRAINING)
+    short = {"loop": {"max_steps": 20, "val_every_steps": 10}}
+    set_params(repo, finetune=short, distill=short, prune=short, classical={"c": [1.0]})
+    set_params(repo, explain={"aopc_texts": 20, "max_misclassified": 10})
     dvc = str(BIN / "dvc")
     first = run([dvc, "repro"], repo)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -112,6 +115,10 @@ def test_dvc_repro_then_kiln_run(repo, tmp_path):
     assert explained.returncode == 0, explained.stdout + explained.stderr
     words = json.loads(explained.stdout)[0]["words"]
     assert [w["word"] for w in words][:3] == ["Shares", "in", "the"] and all("score" in w for w in words)
+    # The second call reads the champion cached by the first, and says the same.
+    assert (repo / ".kiln/cache/champion.json").is_file()
+    cached = kiln("explain", "--json", "Shares in the bank rose after its profits beat forecasts.", cwd=repo)
+    assert cached.returncode == 0 and cached.stdout == explained.stdout
 
     # Nothing changed: nothing reruns and dvc.lock stays as it was.
     again = run([dvc, "repro"], repo)

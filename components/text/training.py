@@ -53,18 +53,45 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+        out = None
         try:
-            with open(tmp, "wb") as out:
+            with open(tmp, "wb") as raw:
+                out = _Writes(raw)
                 torch.save(checkpoint, out)
-                out.flush()
-                os.fsync(out.fileno())
+                raw.flush()
+                os.fsync(raw.fileno())
             os.replace(tmp, target)
-        except (OSError, RuntimeError) as err:  # torch's zip writer raises RuntimeError on a full disk
+        except (OSError, RuntimeError) as err:
             tmp.unlink(missing_ok=True)
-            raise KilnError(f"cannot write checkpoint {target}: {_reason(err)}") from None
+            # torch's zip writer may report a failed write only as a position mismatch.
+            cause = out.error if out is not None and out.error is not None else err
+            raise KilnError(f"cannot write checkpoint {target}: {_reason(cause)}") from None
 
     def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+class _Writes:
+    """A file for torch.save that remembers the operating system's error of a failed write,
+    which torch's zip writer replaces with its own."""
+
+    def __init__(self, raw: Any):
+        self.raw = raw
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.raw.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.raw.flush()
+        except OSError as err:
+            self.error = self.error or err
+            raise
 
 
 def _reason(err: BaseException) -> str:

@@ -1,6 +1,7 @@
 """`kiln explain`: which words drive the model's decision on a text."""
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,25 +25,54 @@ def explain(
 
     root = repo_root()
     from components.explain.terminal import colours, paint, to_json
-    from pipelines import registry
+    from pipelines import local_model
 
     if (text is None) == (file is None):
         raise KilnError("give a text or --file texts.jsonl")
     texts = [text] if text is not None else jsonl_texts(file)
-    client, name, _ = registry_of(root)
-    import mlflow
-    import torch
+    folder = _model_folder(root, model)
+    loaded = local_model.LocalModel.open(folder)
+    if loaded.explainer_source is not None and loaded.explainer_source.is_dir():
+        import torch
 
-    # One thread answers one text fastest; more only wait on each other.
-    torch.set_num_threads(1)
-    with registry.registry_errors(f"explain: loading {model or name}"):
-        if model is None and registry.alias(client, name, registry.CHAMPION) is None:
-            raise no_champion(client, name, "explain")
-        loaded = mlflow.pyfunc.load_model(model or f"models:/{name}@{registry.CHAMPION}")
-    explained = loaded.unwrap_python_model().explanations(texts)
+        # One thread answers one text fastest; more only wait on each other.
+        torch.set_num_threads(1)
+    explained = loaded.explanations(texts)
     if as_json:
         typer.echo(to_json(explained))
         return
     mode = colours(sys.stdout, os.environ)
     for e in explained:
         typer.echo(paint(e, mode))
+
+
+def _model_folder(root: Path, model: str | None) -> Path:
+    """The version's files on disk: the champion from the cache while the registry is
+    unchanged, otherwise downloaded through MLflow (and, for the champion, cached)."""
+    import os
+
+    from pipelines import local_model
+    from pipelines.params import load
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    params = load(root / "params.yaml")
+    name = params.register_.name_for(params.ingest)
+    if model is None and (cached := local_model.cached_champion(root, uri, name)) is not None:
+        return cached
+    import mlflow
+
+    from pipelines import registry
+
+    client, name, _ = registry_of(root)
+    with registry.registry_errors(f"explain: loading {model or name}"):
+        if model is not None:
+            return Path(mlflow.artifacts.download_artifacts(model, dst_path=str(root / local_model.CACHE / "uri")))
+        champion = registry.alias(client, name, registry.CHAMPION)
+        if champion is None:
+            raise no_champion(client, name, "explain")
+        folder = local_model.version_folder(root, name, str(champion.version))
+        if not (folder / "MLmodel").is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            mlflow.artifacts.download_artifacts(f"models:/{name}/{champion.version}", dst_path=str(folder))
+    local_model.remember_champion(root, uri, name, folder)
+    return folder

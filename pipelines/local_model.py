@@ -1,0 +1,87 @@
+"""A registered version as a folder on disk, loaded without MLflow.
+
+`kiln explain` answers in about a second once the champion is cached: MLflow alone takes
+seconds to import. The cache under `.kiln/cache/` is trusted while the local registry's
+database is unchanged since the champion was looked up; any write to it (a new version,
+a moved alias, a logged run) sends the next call back to MLflow."""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.errors import KilnError
+
+CACHE = Path(".kiln") / "cache"
+
+
+def _stamp(uri: str) -> list[int] | None:
+    """What changes whenever a local SQLite registry is written; None for a server."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    try:
+        found = Path(uri.removeprefix("sqlite:///")).stat()
+    except OSError:
+        return None
+    return [found.st_mtime_ns, found.st_size]
+
+
+def cached_champion(root: Path, uri: str, name: str) -> Path | None:
+    """The champion's folder, if the cache holds it and the registry has not changed since."""
+    stamp = _stamp(uri)
+    try:
+        record = json.loads((root / CACHE / "champion.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if stamp is None or record.get("key") != [uri, name, stamp]:
+        return None
+    folder = root / CACHE / record["folder"]
+    return folder if (folder / "MLmodel").is_file() else None
+
+
+def remember_champion(root: Path, uri: str, name: str, folder: Path) -> None:
+    if (stamp := _stamp(uri)) is None:
+        return
+    record = root / CACHE / "champion.json"
+    tmp = record.with_name(f".{record.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"key": [uri, name, stamp], "folder": str(folder.relative_to(root / CACHE))}))
+    os.replace(tmp, record)
+
+
+def version_folder(root: Path, name: str, version: str) -> Path:
+    """Where a registered version is downloaded to (a version's files never change)."""
+    return root / CACHE / "models" / name / version
+
+
+@dataclass
+class LocalModel:
+    """What pipelines/serving.py's KilnClassifier loads, read from the version's MLmodel."""
+
+    model: Any
+    explainer_source: Path | None
+    temperature: float
+
+    @classmethod
+    def open(cls, folder: Path) -> "LocalModel":
+        from components.deploy.runtime import load_classifier
+
+        try:
+            flavor = yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["python_function"]
+            artifacts = {key: folder / value["path"] for key, value in flavor.get("artifacts", {}).items()}
+            temperature = float((flavor.get("model_config") or {}).get("temperature", 1.0))
+        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as err:
+            raise KilnError(f"{folder / 'MLmodel'} is not a Kiln model ({err})") from None
+        if "model" not in artifacts:
+            raise KilnError(f"{folder / 'MLmodel'} names no model file")
+        model = load_classifier(artifacts["model"], artifacts.get("tokenizer"))
+        return cls(model, artifacts.get("explainer"), temperature)
+
+    def explanations(self, texts: list[str]) -> list:
+        from components.explain.loading import load_explainer
+
+        if self.explainer_source is None:
+            raise KilnError("this version was registered without an explainer")
+        return load_explainer(self.explainer_source, self.model.labels).explain(self.model.check(texts))
