@@ -63,6 +63,7 @@ class LocalModel:
     model: Any
     explainer_source: Path | None
     temperature: float
+    explainer: Any = None
 
     @classmethod
     def open(cls, folder: Path) -> "LocalModel":
@@ -84,4 +85,6 @@ class LocalModel:
 
         if self.explainer_source is None:
             raise KilnError("this version was registered without an explainer")
-        return load_explainer(self.explainer_source, self.model.labels).explain(self.model.check(texts))
+        if self.explainer is None:
+            self.explainer = load_explainer(self.explainer_source, self.model.labels)
+        return self.explainer.explain(self.model.check(texts))
