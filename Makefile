@@ -11,14 +11,14 @@ run: $(STAMP)
 	$(BIN)/kiln run
 
 # Everything CI runs: lint, then every test tier (unit, stage, pipeline, PostgreSQL).
-# Two workers, a test file each: much of a test's time is a fresh interpreter importing
-# or a server starting, which the second core overlaps.
+# Two workers, a test file each, in the order tests/conftest.py gives: much of a test's
+# time is a fresh interpreter importing or a server starting, which the second core overlaps.
 test: lint
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # The unit tier alone: seconds per test, no pipeline runs, no servers.
 test-fast: lint
-	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow and not postgres"
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not slow and not postgres"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

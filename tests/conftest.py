@@ -308,20 +308,24 @@ def webhook():
     server.shutdown()
 
 
-# The longest test files, longest first (measured): `make test`'s two workers take whole
-# files in this order, so no long file starts last while the other worker sits idle.
+# The order `make test`'s two workers take whole files in (with --no-loadscope-reorder).
+# xdist hands each worker two files at first, then one more each time it finishes one: so
+# the two longest go first, one to each worker, and two short ones next, so that neither
+# long file waits behind the other; then the rest, longest first (as measured).
 LONGEST_FIRST = [
     "test_faults.py",
-    "test_training_stages.py",
     "test_pipeline.py",
-    "test_retrain.py",
+    "test_params.py",
+    "test_layout.py",
+    "test_training_stages.py",
     "test_generality.py",
     "test_operations.py",
+    "test_retrain.py",
     "test_stages.py",
-    "test_registry.py",
-    "test_tokenizer.py",
     "test_cli.py",
     "test_pii_pipeline.py",
+    "test_tokenizer.py",
+    "test_registry.py",
 ]
 
 
