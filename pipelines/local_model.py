@@ -61,13 +61,13 @@ class LocalModel:
     """What pipelines/serving.py's KilnClassifier loads, read from the version's MLmodel."""
 
     model: Any
-    explainer_source: Path | None
+    explainer: Any
     temperature: float
-    explainer: Any = None
 
     @classmethod
     def open(cls, folder: Path) -> "LocalModel":
         from components.deploy.runtime import load_classifier
+        from components.explain.loading import LazyExplainer
 
         try:
             flavor = yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["python_function"]
@@ -78,13 +78,9 @@ class LocalModel:
         if "model" not in artifacts:
             raise KilnError(f"{folder / 'MLmodel'} names no model file")
         model = load_classifier(artifacts["model"], artifacts.get("tokenizer"))
-        return cls(model, artifacts.get("explainer"), temperature)
+        return cls(model, LazyExplainer(artifacts.get("explainer"), model), temperature)
 
-    def explanations(self, texts: list[str]) -> list:
-        from components.explain.loading import load_explainer
-
-        if self.explainer_source is None:
-            raise KilnError("this version was registered without an explainer")
-        if self.explainer is None:
-            self.explainer = load_explainer(self.explainer_source, self.model.labels)
-        return self.explainer.explain(self.model.check(texts))
+    @property
+    def transformer(self) -> bool:
+        """Explained through PyTorch (a model folder), not by stored term weights."""
+        return self.explainer.source is not None and self.explainer.source.is_dir()

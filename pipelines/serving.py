@@ -28,8 +28,10 @@ class KilnClassifier(PythonModel):
         self.model = load_classifier(Path(context.artifacts["model"]), Path(tokenizer) if tokenizer else None)
         # Fitted on val when it calibrates the model better; 1 otherwise.
         self.temperature = float((context.model_config or {}).get("temperature", 1.0))
-        self.explainer_source = context.artifacts.get("explainer")
-        self.explainer = None
+        from components.explain.loading import LazyExplainer
+
+        source = context.artifacts.get("explainer")
+        self.explainer = LazyExplainer(Path(source) if source else None, self.model)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         from components.errors import KilnError
@@ -54,15 +56,8 @@ class KilnClassifier(PythonModel):
         ]
 
     def explanations(self, texts: list[str]) -> list:
-        """Each text's predicted label and its words' contributions (`kiln explain` shows them)."""
-        from components.errors import KilnError
-        from components.explain.loading import load_explainer
-
-        if self.explainer_source is None:
-            raise KilnError("this version was registered without an explainer")
-        if self.explainer is None:
-            self.explainer = load_explainer(Path(self.explainer_source), self.model.labels)
-        return self.explainer.explain(self.model.check(texts))
+        """Each text's predicted label and its words' contributions."""
+        return self.explainer.explain(texts)
 
 
 mlflow.models.set_model(KilnClassifier())

@@ -28,3 +28,20 @@ def load_explainer(source: Path, labels: list[str], cfg: ExplainConfig | None = 
     except Exception as err:  # noqa: BLE001 - transformers raises many types for a broken folder
         raise KilnError(f"explainer model {source} cannot be loaded ({err})") from None
     return TransformerExplainer(model, source / "tokenizer.json", labels, cfg.n_steps, cfg.max_delta, cfg.batch_size)
+
+
+class LazyExplainer:
+    """A registered version's explainer, loaded on the first texts it explains and kept:
+    serving pays nothing for it until asked, and a batch loads it once."""
+
+    def __init__(self, source: Path | None, classifier):
+        self.source = source
+        self.classifier = classifier
+        self.explainer = None
+
+    def explain(self, texts: object) -> list:
+        if self.source is None:
+            raise KilnError("this version was registered without an explainer")
+        if self.explainer is None:
+            self.explainer = load_explainer(self.source, self.classifier.labels)
+        return self.explainer.explain(self.classifier.check(texts))

@@ -8,7 +8,7 @@ import typer
 
 from components.errors import KilnError
 from pipelines.cli.app import app, repo_root
-from pipelines.cli.registry import jsonl_texts, no_champion, registry_of
+from pipelines.cli.registry import jsonl_texts, no_champion
 
 
 @app.command()
@@ -32,12 +32,12 @@ def explain(
     texts = [text] if text is not None else jsonl_texts(file)
     folder = _model_folder(root, model)
     loaded = local_model.LocalModel.open(folder)
-    if loaded.explainer_source is not None and loaded.explainer_source.is_dir():
+    if loaded.transformer:
         import torch
 
         # One thread answers one text fastest; more only wait on each other.
         torch.set_num_threads(1)
-    explained = loaded.explanations(texts)
+    explained = loaded.explainer.explain(texts)
     if as_json:
         typer.echo(to_json(explained))
         return
@@ -59,20 +59,25 @@ def _model_folder(root: Path, model: str | None) -> Path:
     name = params.register_.name_for(params.ingest)
     if model is None and (cached := local_model.cached_champion(root, uri, name)) is not None:
         return cached
+    import tempfile
+
     import mlflow
 
-    from pipelines import registry
+    from pipelines import registry, tracking
+    from pipelines.io import atomic
 
-    client, name, _ = registry_of(root)
+    client = tracking.client()
     with registry.registry_errors(f"explain: loading {model or name}"):
         if model is not None:
-            return Path(mlflow.artifacts.download_artifacts(model, dst_path=str(root / local_model.CACHE / "uri")))
+            return Path(mlflow.artifacts.download_artifacts(model, dst_path=tempfile.mkdtemp(prefix="kiln-explain-")))
         champion = registry.alias(client, name, registry.CHAMPION)
         if champion is None:
             raise no_champion(client, name, "explain")
         folder = local_model.version_folder(root, name, str(champion.version))
         if not (folder / "MLmodel").is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            mlflow.artifacts.download_artifacts(f"models:/{name}/{champion.version}", dst_path=str(folder))
+            # Whole or not at all: a cut-short download must not be taken for the version.
+            with atomic(folder) as tmp:
+                tmp.mkdir()
+                mlflow.artifacts.download_artifacts(f"models:/{name}/{champion.version}", dst_path=str(tmp))
     local_model.remember_champion(root, uri, name, folder)
     return folder
