@@ -197,10 +197,17 @@ TINY_TRAINING = {
     "pretrain": {
         "loop": {"max_steps": 6, "batch_size": 8, "val_every_steps": 3, "checkpoint_every": 2, "log_every": 1}
     },
-    "finetune": {"loop": {"max_epochs": 2, "batch_size": 8, "checkpoint_every": 2, "log_every": 1}},
+    # The tiny models train on the augmented copies too, at the rates their margins were set for.
+    "finetune": {
+        "augmented": True,
+        "loop": {"max_epochs": 2, "batch_size": 8, "checkpoint_every": 2, "log_every": 1},
+        "optim": {"lr": 5e-4},
+    },
     "distill": {
         "student": {"layers": 1, "hidden": 16, "heads": 2, "intermediate": 32},
         "hidden_weight": 1.0,
+        "augmented": True,
+        "optim": {"lr": 1e-3},
         "loop": {"max_epochs": 1, "batch_size": 8, "checkpoint_every": 2, "log_every": 1},
     },
     "prune": {

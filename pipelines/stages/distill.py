@@ -1,5 +1,5 @@
-"""distill: a smaller student trained from the teacher's soft targets on train plus
-augmented texts."""
+"""distill: a smaller student trained from the teacher's soft targets on train texts, and
+their augmented copies when `distill.augmented` is on."""
 
 import lightning as L
 
