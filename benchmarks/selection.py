@@ -13,11 +13,13 @@ same val and test texts.
 
 import argparse
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pandas as pd
+import torch
 
 from components.classical.model import count_parameters, select
 from components.deploy.selection import Measured, choose
@@ -28,7 +30,8 @@ from components.text.data import ClassificationData, label_map, stratified_fract
 from components.text.model import count_parameters as torch_parameters
 from components.text.modules import Classifier
 from components.text.training import best_state, build_trainer
-from pipelines.params import load
+from pipelines.console import capture, log_path
+from pipelines.params import Params, load
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +44,14 @@ def transformer(split: dict[str, pd.DataFrame], labels: dict[str, int], params, 
     encoder = BertForMaskedLM.from_pretrained(folder)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
     L.seed_everything(params.hardware.seed, workers=True, verbose=False)
-    config = encoder.config.__class__.from_dict({**encoder.config.to_dict(), "num_labels": len(labels)})
+    config = encoder.config.__class__.from_dict(
+        {
+            **encoder.config.to_dict(),
+            "num_labels": len(labels),
+            "id2label": {i: label for label, i in labels.items()},
+            "label2id": labels,
+        }
+    )
     model = MeanPoolClassifier(config)
     model.bert.load_state_dict(encoder.bert.state_dict())
     loop = LoopConfig(max_epochs=epochs, batch_size=32, log_every=50, checkpoint_every=10**6)
@@ -62,12 +72,13 @@ def transformer(split: dict[str, pd.DataFrame], labels: dict[str, int], params, 
         module.load_state_dict(best_state(trainer))
     model.eval()
     predictions = []
-    for name in ("val", "test"):
-        out = [
-            model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.argmax(-1)
-            for b in data.loader(name)
-        ]
-        predictions.append(np.concatenate([o.detach().numpy() for o in out]).tolist())
+    with torch.inference_mode():
+        for name in ("val", "test"):
+            out = [
+                model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.argmax(-1)
+                for b in data.loader(name)
+            ]
+            predictions.append(np.concatenate([o.numpy() for o in out]).tolist())
     return predictions[0], predictions[1], torch_parameters(model)
 
 
@@ -81,11 +92,17 @@ def main() -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.1, 0.05])
     args = parser.parse_args()
     params = load(ROOT / "params.yaml")
+    # Library warnings and training bars go to the log file; the table to the terminal.
+    with capture(log_path(ROOT, "benchmark-selection")) as console:
+        compare(params, args.fractions, console.line)
+
+
+def compare(params: Params, fractions: list[float], show: Callable[[str], None]) -> None:
     full = {name: pd.read_parquet(ROOT / params.paths.split / f"{name}.parquet") for name in ("train", "val", "test")}
     labels = label_map(full["train"]["label"])
     truth = {name: [labels[v] for v in full[name]["label"]] for name in ("val", "test")}
-    print(f"{'labels':>7} {'train':>6} {'family':<12} {'val macro-F1 [95 %]':<27} {'test macro-F1 [95 %]':<27}")
-    for fraction in args.fractions:
+    show(f"{'labels':>7} {'train':>6} {'family':<12} {'val macro-F1 [95 %]':<27} {'test macro-F1 [95 %]':<27}")
+    for fraction in fractions:
         train = stratified_fraction(full["train"], fraction, params.hardware.seed)
         # A tenth of the labels needs the longer finetuning of the low-label profile.
         epochs = params.finetune.loop.max_epochs if fraction >= 1 else 10
@@ -110,11 +127,11 @@ def main() -> None:
         picked = choose(truth["val"], measured, "any", 1e9, 1e9, 1000, 0)
         for family, (val, test) in (("transformer", (t_val, t_test)), ("classical", (c_val, c_test))):
             mark = "  <- selected" if picked.selected == family else ""
-            print(
+            show(
                 f"{fraction:>7.0%} {len(train):>6} {family:<12} {interval(truth['val'], val):<27} "
                 f"{interval(truth['test'], test):<27}{mark}"
             )
-        print(f"{'':>15}{picked.reason}")
+        show(f"{'':>15}{picked.reason}")
 
 
 if __name__ == "__main__":
