@@ -3,7 +3,8 @@
 One run: take the repository lock, pull from the DVC remote, check every batch in the
 incoming folder against the dataset and the champion's training data, move rejected
 batches to quarantine (and stop), move accepted ones to the processed folder, rerun the
-DAG, push, and publish a summary to Prefect and MLflow.
+DAG, push, and publish a summary to Prefect and MLflow. Each batch moved is an entry in
+the audit trail.
 
 Batches move before the DAG runs on purpose: if a run dies halfway, the batch is already
 part of the dataset's inputs, the stages that finished sit in DVC's cache, and the next
@@ -20,7 +21,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
 
 from components.errors import KilnError
-from pipelines import dag, intake, lock, tracking
+from pipelines import audit, dag, intake, lock, tracking
 from pipelines.env import find_root, git_state
 from pipelines.flow import pipeline
 from pipelines.notify import on_failure
@@ -70,7 +71,8 @@ def _retrain(root: Path, params: Params, summary: Summary) -> str | None:
     )
     if dag.remote(repo):
         summary.dvc.append(dag.pull(repo))
-    reference = champion_reference(params.register_.name_for(params.ingest))
+    model = params.register_.name_for(params.ingest)
+    reference = champion_reference(model)
     summary.reference = reference.note or f"champion v{reference.version}'s training data"
     summary.batches = intake.check_batches(repo, params, reference)
     for batch in summary.batches:
@@ -79,12 +81,16 @@ def _retrain(root: Path, params: Params, summary: Summary) -> str | None:
     if rejected := [b for b in summary.batches if not b.accepted]:
         folder = root / params.ingest.incoming.quarantine_dir
         homes = [intake.quarantine(b, folder) for b in rejected]
+        for outcome, home in zip(rejected, homes, strict=True):
+            audit.batch(root, mlflow, model, outcome, home / outcome.batch, learned=False)
         failure = summary.outcome = (
             f"{len(rejected)} batch(es) quarantined; nothing retrained, the champion "
             f"stays: " + ", ".join(str(h.relative_to(root)) for h in homes)
         )
     else:
         moved = intake.learn([b.path for b in summary.batches], root / params.ingest.incoming.processed_dir, repo)
+        for outcome, where in zip(summary.batches, moved, strict=True):
+            audit.batch(root, mlflow, model, outcome, where, learned=True)
         state = pipeline(execution=key, return_state=True)
         data = state.result(raise_on_failure=False)
         rows = data.get("rows", []) if isinstance(data, dict) else []

@@ -143,6 +143,26 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
             == 1
         )
         assert any("quarantined" in n["title"] and "drift" in n["message"] for n in notifications)
+
+        # The audit trail holds each of these, chained, and a copy in MLflow's database.
+        trail = [json.loads(line) for line in (repo / ".kiln/audit.jsonl").read_text().splitlines()]
+        assert [(e["action"], e["version"]) for e in trail] == [
+            ("batch-learned", None),
+            ("promote", "1"),
+            ("batch-quarantined", None),
+        ]
+        assert trail[0]["detail"]["file"] == "data/processed/2026-11-22.csv" and trail[0]["data"].startswith("sha256:")
+        assert trail[1]["data"] and all(e["who"] for e in trail)
+        copies = query(database, "SELECT value FROM tags WHERE key = 'audit.hash'")
+        assert sorted(v for (v,) in copies) == sorted(e["hash"] for e in trail)
+        intact = kiln("audit", "--verify", cwd=repo)
+        assert intact.returncode == 0 and "audit log intact: 3 entries" in intact.stdout, intact.stdout + intact.stderr
+        listed = kiln("audit", "--action", "promote", cwd=repo)
+        assert "kiln-mine v1" in listed.stdout and "batch-learned" not in listed.stdout
+        # Deleting the last entry leaves a consistent chain; the server's copy notices.
+        (repo / ".kiln/audit.jsonl").write_text("".join(json.dumps(e) + "\n" for e in trail[:2]))
+        cut = kiln("audit", "--verify", cwd=repo)
+        assert cut.returncode == 1 and "entry 3: recorded in the tracking server but missing" in cut.stderr
     finally:
         serve.terminate()
         serve.wait(timeout=60)

@@ -90,6 +90,9 @@ def test_dvc_repro_then_kiln_run(repo, tmp_path):
     # The first run registers version 1 and, with no champion, the floors promote it.
     promotion = json.loads((repo / "reports/promotion.json").read_text())
     assert promotion["promoted"] and promotion["champion"] == "1"
+    # ...and the audit trail records the decision, under `dvc repro` as under `kiln run`.
+    trail = [json.loads(line) for line in (repo / ".kiln/audit.jsonl").read_text().splitlines()]
+    assert [(e["action"], e["model"], e["version"]) for e in trail] == [("promote", "kiln-bbc-news", "1")]
     report = json.loads((repo / "reports/evaluation.json").read_text())
     evaluation = report["variants"]
     assert set(evaluation) == {"teacher", "student", "pruned", "onnx_fp32", "onnx_int8", "onnx_teacher", "classical"}

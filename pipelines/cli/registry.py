@@ -31,7 +31,7 @@ def promote(
 ) -> None:
     """Promote a version through the gate, force it, or roll the champion back."""
     root = repo_root()
-    from pipelines import promotion
+    from pipelines import audit, promotion
     from pipelines.gating import Bounds, floor
     from pipelines.io import read_parquet
     from pipelines.registry import registry_errors
@@ -43,14 +43,15 @@ def promote(
         raise KilnError("--force needs --reason: the history records why the gate was skipped")
     with registry_errors(f"promote: '{name}'"):
         if rollback:
-            decision = promotion.rollback(client, name, reason)
+            action, decision = "rollback", promotion.rollback(client, name, reason)
         elif force:
-            decision = promotion.promote(client, name, str(version), None, None, "force", reason)
+            action, decision = "force", promotion.promote(client, name, str(version), None, None, "force", reason)
         else:
             test = read_parquet(root / params.paths.split / "test.parquet", "promote", "split")
             limit = floor(params.promote, root / params.paths.reports / "evaluation.json")
             bounds = Bounds(params.promote, params.evaluate, params.export, params.quantize, *limit)
-            decision = promotion.promote(client, name, str(version), test, bounds, "manual", reason)
+            action, decision = "manual", promotion.promote(client, name, str(version), test, bounds, "manual", reason)
+        audit.promotion(root, client, decision, action, reason)
     typer.echo(decision.headline())
     if decision.resolution:
         typer.echo(f"  note: {decision.resolution}")

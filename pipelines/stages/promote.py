@@ -1,9 +1,10 @@
 """promote: the gate between the challenger and the champion, both re-scored on the
 current test split. Every reason, pass or fail, goes on the version's tags and into the
 promotion history; the champion moves only if every check passes. A refusal is a normal
-outcome, not a failed stage: the run says so at its end."""
+outcome, not a failed stage: the run says so at its end. The decision also goes into the
+audit trail."""
 
-from pipelines import tracking
+from pipelines import audit, tracking
 from pipelines.contract import StageContext, StageResult
 from pipelines.gating import Bounds, floor
 from pipelines.promotion import promote
@@ -17,8 +18,10 @@ def run(ctx: StageContext) -> StageResult:
     test = ctx.read_split("test")["test"]
     evaluation = ctx.input(f"{paths.reports}/evaluation.json", "evaluation report")
     bounds = Bounds(params.promote, params.evaluate, params.export, params.quantize, *floor(params.promote, evaluation))
+    client = tracking.client()
     with registry_errors(f"promote: version {registered.version} of '{registered.model_name}'"):
-        decision = promote(tracking.client(), registered.model_name, registered.version, test, bounds)
+        decision = promote(client, registered.model_name, registered.version, test, bounds)
+        audit.promotion(ctx.root, client, decision, "gate", None)
     decision.write(ctx.path(paths.reports) / "promotion.json")
     summary = [decision.headline()] + ([decision.resolution] if decision.resolution else [])
     return StageResult(metrics={**decision.metrics, "promote/promoted": float(decision.promoted)}, summary=summary)

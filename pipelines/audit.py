@@ -1,0 +1,167 @@
+"""The audit trail: every promotion, refusal, forced promotion, rollback and batch a retrain
+learned or quarantined, appended to `.kiln/audit.jsonl` as a hash chain
+(components/deploy/audit.py) and copied to the tracking server, one run per entry in the
+`kiln-audit` experiment, so the trail outlives the machine and a deleted tail is noticed.
+
+Entries say who, when, what, why, the model version and the data version; never a text
+of the data."""
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from components.data.batches import BatchOutcome
+from components.deploy.audit import chain, verify
+from components.errors import KilnError
+from pipelines.env import STATE_DIR
+from pipelines.records import Promotion
+from pipelines.registry import version, who
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+EXPERIMENT = "kiln-audit"
+# The promotion stage's and `kiln promote`'s actions, as the trail names them.
+_ACTIONS = {"gate": "promote", "manual": "promote", "force": "force", "rollback": "rollback"}
+
+log = logging.getLogger("kiln")
+
+
+def path(root: Path) -> Path:
+    return root / STATE_DIR / "audit.jsonl"
+
+
+def read(root: Path) -> list[dict]:
+    """The entries, oldest first; a line that is not a JSON object is kept as an entry
+    without chain fields, so verify reports it instead of hiding it."""
+    file = path(root)
+    if not file.exists():
+        return []
+    entries = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            entry = None
+        entries.append(entry if isinstance(entry, dict) else {"unreadable_line": number})
+    return entries
+
+
+def record(
+    root: Path,
+    client: "MlflowClient",
+    action: str,
+    model: str,
+    number: str | None = None,
+    data: str | None = None,
+    why: str | None = None,
+    **detail: object,
+) -> dict:
+    """Append one entry (under a lock, so concurrent commands keep one chain) and copy it to
+    the tracking server. A server that cannot take the copy costs a warning, not the entry:
+    the decision it records has already happened."""
+    from filelock import FileLock
+
+    file = path(root)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{file}.lock", timeout=60):
+        entries = read(root)
+        previous = entries[-1] if entries else None
+        if previous and "hash" not in previous:
+            raise KilnError(f"{file}: its last line is not an audit entry; run `kiln audit --verify`")
+        fields = {
+            "log": previous.get("log") if previous else uuid.uuid4().hex,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "who": who(),
+            "action": action,
+            "model": model,
+            "version": number,
+            "data": data,
+            "why": why,
+            "detail": detail,
+        }
+        entry = chain(previous, fields)
+        with open(file, "a", encoding="utf-8") as out:
+            out.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+    try:
+        _copy(client, entry)
+    except Exception as err:  # noqa: BLE001 - any server failure: the local entry stands
+        log.warning(f"audit entry {entry['seq']} kept in {file} but not copied to the tracking server: {err}")
+    return entry
+
+
+def _copy(client: "MlflowClient", entry: dict) -> None:
+    from mlflow.entities import RunTag
+
+    found = client.get_experiment_by_name(EXPERIMENT)
+    experiment = found.experiment_id if found else client.create_experiment(EXPERIMENT)
+    run = client.create_run(experiment, run_name=f"{entry['seq']} {entry['action']}")
+    tags = {k: v for k, v in entry.items() if k != "detail"} | {"detail": json.dumps(entry["detail"], sort_keys=True)}
+    client.log_batch(
+        run.info.run_id, tags=[RunTag(f"audit.{k}", "" if v is None else str(v)[:5000]) for k, v in tags.items()]
+    )
+    client.set_terminated(run.info.run_id)
+
+
+def recorded(client: "MlflowClient", log_id: str) -> dict[int, str]:
+    """seq -> hash of this log's entries as the tracking server holds them."""
+    found = client.get_experiment_by_name(EXPERIMENT)
+    if found is None:
+        return {}
+    runs = client.search_runs([found.experiment_id], f"tags.`audit.log` = '{log_id}'", max_results=50000)
+    return {int(r.data.tags["audit.seq"]): r.data.tags["audit.hash"] for r in runs}
+
+
+def check(root: Path, client: "MlflowClient | None") -> list[str]:
+    """verify's problems for this repository's log, against the server's copy when given."""
+    entries = read(root)
+    log_id = next((e["log"] for e in entries if "log" in e), None)
+    copies = recorded(client, log_id) if client is not None and log_id else None
+    return verify(entries, copies)
+
+
+def promotion(root: Path, client: "MlflowClient", decision: Promotion, action: str, why: str | None) -> None:
+    """The entry of one gate decision, forced promotion or rollback; nothing for a rerun
+    that found its version champion already (no decision was taken)."""
+    if decision.already:
+        return
+    name = _ACTIONS.get(action, action)
+    if name == "promote" and not decision.promoted:
+        name = "refuse"
+    tags = version(client, decision.model_name, decision.version).tags
+    record(
+        root,
+        client,
+        name,
+        decision.model_name,
+        decision.version,
+        data=tags.get("data.split") or None,
+        why=why,
+        champion=decision.champion,
+        reasons=decision.reasons,
+    )
+
+
+def batch(root: Path, client: "MlflowClient", model: str, outcome: BatchOutcome, where: Path, learned: bool) -> None:
+    """The entry of one batch a retrain learned (moved to the processed folder) or
+    quarantined; its data version is the file's SHA-256."""
+    with open(where, "rb") as file:
+        sha = hashlib.file_digest(file, "sha256").hexdigest()
+    record(
+        root,
+        client,
+        "batch-learned" if learned else "batch-quarantined",
+        model,
+        data=f"sha256:{sha}",
+        file=str(where.relative_to(root)),
+        rows=outcome.rows,
+        new_rows=outcome.new_rows,
+        reasons=outcome.reasons,
+    )
