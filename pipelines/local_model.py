@@ -58,11 +58,11 @@ def version_folder(root: Path, name: str, version: str) -> Path:
 
 @dataclass
 class LocalModel:
-    """What pipelines/serving.py's KilnClassifier loads, read from the version's MLmodel."""
+    """The model and explainer pipelines/serving.py's KilnClassifier loads, read from the
+    version's MLmodel (`kiln explain` needs no temperature: it reports raw probabilities)."""
 
     model: Any
     explainer: Any
-    temperature: float
 
     @classmethod
     def open(cls, folder: Path) -> "LocalModel":
@@ -72,13 +72,12 @@ class LocalModel:
         try:
             flavor = yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["python_function"]
             artifacts = {key: folder / value["path"] for key, value in flavor.get("artifacts", {}).items()}
-            temperature = float((flavor.get("model_config") or {}).get("temperature", 1.0))
-        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as err:
+        except (OSError, KeyError, TypeError, yaml.YAMLError) as err:
             raise KilnError(f"{folder / 'MLmodel'} is not a Kiln model ({err})") from None
         if "model" not in artifacts:
             raise KilnError(f"{folder / 'MLmodel'} names no model file")
         model = load_classifier(artifacts["model"], artifacts.get("tokenizer"))
-        return cls(model, LazyExplainer(artifacts.get("explainer"), model), temperature)
+        return cls(model, LazyExplainer(artifacts.get("explainer"), model))
 
     @property
     def transformer(self) -> bool:
