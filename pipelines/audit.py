@@ -1,7 +1,8 @@
-"""The audit trail: every promotion, refusal, forced promotion, rollback and batch a retrain
-learned or quarantined, appended to `.kiln/audit.jsonl` as a hash chain
-(components/deploy/audit.py) and copied to the tracking server, one run per entry in the
-`kiln-audit` experiment, so the trail outlives the machine and a deleted tail is noticed.
+"""The audit trail: every promotion, refusal, forced promotion, rollback, promotion the
+registry denied a user, user added or removed, and batch a retrain learned or quarantined,
+appended to `.kiln/audit.jsonl` as a hash chain (components/deploy/audit.py) and copied to
+the tracking server, one run per entry in the `kiln-audit` experiment, so the trail
+outlives the machine and a deleted tail is noticed.
 
 Entries say who, when, what, why, the model version and the data version; never a text
 of the data."""
@@ -12,6 +13,8 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +24,7 @@ from components.errors import KilnError
 from pipelines.env import STATE_DIR
 from pipelines.records import Promotion
 from pipelines.registry import version, who
+from pipelines.roles import Denied
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -56,7 +60,7 @@ def record(
     root: Path,
     client: "MlflowClient",
     action: str,
-    model: str,
+    model: str | None,
     number: str | None = None,
     data: str | None = None,
     why: str | None = None,
@@ -97,12 +101,23 @@ def record(
     return entry
 
 
+def experiment(client: "MlflowClient") -> str:
+    """The id of the experiment that holds the copies, created on first use."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(EXPERIMENT)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(EXPERIMENT)
+    except MlflowException:  # made by another process since the lookup
+        return client.get_experiment_by_name(EXPERIMENT).experiment_id
+
+
 def _copy(client: "MlflowClient", entry: dict) -> None:
     from mlflow.entities import RunTag
 
-    found = client.get_experiment_by_name(EXPERIMENT)
-    experiment = found.experiment_id if found else client.create_experiment(EXPERIMENT)
-    run = client.create_run(experiment, run_name=f"{entry['seq']} {entry['action']}")
+    run = client.create_run(experiment(client), run_name=f"{entry['seq']} {entry['action']}")
     tags = {k: v for k, v in entry.items() if k != "detail"} | {"detail": json.dumps(entry["detail"], sort_keys=True)}
     client.log_batch(
         run.info.run_id, tags=[RunTag(f"audit.{k}", "" if v is None else str(v)[:5000]) for k, v in tags.items()]
@@ -147,6 +162,19 @@ def promotion(root: Path, client: "MlflowClient", decision: Promotion, action: s
         champion=decision.champion,
         reasons=decision.reasons,
     )
+
+
+@contextmanager
+def denials(
+    root: Path, client: "MlflowClient", model: str, number: str | None, action: str, why: str | None
+) -> Iterator[None]:
+    """Record a promotion, force or rollback the registry refused this user, then let the
+    refusal through."""
+    try:
+        yield
+    except Denied as err:
+        record(root, client, "denied", model, number, why=why, attempted=_ACTIONS.get(action, action), error=str(err))
+        raise
 
 
 def batch(root: Path, client: "MlflowClient", model: str, outcome: BatchOutcome, where: Path, learned: bool) -> None:

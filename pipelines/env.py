@@ -50,6 +50,13 @@ VARIABLES = {
         for key in TRACKING_TIMEOUTS
     },
     "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false: no model is ever unpickled",
+    "MLFLOW_TRACKING_USERNAME": "who kiln commands sign in to MLflow as (default under kiln up: admin)",
+    "MLFLOW_TRACKING_PASSWORD": "that user's MLflow password (default under kiln up: .kiln/auth.json)",
+    "PREFECT_API_AUTH_STRING": "user:password kiln commands and workers send to the Prefect API",
+    "PREFECT_SERVER_API_AUTH_STRING": "user:password the Prefect server requires of API clients",
+    "MLFLOW_AUTH_CONFIG_PATH": "MLflow's auth app config (user database, default permission, admin name)",
+    "MLFLOW_AUTH_ADMIN_PASSWORD": "the MLflow admin's password, read on the auth app's first start",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": "the MLflow auth app's CSRF key (the same on every restart)",
 }
 
 
@@ -75,12 +82,17 @@ def configure(root: Path) -> None:
     if state := read_servers(root):
         os.environ.setdefault("MLFLOW_TRACKING_URI", state["servers"]["mlflow"]["url"])
         os.environ.setdefault("PREFECT_API_URL", state["servers"]["prefect"]["url"])
+        if state.get("auth"):
+            from pipelines import auth
+
+            auth.configure_client(root, state)
     os.environ.setdefault("MLFLOW_TRACKING_URI", local_tracking_uri(root))
     # Prefect's profile and the temporary API's database live beside the project.
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     # Command output is for people: no download progress bars between its lines.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # Kiln's models are ONNX files loaded by code; a model that needs unpickling is refused,
     # here and in every process Kiln starts (servers, `kiln serve-model`), which inherit it.
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"

@@ -13,6 +13,7 @@ import pandas as pd
 
 from components.deploy.gate import Check, Decision
 from components.errors import KilnError
+from pipelines import roles, tracking
 from pipelines.gating import Bounds, gate
 from pipelines.records import Promotion
 from pipelines.registry import CHAMPION, alias, version, who
@@ -119,6 +120,7 @@ def promote(
     why: str | None = None,
 ) -> Promotion:
     """Promote version `number` through the gate, or past it with action "force"."""
+    roles.require_manage(tracking.uri(), name, f"{'force' if action == 'force' else 'promote'} version {number}")
     challenger = version(client, name, number)
     champion = alias(client, name, CHAMPION)
     if champion is not None and str(champion.version) == str(challenger.version):
@@ -151,6 +153,7 @@ def promote(
 def rollback(client: "MlflowClient", name: str, why: str | None) -> Promotion:
     """Move `champion` back to the version it replaced (rollbacks skipped, so rolling
     back twice goes two steps back)."""
+    roles.require_manage(tracking.uri(), name, "rollback")
     champion = alias(client, name, CHAMPION)
     if champion is None:
         raise KilnError(f"'{name}' has no champion to roll back")

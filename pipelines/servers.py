@@ -3,8 +3,8 @@ background, on PostgreSQL when KILN_DB_URL names one, else on SQLite files.
 
 Their addresses go to `.kiln/servers.json`; every later `kiln` command in the repository
 reads them from there (`env.configure`) unless MLFLOW_TRACKING_URI or PREFECT_API_URL is
-set. Both bind to 127.0.0.1 unless told otherwise: an MLflow server without its auth app
-lets anyone who reaches it change the registry.
+set. Both require a sign-in by default (MLflow's basic-auth app, Prefect's API auth string;
+see auth.py). Both bind to 127.0.0.1 unless told otherwise.
 """
 
 import json
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from components.errors import KilnError
+from pipelines import auth
 from pipelines.env import STATE_DIR, read_servers, servers_file
 
 DB_ENV = "KILN_DB_URL"
@@ -141,8 +142,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def up(root: Path, host: str, prefect_port: int, mlflow_port: int, timeout: float = 180.0) -> dict:
-    """Start both servers and write their addresses; returns the state written."""
+def up(root: Path, host: str, prefect_port: int, mlflow_port: int, secure: bool = True, timeout: float = 180.0) -> dict:
+    """Start both servers and write their addresses; returns the state written. With
+    `secure`, both refuse requests without the credentials of auth.py."""
     current = read_servers(root)
     if current and any(_alive(s["pid"]) for s in current["servers"].values()):
         raise KilnError(f"servers are already up ({servers_file(root)}); `kiln down` stops them")
@@ -166,6 +168,12 @@ def up(root: Path, host: str, prefect_port: int, mlflow_port: int, timeout: floa
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_API_URL": prefect_url,
     }
+    mlflow_env, mlflow_app = env, []
+    if secure:
+        credentials = auth.ensure(root)
+        prefect_env["PREFECT_SERVER_API_AUTH_STRING"] = credentials.prefect_auth_string
+        mlflow_env = {**env, **auth.server_env(root, mlflow_store, credentials)}
+        mlflow_app = ["--app-name", "basic-auth"]
     servers = {
         "prefect": {
             "url": prefect_url,
@@ -183,6 +191,7 @@ def up(root: Path, host: str, prefect_port: int, mlflow_port: int, timeout: floa
                 [
                     str(bin_dir / "mlflow"),
                     "server",
+                    *mlflow_app,
                     "--backend-store-uri",
                     mlflow_store,
                     "--artifacts-destination",
@@ -195,16 +204,18 @@ def up(root: Path, host: str, prefect_port: int, mlflow_port: int, timeout: floa
                     "1",
                 ],
                 logs / "mlflow.log",
-                env,
+                mlflow_env,
             ),
         },
     }
-    state = {"servers": servers, "backend": "postgresql" if db_url else "sqlite"}
+    state = {"servers": servers, "backend": "postgresql" if db_url else "sqlite", "auth": secure}
     servers_file(root).parent.mkdir(exist_ok=True)
     servers_file(root).write_text(json.dumps(state, indent=2))
     try:
         _wait(f"{prefect_url}/health", servers["prefect"]["pid"], logs / "prefect.log", "Prefect server", timeout)
         _wait(f"{mlflow_url}/health", servers["mlflow"]["pid"], logs / "mlflow.log", "MLflow server", timeout)
+        if secure:
+            auth.check_admin(root, mlflow_url, credentials, _hide(mlflow_store))
     except KilnError:
         down(root)
         raise

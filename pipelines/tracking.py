@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from components.errors import KilnError
+from pipelines.auth import refused
 from pipelines.env import local_tracking_uri
 from pipelines.owners import dvc_ancestor, owner, reap
 
@@ -84,7 +85,7 @@ def experiment_id(mlflow: "MlflowClient", name: str, root: Path) -> str:
         return found.experiment_id
     except MlflowException as err:
         check()  # a server that is gone is said so, in one line
-        raise KilnError(f"MLflow tracking at {uri()} failed: {err.message}") from None
+        raise KilnError(refused(err, uri()) or f"MLflow tracking at {uri()} failed: {err.message}") from None
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import postgres
 import psycopg2
 import pytest
+import requests
 from conftest import BIN, clean_env, copy_repo, drifted_batch, good_batch, incoming_repo, kiln
 from sqlalchemy.engine import make_url
 
@@ -63,6 +64,63 @@ def wait_for_deployment(env: dict, log: Path, timeout: float = 120) -> None:
     pytest.fail("kiln serve did not start serving:\n" + log.read_text()[-3000:])
 
 
+def roles(repo: Path, database: str, mlflow_port: int, prefect_port: int, password: str) -> None:
+    """kiln up's servers refuse anonymous requests; a reader reads but cannot move the
+    champion; a promoter can."""
+    mlflow, prefect = f"http://127.0.0.1:{mlflow_port}", f"http://127.0.0.1:{prefect_port}/api"
+    assert requests.get(f"{mlflow}/api/2.0/mlflow/experiments/search?max_results=5", timeout=30).status_code == 401
+    assert requests.post(f"{prefect}/flows/filter", json={}, timeout=30).status_code == 401
+    for name, role, secret in (("rita", "reader", "rita-reads-a-lot"), ("pete", "promoter", "pete-promotes-it")):
+        added = subprocess.run(
+            [str(BIN / "kiln"), "users", "add", name, "--role", role, "--password-stdin"],
+            cwd=repo,
+            env=clean_env(),
+            input=secret + "\n",
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert added.returncode == 0, added.stdout + added.stderr
+    listed = kiln("users", "list", cwd=repo)
+    assert [line.split() for line in listed.stdout.splitlines()] == [
+        ["admin", "admin"],
+        ["pete", "promoter"],
+        ["rita", "reader"],
+    ]
+    # A second version to promote: the champion's files, registered again by the admin.
+    subprocess.run(
+        [
+            str(BIN / "python"),
+            "-c",
+            "import mlflow; mlflow.register_model('models:/kiln-mine/1', 'kiln-mine')",
+        ],
+        env=clean_env(MLFLOW_TRACKING_URI=mlflow, MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=password),
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    reader = {"MLFLOW_TRACKING_USERNAME": "rita", "MLFLOW_TRACKING_PASSWORD": "rita-reads-a-lot"}
+    as_reader = ("rita", "rita-reads-a-lot")
+    experiments = requests.get(
+        f"{mlflow}/api/2.0/mlflow/experiments/search?max_results=100", auth=as_reader, timeout=30
+    )
+    ids = [e["experiment_id"] for e in experiments.json()["experiments"]]
+    runs = requests.post(
+        f"{mlflow}/api/2.0/mlflow/runs/search", json={"experiment_ids": ids}, auth=as_reader, timeout=30
+    )
+    assert runs.status_code == 200 and runs.json()["runs"]
+    assert kiln("history", cwd=repo, **reader).returncode == 0
+    refused = kiln("promote", "--version", "2", "--force", "--reason", "try", cwd=repo, **reader)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "user 'rita' may not move the champion of 'kiln-mine'" in refused.stderr
+    champion = "SELECT version FROM registered_model_aliases WHERE name = 'kiln-mine' AND alias = 'champion'"
+    assert query(database, champion) == [(1,)]
+    promoter = {"MLFLOW_TRACKING_USERNAME": "pete", "MLFLOW_TRACKING_PASSWORD": "pete-promotes-it"}
+    forced = kiln("promote", "--version", "2", "--force", "--reason", "hotfix", cwd=repo, **promoter)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert query(database, champion) == [(2,)]
+
+
 def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
     url, notifications = webhook
     repo = incoming_repo(copy_repo(tmp_path / "kiln"), retrain={"notify": {"apprise_url": url}})
@@ -90,7 +148,15 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    api = dict(env, PREFECT_API_URL=f"http://127.0.0.1:{prefect_port}/api")
+    admin = json.loads((repo / ".kiln/auth.json").read_text())
+    assert (repo / ".kiln/auth.json").stat().st_mode & 0o777 == 0o600
+    assert admin["password"] not in up.stdout + up.stderr
+    # trigger.py is a bare Prefect client: it signs in the way a worker would.
+    api = dict(
+        env,
+        PREFECT_API_URL=f"http://127.0.0.1:{prefect_port}/api",
+        PREFECT_API_AUTH_STRING=f"admin:{admin['password']}",
+    )
     try:
         wait_for_deployment(api, log)
         good_batch().to_csv(repo / "data/incoming/2026-11-22.csv", index=False)
@@ -142,6 +208,10 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
             ]
             == 1
         )
+        # The failure hook runs after the run is final: its notification may come just after.
+        deadline = time.monotonic() + 60
+        while not any("quarantined" in n["title"] for n in notifications) and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert any("quarantined" in n["title"] and "drift" in n["message"] for n in notifications)
 
         # The audit trail holds each of these, chained, and a copy in MLflow's database.
@@ -155,14 +225,29 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
         assert trail[1]["data"] and all(e["who"] for e in trail)
         copies = query(database, "SELECT value FROM tags WHERE key = 'audit.hash'")
         assert sorted(v for (v,) in copies) == sorted(e["hash"] for e in trail)
-        intact = kiln("audit", "--verify", cwd=repo)
-        assert intact.returncode == 0 and "audit log intact: 3 entries" in intact.stdout, intact.stdout + intact.stderr
         listed = kiln("audit", "--action", "promote", cwd=repo)
         assert "kiln-mine v1" in listed.stdout and "batch-learned" not in listed.stdout
-        # Deleting the last entry leaves a consistent chain; the server's copy notices.
-        (repo / ".kiln/audit.jsonl").write_text("".join(json.dumps(e) + "\n" for e in trail[:2]))
+
+        roles(repo, database, mlflow_port, prefect_port, admin["password"])
+        trail = [json.loads(line) for line in (repo / ".kiln/audit.jsonl").read_text().splitlines()]
+        assert [(e["action"], e["who"], e["version"]) for e in trail[3:]] == [
+            ("user-add", "admin", None),
+            ("user-add", "admin", None),
+            ("denied", "rita", "2"),
+            ("force", "pete", "2"),
+        ]
+        copies = query(database, "SELECT value FROM tags WHERE key = 'audit.hash'")
+        assert sorted(v for (v,) in copies) == sorted(e["hash"] for e in trail), "every entry has its copy"
+        intact = kiln("audit", "--verify", cwd=repo)
+        assert intact.returncode == 0 and "audit log intact: 7 entries" in intact.stdout, intact.stdout + intact.stderr
+        # An edited entry breaks its hash; a deleted last entry only the server's copy shows.
+        text = (repo / ".kiln/audit.jsonl").read_text()
+        (repo / ".kiln/audit.jsonl").write_text(text.replace('"why": "try"', '"why": "asked nicely"'))
+        edited = kiln("audit", "--verify", cwd=repo)
+        assert edited.returncode == 1 and "entry 6: its content does not match its hash" in edited.stderr
+        (repo / ".kiln/audit.jsonl").write_text("".join(json.dumps(e) + "\n" for e in trail[:-1]))
         cut = kiln("audit", "--verify", cwd=repo)
-        assert cut.returncode == 1 and "entry 3: recorded in the tracking server but missing" in cut.stderr
+        assert cut.returncode == 1 and "entry 7: recorded in the tracking server but missing" in cut.stderr
     finally:
         serve.terminate()
         serve.wait(timeout=60)

@@ -6,7 +6,7 @@ import traceback
 import click
 
 from pipelines import console
-from pipelines.cli import audit, explain, pipeline, registry, servers  # noqa: F401  (each registers its commands)
+from pipelines.cli import audit, explain, pipeline, registry, servers, users  # noqa: F401  (each registers its commands)
 from pipelines.cli.app import app
 from pipelines.io import user_error
 

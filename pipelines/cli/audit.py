@@ -41,13 +41,21 @@ def audit(
         typer.echo(f"no audit entries{' match' if any((action, who, version, since)) else ' yet'} ({trail.path(root)})")
         return
     for e in entries:
-        target = f"{e.get('model')} v{e.get('version')}" if e.get("version") else str(e.get("model"))
+        detail = e.get("detail") or {}
+        if e.get("model") is None and "user" in detail:
+            target = f"user {detail['user']}" + (f" ({detail['role']})" if detail.get("role") else "")
+        elif e.get("version"):
+            target = f"{e.get('model')} v{e.get('version')}"
+        else:
+            target = str(e.get("model"))
         typer.echo(f"{e.get('seq', '?'):>4}  {e.get('when')}  {e.get('who')!s:<12} {e.get('action')!s:<18} {target}")
         if e.get("why"):
             typer.echo(f"      why: {e['why']}")
         if e.get("data"):
             typer.echo(f"      data: {e['data']}")
-        for line in (e.get("detail") or {}).get("reasons", []):
+        if detail.get("error"):
+            typer.echo(f"      {detail['error']}")
+        for line in detail.get("reasons", []):
             typer.echo(f"      {line}")
 
 

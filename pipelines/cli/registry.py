@@ -41,16 +41,20 @@ def promote(
         raise KilnError("give either --rollback or --version N")
     if force and not reason:
         raise KilnError("--force needs --reason: the history records why the gate was skipped")
-    with registry_errors(f"promote: '{name}'"):
+    action = "rollback" if rollback else "force" if force else "manual"
+    with (
+        audit.denials(root, client, name, None if rollback else str(version), action, reason),
+        registry_errors(f"promote: '{name}'"),
+    ):
         if rollback:
-            action, decision = "rollback", promotion.rollback(client, name, reason)
+            decision = promotion.rollback(client, name, reason)
         elif force:
-            action, decision = "force", promotion.promote(client, name, str(version), None, None, "force", reason)
+            decision = promotion.promote(client, name, str(version), None, None, "force", reason)
         else:
             test = read_parquet(root / params.paths.split / "test.parquet", "promote", "split")
             limit = floor(params.promote, root / params.paths.reports / "evaluation.json")
             bounds = Bounds(params.promote, params.evaluate, params.export, params.quantize, *limit)
-            action, decision = "manual", promotion.promote(client, name, str(version), test, bounds, "manual", reason)
+            decision = promotion.promote(client, name, str(version), test, bounds, "manual", reason)
         audit.promotion(root, client, decision, action, reason)
     typer.echo(decision.headline())
     if decision.resolution:

@@ -16,16 +16,30 @@ def up(
     host: Annotated[str, typer.Option(help="address both servers bind; 127.0.0.1 keeps them local")] = "127.0.0.1",
     prefect_port: Annotated[int, typer.Option(help="Prefect server port")] = 4200,
     mlflow_port: Annotated[int, typer.Option(help="MLflow server port")] = 5000,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="no sign-in on either server: for a throwaway local run only")
+    ] = False,
 ) -> None:
     """Start a Prefect server and an MLflow tracking server in the background
-    (PostgreSQL if KILN_DB_URL is set, else SQLite files)."""
+    (PostgreSQL if KILN_DB_URL is set, else SQLite files), both requiring a sign-in."""
     root = repo_root()
-    from pipelines import servers
+    from pipelines import auth, servers
 
-    state = servers.up(root, host, prefect_port, mlflow_port)
+    if no_auth:
+        typer.echo(
+            f"kiln: warning: --no-auth: anyone who reaches {host} can write to MLflow and Prefect "
+            f"and move the champion",
+            err=True,
+        )
+    state = servers.up(root, host, prefect_port, mlflow_port, secure=not no_auth)
     prefect, mlflow = state["servers"]["prefect"], state["servers"]["mlflow"]
     typer.echo(f"Prefect UI and API: {prefect['url'].removesuffix('/api')}  (log {prefect['log']})")
     typer.echo(f"MLflow UI:          {mlflow['url']}  (log {mlflow['log']})")
+    if state["auth"]:
+        typer.echo(
+            f"sign-in: user '{auth.ADMIN}', password in {auth.credentials_file(root)} (readable by you alone); "
+            f"`kiln users add` makes more"
+        )
     typer.echo(
         f"backend store: {state['backend']}; addresses in {env.servers_file(root)}, "
         f"used by every kiln command here; `kiln down` stops both"

@@ -19,7 +19,10 @@ def run(ctx: StageContext) -> StageResult:
     evaluation = ctx.input(f"{paths.reports}/evaluation.json", "evaluation report")
     bounds = Bounds(params.promote, params.evaluate, params.export, params.quantize, *floor(params.promote, evaluation))
     client = tracking.client()
-    with registry_errors(f"promote: version {registered.version} of '{registered.model_name}'"):
+    with (
+        audit.denials(ctx.root, client, registered.model_name, registered.version, "gate", None),
+        registry_errors(f"promote: version {registered.version} of '{registered.model_name}'"),
+    ):
         decision = promote(client, registered.model_name, registered.version, test, bounds)
         audit.promotion(ctx.root, client, decision, "gate", None)
     decision.write(ctx.path(paths.reports) / "promotion.json")
