@@ -1,0 +1,144 @@
+"""Seconds and peak memory of each stage at 1x, 10x and 100x BBC's rows, on this machine.
+
+Each dataset is built from BBC's own texts: a synthetic text joins sentences drawn from
+articles of one label, as many as a real article of that label has, so every text is new
+(validation would drop duplicates), labels keep their vocabulary and lengths stay BBC's.
+It is written as a CSV into a scratch copy of the repository whose `ingest` reads it; then
+the stages run one by one with `kiln stage`, each a process of its own, while the
+resident memory of its process tree is sampled. Stages run in DAG order, so a stage
+listed needs those before it listed too.
+
+    .venv/bin/python benchmarks/scaling.py                       # data stages, 1x and 10x
+    .venv/bin/python benchmarks/scaling.py --scales 1 10 100
+    .venv/bin/python benchmarks/scaling.py --stages ingest validate split augment tokenize pretrain
+"""
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+import yaml
+
+from components.data.sources import read_bbc
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_STAGES = ["ingest", "validate", "split", "augment", "tokenize"]
+SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def synthetic(scale: int, seed: int = 0) -> pd.DataFrame:
+    """`scale` times BBC's rows, every text made of one label's sentences."""
+    bbc = read_bbc()
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, group in bbc.groupby("label"):
+        pool = [s for text in group["text"] for s in SENTENCE.split(text) if s.strip()]
+        lengths = [len(SENTENCE.split(text)) for text in group["text"]]
+        for _ in range(len(group) * scale):
+            picks = rng.integers(0, len(pool), size=int(rng.choice(lengths)))
+            rows.append((" ".join(pool[i] for i in picks), label))
+    frame = pd.DataFrame(rows, columns=["text", "label"])
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def scratch_repo(folder: Path, data: pd.DataFrame) -> Path:
+    """The project's files (no outputs) in a git repository of their own, reading `data`."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    outputs = ("data/raw/", "data/validated/", "data/split/", "data/augmented/", "models/", "reports/", "mlflow/")
+    for name in listed:
+        if (ROOT / name).is_file() and not (name.startswith(outputs) and not name.endswith(".gitignore")):
+            target = folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, target)
+    (folder / "dvc.lock").unlink(missing_ok=True)
+    data.to_csv(folder / "data/external/scale.csv", index=False)
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["ingest"]["source"] = "file"
+    params["ingest"]["file"]["path"] = "data/external/scale.csv"
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@kiln.invalid"]
+    subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=folder, check=True)
+    subprocess.run([*git, "commit", "-qm", "scaling benchmark"], cwd=folder, check=True)
+    return folder
+
+
+def measured(command: list[str], cwd: Path) -> tuple[float, float, int, str]:
+    """(seconds, peak resident MB of the process and its children, exit code, output tail)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        root = psutil.Process(proc.pid)
+        while not done.is_set():
+            try:
+                tree = [root, *root.children(recursive=True)]
+                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, _ = proc.communicate()
+    seconds = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    return seconds, peak / 2**20, proc.returncode, out[-2000:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scales", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--stages", nargs="+", default=DATA_STAGES)
+    parser.add_argument("--keep", action="store_true", help="keep the scratch repositories")
+    args = parser.parse_args()
+    kiln = str(Path(sys.executable).parent / "kiln")
+    rows = []
+    for scale in args.scales:
+        built = time.perf_counter()
+        data = synthetic(scale)
+        print(
+            f"{scale}x: {len(data)} texts, median {int(data['text'].str.len().median())} characters, "
+            f"built in {time.perf_counter() - built:.1f} s",
+            flush=True,
+        )
+        folder = Path(tempfile.mkdtemp(prefix=f"kiln-scale-{scale}x-"))
+        repo = scratch_repo(folder, data)
+        for stage in args.stages:
+            seconds, peak, code, tail = measured([kiln, "stage", stage], repo)
+            rows.append((scale, len(data), stage, seconds, peak))
+            print(f"{scale:>4}x {stage:<10} {seconds:8.1f} s {peak:8.0f} MB", flush=True)
+            if code != 0:
+                print(f"{stage} failed at {scale}x:\n{tail}", file=sys.stderr)
+                break
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    print("\n| scale | texts | stage | seconds | peak MB | seconds / 1x |")
+    print("| ---: | ---: | --- | ---: | ---: | ---: |")
+    base = {stage: seconds for scale, _, stage, seconds, _ in rows if scale == min(args.scales)}
+    for scale, texts, stage, seconds, peak in rows:
+        ratio = seconds / base[stage] if base.get(stage) else float("nan")
+        print(f"| {scale}x | {texts} | {stage} | {seconds:.1f} | {peak:.0f} | {ratio:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
