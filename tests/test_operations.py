@@ -229,6 +229,18 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
         assert "kiln-mine v1" in listed.stdout and "batch-learned" not in listed.stdout
 
         roles(repo, database, mlflow_port, prefect_port, admin["password"])
+        # The admin password lives in .kiln/auth.json alone: no log, param, tag or artifact has it.
+        leaks = [
+            p
+            for p in repo.rglob("*")
+            if p.is_file() and p.name != "auth.json" and admin["password"].encode() in p.read_bytes()
+        ]
+        assert leaks == []
+        secret = f"'%{admin['password']}%'"
+        for table in ("params", "tags"):
+            assert query(database, f"SELECT count(*) FROM {table} WHERE value LIKE {secret}") == [(0,)], table
+        prefect_db = make_url(database).database + "_prefect"
+        assert query(database, f"SELECT count(*) FROM log WHERE message LIKE {secret}", prefect_db) == [(0,)]
         trail = [json.loads(line) for line in (repo / ".kiln/audit.jsonl").read_text().splitlines()]
         assert [(e["action"], e["who"], e["version"]) for e in trail[3:]] == [
             ("user-add", "admin", None),
