@@ -1,11 +1,12 @@
 import random
 import re
+from collections import Counter
 
 import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from components.data.augment import AugmentConfig, Augmenter, augment, has_content, join, units
+from components.data.augment import AugmentConfig, Augmenter, Vocabulary, augment, has_content, join, units
 from tests.conftest import tiny_frame
 
 # Hand-written reviews, as a Chinese e-commerce or travel site would show them.
@@ -92,7 +93,7 @@ def test_inserted_characters_come_from_texts_of_the_same_label():
 
 def test_each_op():
     words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
-    aug = Augmenter(AugmentConfig(alpha=0.3), tuple(["extra"]))
+    aug = Augmenter(AugmentConfig(alpha=0.3), Vocabulary(Counter(["extra"])))
     rng = random.Random(0)
     assert len(aug.delete(words, rng)) < len(words)
     swapped = aug.swap(words, rng)
@@ -102,8 +103,16 @@ def test_each_op():
     assert "[MASK]" in masked and len(masked) == len(words)
 
 
+def test_a_vocabulary_draws_what_choice_draws_from_its_sorted_units_with_repeats():
+    units_seen = ["the", "market", "the", "rose", "shares", "the", "market", "市场"]
+    vocabulary = Vocabulary(Counter(units_seen))
+    assert vocabulary.units == sorted(set(units_seen))
+    for seed in range(300):
+        assert vocabulary.draw(random.Random(seed)) == random.Random(seed).choice(sorted(units_seen))
+
+
 def test_delete_and_mask_change_at_least_one_unit_and_spare_one_with_content():
-    aug = Augmenter(AugmentConfig(alpha=0.95), ("x",))
+    aug = Augmenter(AugmentConfig(alpha=0.95), Vocabulary(Counter("x")))
     # 200 seeds: at alpha 0.95 nearly every draw picks every unit, so the rule that
     # spares one is what is tested; "!" is punctuation and does not count as sparing.
     for seed in range(200):
@@ -112,7 +121,7 @@ def test_delete_and_mask_change_at_least_one_unit_and_spare_one_with_content():
         assert len(kept) < len(parts) and any(has_content(u) for u in kept)
         masked = aug.mask(parts, random.Random(seed))
         assert "[MASK]" in masked and any(has_content(u) and u != "[MASK]" for u in masked)
-    low = Augmenter(AugmentConfig(alpha=0.01), ("x",))
+    low = Augmenter(AugmentConfig(alpha=0.01), Vocabulary(Counter("x")))
     assert all(len(low.delete(list("质量很好"), random.Random(s))) == 3 for s in range(50))
 
 
