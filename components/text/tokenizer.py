@@ -13,7 +13,7 @@ normalise alike, so a classifier sees the same tokens either way.
 """
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -93,9 +93,21 @@ def train_tokenizer(texts: Iterable[str], cfg: TokenizeConfig) -> Tokenizer:
     return tokenizer
 
 
+# Texts encoded at a time when only counts are kept: an Encoding holds ids, tokens, offsets
+# and masks, and all of 178,000 long texts' at once took 11 GB.
+ENCODE_CHUNK = 2048
+
+
+def _encoded(tokenizer: Tokenizer, texts: Sequence[str], add_special_tokens: bool = True) -> Iterator:
+    for start in range(0, len(texts), ENCODE_CHUNK):
+        yield from tokenizer.encode_batch(
+            list(texts[start : start + ENCODE_CHUNK]), add_special_tokens=add_special_tokens
+        )
+
+
 def token_counts(tokenizer: Tokenizer, texts: list[str]) -> list[int]:
     """Tokens of each whole text, [CLS] and [SEP] included: the sequence length it needs."""
-    return [len(e.ids) for e in tokenizer.encode_batch(texts)]
+    return [len(e.ids) for e in _encoded(tokenizer, texts)]
 
 
 def choose_max_length(counts: Sequence[int], percentile: float = 95.0, cap: int = 512) -> int:
@@ -118,11 +130,13 @@ def coverage(tokenizer: Tokenizer, texts: list[str], max_length: int | None = No
     and 95th percentile and the largest sequence length ([CLS] and [SEP] included), and,
     given `max_length`, the share of texts longer than it (cut in training and serving)."""
     unk = tokenizer.token_to_id("[UNK]")
-    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
-    total = sum(len(e.ids) for e in encodings)
-    unknown = sum(e.ids.count(unk) for e in encodings)
     special = tokenizer.post_processor.num_special_tokens_to_add(False) if tokenizer.post_processor else 0
-    lengths = [len(e.ids) + special for e in encodings]
+    total = unknown = 0
+    lengths = []
+    for encoding in _encoded(tokenizer, texts, add_special_tokens=False):
+        total += len(encoding.ids)
+        unknown += encoding.ids.count(unk)
+        lengths.append(len(encoding.ids) + special)
     stats = {
         "unk_rate": unknown / total if total else 0.0,
         "tokens_per_text": total / len(texts) if texts else 0.0,
