@@ -25,6 +25,7 @@ from pipelines.env import STATE_DIR
 from pipelines.records import Promotion
 from pipelines.registry import version, who
 from pipelines.roles import Denied
+from pipelines.tracking import experiment_id
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -95,29 +96,16 @@ def record(
             out.flush()
             os.fsync(out.fileno())
     try:
-        _copy(client, entry)
+        _copy(root, client, entry)
     except Exception as err:  # noqa: BLE001 - any server failure: the local entry stands
         log.warning(f"audit entry {entry['seq']} kept in {file} but not copied to the tracking server: {err}")
     return entry
 
 
-def experiment(client: "MlflowClient") -> str:
-    """The id of the experiment that holds the copies, created on first use."""
-    from mlflow.exceptions import MlflowException
-
-    found = client.get_experiment_by_name(EXPERIMENT)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(EXPERIMENT)
-    except MlflowException:  # made by another process since the lookup
-        return client.get_experiment_by_name(EXPERIMENT).experiment_id
-
-
-def _copy(client: "MlflowClient", entry: dict) -> None:
+def _copy(root: Path, client: "MlflowClient", entry: dict) -> None:
     from mlflow.entities import RunTag
 
-    run = client.create_run(experiment(client), run_name=f"{entry['seq']} {entry['action']}")
+    run = client.create_run(experiment_id(client, EXPERIMENT, root), run_name=f"{entry['seq']} {entry['action']}")
     tags = {k: v for k, v in entry.items() if k != "detail"} | {"detail": json.dumps(entry["detail"], sort_keys=True)}
     client.log_batch(
         run.info.run_id, tags=[RunTag(f"audit.{k}", "" if v is None else str(v)[:5000]) for k, v in tags.items()]

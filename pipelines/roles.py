@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from mlflow.server.auth.client import AuthServiceClient
 
 WORKSPACE = "default"
-# (resource type, pattern, permission) each Kiln role grants, besides the audit experiment.
+# (resource type, pattern, permission) each Kiln role grants, besides the audit experiment;
+# admin is MLflow's admin flag instead.
 ROLES: dict[str, list[tuple[str, str, str]]] = {
     "reader": [("experiment", "*", "READ"), ("registered_model", "*", "READ")],
     "promoter": [("experiment", "*", "EDIT"), ("registered_model", "*", "MANAGE")],
@@ -107,7 +108,7 @@ def add_user(uri: str, name: str, role: str, password: str, audit_experiment: st
         else:
             client.assign_role(name, _role_id(client, role, audit_experiment))
     except MlflowException as err:
-        raise KilnError(f"users add {name}: {_reason(err)}") from None
+        raise KilnError(f"users add {name}: {_reason(err, uri)}") from None
 
 
 def remove_user(uri: str, name: str) -> None:
@@ -118,7 +119,7 @@ def remove_user(uri: str, name: str) -> None:
     try:
         service(uri).delete_user(name)
     except MlflowException as err:
-        raise KilnError(f"users remove {name}: {_reason(err)}") from None
+        raise KilnError(f"users remove {name}: {_reason(err, uri)}") from None
 
 
 def users(uri: str) -> list[tuple[str, str]]:
@@ -131,7 +132,7 @@ def users(uri: str) -> list[tuple[str, str]]:
     try:
         found = client._request(LIST_USERS, "GET")["users"]
     except MlflowException as err:
-        raise KilnError(f"users list: {_reason(err)}") from None
+        raise KilnError(f"users list: {_reason(err, uri)}") from None
     out = []
     for user in found:
         kiln_roles = [r["name"].removeprefix(ROLE_PREFIX) for r in user["roles"] if r["name"].startswith(ROLE_PREFIX)]
@@ -139,8 +140,10 @@ def users(uri: str) -> list[tuple[str, str]]:
     return sorted(out)
 
 
-def _reason(err) -> str:
+def _reason(err, uri: str) -> str:
     """MLflow's refusal in words: its message names the endpoint and status first."""
+    if err.error_code == "UNAUTHENTICATED":
+        return refused(err, uri)
     if err.error_code == "PERMISSION_DENIED":
         return f"permission denied for '{os.environ.get('MLFLOW_TRACKING_USERNAME')}' (admins only)"
     if err.error_code == "RESOURCE_ALREADY_EXISTS":

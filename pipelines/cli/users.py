@@ -9,15 +9,14 @@ import typer
 
 from components.errors import KilnError
 from pipelines.cli.app import app, repo_root
+from pipelines.roles import ROLES
 
 users = typer.Typer(no_args_is_help=True, help="Users of the MLflow server and their roles (reader, promoter, admin).")
 app.add_typer(users, name="users")
 
 
-class Role(StrEnum):
-    reader = "reader"
-    promoter = "promoter"
-    admin = "admin"
+# Kiln's roles as a choice on the command line (roles.ROLES defines them).
+Role = StrEnum("Role", {name: name for name in ROLES})
 
 
 def _password(from_stdin: bool) -> str:
@@ -45,7 +44,8 @@ def add(
     roles.service(tracking.uri())  # a local store has no users: say so before asking anything
     password = _password(password_stdin)
     client = tracking.client()
-    roles.add_user(tracking.uri(), name, role.value, password, audit.experiment(client))
+    audit_experiment = tracking.experiment_id(client, audit.EXPERIMENT, root)
+    roles.add_user(tracking.uri(), name, role.value, password, audit_experiment)
     audit.record(root, client, "user-add", None, user=name, role=role.value)
     typer.echo(
         f"user '{name}' added as {role.value}; they sign in with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
