@@ -72,7 +72,7 @@ def main() -> None:
         L.seed_everything(0, verbose=False)
         model = BertForMaskedLM(bert_config(encoder, len(tokenizer), tokenizer.pad_token_id))
         data = MaskedLMData(
-            split["train"]["text"].tolist(), split["val"]["text"].tolist(), tokenizer, 128, batch, 0.15, 0
+            split["train"]["text"].tolist(), split["val"]["text"].tolist(), tokenizer, 128, batch, 0.15, 0, 1024
         )
         loop = LoopConfig(
             max_epochs=100,

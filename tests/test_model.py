@@ -39,7 +39,7 @@ def test_windows_cover_the_whole_text(tokenizer):
 
 def test_masking_is_15_percent_with_80_10_10(tokenizer):
     texts = [" ".join(f"story{i % 7} about tech and business" for i in range(60))] * 40
-    data = MaskedLMData(texts, texts[:2], tokenizer, 64, 4096, 0.15, seed=0)
+    data = MaskedLMData(texts, texts[:2], tokenizer, 64, 4096, 0.15, seed=0, val_windows=1024)
     batch = data.collator(data.train_rows)
     original = tokenizer.pad(data.train_rows, return_tensors="pt")["input_ids"]
     chosen = batch["labels"] != -100
@@ -58,10 +58,24 @@ def test_masking_is_15_percent_with_80_10_10(tokenizer):
 
 def test_val_masks_do_not_change_between_epochs(tokenizer):
     texts = tiny_frame()["text"].tolist()
-    data = MaskedLMData(texts, texts, tokenizer, 32, 8, 0.15, seed=0)
+    data = MaskedLMData(texts, texts, tokenizer, 32, 8, 0.15, seed=0, val_windows=1024)
     first = [b["input_ids"].clone() for b in data.val_dataloader()]
     second = [b["input_ids"] for b in data.val_dataloader()]
     assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_a_val_check_scores_at_most_val_windows(tokenizer):
+    texts = tiny_frame()["text"].tolist()
+    every = windows(texts, tokenizer, 8)
+    assert len(every) > 40
+
+    def scored(cap: int) -> list[list[int]]:
+        data = MaskedLMData(texts, texts, tokenizer, 8, 4, 0.15, seed=0, val_windows=cap)
+        return [row.tolist() for batch in data.val_dataloader() for row in batch["labels"]]
+
+    assert len(scored(len(every))) == len(every)  # under the cap: all of them
+    assert len(scored(40)) == 40
+    assert scored(40) == scored(40)  # the same sample at every check and run
 
 
 def test_kd_loss_matches_a_hand_computation():

@@ -15,7 +15,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binom
 
 # Draws per block of resamples: bounds memory (two arrays of 8 bytes a draw) whatever
 # the test size.
@@ -88,6 +87,10 @@ def mcnemar(a_only: int, b_only: int) -> float:
     """Exact two-sided McNemar p-value. If the two models were equally good, each
     discordant text would be a fair coin's toss between them: twice the smaller
     binomial tail, at most 1."""
+    # Imported here: scipy.stats takes ~2 s to import, and every command that reads a
+    # promotion decision imports this module without ever testing anything.
+    from scipy.stats import binom
+
     n = a_only + b_only
     if n == 0:
         return 1.0

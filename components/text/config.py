@@ -77,6 +77,9 @@ class OptimConfig(_Config):
 class PretrainConfig(_Config):
     init: str | None = Field(None, description="local path or hub name of a checkpoint to adapt; None: from scratch")
     mask_prob: float = Field(0.15, gt=0, lt=1)
+    val_windows: int = Field(
+        1024, ge=1, description="val windows scored at each check; a fixed sample of them when there are more"
+    )
     loop: LoopConfig = LoopConfig(max_epochs=1, max_steps=240, val_every_steps=120)
     optim: OptimConfig = OptimConfig(lr=5e-4)
 

@@ -71,7 +71,8 @@ def _seeded_collator(
 
 class MaskedLMData(L.LightningDataModule):
     """Train and val texts as windows; train windows are masked afresh each batch, val
-    windows once, with a fixed seed, so val/loss compares across epochs and runs."""
+    windows (at most `val_windows`, a seeded sample) once, with a fixed seed, so val/loss
+    compares across epochs and runs."""
 
     def __init__(
         self,
@@ -82,6 +83,7 @@ class MaskedLMData(L.LightningDataModule):
         batch_size: int,
         mask_prob: float,
         seed: int,
+        val_windows: int,
     ):
         super().__init__()
         self.tokenizer = tokenizer
@@ -90,6 +92,11 @@ class MaskedLMData(L.LightningDataModule):
         self.collator = _seeded_collator(tokenizer, mask_prob, seed)
         self.train_rows = [{"input_ids": w} for w in windows(train, tokenizer, length)]
         val_rows = [{"input_ids": w} for w in windows(val, tokenizer, length)]
+        if len(val_rows) > val_windows:
+            # Every check scores the whole val set: with ten times the texts (or a short
+            # max_length) it would cost ten times as much, however few steps train.
+            keep = np.random.default_rng(seed).choice(len(val_rows), val_windows, replace=False)
+            val_rows = [val_rows[i] for i in sorted(keep)]
         fixed = _seeded_collator(tokenizer, mask_prob, seed + 1)
         self.val_batches = [fixed(val_rows[i : i + batch_size]) for i in range(0, len(val_rows), batch_size)]
 

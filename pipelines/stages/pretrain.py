@@ -50,6 +50,7 @@ def run(ctx: StageContext) -> StageResult:
         cfg.loop.batch_size,
         cfg.mask_prob,
         params.hardware.seed,
+        cfg.val_windows,
     )
     if cfg.init is None:
         # From scratch, the head starts out predicting token frequencies (see unigram_bias);
