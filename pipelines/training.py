@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from components.errors import KilnError
-from components.text.training import best_state, build_trainer, resume_point
+from components.text.training import best_state, budgeted, build_trainer, resume_point
 from pipelines import console
 from pipelines.contract import StageContext
 from pipelines.io import atomic, remove
@@ -76,7 +76,7 @@ def fit(
     trainer = build_trainer(
         f"{ctx.name} {part}",
         ctx.params.hardware,
-        loop,
+        budgeted(loop, len(data.train_dataloader().dataset)),
         _folder(ctx, part),
         mlflow_logger(ctx) if log_to_mlflow else [],
         monitor=monitor,

@@ -147,3 +147,46 @@ def test_unigram_bias_starts_the_head_at_the_token_frequencies():
         after = masked_lm_loss(model, batch).item()
     # The stream's entropy is ~0.5 ln 2 + 0.5 (ln 2 + ln 95) = 2.97 nats; a zero bias gives ~ln 100.
     assert after < before - 1.0 and after == pytest.approx(2.97, abs=0.3)
+
+
+def test_steps_grow_as_the_square_root_of_the_rows_beyond_full_epochs_rows():
+    from components.text.config import LoopConfig
+    from components.text.training import budgeted
+
+    loop = LoopConfig(max_epochs=2, batch_size=32, full_epochs_rows=4000)
+    assert budgeted(loop, 4000) == loop  # up to the bound: every epoch, as configured
+    full = 2 * 125  # two epochs of 4,000 rows
+    ten, hundred = budgeted(loop, 40_000), budgeted(loop, 400_000)
+    assert ten.max_steps == pytest.approx(full * 10**0.5, abs=1)
+    assert hundred.max_steps == pytest.approx(full * 10, abs=1)  # not 100 times
+    assert ten.val_every_steps == pytest.approx(ten.max_steps / 2, abs=1)  # as many checks as epochs
+    assert budgeted(loop.model_copy(update={"max_steps": 300}), 400_000).max_steps == 300  # a set cap holds
+    assert budgeted(loop.model_copy(update={"full_epochs_rows": None}), 400_000) == loop.model_copy(
+        update={"full_epochs_rows": None}
+    )
+
+
+def test_a_fit_stops_at_its_wall_clock_budget(tmp_path):
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from components.text.config import HardwareConfig, LoopConfig
+    from components.text.training import build_trainer
+
+    class Line(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.layer(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    data = DataLoader(TensorDataset(torch.randn(64, 4), torch.randn(64, 1)), batch_size=8)
+    loop = LoopConfig(max_epochs=10**6, max_steps=10**7, checkpoint_every=10**6, log_every=10**6, max_minutes=0.02)
+    trainer = build_trainer("budget", HardwareConfig(accelerator="cpu", devices=1), loop, tmp_path, [])
+    trainer.fit(Line(), train_dataloaders=data)
+    assert 0 < trainer.global_step < 10**7  # stopped by the clock after ~1 s, not by the steps

@@ -66,6 +66,15 @@ class LoopConfig(_Config):
     val_every_steps: int | None = Field(None, ge=1, description="None: validate at each epoch's end")
     checkpoint_every: int = Field(20, ge=1, description="steps between resumable checkpoints")
     log_every: int = Field(10, ge=1)
+    full_epochs_rows: int | None = Field(
+        4000,
+        ge=1,
+        description="training rows up to which every epoch runs; beyond, the steps grow as the square root "
+        "of the rows (ten times the rows: about three times the steps); None: every epoch at any size",
+    )
+    max_minutes: float | None = Field(
+        None, gt=0, description="wall-clock budget of the fit: it stops there, with its best weights so far"
+    )
 
 
 class OptimConfig(_Config):

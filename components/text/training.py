@@ -8,6 +8,7 @@ a crash or a full disk never leaves a half-written one, and they are read back a
 weights only: a checkpoint file is never unpickled.
 """
 
+import math
 import os
 import shutil
 import time
@@ -98,6 +99,23 @@ def _reason(err: BaseException) -> str:
     return getattr(err, "strerror", None) or str(err).strip().splitlines()[-1][:200]
 
 
+def budgeted(loop: LoopConfig, rows: int) -> LoopConfig:
+    """`loop` bounded for `rows` training rows (per device). Up to `full_epochs_rows`
+    nothing changes. Beyond, the steps are those of `max_epochs` epochs of
+    `full_epochs_rows` rows times the square root of how many times more rows there are,
+    so a fit on ten times the rows takes about three times as long, not ten; val then
+    runs at `max_epochs` evenly spaced steps, so early stopping and the best checkpoint
+    get as many checks as the epochs would have given."""
+    limit = loop.full_epochs_rows
+    if limit is None or rows <= limit:
+        return loop
+    steps = math.ceil(loop.max_epochs * math.ceil(limit / loop.batch_size) * math.sqrt(rows / limit))
+    if loop.max_steps > 0:
+        steps = min(steps, loop.max_steps)
+    every = loop.val_every_steps or max(1, math.ceil(steps / loop.max_epochs))
+    return loop.model_copy(update={"max_steps": steps, "val_every_steps": every})
+
+
 def build_trainer(
     name: str,
     hardware: HardwareConfig,
@@ -111,7 +129,7 @@ def build_trainer(
 ) -> L.Trainer:
     """A Trainer that saves a resumable `last.ckpt` every `checkpoint_every` steps and,
     with `monitor`, the best one; progress goes to `progress` as a line every
-    `log_every` steps."""
+    `log_every` steps; it stops after `max_minutes`, if given."""
     callbacks: list[Callback] = [
         ModelCheckpoint(
             dirpath=checkpoints,
@@ -143,6 +161,7 @@ def build_trainer(
         num_nodes=hardware.num_nodes,
         max_epochs=loop.max_epochs,
         max_steps=loop.max_steps,
+        max_time={"minutes": loop.max_minutes} if loop.max_minutes else None,
         val_check_interval=loop.val_every_steps or 1.0,
         check_val_every_n_epoch=None if loop.val_every_steps else 1,
         log_every_n_steps=loop.log_every,
