@@ -31,7 +31,10 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# constraints.txt is the lock: every package at the version that was tested.
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-compile -c constraints.txt -e '.[dev]'
+	# To bytecode on every core (pip compiles one file at a time). The few files written for
+	# newer Pythons (torch's py312 test helpers) cannot compile; pip skips them too.
+	-$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib
 	touch $@
 
 ui: $(STAMP)

@@ -29,6 +29,15 @@ def test_negative_learning_rate_is_refused():
         OptimConfig(lr=-1e-3)
 
 
+def test_a_corrupt_tokenizer_file_is_named_with_what_to_rerun(tmp_path):
+    from components.errors import KilnError
+    from components.text.data import load_tokenizer
+
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(KilnError, match=r"pretrain: tokenizer .*tokenizer.json is corrupt .*rerun the tokenize stage"):
+        load_tokenizer(tmp_path / "tokenizer.json", "pretrain")
+
+
 def test_windows_cover_the_whole_text(tokenizer):
     text = " ".join(f"word{i}" for i in range(200))
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]

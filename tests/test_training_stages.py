@@ -172,14 +172,11 @@ def test_pretrain_with_ddp_on_two_cpu_processes(prepared):
     assert len(child_runs(prepared, "pretrain")) == 1
 
 
-def test_missing_tokenizer_names_file_and_stage(prepared):
+def test_a_missing_tokenizer_names_file_and_stage(prepared):
     (prepared / "models/tokenizer.json").unlink()
     out = kiln("stage", "pretrain", cwd=prepared)
     assert out.returncode == 1
     assert "pretrain: tokenizer models/tokenizer.json is missing; the tokenize stage makes it" in out.stderr
-    (prepared / "models/tokenizer.json").write_text("{not json")
-    out = kiln("stage", "pretrain", cwd=prepared)
-    assert out.returncode == 1 and "models/tokenizer.json is corrupt" in out.stderr
 
 
 def test_params_out_of_range_fail_before_training(repo):
