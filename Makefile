@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --no-compile -c constraints.txt -e '.[dev]'
 	# To bytecode on every core (pip compiles one file at a time). The few files written for
 	# newer Pythons (torch's py312 test helpers) cannot compile; pip skips them too.
-	-$(BIN)/python -m compileall -qq -j 0 $(VENV)/lib
+	$(BIN)/python -c "import compileall, sys; compileall.compile_dir(sys.prefix + '/lib', quiet=2, workers=0)"
 	touch $@
 
 ui: $(STAMP)
