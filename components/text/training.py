@@ -100,7 +100,8 @@ def _reason(err: BaseException) -> str:
 
 
 def budgeted(loop: LoopConfig, rows: int) -> LoopConfig:
-    """`loop` bounded for `rows` training rows (per device). Up to `full_epochs_rows`
+    """`loop` bounded for `rows` training rows (counted as on one device: under DDP the
+    steps are not divided by the number of processes). Up to `full_epochs_rows`
     nothing changes. Beyond, the steps are those of `max_epochs` epochs of
     `full_epochs_rows` rows times the square root of how many times more rows there are,
     so a fit on ten times the rows takes about three times as long, not ten; val then
