@@ -170,6 +170,7 @@ def test_steps_grow_as_the_square_root_of_the_rows_beyond_full_epochs_rows():
     assert hundred.max_steps == pytest.approx(full * 10, abs=1)  # not 100 times
     assert ten.val_every_steps == pytest.approx(ten.max_steps / 2, abs=1)  # as many checks as epochs
     assert budgeted(loop.model_copy(update={"max_steps": 300}), 400_000).max_steps == 300  # a set cap holds
+    assert budgeted(loop.model_copy(update={"max_steps": 0}), 400_000).max_steps == 0  # 0: no training at all
     assert budgeted(loop.model_copy(update={"full_epochs_rows": None}), 400_000) == loop.model_copy(
         update={"full_epochs_rows": None}
     )
@@ -199,3 +200,32 @@ def test_a_fit_stops_at_its_wall_clock_budget(tmp_path):
     trainer = build_trainer("budget", HardwareConfig(accelerator="cpu", devices=1), loop, tmp_path, [])
     trainer.fit(Line(), train_dataloaders=data)
     assert 0 < trainer.global_step < 10**7  # stopped by the clock after ~1 s, not by the steps
+
+
+def test_a_stopped_fit_raises_keyboardinterrupt_not_lightnings_exit(tmp_path):
+    """Lightning turns a KeyboardInterrupt in fit into sys.exit(1); `kiln stage` stopped
+    by SIGTERM then ended with exit code 1 instead of "kiln: stopped" and 130."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from components.text.config import HardwareConfig, LoopConfig
+    from components.text.training import build_trainer
+
+    class Stopped(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, index):
+            if index == 2:
+                raise KeyboardInterrupt("terminated")
+            return self.layer(batch[0]).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    data = DataLoader(TensorDataset(torch.randn(64, 4)), batch_size=8)
+    loop = LoopConfig(max_epochs=1, checkpoint_every=10**6, log_every=10**6)
+    trainer = build_trainer("stop", HardwareConfig(accelerator="cpu", devices=1), loop, tmp_path, [])
+    with pytest.raises(KeyboardInterrupt, match="terminated"):
+        trainer.fit(Stopped(), train_dataloaders=data)

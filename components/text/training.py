@@ -12,7 +12,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,35 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from components.errors import KilnError
 from components.text.config import HardwareConfig, LoopConfig
+
+
+class Trainer(L.Trainer):
+    """Lightning's Trainer, except that a KeyboardInterrupt (Ctrl-C, or SIGTERM as the
+    `kiln` command turns it) in fit, validate or test stays a KeyboardInterrupt: Lightning
+    answers it with sys.exit(1), and a stopped command then ended as if it had failed,
+    exit code 1 and no word said."""
+
+    def fit(self, *args: Any, **kwargs: Any) -> None:
+        with _interruptible():
+            return super().fit(*args, **kwargs)
+
+    def validate(self, *args: Any, **kwargs: Any) -> Any:
+        with _interruptible():
+            return super().validate(*args, **kwargs)
+
+    def test(self, *args: Any, **kwargs: Any) -> Any:
+        with _interruptible():
+            return super().test(*args, **kwargs)
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    try:
+        yield
+    except SystemExit as ended:
+        if isinstance(ended.__context__, KeyboardInterrupt):  # Lightning's sys.exit(1), raised while handling it
+            raise KeyboardInterrupt(*ended.__context__.args) from None
+        raise
 
 
 class LineProgress(Callback):
@@ -111,7 +141,7 @@ def budgeted(loop: LoopConfig, rows: int) -> LoopConfig:
     if limit is None or rows <= limit:
         return loop
     steps = math.ceil(loop.max_epochs * math.ceil(limit / loop.batch_size) * math.sqrt(rows / limit))
-    if loop.max_steps > 0:
+    if loop.max_steps >= 0:  # -1: no limit; 0: no training (a checkpoint used as it is)
         steps = min(steps, loop.max_steps)
     every = loop.val_every_steps or max(1, math.ceil(steps / loop.max_epochs))
     return loop.model_copy(update={"max_steps": steps, "val_every_steps": every})
@@ -154,7 +184,7 @@ def build_trainer(
         if patience is not None:
             callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=patience))
     callbacks.append(LineProgress(name, loop.log_every, progress))
-    return L.Trainer(
+    return Trainer(
         accelerator=hardware.accelerator,
         devices=hardware.devices,
         strategy=hardware.strategy,
