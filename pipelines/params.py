@@ -51,6 +51,12 @@ class PathsConfig(_Section):
     classical: str = "models/classical"  # model.onnx and grid.json of the classical family
     reports: str = "reports"
 
+    def onnx_tokenizer(self, model: str) -> str:
+        """The tokenizer file an exported model reads: the pruned student's (the model Kiln
+        ships) is the folder's tokenizer.json; the teacher's is its own, since a teacher
+        from a pretrained checkpoint has another vocabulary."""
+        return f"{self.onnx}/tokenizer.json" if model == "pruned" else f"{self.onnx}/{model}.tokenizer.json"
+
 
 class TrackingConfig(_Section):
     experiment: str = Field("kiln", min_length=1)

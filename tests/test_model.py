@@ -1,5 +1,7 @@
 """Units of the text model components: configs, windows, masking."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -200,6 +202,93 @@ def test_a_fit_stops_at_its_wall_clock_budget(tmp_path):
     trainer = build_trainer("budget", HardwareConfig(accelerator="cpu", devices=1), loop, tmp_path, [])
     trainer.fit(Line(), train_dataloaders=data)
     assert 0 < trainer.global_step < 10**7  # stopped by the clock after ~1 s, not by the steps
+
+
+def _bert(vocab: int, hidden: int, layers: int, positions: int = 64, labels: int = 5):
+    from transformers import BertConfig
+
+    from components.text.classifier import MeanPoolClassifier
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=positions,
+        num_labels=labels,
+    )
+    return MeanPoolClassifier(config).eval()
+
+
+def test_a_cut_position_table_keeps_the_outputs_and_says_its_length(tmp_path):
+    from components.text.classifier import MeanPoolClassifier
+    from components.text.model import keep_positions
+
+    model = _bert(50, 16, 1, positions=512)
+    ids, mask = torch.randint(0, 50, (2, 20)), torch.ones(2, 20, dtype=torch.long)
+    before = model(ids, mask).logits
+    keep_positions(model, 24)
+    assert model.config.max_position_embeddings == 24 and model.bert.embeddings.position_embeddings.num_embeddings == 24
+    assert torch.equal(model(ids, mask).logits, before)
+    model.save_pretrained(tmp_path)
+    assert torch.equal(MeanPoolClassifier.from_pretrained(tmp_path).eval()(ids, mask).logits, before)
+
+
+def test_a_student_learns_from_a_teacher_with_another_vocabulary(tokenizer, tmp_path):
+    """The pretrained path: the teacher reads its own tokens of each text, the student
+    Kiln's; logits transfer per text and mean hidden states through the projections."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from components.text.config import DistillConfig
+    from components.text.data import ClassificationData, label_map
+    from components.text.distill import Distiller
+
+    # A character-level teacher vocabulary: every text splits into other tokens than the student's.
+    chars = sorted(set("".join(tiny_frame()["text"])))
+    vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    backend.save(str(tmp_path / "chars.json"))
+    theirs = PreTrainedTokenizerFast(
+        tokenizer_file=str(tmp_path / "chars.json"), pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]"
+    )
+    frame = tiny_frame()
+    labels = label_map(frame["label"])
+    data = ClassificationData({"train": frame}, labels, tokenizer, 48, 8, 0, teacher_tokenizer=theirs)
+    batch = next(iter(data.train_dataloader()))
+    assert not torch.equal(batch["input_ids"][:, :5], batch["teacher_input_ids"][:, :5])
+    assert batch["teacher_input_ids"].shape[0] == batch["input_ids"].shape[0] == 8
+
+    teacher, student = _bert(len(vocab), 32, 2, labels=len(labels)), _bert(len(tokenizer), 16, 1, labels=len(labels))
+    module = Distiller(student.train(), teacher, DistillConfig(hidden_weight=1.0), {}, num_labels=len(labels))
+    loss = module.training_step(batch, 0)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.projections.parameters())
+    assert all(p.grad is None for p in module.teacher.parameters())  # the teacher stays frozen
+
+
+def test_a_packaged_checkpoint_is_extracted_once_and_found_again_by_path(tmp_path, monkeypatch):
+    from components.errors import KilnError
+    from pipelines import pretrained
+
+    assert pretrained.resolve("prajjwal1/bert-tiny", tmp_path) == "prajjwal1/bert-tiny"  # not ours: a hub name
+    found = Path(pretrained.resolve("all-MiniLM-L6-v2", tmp_path))
+    assert found == tmp_path / ".kiln/models/all-MiniLM-L6-v2"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in found.iterdir()}
+    stamp = (found / "model.safetensors").stat().st_mtime_ns
+    assert Path(pretrained.resolve("all-MiniLM-L6-v2", tmp_path)) == found
+    assert (found / "model.safetensors").stat().st_mtime_ns == stamp  # not extracted twice
+
+    monkeypatch.setitem(pretrained.PACKAGED, "missing", ("kiln_no_such_module", "model.zip", "no-such-model"))
+    with pytest.raises(
+        KilnError, match=r"pretrain.init 'missing' comes from the package no-such-model, .* pip install"
+    ):
+        pretrained.resolve("missing", tmp_path)
+    assert not (tmp_path / ".kiln/models/missing").exists()
 
 
 def test_a_stopped_fit_raises_keyboardinterrupt_not_lightnings_exit(tmp_path):

@@ -11,6 +11,17 @@ def test_shipped_params_are_valid():
     assert params.validate_.max_duplicate_rate == 0.05
 
 
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml")))
+def test_every_shipped_profile_merges_into_valid_params(profile, tmp_path):
+    import shutil
+
+    from pipelines.profiles import apply
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(ROOT / "profiles", tmp_path / "profiles")
+    load(apply(tmp_path, profile))
+
+
 def test_unknown_key_is_named():
     with pytest.raises(KilnError, match=r"ingest\.sourse: unknown key"):
         parse({"ingest": {"sourse": "bbc"}}, "params.yaml")

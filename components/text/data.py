@@ -130,7 +130,10 @@ def stratified_fraction(frame: pd.DataFrame, fraction: float, seed: int) -> pd.D
 
 
 class ClassificationData(L.LightningDataModule):
-    """Texts truncated to `length` tokens with integer labels from `labels`."""
+    """Texts truncated to `length` tokens with integer labels from `labels`. With
+    `teacher_tokenizer` (distilling from a teacher whose vocabulary is not the student's),
+    each row also holds the teacher's own tokens of the same text, as `teacher_input_ids`
+    and `teacher_attention_mask`."""
 
     def __init__(
         self,
@@ -140,12 +143,24 @@ class ClassificationData(L.LightningDataModule):
         length: int,
         batch_size: int,
         seed: int,
+        teacher_tokenizer: PreTrainedTokenizerFast | None = None,
     ):
         super().__init__()
         self.batch_size = batch_size
         self.seed = seed
-        self.collator = DataCollatorWithPadding(tokenizer)
-        self.sets = {name: _Rows(self.encode(frame, labels, tokenizer, length)) for name, frame in splits.items()}
+        self.collator = (
+            DataCollatorWithPadding(tokenizer)
+            if teacher_tokenizer is None
+            else _TwoVocabularies(tokenizer, teacher_tokenizer)
+        )
+        self.sets = {}
+        for name, frame in splits.items():
+            rows = self.encode(frame, labels, tokenizer, length)
+            if teacher_tokenizer is not None:
+                theirs = teacher_tokenizer(frame["text"].tolist(), truncation=True, max_length=length)
+                for row, ids, mask in zip(rows, theirs["input_ids"], theirs["attention_mask"]):
+                    row.update(teacher_input_ids=ids, teacher_attention_mask=mask)
+            self.sets[name] = _Rows(rows)
 
     @staticmethod
     def encode(frame: pd.DataFrame, labels: dict[str, int], tokenizer, length: int) -> list[dict]:
@@ -173,3 +188,20 @@ class ClassificationData(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.loader("test")
+
+
+class _TwoVocabularies:
+    """Pads the student's tokens and the teacher's, each with its own tokenizer's padding."""
+
+    def __init__(self, student: PreTrainedTokenizerFast, teacher: PreTrainedTokenizerFast):
+        self.student = DataCollatorWithPadding(student)
+        self.teacher = DataCollatorWithPadding(teacher)
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.student([{k: r[k] for k in ("input_ids", "attention_mask", "labels")} for r in rows])
+        theirs = self.teacher(
+            [{"input_ids": r["teacher_input_ids"], "attention_mask": r["teacher_attention_mask"]} for r in rows]
+        )
+        batch["teacher_input_ids"] = theirs["input_ids"]
+        batch["teacher_attention_mask"] = theirs["attention_mask"]
+        return batch

@@ -4,6 +4,11 @@ loss = alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher || student at tempera
 (Hinton et al., 2015), plus, with `hidden_weight`, the MSE between student hidden states
 and the teacher's at evenly spaced layers, through a learned projection when the widths
 differ (TinyBERT, Jiao et al., 2020).
+
+A teacher with a vocabulary of its own (a pretrained checkpoint's) reads each text in its
+own tokens (the batch's `teacher_input_ids`); the soft targets are per text, so they
+transfer as they are, but tokens no longer pair up, so hidden states are then matched as
+their masked means over each text.
 """
 
 from typing import Any
@@ -33,6 +38,11 @@ def layer_map(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]
     return [(0, 0)] + [(s, round(s * teacher_layers / student_layers)) for s in range(1, student_layers + 1)]
 
 
+def mean_over(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each text's mean token state under its attention mask (batch, tokens, 1)."""
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
 class Distiller(Classifier):
     """Trains `model` (the student) against a frozen teacher; evaluates like a Classifier."""
 
@@ -55,17 +65,35 @@ class Distiller(Classifier):
 
     def training_step(self, batch: dict, _index: int) -> torch.Tensor:
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        own_tokens = "teacher_input_ids" not in batch
+        theirs = (
+            inputs
+            if own_tokens
+            else {"input_ids": batch["teacher_input_ids"], "attention_mask": batch["teacher_attention_mask"]}
+        )
         matching = self.cfg.hidden_weight > 0
         with torch.no_grad():
-            teacher = self.teacher(**inputs, output_hidden_states=matching)
+            teacher = self.teacher(**theirs, output_hidden_states=matching)
         student = self.model(**inputs, output_hidden_states=matching)
         loss = kd_loss(student.logits, teacher.logits, batch["labels"], self.cfg.alpha, self.cfg.temperature)
         if matching:
-            mask = batch["attention_mask"].unsqueeze(-1).to(student.logits.dtype)
-            hidden = sum(
-                (((proj(student.hidden_states[s]) - teacher.hidden_states[t]) ** 2) * mask).sum() / mask.sum()
-                for proj, (s, t) in zip(self.projections, self.pairs)
-            ) / len(self.pairs)
+            mask = inputs["attention_mask"].unsqueeze(-1).to(student.logits.dtype)
+            if own_tokens:
+                hidden = sum(
+                    (((proj(student.hidden_states[s]) - teacher.hidden_states[t]) ** 2) * mask).sum() / mask.sum()
+                    for proj, (s, t) in zip(self.projections, self.pairs)
+                ) / len(self.pairs)
+            else:
+                mask_t = theirs["attention_mask"].unsqueeze(-1).to(student.logits.dtype)
+                hidden = sum(
+                    (
+                        (proj(mean_over(student.hidden_states[s], mask)) - mean_over(teacher.hidden_states[t], mask_t))
+                        ** 2
+                    )
+                    .sum(-1)
+                    .mean()
+                    for proj, (s, t) in zip(self.projections, self.pairs)
+                ) / len(self.pairs)
             self.log("train/hidden_loss", hidden, batch_size=batch["labels"].shape[0])
             loss = loss + self.cfg.hidden_weight * hidden
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])

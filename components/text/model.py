@@ -55,3 +55,19 @@ def unigram_bias(windows: list[list[int]], vocab_size: int) -> torch.Tensor:
     counts = torch.bincount(torch.tensor([t for w in windows for t in w], dtype=torch.long), minlength=vocab_size)
     log_p = torch.log((counts.float() + 1) / (counts.sum() + vocab_size))
     return log_p - log_p.mean()
+
+
+def keep_positions(model: nn.Module, length: int) -> None:
+    """Cut a BERT's position table to its first `length` rows, so the config says the
+    sequence length the model is trained at: a pretrained checkpoint comes with 512
+    positions, and every stage after pretraining reads its length from the config."""
+    embeddings = model.base_model.embeddings
+    if length >= embeddings.position_embeddings.num_embeddings:
+        return
+    table = nn.Embedding(length, embeddings.position_embeddings.embedding_dim)
+    table.weight.data.copy_(embeddings.position_embeddings.weight.data[:length])
+    embeddings.position_embeddings = table
+    for name in ("position_ids", "token_type_ids"):
+        if (buffer := getattr(embeddings, name, None)) is not None:
+            embeddings.register_buffer(name, buffer[:, :length].clone(), persistent=False)
+    model.config.max_position_embeddings = length

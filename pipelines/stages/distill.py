@@ -1,10 +1,11 @@
 """distill: a smaller student trained from the teacher's soft targets on train texts, and
-their augmented copies when `distill.augmented` is on."""
+their augmented copies when `distill.augmented` is on. The student reads the tokenize
+stage's tokenizer; a teacher from a pretrained checkpoint keeps its own."""
 
 import lightning as L
 
 from components.text.classifier import MeanPoolClassifier
-from components.text.data import ClassificationData
+from components.text.data import ClassificationData, file_hash, load_tokenizer
 from components.text.distill import Distiller
 from components.text.model import count_parameters
 from pipelines.contract import StageContext, StageResult
@@ -14,7 +15,11 @@ from pipelines.training import card, fit, load_model, save_model, score, with_au
 def run(ctx: StageContext) -> StageResult:
     params, paths, cfg = ctx.params, ctx.params.paths, ctx.params.distill
     L.seed_everything(params.hardware.seed, workers=True, verbose=False)
-    teacher, tokenizer, taught = load_model(ctx, paths.teacher, MeanPoolClassifier)
+    teacher, teacher_tokenizer, taught = load_model(ctx, paths.teacher, MeanPoolClassifier)
+    path = ctx.input(paths.tokenizer, "tokenizer")
+    tokenizer_id = file_hash(path)
+    shared = taught.tokenizer == tokenizer_id
+    tokenizer = teacher_tokenizer if shared else load_tokenizer(path, ctx.name)
     split = ctx.read_split()
     if cfg.augmented:
         split["train"] = with_augmented(ctx, split["train"])
@@ -26,6 +31,8 @@ def run(ctx: StageContext) -> StageResult:
             "hidden_size": size.hidden,
             "num_attention_heads": size.heads,
             "intermediate_size": size.intermediate,
+            "vocab_size": len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id,
         }
     )
     student = MeanPoolClassifier(config)
@@ -36,8 +43,9 @@ def run(ctx: StageContext) -> StageResult:
         teacher.config.max_position_embeddings,
         cfg.loop.batch_size,
         params.hardware.seed,
+        teacher_tokenizer=None if shared else teacher_tokenizer,
     )
-    described = card(ctx, taught.tokenizer, {}, taught.labels, {"teacher": taught.metrics})
+    described = card(ctx, tokenizer_id, {}, taught.labels, {"teacher": taught.metrics})
     module = Distiller(student, teacher, cfg, described.model_dump(), num_labels=len(taught.labels))
     trainer = fit(ctx, module, data, "student", cfg.loop, monitor="val/macro_f1")
     scores = score(trainer, module, data)

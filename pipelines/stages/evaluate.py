@@ -63,22 +63,21 @@ def _ratios(variants: dict[str, dict]) -> dict[str, dict[str, float]]:
 def _runtimes(ctx: StageContext, labels: list[str]) -> dict[str, tuple[Callable, float, int]]:
     """(logits function, size in MB, parameters) of every variant."""
     cfg, paths = ctx.params.evaluate, ctx.params.paths
-    tokenizer = ctx.input(f"{paths.onnx}/tokenizer.json", "tokenizer")
     found: dict[str, tuple[Callable, float, int]] = {}
     for name in TORCH:
         folder = getattr(paths, name)
         model, _, card = load_model(ctx, folder, MeanPoolClassifier)
         runtime = TorchClassifier(model, ctx.path(folder) / "tokenizer.json", card.label_list)
         found[name] = (runtime.logits, ev.size_mb([ctx.path(folder) / "model.safetensors"]), count_parameters(model))
-    files = {
-        "onnx_fp32": f"{paths.onnx}/pruned.onnx",
-        "onnx_int8": paths.quantized,
-        "onnx_teacher": f"{paths.onnx}/teacher.onnx",
+    files = {  # (model, the model it was exported from)
+        "onnx_fp32": (f"{paths.onnx}/pruned.onnx", "pruned"),
+        "onnx_int8": (paths.quantized, "pruned"),
+        "onnx_teacher": (f"{paths.onnx}/teacher.onnx", "teacher"),
     }
-    for name, relative in files.items():
+    for name, (relative, source) in files.items():
         file = ctx.input(relative, "ONNX model")
         found[name] = (
-            OnnxClassifier(file, tokenizer, threads=cfg.threads).logits,
+            OnnxClassifier(file, ctx.input(paths.onnx_tokenizer(source), "tokenizer"), threads=cfg.threads).logits,
             ev.size_mb([file]),
             _onnx_params(file),
         )

@@ -57,7 +57,8 @@ def _export_one(ctx: StageContext, name: str, folder: Path, texts: list[str]) ->
             "made_by": card.stage,
         },
     )
-    tokens = folder / "tokenizer.json"
+    tokens = folder / Path(ctx.params.paths.onnx_tokenizer(name)).name
+    tokens.write_bytes(ctx.input(f"{source}/tokenizer.json", "tokenizer").read_bytes())
     found = parity_gate(
         name, TorchClassifier(model, tokens, card.label_list), OnnxClassifier(target, tokens), texts, cfg.max_abs_diff
     )
@@ -75,10 +76,8 @@ def run(ctx: StageContext) -> StageResult:
     # gate asks for (BBC's test split has about 200).
     split = ctx.read_split("test", "val")
     texts = (split["test"]["text"].tolist() + split["val"]["text"].tolist())[: cfg.parity_texts]
-    tokenizer = ctx.input(f"{paths.pruned}/tokenizer.json", "tokenizer")
     with atomic(ctx.path(paths.onnx)) as folder:
         folder.mkdir(parents=True)
-        (folder / "tokenizer.json").write_bytes(tokenizer.read_bytes())
         report = ExportReport(
             models={name: _export_one(ctx, name, folder, texts) for name in MODELS}, max_abs_diff=cfg.max_abs_diff
         )

@@ -5,32 +5,43 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM
 
 from components.errors import KilnError
 from components.text.data import MaskedLMData, file_hash, load_tokenizer
-from components.text.model import bert_config, count_parameters, unigram_bias
+from components.text.model import bert_config, count_parameters, keep_positions, unigram_bias
 from components.text.modules import MaskedLM
 from components.text.tokenizer import choose_max_length, token_counts
+from pipelines import pretrained
 from pipelines.contract import StageContext, StageResult
 from pipelines.training import card, fit, save_model
 
 
 def _start(ctx: StageContext, texts: list[str]):
-    """(model, tokenizer, tokenizer id): a new encoder sized by params, its sequence length
-    chosen from the train texts unless set, or the checkpoint `pretrain.init` names."""
+    """(model, tokenizer, tokenizer id, whether its masked-LM head is new): a new encoder
+    sized by params, or the checkpoint `pretrain.init` names with its own tokenizer;
+    either way its sequence length is chosen from the train texts unless set (a
+    checkpoint's position table is cut to it)."""
     cfg, encoder, paths = ctx.params.pretrain, ctx.params.encoder, ctx.params.paths
     if cfg.init is None:
         path = ctx.input(paths.tokenizer, "tokenizer")
         tokenizer = load_tokenizer(path, ctx.name)
-        length = encoder.max_length
-        if length == "auto":
-            counts = token_counts(tokenizer.backend_tokenizer, texts)
-            length = choose_max_length(counts, encoder.length_percentile, encoder.length_cap)
-        config = bert_config(encoder, len(tokenizer), tokenizer.pad_token_id, max_length=length)
-        return BertForMaskedLM(config), tokenizer, file_hash(path)
-    try:
-        # Domain-adaptive pretraining: the checkpoint brings its own tokenizer and sizes.
-        tokenizer = AutoTokenizer.from_pretrained(cfg.init)
-        return AutoModelForMaskedLM.from_pretrained(cfg.init), tokenizer, cfg.init
-    except Exception as err:  # noqa: BLE001 - OSError offline, ValueError for a wrong model type, ...
-        raise KilnError(f"pretrain: cannot load pretrain.init '{cfg.init}': {err}") from None
+        model, tokenizer_id, fresh_head = None, file_hash(path), True
+    else:
+        source = pretrained.resolve(cfg.init, ctx.root)
+        try:
+            # Domain-adaptive pretraining: the checkpoint brings its own tokenizer and sizes.
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model, loading = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True)
+        except Exception as err:  # noqa: BLE001 - OSError offline, ValueError for a wrong model type, ...
+            raise KilnError(f"pretrain: cannot load pretrain.init '{cfg.init}': {err}") from None
+        tokenizer_id = cfg.init
+        # An encoder saved without its masked-LM head (a sentence-embedding model) gets a new one.
+        fresh_head = any(key.startswith("cls.") for key in loading["missing_keys"])
+    length = encoder.max_length
+    if length == "auto":
+        counts = token_counts(tokenizer.backend_tokenizer, texts)
+        length = choose_max_length(counts, encoder.length_percentile, encoder.length_cap)
+    if model is None:
+        model = BertForMaskedLM(bert_config(encoder, len(tokenizer), tokenizer.pad_token_id, max_length=length))
+    keep_positions(model, length)
+    return model, tokenizer, tokenizer_id, fresh_head
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -38,10 +49,8 @@ def run(ctx: StageContext) -> StageResult:
     L.seed_everything(params.hardware.seed, workers=True, verbose=False)
     split = ctx.read_split("train", "val")
     texts = split["train"]["text"].tolist()
-    model, tokenizer, tokenizer_id = _start(ctx, texts)
+    model, tokenizer, tokenizer_id, fresh_head = _start(ctx, texts)
     length = model.config.max_position_embeddings
-    if isinstance(params.encoder.max_length, int):
-        length = min(params.encoder.max_length, length)
     data = MaskedLMData(
         texts,
         split["val"]["text"].tolist(),
@@ -52,9 +61,9 @@ def run(ctx: StageContext) -> StageResult:
         params.hardware.seed,
         cfg.val_windows,
     )
-    if cfg.init is None:
-        # From scratch, the head starts out predicting token frequencies (see unigram_bias);
-        # the decoder's bias is the head's `bias` parameter, tied.
+    if fresh_head:
+        # A new head starts out predicting token frequencies (see unigram_bias); the
+        # decoder's bias is the head's `bias` parameter, tied.
         bias = unigram_bias([row["input_ids"] for row in data.train_rows], model.config.vocab_size)
         model.cls.predictions.decoder.bias.data.copy_(bias)
     described = card(ctx, tokenizer_id, {})

@@ -18,7 +18,7 @@ def candidates(ctx: StageContext) -> dict[str, tuple[str, str | None]]:
     return {
         "onnx_int8": (paths.quantized, tokenizer),
         "onnx_fp32": (f"{paths.onnx}/pruned.onnx", tokenizer),
-        "onnx_teacher": (f"{paths.onnx}/teacher.onnx", tokenizer),
+        "onnx_teacher": (f"{paths.onnx}/teacher.onnx", paths.onnx_tokenizer("teacher")),
         "classical": (f"{paths.classical}/model.onnx", None),
     }
 

@@ -1,0 +1,59 @@
+"""The pretrained path on a tiny slice: `kiln profile pretrained`, then the whole run from
+all-MiniLM-L6-v2 (the package the dev extra installs), offline."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.conftest import kiln, set_params
+
+pytestmark = pytest.mark.slow
+
+
+def card(repo: Path, folder: str) -> dict:
+    return json.loads((repo / "models" / folder / "kiln.json").read_text())
+
+
+def config(repo: Path, folder: str) -> dict:
+    return json.loads((repo / "models" / folder / "config.json").read_text())
+
+
+def vocab(tokenizer: Path) -> dict[str, int]:
+    return json.loads(tokenizer.read_text())["model"]["vocab"]
+
+
+def test_a_run_from_minilm_teaches_a_student_with_kilns_own_tokenizer(prepared_template: Path, tmp_path: Path):
+    repo = tmp_path / "kiln"
+    shutil.copytree(prepared_template, repo, symlinks=True)
+    out = kiln("profile", "pretrained", cwd=repo)
+    assert out.returncode == 0, out.stderr
+    # Two masked-LM steps on the tiny texts cover domain adaptation from MiniLM's missing head.
+    set_params(repo, pretrain={"loop": {"max_steps": 2, "val_every_steps": 2}}, finetune={"optim": {"lr": 1e-4}})
+    out = kiln("run", cwd=repo, HF_HUB_OFFLINE="1")
+    assert out.returncode == 0, out.stdout + out.stderr
+
+    minilm = repo / ".kiln/models/all-MiniLM-L6-v2"
+    encoder = config(repo, "encoder")
+    assert (encoder["num_hidden_layers"], encoder["hidden_size"], encoder["vocab_size"]) == (6, 384, 30522)
+    assert encoder["max_position_embeddings"] == 32  # the tiny params' length, cut from MiniLM's 512
+    assert card(repo, "encoder")["tokenizer"] == card(repo, "teacher")["tokenizer"] == "all-MiniLM-L6-v2"
+    # MiniLM's weights, moved a little by two steps, not a fresh encoder.
+    start = load_file(minilm / "model.safetensors")["encoder.layer.5.attention.self.query.weight"]
+    adapted = load_file(repo / "models/encoder/model.safetensors")["bert.encoder.layer.5.attention.self.query.weight"]
+    assert (adapted - start).abs().max() < 0.01 < start.abs().max()
+
+    student = config(repo, "student")
+    kiln_tokenizer = repo / "models/tokenizer.json"
+    assert student["vocab_size"] == len(vocab(kiln_tokenizer)) < 30522
+    assert card(repo, "student")["tokenizer"] == hashlib.sha256(kiln_tokenizer.read_bytes()).hexdigest()
+
+    evaluation = json.loads((repo / "reports/evaluation.json").read_text())["variants"]
+    assert {"teacher", "student", "onnx_int8"} <= set(evaluation)
+    # Each exported model reads its own vocabulary.
+    onnx = repo / "models/onnx"
+    assert vocab(onnx / "tokenizer.json") == vocab(kiln_tokenizer) != vocab(onnx / "teacher.tokenizer.json")
+    assert len(vocab(onnx / "teacher.tokenizer.json")) == 30522
