@@ -11,6 +11,7 @@ listed needs those before it listed too.
     .venv/bin/python benchmarks/scaling.py                       # data stages, 1x and 10x
     .venv/bin/python benchmarks/scaling.py --scales 1 10 100
     .venv/bin/python benchmarks/scaling.py --stages ingest validate split augment tokenize pretrain
+    .venv/bin/python benchmarks/scaling.py --stages all          # the whole pipeline, and its total
 """
 
 import argparse
@@ -108,9 +109,11 @@ def measured(command: list[str], cwd: Path) -> tuple[float, float, int, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 10])
-    parser.add_argument("--stages", nargs="+", default=DATA_STAGES)
+    parser.add_argument("--stages", nargs="+", default=DATA_STAGES, help="stage names, or all (dvc.yaml's order)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch repositories")
     args = parser.parse_args()
+    if args.stages == ["all"]:
+        args.stages = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
     kiln = str(Path(sys.executable).parent / "kiln")
     rows = []
     for scale in args.scales:
@@ -134,7 +137,14 @@ def main() -> None:
             shutil.rmtree(folder, ignore_errors=True)
     print("\n| scale | texts | stage | seconds | peak MB | seconds / 1x |")
     print("| ---: | ---: | --- | ---: | ---: | ---: |")
-    base = {stage: seconds for scale, _, stage, seconds, _ in rows if scale == min(args.scales)}
+    smallest = min(args.scales)
+    totals = {}
+    for scale, texts, _stage, seconds, peak in rows:
+        totals.setdefault((scale, texts), []).append((seconds, peak))
+    for (scale, texts), found in totals.items():
+        if len(found) == len(args.stages):  # every stage ran: the whole of them as one row
+            rows.append((scale, texts, "total", sum(s for s, _ in found), max(p for _, p in found)))
+    base = {stage: seconds for scale, _, stage, seconds, _ in rows if scale == smallest}
     for scale, texts, stage, seconds, peak in rows:
         ratio = seconds / base[stage] if base.get(stage) else float("nan")
         print(f"| {scale}x | {texts} | {stage} | {seconds:.1f} | {peak:.0f} | {ratio:.1f} |")

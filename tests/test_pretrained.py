@@ -57,3 +57,11 @@ def test_a_run_from_minilm_teaches_a_student_with_kilns_own_tokenizer(prepared_t
     onnx = repo / "models/onnx"
     assert vocab(onnx / "tokenizer.json") == vocab(kiln_tokenizer) != vocab(onnx / "teacher.tokenizer.json")
     assert len(vocab(onnx / "teacher.tokenizer.json")) == 30522
+
+    # max_steps 0, the profile's default: MiniLM as it is, without a val pass of a head it lacks.
+    set_params(repo, pretrain={"loop": {"max_steps": 0}})
+    out = kiln("stage", "pretrain", cwd=repo)
+    assert out.returncode == 0, out.stdout + out.stderr
+    kept = load_file(repo / "models/encoder/model.safetensors")["bert.encoder.layer.5.attention.self.query.weight"]
+    assert kept.equal(start)
+    assert card(repo, "encoder")["metrics"]["train/steps"] == 0 and "val/loss" not in card(repo, "encoder")["metrics"]

@@ -84,7 +84,10 @@ class OptimConfig(_Config):
 
 
 class PretrainConfig(_Config):
-    init: str | None = Field(None, description="local path or hub name of a checkpoint to adapt; None: from scratch")
+    init: str | None = Field(
+        None,
+        description="all-MiniLM-L6-v2 (shipped), a local path or a hub name to start from; None: from scratch",
+    )
     mask_prob: float = Field(0.15, gt=0, lt=1)
     val_windows: int = Field(
         1024, ge=1, description="val windows scored at each check; a fixed sample of them when there are more"

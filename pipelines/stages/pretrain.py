@@ -51,6 +51,13 @@ def run(ctx: StageContext) -> StageResult:
     texts = split["train"]["text"].tolist()
     model, tokenizer, tokenizer_id, fresh_head = _start(ctx, texts)
     length = model.config.max_position_embeddings
+    described = card(ctx, tokenizer_id, {})
+    if cfg.loop.max_steps == 0:
+        # A checkpoint used as it is: nothing to train, and the val loss of a head it came
+        # without would say nothing about its encoder.
+        metrics = {"train/steps": 0, "model/params": count_parameters(model), "model/max_length": length}
+        save_model(ctx, model, tokenizer, described.model_copy(update={"metrics": metrics}), paths.encoder)
+        return StageResult(metrics=metrics)
     data = MaskedLMData(
         texts,
         split["val"]["text"].tolist(),
@@ -66,7 +73,6 @@ def run(ctx: StageContext) -> StageResult:
         # decoder's bias is the head's `bias` parameter, tied.
         bias = unigram_bias([row["input_ids"] for row in data.train_rows], model.config.vocab_size)
         model.cls.predictions.decoder.bias.data.copy_(bias)
-    described = card(ctx, tokenizer_id, {})
     module = MaskedLM(model, cfg.optim, described.model_dump())
     trainer = fit(ctx, module, data, "encoder", cfg.loop)
     final = trainer.validate(module, datamodule=data, verbose=False)[0]
