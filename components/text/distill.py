@@ -66,6 +66,9 @@ class Distiller(Classifier):
     def training_step(self, batch: dict, _index: int) -> torch.Tensor:
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         own_tokens = "teacher_input_ids" not in batch
+        if own_tokens and self.teacher.config.vocab_size != self.model.config.vocab_size:
+            # The student's ids would index the wrong rows of the teacher's embeddings.
+            raise ValueError("the teacher has a vocabulary of its own: the batch must hold its teacher_input_ids")
         theirs = (
             inputs
             if own_tokens

@@ -14,7 +14,7 @@ from components.text.model import count_parameters
 from components.text.prune import ffn_importance, head_importance, prune
 from pipelines.contract import StageContext, StageResult
 from pipelines.io import write_json
-from pipelines.training import card, fit, load_model, save_model, score, with_augmented
+from pipelines.training import card, fit, load_model, save_model, score, teacher_tokens, with_augmented
 
 
 def _val_f1(model, data: ClassificationData, labels: dict) -> float:
@@ -33,12 +33,18 @@ def run(ctx: StageContext) -> StageResult:
     params, paths, cfg = ctx.params, ctx.params.paths, ctx.params.prune
     L.seed_everything(params.hardware.seed, workers=True, verbose=False)
     student, tokenizer, made = load_model(ctx, paths.student, MeanPoolClassifier)
-    teacher, _, _ = load_model(ctx, paths.teacher, MeanPoolClassifier)
+    teacher, teacher_tokenizer, taught = load_model(ctx, paths.teacher, MeanPoolClassifier)
     labels = made.labels
     split = ctx.read_split()
     split["train"] = with_augmented(ctx, split["train"])
     data = ClassificationData(
-        split, labels, tokenizer, student.config.max_position_embeddings, cfg.loop.batch_size, params.hardware.seed
+        split,
+        labels,
+        tokenizer,
+        student.config.max_position_embeddings,
+        cfg.loop.batch_size,
+        params.hardware.seed,
+        teacher_tokenizer=teacher_tokens(made, taught, teacher_tokenizer),
     )
 
     loader = data.train_dataloader()
