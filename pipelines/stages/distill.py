@@ -9,7 +9,7 @@ from components.text.data import ClassificationData, file_hash, load_tokenizer
 from components.text.distill import Distiller
 from components.text.model import count_parameters
 from pipelines.contract import StageContext, StageResult
-from pipelines.training import card, fit, load_model, save_model, score, with_augmented
+from pipelines.training import card, fit, load_model, save_model, score, teacher_tokens, with_augmented
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -18,8 +18,7 @@ def run(ctx: StageContext) -> StageResult:
     teacher, teacher_tokenizer, taught = load_model(ctx, paths.teacher, MeanPoolClassifier)
     path = ctx.input(paths.tokenizer, "tokenizer")
     tokenizer_id = file_hash(path)
-    shared = taught.tokenizer == tokenizer_id
-    tokenizer = teacher_tokenizer if shared else load_tokenizer(path, ctx.name)
+    tokenizer = teacher_tokenizer if taught.tokenizer == tokenizer_id else load_tokenizer(path, ctx.name)
     split = ctx.read_split()
     if cfg.augmented:
         split["train"] = with_augmented(ctx, split["train"])
@@ -36,6 +35,7 @@ def run(ctx: StageContext) -> StageResult:
         }
     )
     student = MeanPoolClassifier(config)
+    described = card(ctx, tokenizer_id, {}, taught.labels, {"teacher": taught.metrics})
     data = ClassificationData(
         split,
         taught.labels,
@@ -43,9 +43,8 @@ def run(ctx: StageContext) -> StageResult:
         teacher.config.max_position_embeddings,
         cfg.loop.batch_size,
         params.hardware.seed,
-        teacher_tokenizer=None if shared else teacher_tokenizer,
+        teacher_tokenizer=teacher_tokens(described, taught, teacher_tokenizer),
     )
-    described = card(ctx, tokenizer_id, {}, taught.labels, {"teacher": taught.metrics})
     module = Distiller(student, teacher, cfg, described.model_dump(), num_labels=len(taught.labels))
     trainer = fit(ctx, module, data, "student", cfg.loop, monitor="val/macro_f1")
     scores = score(trainer, module, data)

@@ -14,7 +14,7 @@ from pipelines.records import Candidate, Selection
 def candidates(ctx: StageContext) -> dict[str, tuple[str, str | None]]:
     """Servable files by candidate name: (model, tokenizer or None)."""
     paths = ctx.params.paths
-    tokenizer = f"{paths.onnx}/tokenizer.json"
+    tokenizer = paths.onnx_tokenizer("pruned")
     return {
         "onnx_int8": (paths.quantized, tokenizer),
         "onnx_fp32": (f"{paths.onnx}/pruned.onnx", tokenizer),
