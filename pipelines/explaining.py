@@ -1,6 +1,7 @@
-"""Explanations the evaluate stage adds: the shipped model's word attributions on every
-test text (reports/explanations.html), its calibration on val and test, and how faithful
-the attributions of each family are (AOPC of top-k against random deletion).
+"""Explanations the evaluate stage adds: the shipped model's word attributions on the
+test texts (at most `explain.max_texts` of them; reports/explanations.html), its
+calibration on val and test, and how faithful the attributions of each family are (AOPC
+of top-k against random deletion).
 
 Attributions come from the model the shipped file was made from: the PyTorch model an
 ONNX file was exported from (Integrated Gradients on its embeddings), or the classical
@@ -54,7 +55,11 @@ def run(
     cfg: ExplainConfig = ctx.params.explain
     shipped = selection.selected
     texts, truth = test["text"].tolist(), test["label"].tolist()
-    explained = explainer(ctx, shipped, labels, cfg).explain(texts)
+    attributed = range(len(texts))
+    if len(texts) > cfg.max_texts:
+        attributed = np.sort(np.random.default_rng(cfg.seed).choice(len(texts), cfg.max_texts, replace=False))
+    shown, shown_truth = [texts[i] for i in attributed], [truth[i] for i in attributed]
+    explained = explainer(ctx, shipped, labels, cfg).explain(shown)
     calibration = calibrate(
         logits[shipped](val["text"].tolist()),
         [labels.index(v) for v in val["label"]],
@@ -68,7 +73,7 @@ def run(
         subset = (
             explained[: cfg.aopc_texts]
             if candidate == shipped
-            else explainer(ctx, candidate, labels, cfg).explain(texts[: cfg.aopc_texts])
+            else explainer(ctx, candidate, labels, cfg).explain(shown[: cfg.aopc_texts])
         )
         faithfulness[family] = aopc(
             subset,
@@ -79,10 +84,15 @@ def run(
             cfg.seed,
         )
     report = summarise(
-        f"Explanations of {shipped} ({selection.chosen.family}) on {len(texts)} test texts",
+        f"Explanations of {shipped} ({selection.chosen.family}) on "
+        + (
+            f"{len(shown)} test texts"
+            if len(shown) == len(texts)
+            else f"a sample of {len(shown)} of {len(texts)} test texts"
+        ),
         labels,
         explained,
-        truth,
+        shown_truth,
         calibration,
         faithfulness[selection.chosen.family],
         cfg.top_words,

@@ -155,7 +155,12 @@ def unknown(names) -> list[str]:
 
 def headline(stage: str, metrics: dict[str, float]) -> str:
     shown = [(key, metrics[key]) for key in HEADLINE.get(stage, ()) if key in metrics]
-    return "  ".join(f"{key} {value:.4g}" for key, value in shown)
+    return "  ".join(f"{key} {_figure(value)}" for key, value in shown)
+
+
+def _figure(value: float) -> str:
+    """Counts whole (22250, not 2.225e+04); scores and sizes to four significant digits."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
 
 
 def markdown() -> str:

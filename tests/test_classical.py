@@ -13,7 +13,16 @@ from onnx import helper
 from pydantic import ValidationError
 
 from components.classical.config import ClassicalConfig
-from components.classical.model import TOKENS, Selection, count_parameters, export, parity, parity_gate, select
+from components.classical.model import (
+    TOKENS,
+    Selection,
+    count_parameters,
+    export,
+    parity,
+    parity_gate,
+    select,
+    stratified_sample,
+)
 from components.classical.runtime import ClassicalClassifier
 from components.deploy.metadata import read_metadata
 from components.errors import KilnError
@@ -116,6 +125,19 @@ def test_english_selection_scores_every_grid_point_and_keeps_the_best(english_se
     assert best == first
     assert count_parameters(english_selection.pipeline) == best.params
     assert english_selection.labels == ["class_0", "class_1", "class_2"]
+
+
+def test_the_grid_fits_on_a_bounded_sample_that_keeps_every_labels_share():
+    labels = ["a"] * 600 + ["b"] * 300 + ["c"] * 3  # a rare label keeps a row too
+    keep = stratified_sample(labels, 90, seed=0)
+    assert keep == sorted(set(keep)) and [labels[i] for i in keep].count("a") == 60
+    assert [labels[i] for i in keep].count("b") == 30 and [labels[i] for i in keep].count("c") == 1
+    assert stratified_sample(labels, 90, seed=0) == keep != stratified_sample(labels, 90, seed=1)
+
+    capped = _select(english, cfg=CFG.model_copy(update={"max_train_texts": 60}))
+    assert capped.train_texts == 60  # 40 texts of each of 3 labels: 20 of each
+    assert capped.best.val_macro_f1 >= 0.9
+    assert _select(english, cfg=CFG.model_copy(update={"max_train_texts": None})).train_texts == 120
 
 
 def test_select_refuses_what_it_cannot_learn():

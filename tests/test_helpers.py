@@ -75,6 +75,7 @@ def test_metric_names_come_from_one_table():
     assert metrics.headline("finetune", {"val/macro_f1": 0.91234, "test/macro_f1": 0.9}) == (
         "val/macro_f1 0.9123  test/macro_f1 0.9"
     )
+    assert metrics.headline("ingest", {"data/rows": 22250.0, "data/classes": 5}) == "data/rows 22250  data/classes 5"
 
 
 def test_the_readme_shows_the_metric_table():

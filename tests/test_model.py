@@ -160,7 +160,7 @@ def test_unigram_bias_starts_the_head_at_the_token_frequencies():
     assert after < before - 1.0 and after == pytest.approx(2.97, abs=0.3)
 
 
-def test_steps_grow_as_the_square_root_of_the_rows_beyond_full_epochs_rows():
+def test_steps_grow_as_a_power_of_the_rows_beyond_full_epochs_rows():
     from components.text.config import LoopConfig
     from components.text.training import budgeted
 
@@ -168,9 +168,13 @@ def test_steps_grow_as_the_square_root_of_the_rows_beyond_full_epochs_rows():
     assert budgeted(loop, 4000) == loop  # up to the bound: every epoch, as configured
     full = 2 * 125  # two epochs of 4,000 rows
     ten, hundred = budgeted(loop, 40_000), budgeted(loop, 400_000)
-    assert ten.max_steps == pytest.approx(full * 10**0.5, abs=1)
-    assert hundred.max_steps == pytest.approx(full * 10, abs=1)  # not 100 times
+    assert ten.max_steps == pytest.approx(full * 10 ** (1 / 3), abs=1)  # the default growth: a cube root
+    assert hundred.max_steps == pytest.approx(full * 100 ** (1 / 3), abs=1)  # not 100 times
     assert ten.val_every_steps == pytest.approx(ten.max_steps / 2, abs=1)  # as many checks as epochs
+    root = loop.model_copy(update={"steps_growth": 0.5})
+    assert budgeted(root, 400_000).max_steps == pytest.approx(full * 10, abs=1)
+    every = loop.model_copy(update={"steps_growth": 1.0})  # 1: every epoch of every row
+    assert budgeted(every, 40_000).max_steps == 2 * 1250
     assert budgeted(loop.model_copy(update={"max_steps": 300}), 400_000).max_steps == 300  # a set cap holds
     assert budgeted(loop.model_copy(update={"max_steps": 0}), 400_000).max_steps == 0  # 0: no training at all
     assert budgeted(loop.model_copy(update={"full_epochs_rows": None}), 400_000) == loop.model_copy(

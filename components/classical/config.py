@@ -33,6 +33,13 @@ class ClassicalConfig(BaseModel):
     min_df: int = Field(2, ge=1, description="train texts an n-gram must occur in to be a feature")
     max_features: int = Field(20_000, ge=1, description="most frequent n-grams kept; bounds the ONNX file's size")
     max_iter: int = Field(1000, ge=1, description="L-BFGS iterations per fit")
+    max_train_texts: int | None = Field(
+        20_000,
+        ge=1,
+        description="train texts the grid fits on: beyond, a seeded sample with each label's share (a compute "
+        "budget: counting n-grams and each fit grow with the texts); None: all of them",
+    )
+    parity_texts: int = Field(1024, ge=1, description="held-out texts the parity gate compares (test, then val)")
     max_abs_diff: float = Field(
         1e-4,
         gt=0,

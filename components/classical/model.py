@@ -104,6 +104,7 @@ class Selection:
     table: list[GridScore]  # every grid point fitted, in grid order
     skipped: list[str]  # grid points left out for want of features, and why
     seconds: float
+    train_texts: int  # the texts it was fitted on (at most max_train_texts)
 
 
 def select(
@@ -114,13 +115,17 @@ def select(
     cfg: ClassicalConfig,
     seed: int,
 ) -> Selection:
-    """Fit every grid point on train and score it on val. The best has the highest val
-    macro-F1, then the fewest parameters, then comes first in grid order; each point is
-    fitted from scratch, so its score does not depend on the points before it."""
+    """Fit every grid point on train (at most `cfg.max_train_texts` of it) and score it
+    on val. The best has the highest val macro-F1, then the fewest parameters, then comes
+    first in grid order; each point is fitted from scratch, so its score does not depend
+    on the points before it."""
     start = time.perf_counter()
     labels = sorted(set(train_labels))
     if len(labels) < 2:
         raise KilnError(f"classical: train has {len(labels)} label(s) {labels}; a classifier needs at least 2")
+    if cfg.max_train_texts is not None and len(train_texts) > cfg.max_train_texts:
+        keep = stratified_sample(train_labels, cfg.max_train_texts, seed)
+        train_texts, train_labels = [train_texts[i] for i in keep], [train_labels[i] for i in keep]
     unknown = sorted(set(val_labels) - set(labels))
     if unknown:
         raise KilnError(f"classical: val labels {unknown} do not occur in train {labels}")
@@ -176,7 +181,22 @@ def select(
                         best = (score, _pipeline(analyzer, [grams[i] for i in columns], tfidf, model))
     if best is None:
         raise KilnError(f"classical: no grid point has a feature (min_df {cfg.min_df}): {'; '.join(skipped)}")
-    return Selection(best[1], labels, best[0], table, skipped, time.perf_counter() - start)
+    return Selection(best[1], labels, best[0], table, skipped, time.perf_counter() - start, len(train_texts))
+
+
+def stratified_sample(labels: Sequence[str], n: int, seed: int) -> list[int]:
+    """Indices of about `n` of the rows, in their order, each label keeping its share
+    (and at least one row), drawn with `seed`."""
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    keep: list[int] = []
+    for label in sorted(by_label):
+        rows = by_label[label]
+        take = max(1, round(len(rows) * n / len(labels)))
+        keep.extend(rng.choice(rows, size=min(take, len(rows)), replace=False).tolist())
+    return sorted(keep)
 
 
 def _columns(grams: list[tuple[str, ...]], x_train, ngram_range: tuple[int, int], limit: int) -> np.ndarray:

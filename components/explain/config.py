@@ -21,6 +21,12 @@ class ExplainConfig(BaseModel):
     batch_size: int = Field(
         8, ge=1, description="texts attributed together (each costs n_steps forward and backward passes)"
     )
+    max_texts: int = Field(
+        1000,
+        ge=1,
+        description="test texts attributed for the report: beyond, a seeded sample (a transformer's texts cost "
+        "~140 ms each on one core); calibration still uses them all",
+    )
     top_words: int = Field(15, ge=1, description="words listed per class in the report")
     max_misclassified: int = Field(
         50, ge=0, description="misclassified test texts shown in the report, most confident first"

@@ -67,10 +67,17 @@ class LoopConfig(_Config):
     checkpoint_every: int = Field(20, ge=1, description="steps between resumable checkpoints")
     log_every: int = Field(10, ge=1)
     full_epochs_rows: int | None = Field(
-        4000,
+        2000,
         ge=1,
-        description="training rows up to which every epoch runs; beyond, the steps grow as the square root "
-        "of the rows (ten times the rows: about three times the steps); None: every epoch at any size",
+        description="training rows up to which every epoch runs; beyond, the steps grow as a power of the rows "
+        "(steps_growth); None: every epoch at any size",
+    )
+    steps_growth: float = Field(
+        1 / 3,
+        ge=0,
+        le=1,
+        description="beyond full_epochs_rows, steps grow as (rows / full_epochs_rows) ** steps_growth: 1/3 gives "
+        "ten times the rows about twice the steps, 1/2 about three times, 1 every epoch",
     )
     max_minutes: float | None = Field(
         None, gt=0, description="wall-clock budget of the fit: it stops there, with its best weights so far"

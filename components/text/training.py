@@ -133,14 +133,15 @@ def budgeted(loop: LoopConfig, rows: int) -> LoopConfig:
     """`loop` bounded for `rows` training rows (counted as on one device: under DDP the
     steps are not divided by the number of processes). Up to `full_epochs_rows`
     nothing changes. Beyond, the steps are those of `max_epochs` epochs of
-    `full_epochs_rows` rows times the square root of how many times more rows there are,
-    so a fit on ten times the rows takes about three times as long, not ten; val then
+    `full_epochs_rows` rows times (rows / full_epochs_rows) ** `steps_growth`, so a fit
+    on ten times the rows takes about twice as long (growth 1/3), not ten times; val then
     runs at `max_epochs` evenly spaced steps, so early stopping and the best checkpoint
     get as many checks as the epochs would have given."""
     limit = loop.full_epochs_rows
     if limit is None or rows <= limit:
         return loop
-    steps = math.ceil(loop.max_epochs * math.ceil(limit / loop.batch_size) * math.sqrt(rows / limit))
+    growth = (rows / limit) ** loop.steps_growth
+    steps = math.ceil(loop.max_epochs * math.ceil(limit / loop.batch_size) * growth)
     if loop.max_steps >= 0:  # -1: no limit; 0: no training (a checkpoint used as it is)
         steps = min(steps, loop.max_steps)
     every = loop.val_every_steps or max(1, math.ceil(steps / loop.max_epochs))

@@ -39,7 +39,7 @@ def run(ctx: StageContext) -> StageResult:
             },
         )
         # Held-out texts, as for the transformer's export: a check of arithmetic, not of quality.
-        texts = test["text"].tolist() + val["text"].tolist()
+        texts = (test["text"].tolist() + val["text"].tolist())[: cfg.parity_texts]
         found = parity_gate(chosen.pipeline, ClassicalClassifier(model), texts, cfg.max_abs_diff)
         size_mb = model.stat().st_size / 1e6
         # The weights again in a form that explains a prediction without scikit-learn or pickles.
@@ -52,6 +52,7 @@ def run(ctx: StageContext) -> StageResult:
             json.dumps(
                 {
                     "best": vars(chosen.best),
+                    "train_texts": chosen.train_texts,
                     "skipped": chosen.skipped,
                     "grid": [vars(point) for point in chosen.table],
                 },
@@ -74,5 +75,10 @@ def run(ctx: StageContext) -> StageResult:
             "onnx_classical/size_mb": size_mb,
         },
         summary=[f"chosen on val: {best.analyzer} n-grams {tuple(best.ngram_range)}, C={best.c}"]
-        + [f"skipped: {reason}" for reason in chosen.skipped],
+        + [f"skipped: {reason}" for reason in chosen.skipped]
+        + (
+            [f"fitted on a sample of {chosen.train_texts} of {len(train)} train texts (classical.max_train_texts)"]
+            if chosen.train_texts < len(train)
+            else []
+        ),
     )
