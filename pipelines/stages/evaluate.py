@@ -96,7 +96,7 @@ def run(ctx: StageContext) -> StageResult:
     test = split["test"]
     texts = test["text"].tolist()
     selection = Selection.read(ctx.input(f"{paths.reports}/selection.json", "selection"), ctx.name, "select")
-    labels = OnnxClassifier(ctx.input(paths.quantized), ctx.input(f"{paths.onnx}/tokenizer.json")).labels
+    labels = OnnxClassifier(ctx.input(paths.quantized), ctx.input(paths.onnx_tokenizer("pruned"))).labels
     if unknown := sorted(set(test["label"]) - set(labels)):
         raise KilnError(f"evaluate: test labels {unknown} are not in the model's label map {labels}")
     truth = [labels.index(label) for label in test["label"]]

@@ -17,7 +17,7 @@ REPORT_KEY = "kiln.quantize"
 def run(ctx: StageContext) -> StageResult:
     cfg, paths = ctx.params.quantize, ctx.params.paths
     source = ctx.input(f"{paths.onnx}/pruned.onnx", "ONNX model")
-    tokenizer = ctx.input(f"{paths.onnx}/tokenizer.json", "tokenizer")
+    tokenizer = ctx.input(paths.onnx_tokenizer("pruned"), "tokenizer")
     split = ctx.read_split("val", "test")
     fp32 = OnnxClassifier(source, tokenizer)
     test = split["test"]

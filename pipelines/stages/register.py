@@ -67,7 +67,7 @@ def run(ctx: StageContext) -> StageResult:
     example = splits["test"]["text"].head(2).tolist()
     # What the retrain flow measures a new batch's drift against once this is champion: the
     # training split's profile, under the transformer tokenizer whichever family ships.
-    words = ctx.input(f"{paths.onnx}/tokenizer.json", "tokenizer")
+    words = ctx.input(paths.onnx_tokenizer("pruned"), "tokenizer")
     reference = profile(splits["train"], Tokenizer.from_file(str(words))).to_dict()
     tags = {
         "kiln.family": chosen.family,
