@@ -40,3 +40,21 @@ class MeanPoolClassifier(BertPreTrainedModel):
         pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         logits = self.classifier(self.dropout(pooled))
         return SequenceClassifierOutput(logits=logits, hidden_states=out.hidden_states)
+
+
+def predict_labels(model: nn.Module, batches, own_tokens: str = "") -> tuple[list[int], list[int]]:
+    """(true, predicted) label ids of `model` over `batches`. `own_tokens` names the batch
+    fields' prefix of a model that reads its own vocabulary ("teacher_" for a teacher with
+    one of its own); where a batch lacks them, the model reads the common tokens."""
+    truth: list[int] = []
+    predicted: list[int] = []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for batch in batches:
+            key = own_tokens if f"{own_tokens}input_ids" in batch else ""
+            logits = model(input_ids=batch[f"{key}input_ids"], attention_mask=batch[f"{key}attention_mask"]).logits
+            predicted += logits.argmax(-1).tolist()
+            truth += batch["labels"].tolist()
+    model.train(was_training)
+    return truth, predicted

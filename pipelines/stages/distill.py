@@ -4,7 +4,8 @@ stage's tokenizer; a teacher from a pretrained checkpoint keeps its own."""
 
 import lightning as L
 
-from components.text.classifier import MeanPoolClassifier
+from components.deploy import stats
+from components.text.classifier import MeanPoolClassifier, predict_labels
 from components.text.data import ClassificationData, file_hash, load_tokenizer
 from components.text.distill import Distiller
 from components.text.model import count_parameters
@@ -59,4 +60,21 @@ def run(ctx: StageContext) -> StageResult:
         "test/macro_f1_retention": scores["test/macro_f1"] / teacher_f1 if teacher_f1 else 0.0,
     }
     save_model(ctx, student, tokenizer, described.model_copy(update={"metrics": metrics}), paths.student)
-    return StageResult(metrics=metrics)
+    return StageResult(metrics=metrics, summary=_above_teacher(student, teacher, data, taught.metrics))
+
+
+def _above_teacher(student, teacher, data, taught: dict[str, float]) -> list[str]:
+    """Why not, when the student scores above its teacher on val: the paired difference
+    on the same val texts, and whether it is more than their noise."""
+    truth, mine = predict_labels(student, data.val_dataloader())
+    _, theirs = predict_labels(teacher, data.val_dataloader(), "teacher_")
+    d = stats.paired(truth, mine, theirs).macro_f1_difference
+    if d.estimate <= 0:
+        return []
+    found = (
+        f"student val macro-F1 {d.estimate:+.4f} above its teacher's {taught['val/macro_f1']:.4f} "
+        f"(95 % interval [{d.low:+.4f}, {d.high:+.4f}] on {len(truth)} val texts)"
+    )
+    if d.low <= 0:
+        return [f"{found}: within the noise of this val split"]
+    return [f"{found}: the teacher is under-trained for this data; give finetune more steps or the encoder more width"]
