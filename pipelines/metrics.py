@@ -36,6 +36,7 @@ TABLE: dict[str, str] = {
     "tokenizer/tokens_p95": "95th percentile of tokens per train text, [CLS] and [SEP] included",
     "model/max_length": "tokens per sequence the model reads, chosen from the data unless set",
     "train/windows": "token windows masked-LM pretraining trains on",
+    "train/texts": "train texts those windows are cut from (pretrain.max_texts bounds them)",
     "train/examples": "texts a classifier trains on: its train rows plus their augmented copies",
     "train/steps": "optimizer steps taken",
     "train/loss": "training loss (logged by Lightning as it trains)",

@@ -99,6 +99,12 @@ class PretrainConfig(_Config):
     val_windows: int = Field(
         1024, ge=1, description="val windows scored at each check; a fixed sample of them when there are more"
     )
+    max_texts: int | None = Field(
+        20_000,
+        ge=1,
+        description="train texts cut into windows: beyond, a seeded sample (the steps read a fraction of them, and "
+        "tokenizing all of them cost more than the training at 100 times BBC's rows); None: all of them",
+    )
     loop: LoopConfig = LoopConfig(max_epochs=1, max_steps=240, val_every_steps=120)
     optim: OptimConfig = OptimConfig(lr=5e-4)
 

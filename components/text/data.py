@@ -91,6 +91,9 @@ class MaskedLMData(L.LightningDataModule):
         self.seed = seed
         self.collator = _seeded_collator(tokenizer, mask_prob, seed)
         self.train_rows = [{"input_ids": w} for w in windows(train, tokenizer, length)]
+        if len(val) > val_windows:
+            # Each text gives at least one window: as many texts are enough to draw from.
+            val = [val[i] for i in sorted(np.random.default_rng(seed).choice(len(val), val_windows, replace=False))]
         val_rows = [{"input_ids": w} for w in windows(val, tokenizer, length)]
         if len(val_rows) > val_windows:
             # Every check scores the whole val set: with ten times the texts (or a short

@@ -1,6 +1,7 @@
 """pretrain: masked-LM pretraining of a BERT encoder on the train texts."""
 
 import lightning as L
+import numpy as np
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM
 
 from components.errors import KilnError
@@ -49,6 +50,9 @@ def run(ctx: StageContext) -> StageResult:
     L.seed_everything(params.hardware.seed, workers=True, verbose=False)
     split = ctx.read_split("train", "val")
     texts = split["train"]["text"].tolist()
+    if cfg.max_texts is not None and len(texts) > cfg.max_texts:
+        rng = np.random.default_rng(params.hardware.seed)
+        texts = [texts[i] for i in sorted(rng.choice(len(texts), cfg.max_texts, replace=False))]
     model, tokenizer, tokenizer_id, fresh_head = _start(ctx, texts)
     length = model.config.max_position_embeddings
     described = card(ctx, tokenizer_id, {})
@@ -80,6 +84,7 @@ def run(ctx: StageContext) -> StageResult:
         "val/loss": final["val/loss"],
         "val/perplexity": final["val/perplexity"],
         "train/windows": len(data.train_rows),
+        "train/texts": len(texts),
         "train/steps": trainer.global_step,
         "model/params": count_parameters(model),
         "model/max_length": length,
