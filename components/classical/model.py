@@ -104,7 +104,7 @@ class Selection:
     table: list[GridScore]  # every grid point fitted, in grid order
     skipped: list[str]  # grid points left out for want of features, and why
     seconds: float
-    train_texts: int  # the texts it was fitted on (at most max_train_texts)
+    train_texts: int  # the texts it was fitted on (about max_train_texts at most: each label rounds)
 
 
 def select(
