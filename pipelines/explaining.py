@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import softmax
 
+from components.deploy.stats import seeded_sample
 from components.explain.calibration import calibrate
 from components.explain.config import ExplainConfig
 from components.explain.faithfulness import aopc
@@ -55,9 +56,7 @@ def run(
     cfg: ExplainConfig = ctx.params.explain
     shipped = selection.selected
     texts, truth = test["text"].tolist(), test["label"].tolist()
-    attributed = range(len(texts))
-    if len(texts) > cfg.max_texts:
-        attributed = np.sort(np.random.default_rng(cfg.seed).choice(len(texts), cfg.max_texts, replace=False))
+    attributed = seeded_sample(range(len(texts)), cfg.max_texts, cfg.seed)
     shown, shown_truth = [texts[i] for i in attributed], [truth[i] for i in attributed]
     explained = explainer(ctx, shipped, labels, cfg).explain(shown)
     calibration = calibrate(

@@ -141,3 +141,10 @@ def _macro_f1(weights: np.ndarray, truth: np.ndarray, predicted: np.ndarray, lab
 def _interval(estimate: float, values: np.ndarray, level: float) -> Interval:
     low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
     return Interval(estimate, float(low), float(high))
+
+
+def seeded_sample(items: Sequence, k: int, seed: int) -> list:
+    """`k` of `items` drawn with `seed`, in their order; all of them when there are no more."""
+    if len(items) <= k:
+        return list(items)
+    return [items[i] for i in sorted(np.random.default_rng(seed).choice(len(items), k, replace=False))]

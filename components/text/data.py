@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, PreTrainedTokenizerFast
 
+from components.deploy.stats import seeded_sample
 from components.errors import KilnError
 
 
@@ -111,15 +112,11 @@ class MaskedLMData(L.LightningDataModule):
         self.seed = seed
         self.collator = _seeded_collator(tokenizer, mask_prob, seed)
         self.train_rows = [{"input_ids": w} for w in windows(train, tokenizer, length)]
-        if len(val) > val_windows:
-            # Each text gives at least one window: as many texts are enough to draw from.
-            val = [val[i] for i in sorted(np.random.default_rng(seed).choice(len(val), val_windows, replace=False))]
-        val_rows = [{"input_ids": w} for w in windows(val, tokenizer, length)]
-        if len(val_rows) > val_windows:
-            # Every check scores the whole val set: with ten times the texts (or a short
-            # max_length) it would cost ten times as much, however few steps train.
-            keep = np.random.default_rng(seed).choice(len(val_rows), val_windows, replace=False)
-            val_rows = [val_rows[i] for i in sorted(keep)]
+        # Each text gives at least one window: as many texts are enough to draw from.
+        val = seeded_sample(val, val_windows, seed)
+        # Every check scores the whole val set: with ten times the texts (or a short
+        # max_length) it would cost ten times as much, however few steps train.
+        val_rows = seeded_sample([{"input_ids": w} for w in windows(val, tokenizer, length)], val_windows, seed)
         fixed = _seeded_collator(tokenizer, mask_prob, seed + 1)
         self.val_batches = [fixed(val_rows[i : i + batch_size]) for i in range(0, len(val_rows), batch_size)]
 

@@ -1,9 +1,9 @@
 """pretrain: masked-LM pretraining of a BERT encoder on the train texts."""
 
 import lightning as L
-import numpy as np
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM
 
+from components.deploy.stats import seeded_sample
 from components.errors import KilnError
 from components.text.data import MaskedLMData, file_hash, load_tokenizer
 from components.text.model import bert_config, count_parameters, keep_positions, unigram_bias
@@ -50,9 +50,8 @@ def run(ctx: StageContext) -> StageResult:
     L.seed_everything(params.hardware.seed, workers=True, verbose=False)
     split = ctx.read_split("train", "val")
     texts = split["train"]["text"].tolist()
-    if cfg.max_texts is not None and len(texts) > cfg.max_texts:
-        rng = np.random.default_rng(params.hardware.seed)
-        texts = [texts[i] for i in sorted(rng.choice(len(texts), cfg.max_texts, replace=False))]
+    if cfg.max_texts is not None:
+        texts = seeded_sample(texts, cfg.max_texts, params.hardware.seed)
     model, tokenizer, tokenizer_id, fresh_head = _start(ctx, texts)
     length = model.config.max_position_embeddings
     described = card(ctx, tokenizer_id, {})
