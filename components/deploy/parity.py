@@ -84,10 +84,16 @@ class Agreement:
 
 
 def agreement_gate(
-    fp32: Scores, int8: Scores, texts: list[str], truth: list[int], min_agreement: float, max_f1_drop: float
+    fp32: Scores,
+    int8: Scores,
+    texts: list[str],
+    truth: list[int],
+    min_agreement: float,
+    max_f1_drop: float,
+    split: str = "test",
 ) -> Agreement:
-    """INT8 against FP32 on the whole test split; a KilnError if predictions agree on
-    fewer than `min_agreement` of the texts or macro-F1 drops by more than `max_f1_drop`."""
+    """INT8 against FP32 on the whole `split`; a KilnError if predictions agree on fewer
+    than `min_agreement` of the texts or macro-F1 drops by more than `max_f1_drop`."""
     before = fp32.logits(texts).argmax(-1)
     after = int8.logits(texts).argmax(-1)
     found = Agreement(
@@ -99,7 +105,7 @@ def agreement_gate(
     if found.agreement < min_agreement or drop > max_f1_drop:
         raise KilnError(
             f"quantize: parity gate failed: INT8 agrees with FP32 on {found.agreement:.1%} of {len(texts)} "
-            f"test texts (needs {min_agreement:.1%}) and loses {drop * 100:.2f} macro-F1 points "
+            f"{split} texts (needs {min_agreement:.1%}) and loses {drop * 100:.2f} macro-F1 points "
             f"(allowed {max_f1_drop * 100:.2f}); nothing is written"
         )
     return found

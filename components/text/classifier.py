@@ -8,6 +8,7 @@ four (measured while building Kiln). Small models on little data learn a topic f
 average of their tokens much sooner.
 """
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import BertConfig, BertModel, BertPreTrainedModel
@@ -58,3 +59,16 @@ def predict_labels(model: nn.Module, batches, own_tokens: str = "") -> tuple[lis
             truth += batch["labels"].tolist()
     model.train(was_training)
     return truth, predicted
+
+
+def logits_of(model: nn.Module, batches, own_tokens: str = "") -> np.ndarray:
+    """`model`'s logits over `batches`, in their order (float32, a row per text)."""
+    out = []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for batch in batches:
+            key = own_tokens if f"{own_tokens}input_ids" in batch else ""
+            out.append(model(input_ids=batch[f"{key}input_ids"], attention_mask=batch[f"{key}attention_mask"]).logits)
+    model.train(was_training)
+    return torch.cat(out).float().numpy()

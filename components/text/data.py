@@ -153,7 +153,8 @@ class ClassificationData(L.LightningDataModule):
     """Texts truncated to `length` tokens with integer labels from `labels`. With
     `teacher_tokenizer` (distilling from a teacher whose vocabulary is not the student's),
     each row also holds the teacher's own tokens of the same text, as `teacher_input_ids`
-    and `teacher_attention_mask`."""
+    and `teacher_attention_mask`. With `teacher_logits` (by split, a row per text), each
+    row holds the teacher's logits of its text instead, as `teacher_logits`."""
 
     def __init__(
         self,
@@ -164,6 +165,7 @@ class ClassificationData(L.LightningDataModule):
         batch_size: int,
         seed: int,
         teacher_tokenizer: PreTrainedTokenizerFast | None = None,
+        teacher_logits: dict[str, np.ndarray] | None = None,
     ):
         super().__init__()
         self.batch_size = batch_size
@@ -180,6 +182,12 @@ class ClassificationData(L.LightningDataModule):
                 theirs = token_ids(teacher_tokenizer, frame["text"].tolist(), truncation=True, max_length=length)
                 for row, ids, mask in zip(rows, *theirs):
                     row.update(teacher_input_ids=ids, teacher_attention_mask=mask)
+            if teacher_logits is not None and name in teacher_logits:
+                given = teacher_logits[name]
+                if len(given) != len(rows):
+                    raise KilnError(f"{len(given)} rows of teacher logits for the {len(rows)} texts of {name}")
+                for row, logits in zip(rows, given.tolist()):
+                    row["teacher_logits"] = logits
             self.sets[name] = _Rows(rows)
 
     @staticmethod

@@ -9,6 +9,9 @@ A teacher with a vocabulary of its own (a pretrained checkpoint's) reads each te
 own tokens (the batch's `teacher_input_ids`); the soft targets are per text, so they
 transfer as they are, but tokens no longer pair up, so hidden states are then matched as
 their masked means over each text.
+
+Without a teacher model, the batch carries the teacher's logits (`teacher_logits`,
+computed once and reused: the search stage trains many students from one teacher).
 """
 
 from typing import Any
@@ -44,13 +47,24 @@ def mean_over(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class Distiller(Classifier):
-    """Trains `model` (the student) against a frozen teacher; evaluates like a Classifier."""
+    """Trains `model` (the student) against a frozen teacher, or against the teacher's
+    logits in each batch when `teacher` is None; evaluates like a Classifier."""
 
     def __init__(
-        self, model: nn.Module, teacher: nn.Module, cfg: DistillConfig, describe: dict[str, Any], num_labels: int
+        self,
+        model: nn.Module,
+        teacher: nn.Module | None,
+        cfg: DistillConfig,
+        describe: dict[str, Any],
+        num_labels: int,
     ):
         super().__init__(model, cfg.optim, describe, num_labels)
         self.cfg = cfg
+        if teacher is None:
+            if cfg.hidden_weight > 0:
+                raise ValueError("hidden-state matching needs the teacher model, not only its logits")
+            self.teacher, self.pairs, self.projections = None, [], nn.ModuleList()
+            return
         self.teacher = teacher.eval().requires_grad_(False)
         self.pairs = layer_map(model.config.num_hidden_layers, teacher.config.num_hidden_layers)
         width_s, width_t = model.config.hidden_size, teacher.config.hidden_size
@@ -60,11 +74,18 @@ class Distiller(Classifier):
 
     def train(self, mode: bool = True) -> "Distiller":
         super().train(mode)
-        self.teacher.eval()  # the teacher's dropout stays off
+        if self.teacher is not None:
+            self.teacher.eval()  # the teacher's dropout stays off
         return self
 
     def training_step(self, batch: dict, _index: int) -> torch.Tensor:
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if self.teacher is None:
+            student = self.model(**inputs)
+            cfg = self.cfg
+            loss = kd_loss(student.logits, batch["teacher_logits"], batch["labels"], cfg.alpha, cfg.temperature)
+            self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
+            return loss
         own_tokens = "teacher_input_ids" not in batch
         if own_tokens and self.teacher.config.vocab_size != self.model.config.vocab_size:
             # The student's ids would index the wrong rows of the teacher's embeddings.
