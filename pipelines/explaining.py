@@ -16,6 +16,7 @@ import pandas as pd
 from scipy.special import softmax
 
 from components.deploy.stats import seeded_sample
+from components.errors import KilnError
 from components.explain.calibration import calibrate
 from components.explain.config import ExplainConfig
 from components.explain.faithfulness import aopc
@@ -23,7 +24,7 @@ from components.explain.loading import load_explainer
 from components.explain.report import render, summarise
 from pipelines.contract import StageContext
 from pipelines.io import atomic
-from pipelines.records import Selection
+from pipelines.records import Front, FrontMember, Selection
 
 # The PyTorch model each transformer candidate was exported from, by its params path.
 SOURCES = {"onnx_int8": "pruned", "onnx_fp32": "pruned", "onnx_teacher": "teacher"}
@@ -33,11 +34,22 @@ FAMILY_DEFAULT = {"transformer": "onnx_fp32", "classical": "classical"}
 
 
 def source(ctx: StageContext, candidate: str) -> Path:
-    """What explains `candidate`: a model folder, or the classical explainer.json."""
+    """What explains `candidate`: a model folder, or the classical explainer.json (a
+    model of the search's front says which it has)."""
     paths = ctx.params.paths
     if candidate == "classical":
         return ctx.input(f"{paths.classical}/explainer.json", "classical explainer")
-    return ctx.input(f"{getattr(paths, SOURCES[candidate])}/kiln.json", "model").parent
+    if candidate in SOURCES:
+        return ctx.input(f"{getattr(paths, SOURCES[candidate])}/kiln.json", "model").parent
+    return ctx.input(front_member(ctx, candidate).source, "explainer")
+
+
+def front_member(ctx: StageContext, candidate: str) -> FrontMember:
+    """A model of the search's Pareto front, by its candidate name."""
+    front = Front.read(ctx.input(f"{ctx.params.paths.search}/front.json", "search front"), ctx.name, "search")
+    if candidate not in front.members:
+        raise KilnError(f"{ctx.name}: candidate {candidate} is not in the search's front; rerun the select stage")
+    return front.members[candidate]
 
 
 def explainer(ctx: StageContext, candidate: str, labels: list[str], cfg: ExplainConfig):

@@ -14,6 +14,7 @@ from components.data.validation import ValidateConfig
 from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, QuantizeConfig, SelectConfig
 from components.errors import KilnError
 from components.explain.config import ExplainConfig
+from components.search.config import SearchConfig
 from components.text.config import (
     DistillConfig,
     EncoderConfig,
@@ -49,6 +50,7 @@ class PathsConfig(_Section):
     onnx: str = "models/onnx"
     quantized: str = "models/model.int8.onnx"
     classical: str = "models/classical"  # model.onnx and grid.json of the classical family
+    search: str = "models/search"  # the search's Pareto front: front.json and a folder per model
     reports: str = "reports"
 
     def onnx_tokenizer(self, model: str) -> str:
@@ -143,6 +145,7 @@ class Params(_Section):
     export: ExportConfig = ExportConfig()
     quantize: QuantizeConfig = QuantizeConfig()
     classical: ClassicalConfig = ClassicalConfig()
+    search: SearchConfig = SearchConfig()
     select: SelectConfig = SelectConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     explain: ExplainConfig = ExplainConfig()

@@ -36,7 +36,7 @@ class _Record(BaseModel):
 class ModelCard(_Record):
     """`kiln.json` beside a model's weights: where it came from and how it scored."""
 
-    stage: Literal["pretrain", "finetune", "distill", "prune"]
+    stage: Literal["pretrain", "finetune", "distill", "prune", "search"]
     labels: dict[str, int] = {}  # label -> output index; empty for the masked-LM encoder
     tokenizer: str  # sha256 of the tokenizer.json it was trained with, or the model it came from
     params: dict[str, Any]  # every params section the stage read, as it read them
@@ -74,6 +74,29 @@ class QuantizeReport(_Record):
     @property
     def passed(self) -> bool:
         return self.agreement >= self.min_agreement and self.fp32_macro_f1 - self.int8_macro_f1 <= self.max_f1_drop
+
+
+class FrontMember(_Record):
+    """A model of the search's Pareto front: a candidate of the select stage."""
+
+    trial: int
+    family: Literal["transformer", "classical"]
+    file: str  # the servable ONNX file, relative to the repository
+    tokenizer: str | None
+    source: str  # what explains it: its PyTorch model folder, or the classical explainer.json
+    params: dict[str, Any]
+    val_macro_f1: float
+    latency_ms_p50_b1: float
+    size_mb: float
+    # Its parity with the model it was made from (export) and INT8 against FP32 (quantize),
+    # on val texts: what the promotion gate holds to today's bounds.
+    evidence: dict[str, Any]
+
+
+class Front(_Record):
+    study: str | None  # None: the search is off
+    storage: str | None
+    members: dict[str, FrontMember]  # by candidate name, search_<trial>
 
 
 class Candidate(_Record):

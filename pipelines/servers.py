@@ -57,15 +57,16 @@ def _hide(db_url: str) -> str:
         return "<unparseable>"
 
 
-def ensure_databases(db_url: str) -> None:
-    """Create the two databases if the server lacks them (needs CREATEDB; a DBA may make
-    them beforehand instead)."""
+def ensure_databases(db_url: str, suffixes: tuple[str, ...] = ("", PREFECT_DB_SUFFIX)) -> None:
+    """Create the databases named KILN_DB_URL's database plus each suffix (MLflow's and
+    Prefect's by default) if the server lacks them (needs CREATEDB; a DBA may make them
+    beforehand instead)."""
     import psycopg2
     from psycopg2 import sql
     from sqlalchemy.engine import make_url
 
     url = make_url(db_url)
-    names = [url.database, url.database + PREFECT_DB_SUFFIX]
+    names = [url.database + suffix for suffix in suffixes]
     try:
         connection = psycopg2.connect(
             host=url.host,

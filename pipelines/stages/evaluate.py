@@ -13,7 +13,7 @@ from components.classical.runtime import ClassicalClassifier
 from components.deploy import evaluation as ev
 from components.deploy import stats
 from components.deploy.parity import TorchClassifier
-from components.deploy.runtime import OnnxClassifier
+from components.deploy.runtime import OnnxClassifier, load_classifier
 from components.errors import KilnError
 from components.text.classifier import MeanPoolClassifier
 from components.text.model import count_parameters
@@ -60,8 +60,9 @@ def _ratios(variants: dict[str, dict]) -> dict[str, dict[str, float]]:
     }
 
 
-def _runtimes(ctx: StageContext, labels: list[str]) -> dict[str, tuple[Callable, float, int]]:
-    """(logits function, size in MB, parameters) of every variant."""
+def _runtimes(ctx: StageContext, labels: list[str], selected: str) -> dict[str, tuple[Callable, float, int]]:
+    """(logits function, size in MB, parameters) of every variant, and of the selected
+    candidate when it is a model of the search's front."""
     cfg, paths = ctx.params.evaluate, ctx.params.paths
     found: dict[str, tuple[Callable, float, int]] = {}
     for name in TORCH:
@@ -87,6 +88,14 @@ def _runtimes(ctx: StageContext, labels: list[str]) -> dict[str, tuple[Callable,
         raise KilnError(f"evaluate: the classical model's labels {classical.labels} differ from {labels}")
     # The classical file keeps its weights in node attributes: the count comes from its metadata.
     found["classical"] = (classical.logits, ev.size_mb([file]), int(classical.metadata["grid_point"]["params"]))
+    if selected not in found:  # a model of the search's front
+        chosen = explaining.front_member(ctx, selected)
+        file = ctx.input(chosen.file, "searched model")
+        runtime = load_classifier(file, ctx.input(chosen.tokenizer) if chosen.tokenizer else None, threads=cfg.threads)
+        if runtime.labels != labels:
+            raise KilnError(f"evaluate: {selected}'s labels {runtime.labels} differ from {labels}")
+        count = int(runtime.metadata["grid_point"]["params"]) if chosen.family == "classical" else _onnx_params(file)
+        found[selected] = (runtime.logits, ev.size_mb([file]), count)
     return found
 
 
@@ -100,7 +109,7 @@ def run(ctx: StageContext) -> StageResult:
     if unknown := sorted(set(test["label"]) - set(labels)):
         raise KilnError(f"evaluate: test labels {unknown} are not in the model's label map {labels}")
     truth = [labels.index(label) for label in test["label"]]
-    runtimes = _runtimes(ctx, labels)
+    runtimes = _runtimes(ctx, labels, selection.selected)
     predicted: dict[str, list[int]] = {}
     variants: dict[str, dict] = {}
     for name, (logits, size, params) in runtimes.items():

@@ -14,7 +14,7 @@ from components.deploy.metadata import read_metadata
 from components.errors import KilnError
 from pipelines import tracking
 from pipelines.contract import StageContext, StageResult
-from pipelines.explaining import source
+from pipelines.explaining import front_member, source
 from pipelines.records import ExportReport, Parity, QuantizeReport, Registration, Selection
 from pipelines.registry import register_model, registry_errors
 from pipelines.stages.quantize import REPORT_KEY
@@ -36,6 +36,18 @@ def _evidence(ctx: StageContext, selection: Selection) -> dict[str, str]:
     """What the export, classical and quantize stages measured for the selected file, for
     the gate to hold against today's bounds."""
     paths, name = ctx.params.paths, selection.selected
+    if name.startswith("search_"):
+        # A model of the search's front was checked as it was made, on val texts.
+        evidence = front_member(ctx, name).evidence
+        tags = {
+            "gate.export_max_abs_diff": str(evidence["export"]["max_abs_diff"]),
+            "gate.export_agreement": str(evidence["export"]["agreement"]),
+            "gate.quantized": str("quantize" in evidence).lower(),
+        }
+        if quantized := evidence.get("quantize"):
+            tags["gate.quantize_agreement"] = str(quantized["agreement"])
+            tags["gate.quantize_f1_drop"] = str(quantized["fp32_macro_f1"] - quantized["int8_macro_f1"])
+        return tags
     if name == "classical":
         parity = Parity.read(ctx.input(f"{paths.classical}/parity.json", "classical parity"), ctx.name, "classical")
     else:

@@ -1,5 +1,6 @@
 """select: the candidate to ship, chosen on val among every family's servable files (INT8
-and FP32 ONNX of the pruned student, the teacher's ONNX, the classical model): the best
+and FP32 ONNX of the pruned student, the teacher's ONNX, the classical model, and the
+models of the search's Pareto front when the search is on): the best
 val macro-F1 within promote's latency and size budgets, and of those tied with it within
 the paired 95 % interval, the smallest and fastest. Test is not read."""
 
@@ -8,26 +9,33 @@ from components.deploy.runtime import load_classifier
 from components.deploy.selection import Measured, choose
 from components.errors import KilnError
 from pipelines.contract import StageContext, StageResult
-from pipelines.records import Candidate, Selection
+from pipelines.records import Candidate, Front, Selection
 
 
-def candidates(ctx: StageContext) -> dict[str, tuple[str, str | None]]:
-    """Servable files by candidate name: (model, tokenizer or None)."""
+def candidates(ctx: StageContext) -> tuple[dict[str, tuple[str, str | None]], Front]:
+    """Servable files by candidate name: (model, tokenizer or None), the search's front
+    among them; and the front itself."""
     paths = ctx.params.paths
     tokenizer = paths.onnx_tokenizer("pruned")
+    front = Front.read(ctx.input(f"{paths.search}/front.json", "search front"), ctx.name, "search")
     return {
         "onnx_int8": (paths.quantized, tokenizer),
         "onnx_fp32": (f"{paths.onnx}/pruned.onnx", tokenizer),
         "onnx_teacher": (f"{paths.onnx}/teacher.onnx", paths.onnx_tokenizer("teacher")),
         "classical": (f"{paths.classical}/model.onnx", None),
-    }
+        **{name: (m.file, m.tokenizer) for name, m in front.members.items()},
+    }, front
+
+
+def _family(name: str) -> str:
+    return "classical" if name == "classical" else "transformer"
 
 
 def run(ctx: StageContext) -> StageResult:
     params = ctx.params
     val = ctx.read_split("val")["val"]
     texts = val["text"].tolist()
-    files = candidates(ctx)
+    files, front = candidates(ctx)
     runtimes = {
         name: load_classifier(
             ctx.input(model), ctx.input(tokenizer) if tokenizer else None, threads=params.evaluate.threads
@@ -44,7 +52,7 @@ def run(ctx: StageContext) -> StageResult:
     timing = ev.latency({name: r.logits for name, r in runtimes.items()}, texts, params.evaluate)
     measured = {
         name: Measured(
-            family="classical" if name == "classical" else "transformer",
+            family=front.members[name].family if name in front.members else _family(name),
             predicted=runtime.logits(texts).argmax(-1).tolist(),
             latency_ms_p95_b1=timing[name]["latency_ms_p95_b1"],
             size_mb=ctx.path(files[name][0]).stat().st_size / 1e6,

@@ -1,0 +1,290 @@
+"""One trial of the search: a candidate model made, checked and measured from a sampled
+point of the space, in whatever process runs it (a local worker or a Dask worker).
+
+A transformer trial distils a student of the sampled size from the teacher's logits
+(computed once for every trial), prunes it and recovers, exports it to ONNX through the
+parity gate, quantizes it through the agreement gate, and measures the INT8 file. A
+classical trial fits one point of the TF-IDF + logistic-regression grid and exports it.
+Every trial is measured the same way: val macro-F1 of the servable file, its p50 latency
+at batch 1 on `evaluate.threads` threads, and its size. Test is never read.
+"""
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from components.classical.config import ClassicalConfig
+from components.deploy.config import EvaluateConfig, ExportConfig, QuantizeConfig
+from components.text.config import DistillConfig, HardwareConfig, LoopConfig, OptimConfig, StudentConfig
+
+# What each family's servable file is called inside a trial's folder.
+MODEL_FILE = "model.onnx"
+
+
+class TrialSpec(BaseModel):
+    """Everything a worker needs for one trial: plain data, so it pickles to any process."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    number: int
+    family: Literal["transformer", "classical"]
+    params: dict[str, Any]
+    folder: Path  # where the trial writes its files
+    train: Path  # parquet files of the split stage
+    val: Path
+    teacher_logits: Path  # .npy, a row per train text, in the train file's order
+    tokenizer: Path  # the tokenize stage's tokenizer.json
+    labels: dict[str, int]
+    encoder: dict[str, Any]  # the teacher's BERT config: what the student keeps of it
+    seed: int
+    threads: int
+    deadline: float  # time.time() by which the trial must have stopped training
+    hardware: HardwareConfig
+    loop: LoopConfig
+    optim: OptimConfig
+    recovery_epochs: int
+    importance_batches: int
+    export: ExportConfig
+    quantize: QuantizeConfig
+    classical: ClassicalConfig
+    evaluate: EvaluateConfig
+
+
+@dataclass
+class TrialResult:
+    val_macro_f1: float
+    latency_ms_p50_b1: float
+    size_mb: float
+    seconds: float
+    # Parity of the servable file against the model it was made from, and of the INT8
+    # file against FP32 (transformer trials), on val texts: the gate's evidence.
+    evidence: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, float] = field(default_factory=dict)
+
+
+def student_config(spec: TrialSpec) -> StudentConfig:
+    """The sampled sizes, with the largest head count at most the sampled one that divides
+    the width (64 wide with 3 heads would not split evenly)."""
+    p = spec.params
+    heads = max(h for h in range(1, p["heads"] + 1) if p["hidden"] % h == 0)
+    return StudentConfig(layers=p["layers"], hidden=p["hidden"], heads=heads, intermediate=p["intermediate"])
+
+
+def run_trial(spec: TrialSpec) -> TrialResult:
+    import torch
+
+    start = time.time()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)
+    try:
+        spec.folder.mkdir(parents=True, exist_ok=True)
+        result = _transformer(spec) if spec.family == "transformer" else _classical(spec)
+    finally:
+        torch.set_num_threads(threads)
+    result.seconds = time.time() - start
+    return result
+
+
+def _frames(spec: TrialSpec):
+    import pandas as pd
+
+    return pd.read_parquet(spec.train), pd.read_parquet(spec.val)
+
+
+def _minutes_left(spec: TrialSpec, reserve_s: float) -> float:
+    """Training time left before the deadline, keeping `reserve_s` for export and timing."""
+    return max((spec.deadline - time.time() - reserve_s) / 60, 0.05)
+
+
+def _fit(spec: TrialSpec, module, data, name: str, loop: LoopConfig):
+    from components.text.training import best_state, budgeted, build_trainer
+
+    hardware = spec.hardware.model_copy(update={"devices": 1, "strategy": "auto", "num_nodes": 1})
+    loop = budgeted(loop, len(data.sets["train"])).model_copy(update={"max_minutes": _minutes_left(spec, 30)})
+    trainer = build_trainer(
+        f"search trial {spec.number} {name}", hardware, loop, spec.folder / "checkpoints" / name, [], "val/macro_f1"
+    )
+    trainer.fit(module, datamodule=data)
+    if (state := best_state(trainer)) is not None:
+        module.load_state_dict(state)
+    return trainer
+
+
+def _transformer(spec: TrialSpec) -> TrialResult:
+    import lightning as L
+    import numpy as np
+    from transformers import BertConfig
+
+    from components.deploy.metadata import stamp
+    from components.deploy.onnx import export, optimize, quantize_dynamic, quantize_static
+    from components.deploy.parity import TorchClassifier, agreement_gate, parity_gate
+    from components.deploy.runtime import OnnxClassifier
+    from components.text.classifier import MeanPoolClassifier
+    from components.text.data import ClassificationData, load_tokenizer
+    from components.text.distill import Distiller
+    from components.text.model import count_parameters
+    from components.text.prune import ffn_importance, head_importance, prune
+
+    p = spec.params
+    L.seed_everything(spec.seed + spec.number, workers=True, verbose=False)
+    train, val = _frames(spec)
+    tokenizer = load_tokenizer(spec.tokenizer, "search")
+    size = student_config(spec)
+    config = BertConfig.from_dict(
+        {
+            **spec.encoder,
+            "num_hidden_layers": size.layers,
+            "hidden_size": size.hidden,
+            "num_attention_heads": size.heads,
+            "intermediate_size": size.intermediate,
+            "vocab_size": len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id,
+            "num_labels": len(spec.labels),
+        }
+    )
+    length = config.max_position_embeddings
+    data = ClassificationData(
+        {"train": train, "val": val},
+        spec.labels,
+        tokenizer,
+        length,
+        spec.loop.batch_size,
+        spec.seed,
+        teacher_logits={"train": np.load(spec.teacher_logits)},
+    )
+    student = MeanPoolClassifier(config)
+    recipe = DistillConfig(
+        student=size, alpha=p["alpha"], temperature=p["temperature"], loop=spec.loop, optim=spec.optim
+    )
+    described = {"search_trial": spec.number, "params": p}
+    module = Distiller(student, None, recipe, described, num_labels=len(spec.labels))
+    steps = _fit(spec, module, data, "distill", spec.loop).global_step
+    before = count_parameters(student, embeddings=False)
+    if p["prune_ratio"] > 0:
+        loader = data.train_dataloader()
+        heads = head_importance(student, (b for _, b in zip(range(spec.importance_batches), loader)))
+        prune(student, heads, ffn_importance(student), p["prune_ratio"], p["prune_ratio"])
+        if spec.recovery_epochs:
+            loop = spec.loop.model_copy(update={"max_epochs": spec.recovery_epochs})
+            module = Distiller(student, None, recipe.model_copy(update={"loop": loop}), described, len(spec.labels))
+            steps += _fit(spec, module, data, "recovery", loop).global_step
+    shutil.rmtree(spec.folder / "checkpoints", ignore_errors=True)
+    student.eval()
+
+    # The PyTorch model stays beside its ONNX files: it is what explains the shipped file.
+    student.save_pretrained(spec.folder)
+    tokenizer.save_pretrained(spec.folder)
+    tokens = spec.folder / "tokenizer.json"
+    texts = val["text"].tolist()
+    truth = [spec.labels[v] for v in val["label"]]
+    sample = tokenizer(texts[:2], padding=True, truncation=True, max_length=length, return_tensors="pt")
+    fp32, raw = spec.folder / "model.fp32.onnx", spec.folder / "model.raw.onnx"
+    export(student, dict(sample), raw, spec.export.opset)
+    if spec.export.optimize:
+        optimize(raw, fp32)
+        raw.unlink()
+    else:
+        raw.rename(fp32)
+    label_list = [label for label, _ in sorted(spec.labels.items(), key=lambda item: item[1])]
+    metadata = {
+        "kiln.model": f"search_{spec.number}",
+        "labels": spec.labels,
+        "max_length": length,
+        "config": {**size.model_dump(), "kiln_layer_shapes": getattr(student.config, "kiln_layer_shapes", None)},
+        "search": {"trial": spec.number, "params": p},
+        "made_by": "search",
+    }
+    stamp(fp32, metadata)
+    checked = texts[: spec.export.parity_texts]
+    exported = parity_gate(
+        f"search trial {spec.number}",
+        TorchClassifier(student, tokens, label_list),
+        OnnxClassifier(fp32, tokens),
+        checked,
+        spec.export.max_abs_diff,
+    )
+    int8 = spec.folder / MODEL_FILE
+    reference = OnnxClassifier(fp32, tokens)
+    if p["quantization"] == "static":
+        calibration = texts[: spec.quantize.calibration_texts]
+        quantize_static(fp32, int8, (reference.encode(calibration[i : i + 16]) for i in range(0, len(calibration), 16)))
+    else:
+        quantize_dynamic(fp32, int8)
+    stamp(int8, {**metadata, "quantization": p["quantization"]})
+    agreed = agreement_gate(
+        reference,
+        OnnxClassifier(int8, tokens),
+        texts,
+        truth,
+        spec.quantize.min_agreement,
+        spec.quantize.max_f1_drop,
+        "val",
+    )
+    fp32.unlink()
+    figures = _measure(spec, OnnxClassifier(int8, tokens, threads=spec.evaluate.threads), texts, truth)
+    return TrialResult(
+        **figures,
+        seconds=0.0,
+        evidence={
+            "export": {"texts": exported.texts, "max_abs_diff": exported.max_abs_diff, "agreement": exported.agreement},
+            "quantize": {
+                "mode": p["quantization"],
+                "agreement": agreed.agreement,
+                "fp32_macro_f1": agreed.fp32_macro_f1,
+                "int8_macro_f1": agreed.int8_macro_f1,
+            },
+        },
+        details={
+            "train/steps": steps,
+            "model/params_non_embedding_before": before,
+            "model/params_non_embedding": count_parameters(student, embeddings=False),
+        },
+    )
+
+
+def _classical(spec: TrialSpec) -> TrialResult:
+    import json
+
+    from components.classical.model import count_parameters, export, parity_gate, select
+    from components.classical.runtime import ClassicalClassifier
+    from components.explain.linear import LinearExplainer
+
+    p = spec.params
+    train, val = _frames(spec)
+    cfg = spec.classical.model_copy(
+        update={"analyzers": [p["analyzer"]], "c": [p["c"]], "max_features": int(p["max_features"])}
+    )
+    chosen = select(
+        train["text"].tolist(), train["label"].tolist(), val["text"].tolist(), val["label"].tolist(), cfg, spec.seed
+    )
+    model = spec.folder / MODEL_FILE
+    export(chosen, model, {"made_by": "search", "search": {"trial": spec.number, "params": p}})
+    texts = val["text"].tolist()
+    found = parity_gate(chosen.pipeline, ClassicalClassifier(model), texts[: cfg.parity_texts], cfg.max_abs_diff)
+    explainer = LinearExplainer.from_pipeline(chosen.pipeline, chosen.labels).to_dict()
+    (spec.folder / "explainer.json").write_text(json.dumps(explainer), encoding="utf-8")
+    runtime = ClassicalClassifier(model, threads=spec.evaluate.threads)
+    truth = [runtime.labels.index(v) for v in val["label"]]
+    return TrialResult(
+        **_measure(spec, runtime, texts, truth),
+        seconds=0.0,
+        evidence={"export": {"texts": found.texts, "max_abs_diff": found.max_abs_diff, "agreement": found.agreement}},
+        details={"classical/features": chosen.best.features, "classical/params": count_parameters(chosen.pipeline)},
+    )
+
+
+def _measure(spec: TrialSpec, runtime, texts: list[str], truth: list[int]) -> dict[str, float]:
+    """The three objectives of the servable file, measured as select and evaluate do."""
+    from components.deploy import evaluation as ev
+
+    predicted = runtime.logits(texts).argmax(-1).tolist()
+    timing = ev.latency({"trial": runtime.logits}, texts, spec.evaluate)["trial"]
+    return {
+        "val_macro_f1": ev.quality(truth, predicted, runtime.labels)["macro_f1"],
+        "latency_ms_p50_b1": timing["latency_ms_p50_b1"],
+        "size_mb": ev.size_mb([spec.folder / MODEL_FILE]),
+    }
