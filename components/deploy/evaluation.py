@@ -68,6 +68,13 @@ def _timed(predict: Callable[[list[str]], object], calls: list[list[str]]) -> li
     return out
 
 
+def onnx_params(path: Path) -> int:
+    """Values stored in an ONNX file's initializers (weights, INT8 or not)."""
+    import onnx
+
+    return int(sum(np.prod(init.dims) for init in onnx.load(str(path)).graph.initializer))
+
+
 def size_mb(paths: Sequence[Path]) -> float:
     return sum(p.stat().st_size for p in paths) / 1e6
 

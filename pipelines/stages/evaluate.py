@@ -4,9 +4,7 @@ throughput, size and parameters; the selected candidate compared, text by text, 
 classical model and the teacher; a JSON report (DVC metrics), a Markdown table and plots."""
 
 from collections.abc import Callable
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from components.classical.runtime import ClassicalClassifier
@@ -38,13 +36,6 @@ SCALARS = {
 }
 
 
-def _onnx_params(path: Path) -> int:
-    """Values stored in the file's initializers (weights, INT8 or not)."""
-    import onnx
-
-    return int(sum(np.prod(init.dims) for init in onnx.load(str(path)).graph.initializer))
-
-
 def _ratios(variants: dict[str, dict]) -> dict[str, dict[str, float]]:
     teacher, int8, fp32 = variants["teacher"], variants["onnx_int8"], variants["onnx_fp32"]
     return {
@@ -60,7 +51,7 @@ def _ratios(variants: dict[str, dict]) -> dict[str, dict[str, float]]:
     }
 
 
-def _runtimes(ctx: StageContext, labels: list[str], selected: str) -> dict[str, tuple[Callable, float, int]]:
+def _runtimes(ctx: StageContext, labels: list[str], selection: Selection) -> dict[str, tuple[Callable, float, int]]:
     """(logits function, size in MB, parameters) of every variant, and of the selected
     candidate when it is a model of the search's front."""
     cfg, paths = ctx.params.evaluate, ctx.params.paths
@@ -80,7 +71,7 @@ def _runtimes(ctx: StageContext, labels: list[str], selected: str) -> dict[str, 
         found[name] = (
             OnnxClassifier(file, ctx.input(paths.onnx_tokenizer(source), "tokenizer"), threads=cfg.threads).logits,
             ev.size_mb([file]),
-            _onnx_params(file),
+            ev.onnx_params(file),
         )
     file = ctx.input(f"{paths.classical}/model.onnx", "classical model")
     classical = ClassicalClassifier(file, threads=cfg.threads)
@@ -88,14 +79,11 @@ def _runtimes(ctx: StageContext, labels: list[str], selected: str) -> dict[str, 
         raise KilnError(f"evaluate: the classical model's labels {classical.labels} differ from {labels}")
     # The classical file keeps its weights in node attributes: the count comes from its metadata.
     found["classical"] = (classical.logits, ev.size_mb([file]), int(classical.metadata["grid_point"]["params"]))
-    if selected not in found:  # a model of the search's front
-        chosen = explaining.front_member(ctx, selected)
-        file = ctx.input(chosen.file, "searched model")
+    if (chosen := selection.chosen) and selection.selected not in found:  # a model of the search's front
+        file = ctx.input(chosen.file, "selected model")
         runtime = load_classifier(file, ctx.input(chosen.tokenizer) if chosen.tokenizer else None, threads=cfg.threads)
-        if runtime.labels != labels:
-            raise KilnError(f"evaluate: {selected}'s labels {runtime.labels} differ from {labels}")
-        count = int(runtime.metadata["grid_point"]["params"]) if chosen.family == "classical" else _onnx_params(file)
-        found[selected] = (runtime.logits, ev.size_mb([file]), count)
+        count = int(runtime.metadata["grid_point"]["params"]) if chosen.family == "classical" else ev.onnx_params(file)
+        found[selection.selected] = (runtime.logits, ev.size_mb([file]), count)
     return found
 
 
@@ -109,7 +97,7 @@ def run(ctx: StageContext) -> StageResult:
     if unknown := sorted(set(test["label"]) - set(labels)):
         raise KilnError(f"evaluate: test labels {unknown} are not in the model's label map {labels}")
     truth = [labels.index(label) for label in test["label"]]
-    runtimes = _runtimes(ctx, labels, selection.selected)
+    runtimes = _runtimes(ctx, labels, selection)
     predicted: dict[str, list[int]] = {}
     variants: dict[str, dict] = {}
     for name, (logits, size, params) in runtimes.items():

@@ -46,7 +46,7 @@ def _search(ctx: StageContext) -> StageResult:
     from components.search.trial import MODEL_FILE, TrialSpec
     from components.text.classifier import MeanPoolClassifier, logits_of
     from components.text.data import ClassificationData, file_hash, load_tokenizer
-    from pipelines import search
+    from pipelines import search, study
     from pipelines.training import CHECKPOINTS, fingerprint, load_model
 
     start = time.time()
@@ -81,7 +81,7 @@ def _search(ctx: StageContext) -> StageResult:
     del teacher
 
     workers = cfg.workers if cfg.workers != "auto" else _cores()
-    storage = search.storage_url(ctx.root, cfg.storage)
+    storage = study.storage_url(ctx.root, cfg.storage)
     plan = search.SearchPlan(
         study_prefix=prefix,
         storage=storage,
@@ -117,8 +117,7 @@ def _search(ctx: StageContext) -> StageResult:
         ),
     )
     outcome = search.run(plan)
-    study = search.Study.load(storage, outcome["study"])
-    records, front = study_records(study)
+    records, front = study.records(study.Study.load(storage, outcome["study"]))
     if not front:
         errors = sorted({r["error"] for r in records if r["error"]})
         raise KilnError(
@@ -156,7 +155,7 @@ def _search(ctx: StageContext) -> StageResult:
                 size_mb=result["size_mb"],
                 evidence=result["evidence"],
             )
-        Front(study=outcome["study"], storage=search.shown(storage), members=members).write(folder / "front.json")
+        Front(study=outcome["study"], storage=study.shown(storage), members=members).write(folder / "front.json")
     write_json(records, reports / "search.json")
     plot_front(records, reports / "search_front.png")
     remove(work / outcome["study"])
@@ -211,42 +210,3 @@ def teacher_config(path) -> dict:
 
 def workers_of(records: list[dict]) -> set[str]:
     return {r["worker"] for r in records if r.get("worker")}
-
-
-def study_records(study) -> tuple[list[dict], list]:
-    """Every trial as search.json lists it, and the candidates: each family's Pareto
-    front (on BBC the classical family dominates every student; a user who pins
-    select.family to transformer still gets the best students). `front` marks the
-    front over both families."""
-    from optuna.trial import TrialState
-
-    from components.search.space import OBJECTIVES, pareto
-
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    values = {t.number: tuple(t.user_attrs["result"][k] for k in OBJECTIVES) for t in complete}
-    overall = pareto(values)
-    chosen: set[int] = set()
-    for family in {t.user_attrs["family"] for t in complete}:
-        chosen |= pareto({t.number: values[t.number] for t in complete if t.user_attrs["family"] == family})
-    records = []
-    for t in study.get_trials(deepcopy=False):
-        result = t.user_attrs.get("result") or {}
-        records.append(
-            {
-                "trial": t.number,
-                "state": t.state.name,
-                "family": t.user_attrs.get("family", t.params.get("family", "")),
-                "params": t.params,
-                "val_macro_f1": result.get("val_macro_f1"),
-                "latency_ms_p50_b1": result.get("latency_ms_p50_b1"),
-                "size_mb": result.get("size_mb"),
-                "front": t.number in overall,
-                "family_front": t.number in chosen,
-                "worker": t.user_attrs.get("worker"),
-                "seconds": t.user_attrs.get("seconds"),
-                "interrupted": bool(t.user_attrs.get("interrupted")),
-                "retry_of": t.user_attrs.get("retry_of"),
-                "error": t.user_attrs.get("error"),
-            }
-        )
-    return records, [t for t in complete if t.number in chosen]
