@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from components.search.config import SearchConfig
 from components.search.space import OBJECTIVES, suggest
 from components.search.trial import TrialSpec, run_trial
+from pipelines.lifecycle import die_with_parent
 from pipelines.study import Study, TrialLog
 
 # A trial is not started with less time than this left: it could not train.
@@ -139,7 +140,8 @@ def task_runner(cfg: SearchConfig, workers: int):
         return DaskTaskRunner(address=cfg.scheduler)
     from prefect.task_runners import ProcessPoolTaskRunner
 
-    return ProcessPoolTaskRunner(max_workers=workers)
+    # A worker ends with the process that started it, however that ends (kill -9 included).
+    return ProcessPoolTaskRunner(max_workers=workers, initializer=die_with_parent)
 
 
 @contextmanager

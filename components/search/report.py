@@ -16,10 +16,16 @@ def plot_front(trials: list[dict], out: Path, note: str = "") -> None:
     if not done:
         ax.text(0.5, 0.5, note or "no trial completed", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
-    for front, style in ((False, {"color": "0.7", "label": "trial"}), (True, {"color": "C3", "label": "Pareto front"})):
-        shown = [t for t in done if t["front"] == front]
+    kinds = (
+        ("trial", {"color": "0.7", "label": "trial"}),
+        ("family", {"color": "C0", "label": "its family's front (a candidate)"}),
+        ("front", {"color": "C3", "label": "Pareto front"}),
+    )
+    for kind, style in kinds:
+        shown = [t for t in done if _kind(t) == kind]
         if not shown:
             continue
+        front = kind != "trial"
         ax.scatter(
             [t["latency_ms_p50_b1"] for t in shown],
             [t["val_macro_f1"] for t in shown],
@@ -47,3 +53,7 @@ def plot_front(trials: list[dict], out: Path, note: str = "") -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+
+
+def _kind(trial: dict) -> str:
+    return "front" if trial["front"] else "family" if trial.get("family_front") else "trial"
