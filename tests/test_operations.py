@@ -266,3 +266,28 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
         down = kiln("down", cwd=repo)
     assert down.returncode == 0 and "stopped: prefect, mlflow" in down.stdout
     assert not (repo / ".kiln/servers.json").exists()
+
+
+def test_the_search_study_lives_on_postgres_beside_mlflow(database, monkeypatch, tmp_path):
+    """With KILN_DB_URL (as under `kiln up`), the search's Optuna study goes to the same
+    server, in a database of its own (MLflow and Optuna each keep an alembic_version
+    table), made if missing; a study is resumed until its search ends, then the next
+    attempt starts."""
+    import optuna
+
+    from components.search.config import SearchConfig
+    from pipelines.study import Study, storage_url
+
+    monkeypatch.setenv("KILN_DB_URL", database)
+    url = storage_url(tmp_path, "auto")
+    name = make_url(database).database + "_search"
+    assert make_url(url).database == name
+    first = Study("kiln-search-test", url, SearchConfig())
+    assert first.name == "kiln-search-test-1"
+    first.study.tell(first.study.ask(), [0.9, 1.5, 2.0])
+    again = Study("kiln-search-test", url, SearchConfig())
+    assert again.name == "kiln-search-test-1" and again.finished() == 1
+    again.end()
+    assert Study("kiln-search-test", url, SearchConfig()).name == "kiln-search-test-2"
+    assert optuna.load_study(study_name="kiln-search-test-1", storage=url).trials[0].values == [0.9, 1.5, 2.0]
+    assert query(database, "SELECT count(*) FROM studies", name) == [(2,)]
