@@ -6,7 +6,6 @@ what is stale and records what ran, so `kiln run` skips and leaves dvc.lock exac
 """
 
 import os
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from components.errors import KilnError
 from pipelines import console, dag, executor, metrics, tracking
 from pipelines.env import find_root
 from pipelines.io import chain, user_error
-from pipelines.lifecycle import die_with_parent
+from pipelines.lifecycle import tied_api_server
 from pipelines.params import load
 from pipelines.records import Promotion
 
@@ -161,18 +160,8 @@ def _start_api():
     import atexit
 
     import httpx
-    from prefect.server.api.server import SubprocessASGIServer
 
-    class TiedServer(SubprocessASGIServer):
-        def _run_uvicorn_command(self) -> subprocess.Popen:
-            popen = subprocess.Popen
-            subprocess.Popen = lambda *args, **kwargs: popen(*args, preexec_fn=die_with_parent, **kwargs)
-            try:
-                return super()._run_uvicorn_command()
-            finally:
-                subprocess.Popen = popen
-
-    server = TiedServer()
+    server = tied_api_server()
     server.port = server.find_available_port()
     server.running = True
     server.server_process = server._run_uvicorn_command()

@@ -2,8 +2,8 @@
 
 - SIGTERM (a scheduler stopping a run, `kill`) becomes a KeyboardInterrupt, so the same
   clean-up as Ctrl-C runs: MLflow runs end KILLED, servers stop, locks are released.
-- A child Kiln starts (the temporary Prefect API) asks the kernel for SIGTERM when its
-  parent dies, which covers kill -9, where no clean-up can run.
+- A child Kiln starts (the temporary Prefect API, the search's trial workers) asks the
+  kernel for SIGTERM when its parent dies, which covers kill -9, where no clean-up can run.
 - A stage that `dvc repro` started watches the `dvc` process and stops when it is gone,
   instead of training on and writing outputs for a run nobody is waiting for.
 """
@@ -28,6 +28,26 @@ def die_with_parent() -> None:
     """For `preexec_fn`: runs in the child before exec. The signal is sent when the thread
     that started the child ends, so start children from the main thread."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def tied_api_server():
+    """Prefect's temporary API server of this process (Prefect keeps one), as a child that
+    ends with it: started from here (or by whoever got it first), it is asked for SIGTERM
+    when this process dies."""
+    import subprocess
+
+    from prefect.server.api.server import SubprocessASGIServer
+
+    class TiedServer(SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen:
+            popen = subprocess.Popen
+            subprocess.Popen = lambda *args, **kwargs: popen(*args, preexec_fn=die_with_parent, **kwargs)
+            try:
+                return super()._run_uvicorn_command()
+            finally:
+                subprocess.Popen = popen
+
+    return TiedServer()
 
 
 def watch(pid: int, started: float, every: float = 1.0) -> None:

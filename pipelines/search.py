@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from components.search.config import SearchConfig
 from components.search.space import OBJECTIVES, suggest
 from components.search.trial import TrialSpec, run_trial
-from pipelines.lifecycle import die_with_parent
+from pipelines.lifecycle import die_with_parent, tied_api_server
 from pipelines.study import Study, TrialLog
 
 # A trial is not started with less time than this left: it could not train.
@@ -152,9 +152,7 @@ def shared_api() -> Iterator[None]:
     if os.environ.get("PREFECT_API_URL"):
         yield
         return
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
+    server = tied_api_server()
     started = not server.running
     server.start()
     os.environ["PREFECT_API_URL"] = server.api_url
