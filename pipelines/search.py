@@ -10,10 +10,12 @@ The study and its bookkeeping are in study.py.
 """
 
 import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +143,9 @@ def task_runner(cfg: SearchConfig, workers: int):
     from prefect.task_runners import ProcessPoolTaskRunner
 
     # A worker ends with the process that started it, however that ends (kill -9 included).
-    return ProcessPoolTaskRunner(max_workers=workers, initializer=die_with_parent)
+    # SIGKILL: a worker that is training has Lightning's SIGTERM handler, which would turn
+    # SIGTERM into an exception the worker survives, waiting for a trial that never comes.
+    return ProcessPoolTaskRunner(max_workers=workers, initializer=partial(die_with_parent, signal.SIGKILL))
 
 
 @contextmanager
@@ -154,7 +158,7 @@ def shared_api() -> Iterator[None]:
         return
     server = tied_api_server()
     started = not server.running
-    server.start()
+    server.start(timeout=120)  # as kiln run waits for its own: a busy machine starts it slowly
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
         yield

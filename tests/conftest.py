@@ -326,6 +326,7 @@ LONGEST_FIRST = [
     "test_layout.py",
     "test_training_stages.py",
     "test_generality.py",
+    "test_search.py",
     "test_operations.py",
     "test_retrain.py",
     "test_stages.py",

@@ -43,9 +43,10 @@ class TransformerSpace(_Config):
 
     @model_validator(mode="after")
     def _sizes(self) -> "TransformerSpace":
-        for name in ("layers", "hidden", "heads", "intermediate"):
-            if any(v < 1 for v in getattr(self, name)):
-                raise ValueError(f"{name} must be positive")
+        # The bounds of a student's sizes (StudentConfig), checked before any trial runs.
+        for name, low, high in (("layers", 1, 48), ("hidden", 8, 8192), ("heads", 1, 128), ("intermediate", 8, None)):
+            if any(v < low or (high is not None and v > high) for v in getattr(self, name)):
+                raise ValueError(f"{name} must lie in [{low}, {high or 'any'}], got {getattr(self, name)}")
         if self.prune_ratio.low < 0 or self.prune_ratio.high >= 1:
             raise ValueError("prune_ratio must lie in [0, 1)")
         if self.alpha.low < 0 or self.alpha.high > 1:

@@ -41,7 +41,7 @@ class TrialSpec(BaseModel):
     labels: dict[str, int]
     encoder: dict[str, Any]  # the teacher's BERT config: what the student keeps of it
     seed: int
-    threads: int
+    threads: int | None  # torch threads; None: those the worker has (a Dask worker's)
     deadline: float  # time.time() by which the trial must have stopped training
     hardware: HardwareConfig
     loop: LoopConfig
@@ -79,7 +79,8 @@ def run_trial(spec: TrialSpec) -> TrialResult:
 
     start = time.time()
     threads = torch.get_num_threads()
-    torch.set_num_threads(spec.threads)
+    if spec.threads is not None:
+        torch.set_num_threads(spec.threads)
     try:
         spec.folder.mkdir(parents=True, exist_ok=True)
         result = _transformer(spec) if spec.family == "transformer" else _classical(spec)
