@@ -267,12 +267,11 @@ def test_search_off_writes_an_empty_front(repo):
 
 
 @pytest.mark.slow
-def test_a_local_search_logs_every_trial_and_its_front_joins_selects_candidates(searching):
-    """`kiln run select` from the fine-tuned teacher: four trials in two local worker
-    processes (the search flow a subflow of the run's), then select measures every model
-    of each family's front beside the pipeline's own candidates. Seconds longer than
-    `kiln stage search` alone: one process runs every stage."""
-    out = kiln("run", "select", cwd=searching)
+def test_a_local_search_logs_every_trial_and_writes_each_familys_front(searching):
+    """`kiln run search` from the fine-tuned teacher: four trials in two local worker
+    processes, the search flow a subflow of the run's (whose stage task holds what a
+    worker cannot unpickle)."""
+    out = kiln("run", "search", cwd=searching)
     assert out.returncode == 0, out.stdout + out.stderr
     records = json.loads((searching / "reports/search.json").read_text())
     assert [r["trial"] for r in records] == [0, 1, 2, 3]
@@ -313,12 +312,6 @@ def test_a_local_search_logs_every_trial_and_its_front_joins_selects_candidates(
     assert metrics["search/candidates"] == len(front["members"]) and metrics["search/requeued"] == 0
     assert (searching / "reports/search_front.png").read_bytes()[:4] == b"\x89PNG"
     assert f"4 trials (4 complete, 0 failed) in study {front['study']}" in out.stdout
-
-    selection = json.loads((searching / "reports/selection.json").read_text())
-    candidates = selection["candidates"]
-    assert {"onnx_int8", "classical"} <= set(candidates) and set(front["members"]) <= set(candidates)
-    for name, member in front["members"].items():
-        assert candidates[name]["family"] == member["family"] and candidates[name]["file"] == member["file"]
 
     stages, trials = search_runs(searching)
     assert len(stages) == 1
