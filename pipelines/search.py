@@ -71,7 +71,6 @@ class SearchPlan(BaseModel):
     workers: int
     template: TrialSpec  # every trial's spec but its number, family, params and folder
     folder: Path  # trials write under folder/<study>/trial-<n>
-    deadline: float
     run_id: str | None  # the search stage's MLflow run, parent of each trial's
 
 
@@ -79,6 +78,7 @@ class SearchPlan(BaseModel):
 def search_flow(plan: SearchPlan) -> dict[str, Any]:
     """Run trials until the study holds `search.n_trials` finished ones or the deadline
     is near; returns the study's name and the trials it requeued."""
+    from optuna.trial import TrialState
     from prefect.futures import wait
 
     cfg = plan.cfg
@@ -90,7 +90,7 @@ def search_flow(plan: SearchPlan) -> dict[str, Any]:
         while (
             len(running) < plan.workers
             and study.finished() + len(running) < cfg.n_trials
-            and plan.deadline - time.time() >= MIN_TRIAL_S
+            and plan.template.deadline - time.time() >= MIN_TRIAL_S
         ):
             trial = study.study.ask()
             family, params = suggest(trial, cfg)
@@ -122,16 +122,10 @@ def search_flow(plan: SearchPlan) -> dict[str, Any]:
                 study.study.tell(trial, [outcome["result"][k] for k in OBJECTIVES])
             else:
                 trial.set_user_attr("error", outcome["error"])
-                study.study.tell(trial, state=_fail())
+                study.study.tell(trial, state=TrialState.FAIL)
             log.log(study.name, trial.number, family, params, outcome)
     study.end()
     return {"study": study.name, "requeued": requeued}
-
-
-def _fail():
-    from optuna.trial import TrialState
-
-    return TrialState.FAIL
 
 
 def task_runner(cfg: SearchConfig, workers: int):

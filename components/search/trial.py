@@ -200,16 +200,15 @@ def _transformer(spec: TrialSpec) -> TrialResult:
         "made_by": "search",
     }
     stamp(fp32, metadata)
-    checked = texts[: spec.export.parity_texts]
+    reference = OnnxClassifier(fp32, tokens)
     exported = parity_gate(
         f"search trial {spec.number}",
         TorchClassifier(student, tokens, label_list),
-        OnnxClassifier(fp32, tokens),
-        checked,
+        reference,
+        texts[: spec.export.parity_texts],
         spec.export.max_abs_diff,
     )
     int8 = spec.folder / MODEL_FILE
-    reference = OnnxClassifier(fp32, tokens)
     if p["quantization"] == "static":
         calibration = texts[: spec.quantize.calibration_texts]
         quantize_static(fp32, int8, (reference.encode(calibration[i : i + 16]) for i in range(0, len(calibration), 16)))

@@ -33,35 +33,32 @@ def _lock(ctx: StageContext) -> tuple[str, str, dict]:
 
 
 def _evidence(ctx: StageContext, selection: Selection) -> dict[str, str]:
-    """What the export, classical and quantize stages measured for the selected file, for
-    the gate to hold against today's bounds."""
+    """What the export, classical and quantize stages (or the search, on val texts, as it
+    made a model of its front) measured for the selected file, for the gate to hold
+    against today's bounds."""
     paths, name = ctx.params.paths, selection.selected
+    quantize: dict[str, float] | None = None  # agreement, fp32_macro_f1, int8_macro_f1
     if name.startswith("search_"):
-        # A model of the search's front was checked as it was made, on val texts.
         evidence = front_member(ctx, name).evidence
-        tags = {
-            "gate.export_max_abs_diff": str(evidence["export"]["max_abs_diff"]),
-            "gate.export_agreement": str(evidence["export"]["agreement"]),
-            "gate.quantized": str("quantize" in evidence).lower(),
-        }
-        if quantized := evidence.get("quantize"):
-            tags["gate.quantize_agreement"] = str(quantized["agreement"])
-            tags["gate.quantize_f1_drop"] = str(quantized["fp32_macro_f1"] - quantized["int8_macro_f1"])
-        return tags
-    if name == "classical":
-        parity = Parity.read(ctx.input(f"{paths.classical}/parity.json", "classical parity"), ctx.name, "classical")
+        export, quantize = evidence["export"], evidence.get("quantize")
     else:
-        report = ExportReport.read(ctx.input(f"{paths.onnx}/export.json", "export report"), ctx.name, "export")
-        parity = report.models["teacher" if name == "onnx_teacher" else "pruned"]
+        if name == "classical":
+            parity = Parity.read(ctx.input(f"{paths.classical}/parity.json", "classical parity"), ctx.name, "classical")
+        else:
+            report = ExportReport.read(ctx.input(f"{paths.onnx}/export.json", "export report"), ctx.name, "export")
+            parity = report.models["teacher" if name == "onnx_teacher" else "pruned"]
+        export = parity.model_dump()
+        if name == "onnx_int8":
+            metadata = read_metadata(ctx.input(paths.quantized)).get(REPORT_KEY) or {}
+            quantize = QuantizeReport.model_validate(metadata).model_dump()
     tags = {
-        "gate.export_max_abs_diff": str(parity.max_abs_diff),
-        "gate.export_agreement": str(parity.agreement),
-        "gate.quantized": str(name == "onnx_int8").lower(),
+        "gate.export_max_abs_diff": str(export["max_abs_diff"]),
+        "gate.export_agreement": str(export["agreement"]),
+        "gate.quantized": str(quantize is not None).lower(),
     }
-    if name == "onnx_int8":
-        quantize = QuantizeReport.model_validate(read_metadata(ctx.input(paths.quantized)).get(REPORT_KEY) or {})
-        tags["gate.quantize_agreement"] = str(quantize.agreement)
-        tags["gate.quantize_f1_drop"] = str(quantize.fp32_macro_f1 - quantize.int8_macro_f1)
+    if quantize is not None:
+        tags["gate.quantize_agreement"] = str(quantize["agreement"])
+        tags["gate.quantize_f1_drop"] = str(quantize["fp32_macro_f1"] - quantize["int8_macro_f1"])
     return tags
 
 

@@ -88,7 +88,6 @@ def _search(ctx: StageContext) -> StageResult:
         cfg=cfg,
         workers=workers,
         folder=work,
-        deadline=start + cfg.timeout_s,
         run_id=ctx.run.run_id,
         template=TrialSpec(
             number=-1,
