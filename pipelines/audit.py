@@ -4,6 +4,9 @@ appended to `.kiln/audit.jsonl` as a hash chain (components/deploy/audit.py) and
 the tracking server, one run per entry in the `kiln-audit` experiment, so the trail
 outlives the machine and a deleted tail is noticed.
 
+Each run also records its origin (host and repository path): audit_copy.py finds a
+repository's entries on the server by it, to check the log against them.
+
 Entries say who, when, what, why, the model version and the data version; never a text
 of the data."""
 
@@ -11,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from components.data.batches import BatchOutcome
-from components.deploy.audit import chain, verify
+from components.deploy.audit import chain
 from components.errors import KilnError
 from pipelines.env import STATE_DIR
 from pipelines.records import Promotion
@@ -32,13 +36,21 @@ if TYPE_CHECKING:
 
 EXPERIMENT = "kiln-audit"
 # The promotion stage's and `kiln promote`'s actions, as the trail names them.
-_ACTIONS = {"gate": "promote", "manual": "promote", "force": "force", "rollback": "rollback"}
+ACTIONS = {"gate": "promote", "manual": "promote", "force": "force", "rollback": "rollback"}
+# The run tag naming the repository an entry comes from; not an `audit.*` tag, as those
+# are the entry's own fields.
+ORIGIN = "kiln.origin"
 
 log = logging.getLogger("kiln")
 
 
 def path(root: Path) -> Path:
     return root / STATE_DIR / "audit.jsonl"
+
+
+def origin(root: Path) -> str:
+    """The repository, as the runs of its entries name it: its host and absolute path."""
+    return f"{socket.gethostname()}:{root.resolve()}"
 
 
 def read(root: Path) -> list[dict]:
@@ -87,7 +99,8 @@ def record(
             "model": model,
             "version": number,
             "data": data,
-            "why": why,
+            # No reason is None, as the server's copy (an empty tag) gives it back.
+            "why": why or None,
             "detail": detail,
         }
         entry = chain(previous, fields)
@@ -98,7 +111,13 @@ def record(
     try:
         _copy(root, client, entry)
     except Exception as err:  # noqa: BLE001 - any server failure: the local entry stands
-        log.warning(f"audit entry {entry['seq']} kept in {file} but not copied to the tracking server: {err}")
+        note = f"audit entry {entry['seq']} kept in {file} but not copied to the tracking server"
+        if getattr(err, "error_code", None) == "PERMISSION_DENIED":
+            # A reader writes nothing to the server, their refused attempts included: the
+            # server's own log has the 403, and `kiln audit --verify` counts the entry as local.
+            log.info(f"{note}: user '{who()}' may not write to it")
+        else:
+            log.warning(f"{note}: {err}")
     return entry
 
 
@@ -108,26 +127,11 @@ def _copy(root: Path, client: "MlflowClient", entry: dict) -> None:
     run = client.create_run(experiment_id(client, EXPERIMENT, root), run_name=f"{entry['seq']} {entry['action']}")
     tags = {k: v for k, v in entry.items() if k != "detail"} | {"detail": json.dumps(entry["detail"], sort_keys=True)}
     client.log_batch(
-        run.info.run_id, tags=[RunTag(f"audit.{k}", "" if v is None else str(v)[:5000]) for k, v in tags.items()]
+        run.info.run_id,
+        tags=[RunTag(f"audit.{k}", "" if v is None else str(v)[:5000]) for k, v in tags.items()]
+        + [RunTag(ORIGIN, origin(root))],
     )
     client.set_terminated(run.info.run_id)
-
-
-def recorded(client: "MlflowClient", log_id: str) -> dict[int, str]:
-    """seq -> hash of this log's entries as the tracking server holds them."""
-    found = client.get_experiment_by_name(EXPERIMENT)
-    if found is None:
-        return {}
-    runs = client.search_runs([found.experiment_id], f"tags.`audit.log` = '{log_id}'", max_results=50000)
-    return {int(r.data.tags["audit.seq"]): r.data.tags["audit.hash"] for r in runs}
-
-
-def check(root: Path, client: "MlflowClient | None") -> list[str]:
-    """verify's problems for this repository's log, against the server's copy when given."""
-    entries = read(root)
-    log_id = next((e["log"] for e in entries if "log" in e), None)
-    copies = recorded(client, log_id) if client is not None and log_id else None
-    return verify(entries, copies)
 
 
 def promotion(root: Path, client: "MlflowClient", decision: Promotion, action: str, why: str | None) -> None:
@@ -135,7 +139,7 @@ def promotion(root: Path, client: "MlflowClient", decision: Promotion, action: s
     that found its version champion already (no decision was taken)."""
     if decision.already:
         return
-    name = _ACTIONS.get(action, action)
+    name = ACTIONS.get(action, action)
     if name == "promote" and not decision.promoted:
         name = "refuse"
     tags = version(client, decision.model_name, decision.version).tags
@@ -161,7 +165,7 @@ def denials(
     try:
         yield
     except Denied as err:
-        record(root, client, "denied", model, number, why=why, attempted=_ACTIONS.get(action, action), error=str(err))
+        record(root, client, "denied", model, number, why=why, attempted=ACTIONS.get(action, action), error=str(err))
         raise
 
 
@@ -179,5 +183,6 @@ def batch(root: Path, client: "MlflowClient", model: str, outcome: BatchOutcome,
         file=str(where.relative_to(root)),
         rows=outcome.rows,
         new_rows=outcome.new_rows,
-        reasons=outcome.reasons,
+        # The findings, not the reasons: those quote the batch for whoever fixes it.
+        findings=[f.model_dump(exclude_defaults=True) for f in outcome.findings],
     )

@@ -1,20 +1,35 @@
 """The audit trail: the hash chain on its own, then the log Kiln writes next to an MLflow
-(SQLite) store, its copy there, and `kiln audit --verify` catching edits and deletions."""
+(SQLite) store, its copy there, and `kiln audit --verify` catching edits, deletions and a
+lost log, with `kiln audit --restore` rebuilding it."""
 
 import json
 
 import pytest
 
-from components.deploy.audit import GENESIS, chain, digest, verify
-from pipelines import audit, tracking
+from components.deploy.audit import GENESIS, chain, describe, digest, verify
+from components.errors import KilnError
+from pipelines import audit, audit_copy, tracking
 from tests.conftest import kiln
 
+# The registered model of a repository whose params.yaml is empty (the defaults).
+MODEL = "kiln-bbc-news"
 
-def _log(n: int) -> list[dict]:
+
+def _log(n: int, log: str = "1" * 32) -> list[dict]:
     entries: list[dict] = []
     for i in range(n):
-        entries.append(chain(entries[-1] if entries else None, {"action": "promote", "version": str(i + 1)}))
+        fields = {"log": log, "when": f"2026-11-0{i + 1}T10:00:00Z", "action": "promote", "version": str(i + 1)}
+        entries.append(chain(entries[-1] if entries else None, fields))
     return entries
+
+
+def _rechain(entries: list[dict], log: str) -> list[dict]:
+    """The entries' contents as a fresh chain under another log id."""
+    fresh: list[dict] = []
+    for entry in entries:
+        fields = {k: v for k, v in entry.items() if k not in ("seq", "prev", "hash")} | {"log": log}
+        fresh.append(chain(fresh[-1] if fresh else None, fields))
+    return fresh
 
 
 def test_an_untouched_chain_verifies_and_links_each_entry_to_the_one_before():
@@ -42,11 +57,29 @@ def test_a_deleted_or_moved_entry_is_found():
 
 def test_a_deleted_tail_is_found_only_against_the_copy_kept_elsewhere():
     entries = _log(3)
-    copy = {e["seq"]: e["hash"] for e in entries}
     assert verify(entries[:2]) == []
-    assert verify(entries[:2], copy) == ["entry 3: recorded in the tracking server but missing from the log (deleted)"]
-    rewritten = _log(2) + [chain(entries[1], {"action": "force", "version": "9"})]
-    assert "entry 3: differs from the copy in the tracking server (rewritten)" in verify(rewritten, copy)
+    assert verify(entries[:2], entries) == [
+        "entry 3: recorded in the tracking server but missing from the log (deleted): "
+        "promote v3 at 2026-11-03T10:00:00Z, log 11111111"
+    ]
+    rewritten = _log(2) + [chain(entries[1], {"log": "1" * 32, "action": "force", "version": "9"})]
+    assert f"entry 3: differs from the copy in the tracking server (rewritten): {describe(entries[2])}" in verify(
+        rewritten, entries
+    )
+
+
+def test_a_log_rewritten_as_a_new_chain_without_an_entry_is_found_against_the_copy():
+    entries = _log(3)
+    fresh = _rechain([entries[0], entries[2]], "2" * 32)
+    assert verify(fresh) == []
+    assert verify(fresh, entries) == [
+        "entry 1: in the tracking server, but the log holds it as entry 1 of log 22222222 (rewritten as a new chain): "
+        "promote v1 at 2026-11-01T10:00:00Z, log 11111111",
+        "entry 2: recorded in the tracking server but missing from the log (deleted): "
+        "promote v2 at 2026-11-02T10:00:00Z, log 11111111",
+        "entry 3: in the tracking server, but the log holds it as entry 2 of log 22222222 (rewritten as a new chain): "
+        "promote v3 at 2026-11-03T10:00:00Z, log 11111111",
+    ]
 
 
 def test_the_chains_own_fields_cannot_be_given():
@@ -73,8 +106,11 @@ def test_entries_are_appended_copied_to_mlflow_and_checked_by_the_cli(store):
     first = audit.record(store, client, "batch-learned", "kiln-x", data="sha256:ab", file="data/processed/a.csv")
     second = audit.record(store, client, "force", "kiln-x", "2", why="hotfix", reasons=[])
     assert second["prev"] == first["hash"] and second["log"] == first["log"] and second["who"]
-    assert audit.recorded(client, first["log"]) == {1: first["hash"], 2: second["hash"]}
-    assert audit.check(store, client) == []
+    # Each run holds every field of its entry, and where it came from.
+    found = sorted(audit_copy.copies(client), key=lambda c: c.entry["seq"])
+    assert [c.entry for c in found] == [first, second]
+    assert {c.origin for c in found} == {audit.origin(store)}
+    assert audit_copy.check(store, client, MODEL).problems == []
 
     intact = kiln("audit", "--verify", cwd=store)
     assert intact.returncode == 0, intact.stdout + intact.stderr
@@ -97,8 +133,113 @@ def test_a_garbled_last_line_stops_new_entries_instead_of_chaining_past_it(store
     audit.record(store, client, "promote", "kiln-x", "1")
     with audit.path(store).open("a") as log:
         log.write("not json\n")
-    from components.errors import KilnError
-
     with pytest.raises(KilnError, match="last line is not an audit entry"):
         audit.record(store, client, "promote", "kiln-x", "2")
-    assert audit.check(store, None)
+    assert audit_copy.check(store, None, MODEL).problems
+
+
+def test_a_lost_log_fails_verify_naming_each_missing_entry_and_restore_rebuilds_it(store):
+    client = tracking.client()
+    for number, action in (("1", "promote"), ("2", "force"), ("3", "refuse")):
+        audit.record(store, client, action, "kiln-x", number, why="review")
+    log = audit.path(store)
+    whole = log.read_text()
+    entries = audit.read(store)
+    rechained = "".join(json.dumps(e) + "\n" for e in _rechain([entries[0], entries[2]], "f" * 32))
+    cases = {
+        "emptied": ("", [1, 2, 3]),
+        "deleted": (None, [1, 2, 3]),
+        "truncated": (whole.splitlines()[0] + "\n", [2, 3]),
+        "re-chained under a new log id, one entry dropped": (rechained, [2]),
+    }
+    for case, (text, missing) in cases.items():
+        if text is None:
+            log.unlink()
+        else:
+            log.write_text(text)
+        out = kiln("audit", "--verify", cwd=store)
+        assert out.returncode == 1, f"{case}: {out.stdout}{out.stderr}"
+        for seq in missing:
+            line = f"entry {seq}: recorded in the tracking server but missing from the log (deleted): "
+            assert f"kiln: audit: {line}{describe(entries[seq - 1])}" in out.stderr, case
+        state = " (missing)" if text is None else ""
+        assert f"kiln: error: the audit log {log}{state} and the tracking server's records disagree" in out.stderr
+        assert "kiln audit --restore" in out.stderr and "Traceback" not in out.stderr, case
+        log.write_text(whole)
+
+    # A log holding an entry the server lacks is not rebuilt without it, unless moved aside.
+    log.write_text(rechained)
+    with pytest.raises(KilnError, match="holds 2 entries the tracking server's copy lacks"):
+        audit_copy.restore(store, client, MODEL)
+    log.unlink()
+    restored = kiln("audit", "--restore", cwd=store)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert f"restored 3 entries of log {entries[0]['log'][:8]}" in restored.stdout
+    assert log.read_text() == whole and audit_copy.check(store, client, MODEL).problems == []
+
+
+def test_repositories_sharing_one_store_check_only_their_own_entries(store):
+    other = store / "clone"
+    other.mkdir()
+    client = tracking.client()
+    audit.record(store, client, "promote", MODEL, "1")
+    theirs = [audit.record(other, client, action, MODEL, "2") for action in ("refuse", "force")]
+    # An entry recorded while the server was unreachable is only counted.
+    last = audit.read(store)[-1]
+    unsent = chain(last, {k: v for k, v in last.items() if k not in ("seq", "prev", "hash")} | {"version": "4"})
+    with audit.path(store).open("a") as log:
+        log.write(json.dumps(unsent) + "\n")
+    mine = audit_copy.check(store, client, MODEL)
+    assert mine.problems == [] and mine.copied == 1 and mine.pending == 1
+    assert audit_copy.check(other, client, MODEL).problems == []
+
+    audit.path(other).write_text("")
+    assert audit_copy.check(store, client, MODEL).problems == []
+    assert audit_copy.check(other, client, MODEL).problems == [
+        f"entry {e['seq']}: recorded in the tracking server but missing from the log (deleted): {describe(e)}"
+        for e in theirs
+    ]
+
+
+def test_entries_copied_before_runs_named_their_origin_are_matched_by_the_registered_model(store):
+    client = tracking.client()
+    other = store / "clone"
+    other.mkdir()
+    ours = [audit.record(store, client, "promote", MODEL, str(n)) for n in (1, 2)]
+    audit.record(other, client, "promote", MODEL, "3")
+    for found in audit_copy.copies(client):
+        client.delete_tag(found.run, audit.ORIGIN)
+    # The log names its log id: the other clone's older log is not this one's.
+    assert audit_copy.check(store, client, MODEL).problems == []
+    audit.path(store).unlink()
+    problems = audit_copy.check(store, client, MODEL).problems
+    for e in ours:
+        line = f"entry {e['seq']}: recorded in the tracking server but missing from the log (deleted): {describe(e)}"
+        assert line in problems
+
+
+def test_each_promotion_decision_in_the_registry_needs_its_entry_on_the_server(store):
+    from components.deploy.gate import Check, Decision
+    from pipelines import promotion
+
+    client = tracking.client()
+    client.create_registered_model(MODEL)
+    client.create_model_version(MODEL, source=str(store))
+    audit.record(store, client, "user-add", None, user="ann", role="reader")
+    decision = promotion.conclude(
+        client, MODEL, "1", Decision([Check("forced", True, "gate skipped: hotfix")]), None, "force", "hotfix", {}
+    )
+    (problem,) = audit_copy.check(store, client, MODEL).problems
+    assert problem.startswith(f"promotion history of '{MODEL}': version 1 forced to champion at ")
+    assert problem.endswith("has no audit entry on the tracking server")
+
+    audit.promotion(store, client, decision, "force", "hotfix")
+    verdict = audit_copy.check(store, client, MODEL)
+    assert verdict.problems == [] and verdict.decisions == 1
+    # A run deleted in the UI is still the server's record, and said to be deleted.
+    run = next(c.run for c in audit_copy.copies(client) if c.entry["action"] == "force")
+    client.delete_run(run)
+    assert audit_copy.check(store, client, MODEL).problems == [
+        f"entry 2: its run {run} was deleted in the tracking server's kiln-audit experiment: "
+        f"{describe(audit.read(store)[1])}"
+    ]

@@ -79,6 +79,31 @@ def test_rows_already_in_the_dataset_are_dropped(tmp_path, tokenizer):
     assert outcome.rows == 10 and outcome.new_rows == 5
 
 
+def test_a_quarantined_batch_leaves_no_text_of_it_in_the_audit_trail(tmp_path, monkeypatch):
+    """The reasons beside the quarantined file quote the batch; its audit entry and the
+    entry's MLflow copy hold counts, row ids and the kinds of reason only."""
+    from pipelines import audit, audit_copy, tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # Control characters mark a wrong encoding; a validation line quotes such texts.
+    garbage = good_batch().assign(text=[f"\x01\x02 SECRET-{i} scrambled" for i in range(20)])
+    outcome = _check(tmp_path, "b.csv", garbage)
+    assert not outcome.accepted and any("SECRET-" in reason for reason in outcome.reasons)
+    audit.batch(tmp_path, tracking.client(), "kiln-mine", outcome, outcome.path, learned=False)
+    (entry,) = audit.read(tmp_path)
+    (copy,) = audit_copy.copies(tracking.client())
+    for held in (json.dumps(entry), json.dumps(copy.entry)):
+        assert "SECRET" not in held and "\\u0001" not in held and "scrambled" not in held
+    assert {"kind": "validation", "rows": 20, "ids": ["b.csv:2", "b.csv:3", "b.csv:4"]}.items() <= next(
+        f for f in entry["detail"]["findings"] if "undecodable" in f["check"]
+    ).items()
+    # A label is a value of the batch too.
+    unknown = _check(tmp_path, "c.csv", good_batch().assign(label="astrology"))
+    assert [f.model_dump() for f in unknown.findings] == [
+        {"kind": "unknown-label", "check": None, "rows": 20, "ids": ["c.csv:2", "c.csv:3", "c.csv:4"]}
+    ]
+
+
 def test_drifted_batch_is_refused_with_each_failed_check(tmp_path, tokenizer):
     outcome = _check(tmp_path, "b.csv", drifted_batch(), tokenizer)
     assert not outcome.accepted
@@ -103,6 +128,8 @@ def test_bad_batches_are_quarantined_with_reports_and_a_notification(tmp_path, w
     assert "unknown label(s) 'astrology'" in reasons[0]
     assert "cannot tell the format" in reasons[1] and "the file is empty" in reasons[2]
     assert all((h / h.name.split("-", 1)[1]).is_file() for h in homes)
+    trail = (repo / ".kiln/audit.jsonl").read_text()
+    assert trail.count("batch-quarantined") == 3 and "astrology" not in trail
     assert [p.name for p in incoming.iterdir()] == [".gitkeep"]
     # Nothing reached training: the DAG never ran.
     assert not (repo / "data/raw/dataset.parquet").exists() and not (repo / "dvc.lock").exists()

@@ -1,4 +1,5 @@
-"""`kiln audit`: the trail of registry decisions and learned batches, filtered, and its check."""
+"""`kiln audit`: the trail of registry decisions and learned batches, filtered, its check
+against the tracking server's copy, and its rebuilding from that copy."""
 
 import sys
 from typing import Annotated
@@ -7,6 +8,10 @@ import typer
 
 from components.errors import KilnError
 from pipelines.cli.app import app, repo_root
+from pipelines.cli.registry import registry_of
+
+# Problem lines `--verify` prints before counting the rest.
+_SHOWN = 20
 
 
 @app.command()
@@ -20,14 +25,27 @@ def audit(
     verify: Annotated[
         bool, typer.Option("--verify", help="check the hash chain and the tracking server's copy; exit 1 if broken")
     ] = False,
+    restore: Annotated[
+        bool, typer.Option("--restore", help="rebuild a lost, emptied or cut log from the tracking server's copy")
+    ] = False,
 ) -> None:
     """Who promoted, refused, forced or rolled back which version, and which batches a
     retrain learned: when, why, and on which data."""
     root = repo_root()
     from pipelines import audit as trail
+    from pipelines import audit_copy
 
+    if verify and restore:
+        raise KilnError("give either --verify or --restore")
     if verify:
         _verify(root, trail)
+        return
+    if restore:
+        from pipelines.registry import registry_errors
+
+        client, name, _ = registry_of(root)
+        with registry_errors("audit: reading the tracking server's copy"):
+            typer.echo(audit_copy.restore(root, client, name))
         return
     entries = [
         e
@@ -57,24 +75,42 @@ def audit(
             typer.echo(f"      {detail['error']}")
         for line in detail.get("reasons", []):
             typer.echo(f"      {line}")
+        for found in detail.get("findings", []):
+            rows = f": {found['rows']} row(s)" if found.get("rows") is not None else ""
+            ids = f", e.g. {', '.join(found['ids'])}" if found.get("ids") else ""
+            typer.echo(f"      {found['kind']}{' ' + found['check'] if found.get('check') else ''}{rows}{ids}")
 
 
 def _verify(root, trail) -> None:
-    from pipelines import tracking
+    from pipelines import audit_copy, tracking
     from pipelines.registry import registry_errors
 
     entries = trail.read(root)
+    _, name, _ = registry_of(root)
     try:
         with registry_errors("audit: reading the tracking server's copy"):
-            client = tracking.client()
-            problems = trail.check(root, client)
+            verdict = audit_copy.check(root, tracking.client(), name)
         against = "and the tracking server's copy agree"
     except KilnError as err:  # the chain alone can still be checked
-        problems = trail.check(root, None)
+        verdict = audit_copy.check(root, None, name)
         against = f"checked alone (tracking server not read: {err})"
-    if problems:
-        for line in problems:
+    if verdict.problems:
+        # A lost log names every entry of it: the first ones say enough.
+        for line in verdict.problems[:_SHOWN]:
             typer.echo(f"kiln: audit: {line}", err=True)
-        typer.echo(f"kiln: error: the audit log {trail.path(root)} was changed: {len(problems)} problem(s)", err=True)
+        if len(verdict.problems) > _SHOWN:
+            typer.echo(f"kiln: audit: ... and {len(verdict.problems) - _SHOWN} more", err=True)
+        file = trail.path(root)
+        what = f"the audit log {file}" + ("" if file.exists() else " (missing)")
+        what += " was changed" if verdict.copied is None else " and the tracking server's records disagree"
+        what += f": {len(verdict.problems)} problem(s)"
+        if verdict.copied:
+            what += f"; `kiln audit --restore` rebuilds the log from the server's {verdict.copied} entries of it"
+        typer.echo(f"kiln: error: {what}", err=True)
         sys.exit(1)
-    typer.echo(f"audit log intact: {len(entries)} entries; the hash chain {against}")
+    line = f"audit log intact: {len(entries)} entries; the hash chain {against}"
+    if verdict.pending:
+        line += f"; {verdict.pending} of them recorded while the server was unreachable are not on it"
+    if verdict.decisions:
+        line += f"; each of the {verdict.decisions} promotion decisions of '{name}' has its entry"
+    typer.echo(line)
