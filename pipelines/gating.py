@@ -14,7 +14,7 @@ from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, Q
 from components.deploy.gate import Decision, Evidence, decide
 from components.deploy.stats import Comparison
 from components.errors import KilnError
-from pipelines.registry import CHAMPION, alias, download
+from pipelines.registry import CHAMPION, alias
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -63,10 +63,15 @@ def score(name: str, number: str, test: pd.DataFrame, cfg: EvaluateConfig) -> Sc
     from components.deploy import evaluation as ev
     from components.deploy import stats
     from components.deploy.runtime import load_classifier
+    from pipelines import tracking, versions
+    from pipelines.registry import version
 
     with tempfile.TemporaryDirectory() as tmp:
-        onnx, tokenizer = download(name, number, Path(tmp))
-        runtime = load_classifier(onnx, tokenizer, threads=cfg.threads)
+        files = versions.artifacts(
+            versions.fetch(version(tracking.client(), name, number), Path(tmp) / "version", "gate")
+        )
+        onnx = files["model"]
+        runtime = load_classifier(onnx, files.get("tokenizer"), threads=cfg.threads)
         texts = test["text"].tolist()
         predicted = [runtime.labels[i] for i in runtime.logits(texts).argmax(-1)]
         truth = [runtime.labels.index(v) if v in runtime.labels else -1 for v in test["label"]]

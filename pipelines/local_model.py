@@ -5,6 +5,7 @@ seconds to import. The cache under `.kiln/cache/` is trusted while the local reg
 database is unchanged since the champion was looked up; any write to it (a new version,
 a moved alias, a logged run) sends the next call back to MLflow."""
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ def _stamp(uri: str) -> list[int] | None:
     return [found.st_mtime_ns, found.st_size]
 
 
-def cached_champion(root: Path, uri: str, name: str) -> Path | None:
-    """The champion's folder, if the cache holds it and the registry has not changed since."""
+def cached_champion(root: Path, uri: str, name: str) -> tuple[Path, str | None] | None:
+    """The champion's folder and the commit it was registered from, if the cache holds it
+    and the registry has not changed since."""
     stamp = _stamp(uri)
     try:
         record = json.loads((root / CACHE / "champion.json").read_text())
@@ -39,21 +41,25 @@ def cached_champion(root: Path, uri: str, name: str) -> Path | None:
     if stamp is None or record.get("key") != [uri, name, stamp]:
         return None
     folder = root / CACHE / record["folder"]
-    return folder if (folder / "MLmodel").is_file() else None
+    return (folder, record.get("commit")) if (folder / "MLmodel").is_file() else None
 
 
-def remember_champion(root: Path, uri: str, name: str, folder: Path) -> None:
+def remember_champion(root: Path, uri: str, name: str, folder: Path, commit: str | None) -> None:
     if (stamp := _stamp(uri)) is None:
         return
     record = root / CACHE / "champion.json"
     tmp = record.with_name(f".{record.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"key": [uri, name, stamp], "folder": str(folder.relative_to(root / CACHE))}))
+    tmp.write_text(
+        json.dumps({"key": [uri, name, stamp], "folder": str(folder.relative_to(root / CACHE)), "commit": commit})
+    )
     os.replace(tmp, record)
 
 
-def version_folder(root: Path, name: str, version: str) -> Path:
-    """Where a registered version is downloaded to (a version's files never change)."""
-    return root / CACHE / "models" / name / version
+def version_folder(root: Path, uri: str, name: str, version: str) -> Path:
+    """Where a registered version is downloaded to (a version's files never change); one
+    folder per tracking store, whose version numbers are their own."""
+    store = hashlib.sha256(uri.encode()).hexdigest()[:12]
+    return root / CACHE / "models" / store / name / version
 
 
 @dataclass

@@ -81,17 +81,6 @@ def find(client: "MlflowClient", name: str, sha256: str) -> "ModelVersion | None
     return max(found, key=lambda v: int(v.version)) if found else None
 
 
-def download(name: str, number: str, into: Path) -> tuple[Path, Path | None]:
-    """(ONNX file, tokenizer.json or None for a classical model) of a registered version."""
-    import mlflow
-
-    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{number}", dst_path=str(into)))
-    onnx = next(folder.rglob("*.onnx"), None)
-    if onnx is None:
-        raise KilnError(f"version {number} of '{name}' holds no ONNX model")
-    return onnx, next(folder.rglob("tokenizer.json"), None)
-
-
 def register_model(
     name: str,
     model: Path,
@@ -180,17 +169,24 @@ class Reference:
 
 def champion_reference(name: str) -> Reference:
     """The champion's training profile and the tokenizer it was measured with (both
-    logged beside the version by register), or why there is none."""
+    logged beside the version by register), or why there is none; the champion is
+    checked to be Kiln's own first."""
+    import tempfile
+
     import mlflow
     from mlflow.exceptions import MlflowException
     from tokenizers import Tokenizer
 
     from components.data.drift import Profile
+    from pipelines import versions
 
     with registry_errors(f"reading the champion of '{name}'"):
         champion = alias(tracking.client(), name, CHAMPION)
         if champion is None:
             return Reference(None, note="no champion yet: drift checks skipped")
+        with tempfile.TemporaryDirectory() as tmp:
+            # A champion that is not Kiln's stops the retrain: the gate would load it next.
+            versions.fetch(champion, Path(tmp) / "champion", f"the champion of '{name}'")
         try:
             profile = Profile.from_dict(mlflow.artifacts.load_dict(f"runs:/{champion.run_id}/lineage/profile.json"))
             tokenizer = Tokenizer.from_str(

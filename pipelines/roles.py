@@ -1,12 +1,16 @@
 """Who may do what on the registry: Kiln's roles as roles of MLflow's auth app, the users
 who hold them, and the check before the champion alias moves.
 
-Roles (MLflow roles in its `default` workspace, created on first use):
-- reader: reads every experiment, run and registered model;
-- promoter: also logs runs and moves aliases (MANAGE on every registered model);
+Roles (MLflow roles in its `default` workspace, created on first use and brought back to
+these grants whenever a user is added):
+- reader: reads every experiment, run and registered model, and writes nothing: no
+  experiment, run, artifact, registered model, version or alias;
+- promoter: also creates experiments and registered models (a workspace grant), logs runs
+  and moves aliases (MANAGE on every registered model);
 - admin: MLflow's administrator flag (users, permissions, everything).
-Every role may write to the audit trail's experiment, so a refused promotion is recorded
-in the tracking server too.
+MLflow's auth app lets any signed-in user create experiments and registered models (and
+then manage them) unless the server runs with workspaces, where creating takes a
+workspace grant: `kiln up` starts it so (servers.py).
 """
 
 import os
@@ -19,11 +23,10 @@ if TYPE_CHECKING:
     from mlflow.server.auth.client import AuthServiceClient
 
 WORKSPACE = "default"
-# (resource type, pattern, permission) each Kiln role grants, besides the audit experiment;
-# admin is MLflow's admin flag instead.
+# (resource type, pattern, permission) each Kiln role grants; admin is MLflow's admin flag.
 ROLES: dict[str, list[tuple[str, str, str]]] = {
     "reader": [("experiment", "*", "READ"), ("registered_model", "*", "READ")],
-    "promoter": [("experiment", "*", "EDIT"), ("registered_model", "*", "MANAGE")],
+    "promoter": [("workspace", "*", "USE"), ("experiment", "*", "EDIT"), ("registered_model", "*", "MANAGE")],
     "admin": [],
 }
 ROLE_PREFIX = "kiln-"
@@ -84,20 +87,26 @@ def require_manage(uri: str, model: str, action: str) -> None:
         )
 
 
-def _role_id(client: "AuthServiceClient", role: str, audit_experiment: str) -> int:
-    """The MLflow role for a Kiln role, created with its grants the first time."""
+def _role_id(client: "AuthServiceClient", role: str) -> int:
+    """The MLflow role for a Kiln role, holding exactly the grants ROLES gives it: made the
+    first time, and mended when an older Kiln made it with other grants."""
     name = ROLE_PREFIX + role
-    for found in client.list_roles(WORKSPACE):
-        if found.name == name:
-            return found.id
-    made = client.create_role(WORKSPACE, name, f"Kiln {role}")
-    for resource, pattern, permission in ROLES[role]:
-        client.add_role_permission(made.id, resource, pattern, permission)
-    client.add_role_permission(made.id, "experiment", audit_experiment, "EDIT")
-    return made.id
+    found = next((r for r in client.list_roles(WORKSPACE) if r.name == name), None)
+    if found is None:
+        found = client.create_role(WORKSPACE, name, f"Kiln {role}")
+    wanted = set(ROLES[role])
+    for grant in client.list_role_permissions(found.id):
+        held = (grant.resource_type, grant.resource_pattern, grant.permission)
+        if held in wanted:
+            wanted.discard(held)
+        else:
+            client.remove_role_permission(grant.id)
+    for resource, pattern, permission in sorted(wanted):
+        client.add_role_permission(found.id, resource, pattern, permission)
+    return found.id
 
 
-def add_user(uri: str, name: str, role: str, password: str, audit_experiment: str) -> None:
+def add_user(uri: str, name: str, role: str, password: str) -> None:
     from mlflow.exceptions import MlflowException
 
     client = service(uri)
@@ -106,7 +115,7 @@ def add_user(uri: str, name: str, role: str, password: str, audit_experiment: st
         if role == "admin":
             client.update_user_admin(name, True)
         else:
-            client.assign_role(name, _role_id(client, role, audit_experiment))
+            client.assign_role(name, _role_id(client, role))
     except MlflowException as err:
         raise KilnError(f"users add {name}: {_reason(err, uri)}") from None
 

@@ -144,25 +144,63 @@ def _alive(pid: int) -> bool:
 
 
 def up(root: Path, host: str, prefect_port: int, mlflow_port: int, secure: bool = True, timeout: float = 180.0) -> dict:
-    """Start both servers and write their addresses; returns the state written. With
-    `secure`, both refuse requests without the credentials of auth.py."""
+    """Start both servers and write their addresses; returns the state written, with the
+    servers started this time under "started". When an earlier `up`'s server died and the
+    other still runs, the dead one is started again as it was (host, port, store, sign-in).
+    With `secure`, both refuse requests without the credentials of auth.py."""
     current = read_servers(root)
-    if current and any(_alive(s["pid"]) for s in current["servers"].values()):
+    alive = {name for name, s in (current or {}).get("servers", {}).items() if _alive(s["pid"])}
+    if current and alive == set(current["servers"]):
         raise KilnError(f"servers are already up ({servers_file(root)}); `kiln down` stops them")
-    for port in (prefect_port, mlflow_port):
-        if not _port_free(host, port):
-            raise KilnError(f"port {port} on {host} is taken; choose another with --prefect-port/--mlflow-port")
+    if alive:
+        host, prefect_port, mlflow_port, secure = _settings(current)
     db_url = os.environ.get(DB_ENV) or None
     mlflow_store, prefect_db = databases(db_url, root)
+    plan = _plan(root, host, prefect_port, mlflow_port, secure, mlflow_store, prefect_db)
+    starting = [name for name in plan if name not in alive]
+    for name in starting:
+        port = prefect_port if name == "prefect" else mlflow_port
+        if not _port_free(host, port):
+            raise KilnError(f"port {port} on {host} is taken; choose another with --prefect-port/--mlflow-port")
     if db_url:
         ensure_databases(db_url)
-    (root / "mlflow").mkdir(exist_ok=True)
-    (root / ".prefect").mkdir(exist_ok=True)
+    for folder in ("mlflow", ".prefect"):
+        (root / folder).mkdir(exist_ok=True)
+    servers = {name: current["servers"][name] for name in alive}
+    for name in starting:
+        command, server_env, url, log = plan[name]
+        servers[name] = {"url": url, "log": str(log), "pid": _start(command, log, server_env)}
+    state = {"servers": servers, "backend": "postgresql" if db_url else "sqlite", "auth": secure}
+    servers_file(root).parent.mkdir(exist_ok=True)
+    servers_file(root).write_text(json.dumps(state, indent=2))
+    try:
+        for name in starting:
+            what = "Prefect server" if name == "prefect" else "MLflow server"
+            _wait(f"{servers[name]['url']}/health", servers[name]["pid"], Path(servers[name]["log"]), what, timeout)
+        if secure and "mlflow" in starting:
+            auth.check_admin(root, servers["mlflow"]["url"], auth.ensure(root), _hide(mlflow_store))
+    except KilnError:
+        down(root)
+        raise
+    return {**state, "started": starting}
+
+
+def _settings(state: dict) -> tuple[str, int, int, bool]:
+    """(host, Prefect port, MLflow port, secure) an earlier `up` started its servers with."""
+    from urllib.parse import urlsplit
+
+    prefect, mlflow = (urlsplit(state["servers"][name]["url"]) for name in ("prefect", "mlflow"))
+    return prefect.hostname, prefect.port, mlflow.port, bool(state.get("auth"))
+
+
+def _plan(
+    root: Path, host: str, prefect_port: int, mlflow_port: int, secure: bool, mlflow_store: str, prefect_db: str
+) -> dict[str, tuple[list[str], dict[str, str], str, Path]]:
+    """Each server's (command, environment, URL, log)."""
     logs = root / STATE_DIR
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
     prefect_url = f"http://{host}:{prefect_port}/api"
-    mlflow_url = f"http://{host}:{mlflow_port}"
     prefect_env = {
         **env,
         "PREFECT_API_DATABASE_CONNECTION_URL": prefect_db,
@@ -174,53 +212,17 @@ def up(root: Path, host: str, prefect_port: int, mlflow_port: int, secure: bool 
         credentials = auth.ensure(root)
         prefect_env["PREFECT_SERVER_API_AUTH_STRING"] = credentials.prefect_auth_string
         mlflow_env = {**env, **auth.server_env(root, mlflow_store, credentials)}
-        mlflow_app = ["--app-name", "basic-auth"]
-    servers = {
-        "prefect": {
-            "url": prefect_url,
-            "log": str(logs / "prefect.log"),
-            "pid": _start(
-                [str(bin_dir / "prefect"), "server", "start", "--host", host, "--port", str(prefect_port)],
-                logs / "prefect.log",
-                prefect_env,
-            ),
-        },
-        "mlflow": {
-            "url": mlflow_url,
-            "log": str(logs / "mlflow.log"),
-            "pid": _start(
-                [
-                    str(bin_dir / "mlflow"),
-                    "server",
-                    *mlflow_app,
-                    "--backend-store-uri",
-                    mlflow_store,
-                    "--artifacts-destination",
-                    (root / "mlflow" / "artifacts").as_uri(),
-                    "--host",
-                    host,
-                    "--port",
-                    str(mlflow_port),
-                    "--workers",
-                    "1",
-                ],
-                logs / "mlflow.log",
-                mlflow_env,
-            ),
-        },
+        # With workspaces, creating an experiment or registered model takes a workspace
+        # grant, which readers lack (roles.py); without, any signed-in user may create.
+        mlflow_app = ["--app-name", "basic-auth", "--enable-workspaces"]
+    mlflow_command = [str(bin_dir / "mlflow"), "server", *mlflow_app, "--backend-store-uri", mlflow_store]
+    mlflow_command += ["--artifacts-destination", (root / "mlflow" / "artifacts").as_uri(), "--workers", "1"]
+    mlflow_command += ["--host", host, "--port", str(mlflow_port)]
+    prefect_command = [str(bin_dir / "prefect"), "server", "start", "--host", host, "--port", str(prefect_port)]
+    return {
+        "prefect": (prefect_command, prefect_env, prefect_url, logs / "prefect.log"),
+        "mlflow": (mlflow_command, mlflow_env, f"http://{host}:{mlflow_port}", logs / "mlflow.log"),
     }
-    state = {"servers": servers, "backend": "postgresql" if db_url else "sqlite", "auth": secure}
-    servers_file(root).parent.mkdir(exist_ok=True)
-    servers_file(root).write_text(json.dumps(state, indent=2))
-    try:
-        _wait(f"{prefect_url}/health", servers["prefect"]["pid"], logs / "prefect.log", "Prefect server", timeout)
-        _wait(f"{mlflow_url}/health", servers["mlflow"]["pid"], logs / "mlflow.log", "MLflow server", timeout)
-        if secure:
-            auth.check_admin(root, mlflow_url, credentials, _hide(mlflow_store))
-    except KilnError:
-        down(root)
-        raise
-    return state
 
 
 def down(root: Path, grace: float = 15.0) -> list[str]:

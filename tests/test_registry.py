@@ -18,7 +18,7 @@ from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, Q
 from components.deploy.metadata import read_metadata, stamp
 from components.deploy.runtime import OnnxClassifier
 from components.errors import KilnError
-from pipelines import promotion, registry, tracking
+from pipelines import gating, promotion, registry, tracking
 from pipelines.gating import Bounds
 from tests.conftest import LABELS, TEXTS, clean_env, tiny_onnx
 
@@ -283,5 +283,132 @@ def test_a_registered_version_edited_to_hold_a_pickle_is_never_unpickled(store):
         text=True,
         timeout=120,
     )
-    assert served.returncode == 1 and "kiln: error: serve-model" in served.stderr and "pickle" in served.stderr
+    assert served.returncode == 1 and "kiln: error: serve-model" in served.stderr, served.stderr
+    assert "it holds python_model.pkl, which Kiln never writes" in served.stderr
     assert not mark.exists()
+
+
+def _version_folder(store: Path, number: str) -> Path:
+    """The registered version's folder in the SQLite store's artifact root."""
+    source = registry.version(tracking.client(), NAME, number).source.removeprefix("models:/")
+    return next(p.parent for p in (store / "mlruns").rglob("MLmodel") if source in str(p))
+
+
+def _plant_loader(folder: Path, mark: Path) -> None:
+    """The version's MLmodel rewritten to load a module of its own from code/: no pickle."""
+    import yaml
+
+    (folder / "code" / "planted.py").write_text(
+        f"import pathlib\npathlib.Path({str(mark)!r}).touch()\n"
+        "def _load_pyfunc(path, model_config=None):\n    raise RuntimeError('planted')\n"
+    )
+    described = yaml.safe_load((folder / "MLmodel").read_text())
+    described["flavors"]["python_function"]["loader_module"] = "planted"
+    (folder / "MLmodel").write_text(yaml.safe_dump(described))
+
+
+@pytest.mark.slow
+def test_a_version_that_loads_its_own_code_is_refused_everywhere(store):
+    """A registered version whose MLmodel names its own loader module in code/ (row 1 of
+    issue 25): predict, serve-model, explain, the gate and the retrain's champion lookup
+    refuse it in one line, and its code never runs."""
+    number = _register(store / "a", seed=0)
+    mark = store / "planted-ran"
+    _plant_loader(_version_folder(store, number), mark)
+    client = tracking.client()
+    client.set_registered_model_alias(NAME, registry.CHAMPION, number)
+    refusal = f"version {number} of '{NAME}' is not a model Kiln registered (its MLmodel loads 'planted'"
+    with pytest.raises(KilnError, match="not a model Kiln registered"):
+        registry.champion_reference(NAME)
+    test = pd.DataFrame({"text": TEXTS, "label": [LABELS[i % len(LABELS)] for i in range(len(TEXTS))]})
+    with pytest.raises(KilnError, match="gate: version 1 of 'kiln-test' is not a model Kiln registered"):
+        gating.score(NAME, number, test, FAST)
+
+    repo = store / "repo"
+    repo.mkdir()
+    (repo / "dvc.yaml").write_text("stages: {}\n")
+    (repo / "params.yaml").write_text("{}\n")
+    env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}")
+    uri = f"models:/{NAME}/{number}"
+    commands = {
+        "predict": ["predict", "a text", "--model", uri],
+        "explain": ["explain", "a text", "--model", f"models:/{NAME}@{registry.CHAMPION}"],
+        "serve-model": ["serve-model", "--model", uri, "--port", str(_free_port())],
+    }
+    for command, args in commands.items():
+        out = subprocess.run(
+            [str(Path(sys.executable).parent / "kiln"), *args],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 1 and len(lines) == 1, out.stderr
+        assert lines[0].startswith(f"kiln: error: {command}: ") and refusal in lines[0], lines[0]
+        assert "nothing of it was loaded" in lines[0]
+    assert not mark.exists()
+
+
+def test_only_kilns_own_files_pass_the_check(store, tmp_path, monkeypatch):
+    """What the check refuses, one change at a time, and a version registered from an
+    older commit of Kiln's, which loads although this installation's code differs."""
+    import shutil
+
+    import yaml
+
+    from pipelines import versions
+
+    number = _register(store / "a", seed=0)
+    good = versions.fetch(registry.version(tracking.client(), NAME, number), tmp_path / "good", "test")
+    versions.check(good, "it", None)
+
+    def variant(name: str, change) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(good, folder)
+        change(folder)
+        return folder
+
+    def loader(folder: Path) -> None:
+        described = yaml.safe_load((folder / "MLmodel").read_text())
+        described["flavors"]["python_function"]["loader_module"] = "mlflow.pyfunc.model"
+        (folder / "MLmodel").write_text(yaml.safe_dump(described))
+
+    refused = {
+        "edited": (lambda f: (f / "code/components/errors.py").write_text("import os\n"), "code/components/errors.py"),
+        "serving": (lambda f: (f / "serving.py").write_text("import os\n"), "serving.py is not"),
+        "stray": (lambda f: (f / "code/components/sitecustomize.py").write_text(""), "sitecustomize.py"),
+        "loader": (loader, "loads 'mlflow.pyfunc.model'"),
+        "pickle": (lambda f: (f / "artifacts/weights.pkl").write_bytes(b"x"), "weights.pkl is not a kind"),
+        "link": (lambda f: (f / "artifacts/link.json").symlink_to("/etc/hostname"), "link.json is a link"),
+    }
+    for name, (change, expected) in refused.items():
+        with pytest.raises(KilnError, match="not a model Kiln registered") as found:
+            versions.check(variant(name, change), "it", None)
+        assert expected in str(found.value), (name, str(found.value))
+    # Bytecode beside the checked source would be loaded instead of it: it goes.
+    cached = variant("bytecode", lambda f: (f / "code/components/__pycache__").mkdir())
+    versions.check(cached, "it", None)
+    assert not (cached / "code/components/__pycache__").exists()
+
+    # Kiln at another commit: the version holds that commit's errors.py.
+    kiln = tmp_path / "kiln"
+    shutil.copytree(versions.KILN / "components", kiln / "components", ignore=shutil.ignore_patterns("__pycache__"))
+    (kiln / "pipelines").mkdir()
+    shutil.copy(versions.KILN / versions.SERVING, kiln / versions.SERVING)
+    older = "# as an older Kiln had it\n" + (kiln / "components/errors.py").read_text()
+    (kiln / "components/errors.py").write_text(older)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    subprocess.run(["git", "init", "-q"], cwd=kiln, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=kiln, check=True)
+    subprocess.run([*git, "commit", "-qm", "older"], cwd=kiln, check=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=kiln, capture_output=True, text=True).stdout.strip()
+    (kiln / "components/errors.py").write_text(older + "# and changed since\n")
+    monkeypatch.setattr(versions, "KILN", kiln)
+    registered = variant("older", lambda f: (f / "code/components/errors.py").write_text(older))
+    versions.check(registered, "it", commit)
+    with pytest.raises(KilnError, match="which it was registered from, is not in this repository"):
+        versions.check(registered, "it", commit[::-1])
+    with pytest.raises(KilnError, match="names no commit"):
+        versions.check(registered, "it", None)

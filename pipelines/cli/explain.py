@@ -8,7 +8,7 @@ import typer
 
 from components.errors import KilnError
 from pipelines.cli.app import app, repo_root
-from pipelines.cli.registry import jsonl_texts, no_champion
+from pipelines.cli.registry import jsonl_texts, local_folder
 
 
 @app.command()
@@ -47,37 +47,26 @@ def explain(
 
 
 def _model_folder(root: Path, model: str | None) -> Path:
-    """The version's files on disk: the champion from the cache while the registry is
-    unchanged, otherwise downloaded through MLflow (and, for the champion, cached)."""
+    """The version's files on disk, checked to be Kiln's own: the champion from the cache
+    while the registry is unchanged, otherwise fetched through MLflow (the champion is
+    remembered for the next call)."""
     import os
 
-    from pipelines import local_model
+    from pipelines import local_model, versions
     from pipelines.params import load
 
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     params = load(root / "params.yaml")
     name = params.register_.name_for(params.ingest)
     if model is None and (cached := local_model.cached_champion(root, uri, name)) is not None:
-        return cached
-    import tempfile
-
-    import mlflow
-
+        folder, commit = cached
+        versions.check(folder, f"explain: the cached champion of '{name}' ({folder})", commit)
+        return folder
     from pipelines import registry, tracking
-    from pipelines.io import atomic
 
-    client = tracking.client()
     with registry.registry_errors(f"explain: loading {model or name}"):
-        if model is not None:
-            return Path(mlflow.artifacts.download_artifacts(model, dst_path=tempfile.mkdtemp(prefix="kiln-explain-")))
-        champion = registry.alias(client, name, registry.CHAMPION)
-        if champion is None:
-            raise no_champion(client, name, "explain")
-        folder = local_model.version_folder(root, name, str(champion.version))
-        if not (folder / "MLmodel").is_file():
-            # Whole or not at all: a cut-short download must not be taken for the version.
-            with atomic(folder) as tmp:
-                tmp.mkdir()
-                mlflow.artifacts.download_artifacts(f"models:/{name}/{champion.version}", dst_path=str(tmp))
-    local_model.remember_champion(root, uri, name, folder)
+        found = versions.resolve(tracking.client(), model, name, "explain")
+        folder = local_folder(root, found, "explain")
+    if model is None:
+        local_model.remember_champion(root, uri, name, folder, found.tags.get("git.commit"))
     return folder

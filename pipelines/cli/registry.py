@@ -124,26 +124,6 @@ def lineage(version: Annotated[int, typer.Argument(help="registered version numb
     )
 
 
-def no_champion(client, name: str, command: str = "predict") -> KilnError:
-    """Why there is nothing to predict with, and what can be used instead."""
-    from pipelines.registry import CHALLENGER, alias
-
-    challenger = alias(client, name, CHALLENGER)
-    if challenger is None:
-        return KilnError(f"{command}: '{name}' has no registered version yet; run the pipeline (`kiln run`)")
-    refused = [
-        f"{k.removeprefix('promotion.')}: {v.removeprefix('fail: ')}"
-        for k, v in challenger.tags.items()
-        if k.startswith("promotion.") and v.startswith("fail")
-    ]
-    why = f" (the gate refused it: {'; '.join(refused)})" if refused else ""
-    return KilnError(
-        f"{command}: '{name}' has no champion; version {challenger.version} is the challenger{why}. "
-        f"Use it with --model models:/{name}@{CHALLENGER}, or promote it: "
-        f"kiln promote --version {challenger.version} --force --reason ..."
-    )
-
-
 @app.command()
 def predict(
     text: Annotated[str | None, typer.Argument(help="a text to classify")] = None,
@@ -165,10 +145,11 @@ def predict(
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
+    from pipelines import versions
+
     with registry.registry_errors(f"predict: loading {model or name}"):
-        if model is None and registry.alias(client, name, registry.CHAMPION) is None:
-            raise no_champion(client, name)
-        loaded = mlflow.pyfunc.load_model(model or f"models:/{name}@{registry.CHAMPION}")
+        folder = local_folder(root, versions.resolve(client, model, name, "predict"), "predict")
+        loaded = mlflow.pyfunc.load_model(str(folder))
     try:
         out = loaded.predict(pd.DataFrame({"text": texts}))
     except MlflowException as err:
@@ -176,6 +157,14 @@ def predict(
     for _, row in out.iterrows():
         probabilities = {k: round(float(v), 4) for k, v in row.items() if k != "label"}
         typer.echo(json.dumps({"label": row["label"], "probabilities": probabilities}))
+
+
+def local_folder(root: Path, found, command: str) -> Path:
+    """A registered version's files in the repository's cache, checked to be Kiln's own."""
+    from pipelines import local_model, tracking, versions
+
+    folder = local_model.version_folder(root, tracking.uri(), found.name, str(found.version))
+    return versions.fetch(found, folder, command)
 
 
 def jsonl_texts(path: str) -> list:

@@ -32,6 +32,11 @@ def up(
             err=True,
         )
     state = servers.up(root, host, prefect_port, mlflow_port, secure=not no_auth)
+    if kept := sorted(set(state["servers"]) - set(state["started"])):
+        typer.echo(
+            f"restarted the {' and '.join(state['started'])} server, which had stopped, as it was "
+            f"({' and '.join(kept)} still up)"
+        )
     prefect, mlflow = state["servers"]["prefect"], state["servers"]["mlflow"]
     typer.echo(f"Prefect UI and API: {prefect['url'].removesuffix('/api')}  (log {prefect['log']})")
     typer.echo(f"MLflow UI:          {mlflow['url']}  (log {mlflow['log']})")
@@ -92,15 +97,21 @@ def serve_model(
     from pipelines.params import load
 
     params = load(root / "params.yaml")
-    uri = model or f"models:/{params.register_.name_for(params.ingest)}@champion"
-    import mlflow
-
+    name = params.register_.name_for(params.ingest)
+    from pipelines import tracking, versions
+    from pipelines.cli.registry import local_folder
     from pipelines.registry import registry_errors
 
-    # Loaded once here first, so a model that cannot be served (a pickle among its files,
-    # a missing version) is one clear line, not the server's traceback.
-    with registry_errors(f"serve-model: loading {uri}"):
-        mlflow.pyfunc.load_model(uri)
+    # The version is fetched and checked here, and the server loads that checked folder,
+    # not the URI: a model that cannot be served (code that is not Kiln's, a missing
+    # version) is one clear line, not the server's traceback.
+    with registry_errors(f"serve-model: loading {model or name}"):
+        found = versions.resolve(tracking.client(), model, name, "serve-model")
+        folder = local_folder(root, found, "serve-model")
+        import mlflow
+
+        mlflow.pyfunc.load_model(str(folder))
+    uri = f"models:/{found.name}/{found.version}"
     _become(
         [
             sys.executable,
@@ -109,7 +120,7 @@ def serve_model(
             "models",
             "serve",
             "-m",
-            uri,
+            str(folder),
             "--env-manager",
             "local",
             "-h",

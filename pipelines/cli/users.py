@@ -43,10 +43,8 @@ def add(
 
     roles.service(tracking.uri())  # a local store has no users: say so before asking anything
     password = _password(password_stdin)
-    client = tracking.client()
-    audit_experiment = tracking.experiment_id(client, audit.EXPERIMENT, root)
-    roles.add_user(tracking.uri(), name, role.value, password, audit_experiment)
-    audit.record(root, client, "user-add", None, user=name, role=role.value)
+    roles.add_user(tracking.uri(), name, role.value, password)
+    audit.record(root, tracking.client(), "user-add", None, user=name, role=role.value)
     typer.echo(
         f"user '{name}' added as {role.value}; they sign in with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
     )
