@@ -24,7 +24,7 @@ def check_batches(repo, params: Params, reference: Reference) -> list[BatchOutco
     rules = params.validate_.resolved(cfg.base)
     dataset = learned(cfg, root, folders)
     outcomes = []
-    for path in batch_files(root / cfg.incoming.dir, folders):
+    for path in batch_files(root / cfg.incoming.dir, root, folders):
         outcome = check(path, dataset, cfg.file, rules, reference.profile, reference.tokenizer, params.retrain.drift)
         outcomes.append(outcome)
         if outcome.accepted:

@@ -5,12 +5,14 @@ import errno
 import json
 import os
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from components.errors import KilnError
+from pipelines.tracking import uri
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,8 +23,33 @@ if TYPE_CHECKING:
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM}
 
 
+# The same in SQLite's words (primary result codes), for the SQLite tracking store.
+STORE_ERRORS = {
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PERM,
+}
+
+
 def disk_error(err: BaseException) -> bool:
     return isinstance(err, OSError) and not isinstance(err, ConnectionError) and err.errno in DISK_ERRORS
+
+
+def store_error(err: BaseException) -> KilnError | None:
+    """MLflow's error for a SQLite tracking store that its file system failed, as one
+    message naming the store and SQLite's reason; else None. MLflow wraps SQLAlchemy's
+    error, which holds the driver's (`orig`): only that one carries SQLite's code."""
+    found = getattr(err.__cause__, "orig", None)
+    if not isinstance(found, sqlite3.Error) or (found.sqlite_errorcode or 0) & 0xFF not in STORE_ERRORS:
+        return None
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(err, MlflowException):
+        return None
+    store = uri().removeprefix("sqlite:///")
+    return KilnError(f"the MLflow tracking store {store} failed: {found} ({found.sqlite_errorname}); check its disk")
 
 
 def chain(err: BaseException | None) -> Iterator[BaseException]:
@@ -33,12 +60,15 @@ def chain(err: BaseException | None) -> Iterator[BaseException]:
 
 
 def user_error(err: BaseException | None) -> KilnError | None:
-    """The KilnError behind `err`, or a full disk and its kin as one, else None (a bug)."""
+    """The KilnError behind `err`, or a full disk and its kin (the tracking store's
+    included) as one, else None (a bug)."""
     for found in chain(err):
         if isinstance(found, KilnError):
             return found
         if disk_error(found):
             return KilnError(f"{found.strerror}{f': {found.filename}' if found.filename else ''}")
+        if (failed := store_error(found)) is not None:
+            return failed
     return None
 
 

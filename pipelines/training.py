@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from components.errors import KilnError
+from components.text.config import check_validates
 from components.text.training import best_state, budgeted, build_trainer, resume_point
 from pipelines import console
 from pipelines.contract import StageContext
@@ -72,11 +73,15 @@ def fit(
 ):
     """Fit `module` on `data` (resuming this part's last checkpoint if it has one); with
     `monitor`, keep the best checkpoint by it and end with the best weights loaded."""
+    loader = data.train_dataloader()
+    bounded = budgeted(loop, len(loader.dataset))
+    if monitor:
+        check_validates(ctx.name, loop, bounded, len(loader))
     start = _resume(ctx, part)
     trainer = build_trainer(
         f"{ctx.name} {part}",
         ctx.params.hardware,
-        budgeted(loop, len(data.train_dataloader().dataset)),
+        bounded,
         _folder(ctx, part),
         mlflow_logger(ctx) if log_to_mlflow else [],
         monitor=monitor,

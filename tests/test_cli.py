@@ -90,3 +90,22 @@ def test_gpu_profile_merges_into_params_and_keeps_comments(repo):
     assert "  layers: 6" in after and after != before
     bad = run_kiln("profile", "tpu", cwd=repo)
     assert bad.returncode == 1 and "no profile 'tpu'" in bad.stderr and "profiles: gpu" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        (["promote", "--version", "abc"], "Error: Invalid value for '--version' / '-v': "),
+        (["stage", "ingest", "--bogus"], "Error: No such option: --bogus"),
+        (["stage"], "Error: Missing argument 'name'."),
+        (["nosuch"], "Error: No such command 'nosuch'."),
+    ],
+)
+def test_a_usage_error_is_a_usage_message_not_a_traceback(tmp_path, args, error):
+    # Typer raises its vendored click's errors, not click's own: each must still be shown.
+    out = subprocess.run(
+        [str(BIN / "kiln"), *args], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and out.stderr.startswith("Usage: kiln "), out.stderr
+    assert out.stderr.rstrip().splitlines()[-1].startswith(error), out.stderr

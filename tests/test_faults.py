@@ -223,6 +223,82 @@ def test_a_full_disk_is_one_line_naming_the_path(prepared):
     assert not list((prepared / "checkpoints").rglob(".*.tmp*"))
 
 
+def test_a_full_tracking_store_is_one_line_naming_it(prepared):
+    assert kiln("stage", "tokenize", cwd=prepared).returncode == 0  # the store exists, with a run
+    store = prepared / "mlflow" / "mlflow.db"
+    before = md5(prepared / "models/tokenizer.json")
+    # No file may reach an eighth of the store (about 1 MB): the store's first write lands
+    # past that, while every file the stage writes before it (DVC's 32 kB cache, the log)
+    # stays under. Just above its size would not do: a young store's pages have room for
+    # the next run's rows. SQLite reports the EFBIG of that write as an I/O error (ENOSPC,
+    # a really full disk, as "database or disk is full (SQLITE_FULL)").
+    limit = store.stat().st_size // 8
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = subprocess.run(
+        [str(BIN / "kiln"), "stage", "tokenize"],
+        cwd=prepared,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        preexec_fn=small_disk,
+        timeout=600,
+    )
+    assert out.returncode == 1
+    errors = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1, out.stderr
+    assert re.fullmatch(
+        r"kiln: error: the MLflow tracking store \S*/mlflow/mlflow\.db failed: disk I/O error "
+        r"\(SQLITE_IOERR_WRITE\); check its disk",
+        errors[0],
+    ), errors[0]
+    assert md5(prepared / "models/tokenizer.json") == before  # the last good output stays
+    assert kiln("stage", "tokenize", cwd=prepared).returncode == 0  # and the store still works
+
+
+def test_a_failed_stage_keeps_its_previous_outputs(prepared):
+    before = {path: md5(prepared / path) for path in ("data/raw/dataset.parquet", "reports/pii.json")}
+    (prepared / "data/external/mine.csv").write_text("body,label\nA story about markets,business\n")
+    out = kiln("stage", "ingest", cwd=prepared)
+    assert out.returncode == 1 and "kiln: error: ingest: " in out.stderr and "no text column 'text'" in out.stderr
+    assert {path: md5(prepared / path) for path in before} == before  # as the last good run left them
+    assert not (prepared / ".kiln/previous").exists()
+
+
+def test_numbers_in_a_jsonl_text_column_are_one_line_naming_the_line(prepared):
+    (prepared / "data/external/mine.jsonl").write_text(
+        '{"text": "A story about markets", "label": "business"}\n{"text": 42, "label": "tech"}\n'
+    )
+    set_params(prepared, ingest={"file": {"path": "data/external/mine.jsonl"}})
+    out = kiln("stage", "ingest", cwd=prepared)
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        f"kiln: error: ingest: {prepared}/data/external/mine.jsonl: line 2: column 'text' holds int 42, not text"
+    )
+
+
+def test_a_stage_killed_with_its_outputs_set_aside_blocks_nothing(prepared):
+    assert kiln("stage", "pretrain", cwd=prepared).returncode == 0
+    weights = prepared / "models/encoder/model.safetensors"
+    before = md5(weights)
+    params = (prepared / "params.yaml").read_text()
+    set_params(prepared, pretrain={"loop": {"max_epochs": 1000, "max_steps": 100000, "val_every_steps": 1000}})
+    stage = start([str(BIN / "kiln"), "stage", "pretrain"], prepared)
+    wait_for(lambda: (prepared / "checkpoints/pretrain/encoder/last.ckpt").is_file(), "a checkpoint", proc=stage)
+    os.killpg(stage.pid, signal.SIGKILL)
+    stage.wait()
+    assert not weights.exists() and (prepared / ".kiln/previous").is_dir()  # set aside when it died
+    (prepared / "params.yaml").write_text(params)
+    # The next stage that runs, whichever it is, puts them back first.
+    out = kiln("stage", "tokenize", cwd=prepared)
+    assert out.returncode == 0, out.stderr
+    assert md5(weights) == before
+    assert not (prepared / ".kiln/previous").exists()
+
+
 def test_a_planted_model_file_is_never_unpickled(prepared, tmp_path):
     """A `pytorch_model.bin` holding code, planted in a model folder a stage loads."""
     assert kiln("run", "pretrain", cwd=prepared).returncode == 0

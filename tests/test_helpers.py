@@ -7,12 +7,13 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from components.errors import KilnError
-from components.text.training import AtomicCheckpointIO, resume_point
+from components.text.training import AtomicCheckpointIO, best_state, resume_point
 from pipelines import dag, lock, metrics
 from pipelines.contract import StageContext, StageParams
 from pipelines.env import git_state
@@ -175,6 +176,47 @@ def test_a_checkpoint_that_does_not_load_is_moved_aside(tmp_path):
     # A checkpoint of other params or inputs is never resumed.
     AtomicCheckpointIO().save_checkpoint({"global_step": 5}, folder / "last.ckpt")
     assert resume_point(folder, "other") == (None, None) and not (folder / "last.ckpt").exists()
+
+
+def test_a_best_checkpoint_that_does_not_load_is_moved_aside_never_unpickled(tmp_path, monkeypatch):
+    """The fit ends by loading the best checkpoint the resumed one records: one that does
+    not load sends the stage back to the start, once, instead of failing every rerun."""
+    folder, io = tmp_path / "teacher", AtomicCheckpointIO()
+    best, last = folder / "best.ckpt", folder / "last.ckpt"
+    mark = tmp_path / "payload-ran"
+    monkeypatch.setenv("PAYLOAD_MARK", str(mark))
+    kept = {"monitor": "val/macro_f1", "best_model_path": str(best)}
+    monitored = {"ModelCheckpoint{'monitor': 'val/macro_f1'}": kept}  # as Lightning keys a callback's state
+    resume_point(folder, "abc")
+    io.save_checkpoint({"state_dict": {"w": torch.ones(2)}}, best)
+    whole = best.read_bytes()
+    spoils = {
+        "PytorchStreamReader failed reading zip archive": lambda: best.write_bytes(whole[: len(whole) // 2]),
+        "it holds objects other than tensors, never unpickled": lambda: torch.save(
+            {"state_dict": _Payload()}, best, pickle_module=pickle
+        ),
+        "it holds no model weights": lambda: io.save_checkpoint({"epoch": 1}, best),
+        "No such file or directory": best.unlink,
+    }
+    io.save_checkpoint({"global_step": 5, "callbacks": monitored}, last)
+    assert resume_point(folder, "abc") == (last, None)
+    for reason, spoil in spoils.items():
+        spoil()
+        io.save_checkpoint({"global_step": 5, "callbacks": monitored}, last)
+        resumed, warning = resume_point(folder, "abc")
+        assert resumed is None and not last.exists() and not best.exists()
+        assert warning.startswith(f"best checkpoint {best} does not load as weights ({reason}")
+        assert warning.endswith("starting over")
+        moved = list(folder.glob("best.ckpt.unusable-*"))
+        assert ("moved to best.ckpt.unusable-" in warning) == bool(moved) == (reason != "No such file or directory")
+        assert resume_point(folder, "abc") == (None, None)  # the next run is not blocked
+        io.save_checkpoint({"state_dict": {"w": torch.ones(2)}}, best)
+    # After a fit, the message says what to do.
+    spoils["it holds objects other than tensors, never unpickled"]()
+    trainer = SimpleNamespace(checkpoint_callbacks=[SimpleNamespace(monitor="val/macro_f1", best_model_path=str(best))])
+    with pytest.raises(KilnError, match=r"best checkpoint .*best\.ckpt does not load as weights .*; rerun the stage"):
+        best_state(trainer)
+    assert not mark.exists()
 
 
 def test_outputs_a_run_writes_do_not_make_the_tree_dirty(tmp_path):

@@ -59,3 +59,32 @@ def test_student_must_be_smaller_than_teacher():
 def test_pruning_ratio_of_one_is_refused():
     with pytest.raises(KilnError, match=r"prune\.head_ratio"):
         parse({"prune": {"head_ratio": 1}}, "params.yaml")
+
+
+def test_max_steps_below_the_validation_interval_is_refused_when_params_are_read():
+    # Early stopping and the best checkpoint on val/macro_f1 need a validation to happen.
+    for section in ("finetune", "distill", "prune", "search"):
+        with pytest.raises(KilnError, match=rf"{section}\.loop: val_every_steps \(5\) is more than max_steps \(2\)"):
+            parse({section: {"loop": {"max_steps": 2, "val_every_steps": 5}}}, "params.yaml")
+    # 0 trains nothing (the pretrained profile's pretrain), and pretrain monitors nothing.
+    parse({"finetune": {"loop": {"max_steps": 0, "val_every_steps": 5}}}, "params.yaml")
+    parse({"pretrain": {"loop": {"max_steps": 2, "val_every_steps": 5}}}, "params.yaml")
+
+
+def test_a_fit_that_would_end_before_validating_is_refused_before_it_starts():
+    from components.text.config import LoopConfig, check_validates
+
+    # Validation at an epoch's end (val_every_steps null): an epoch of 12 steps needs 12.
+    short = LoopConfig(max_epochs=2, max_steps=2)
+    with pytest.raises(KilnError, match=r"finetune\.loop: training ends at step 2 .*an epoch's end, step 12"):
+        check_validates("finetune", short, short, 12)
+    for fits in (LoopConfig(max_epochs=2, max_steps=12), LoopConfig(max_epochs=2, max_steps=0)):
+        check_validates("finetune", fits, fits, 12)
+    # No step limit, but too few epochs for a fixed interval.
+    few = LoopConfig(max_epochs=2, val_every_steps=30)
+    with pytest.raises(KilnError, match=r"training ends at step 24 .*\(val_every_steps 30\)"):
+        check_validates("finetune", few, few, 12)
+    # Beyond full_epochs_rows, training.budgeted sets the steps.
+    budgeted = few.model_copy(update={"max_steps": 20})
+    with pytest.raises(KilnError, match=r"training ends at step 20 \(max_steps -1, 20 by the budget"):
+        check_validates("finetune", few, budgeted, 500)

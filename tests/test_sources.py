@@ -1,6 +1,7 @@
 """Readers and the bad inputs a user can hand them."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -9,19 +10,21 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
+from components.data import sources
 from components.data.schema import COLUMNS
 from components.data.sources import (
     FileSourceConfig,
     IncomingSourceConfig,
     IngestConfig,
     append_new,
+    batch_files,
     ingest,
     read_bbc,
     read_file,
     read_files,
 )
 from components.errors import KilnError
-from tests.conftest import tiny_frame
+from tests.conftest import good_batch, tiny_frame
 
 
 def test_bbc_corpus():
@@ -155,6 +158,35 @@ def test_repeated_parquet_column_is_refused(tmp_path):
         read_file(path, FileSourceConfig(), "file")
 
 
+def test_numbers_in_the_text_column_of_jsonl_name_the_line_and_column(tmp_path):
+    # JSON keeps its types: a number is not a text. The blank line counts, as in an editor.
+    data = b'{"text": "a story", "label": "tech"}\n\n{"text": 42, "label": "tech"}\n{"text": [1], "label": "tech"}\n'
+    path = write(tmp_path, "n.jsonl", data)
+    with pytest.raises(KilnError, match=r"n\.jsonl: line 3: column 'text' holds int 42, not text \(1 more such row\)$"):
+        read_file(path, FileSourceConfig(), "file")
+    data = b'{"id": "r1", "body": "fine", "topic": "x"}\n{"id": "r2", "body": 3.5, "topic": "x"}\n'
+    path = write(tmp_path, "i.jsonl", data)
+    cfg = FileSourceConfig(text_column="body", label_column="topic", id_column="id")
+    with pytest.raises(KilnError, match=r"i\.jsonl: line 2 \(id r2\): column 'body' holds float 3\.5, not text$"):
+        read_file(path, cfg, "file")
+
+
+def test_a_text_column_of_another_type_in_parquet_names_the_row(tmp_path):
+    path = tmp_path / "n.parquet"
+    pd.DataFrame({"text": [7, 8, 9], "label": ["a", "b", "c"]}).to_parquet(path)
+    message = r"n\.parquet: row 1: column 'text' holds int64 7, not text \(2 more such rows\)"
+    with pytest.raises(KilnError, match=message):
+        read_file(path, FileSourceConfig(), "file")
+
+
+def test_digits_in_csv_and_missing_texts_are_not_refused(tmp_path):
+    # CSV has no types: "42" is a text. A missing text is validation's to quarantine.
+    path = write(tmp_path, "d.csv", b"text,label\n42,tech\n,tech\n")
+    assert read_file(path, FileSourceConfig(), "file")["text"].iloc[0] == "42"
+    path = write(tmp_path, "m.jsonl", b'{"text": null, "label": "tech"}\n{"text": "ok", "label": "tech"}\n')
+    assert read_file(path, FileSourceConfig(), "file")["text"].tolist()[1:] == ["ok"]
+
+
 @pytest.mark.parametrize("pattern", ["/etc/passwd", "../outside.csv", "data/../../outside.csv"])
 def test_paths_that_leave_the_repository_are_refused(tmp_path, pattern):
     with pytest.raises(ValidationError, match=r"ingest\.file\.path '.*' must be relative to the repository"):
@@ -207,3 +239,66 @@ def test_only_the_allowed_folders_are_read(tmp_path):
     assert len(ingest(cfg, tmp_path, allowed=[Path("data/external")])) == 10
     with pytest.raises(KilnError, match=r"mine\.csv is outside the folders ingest may read \(.*data/incoming\)"):
         ingest(cfg, tmp_path, allowed=[tmp_path / "data/incoming"])
+
+
+# --- The allowed folders themselves stay in the repository ---------------------------------
+# A data folder that is itself a link elsewhere would let in every file there: links to
+# files were refused, but data/external -> /elsewhere was followed (60 rows of a secret.csv).
+
+# As the ingest stage gives them: the folders dvc.yaml lists as its inputs.
+STAGE_FOLDERS = [Path("data/external"), Path("data/incoming"), Path("data/processed")]
+
+
+def repo_with_linked_folder(tmp_path, folder: str):
+    """(repo root, its real path, the real path of the outside folder that `folder` is a
+    link to); the outside folder holds a CSV, data/external a plain one unless linked."""
+    root = tmp_path / "repo"
+    (root / "data/external").mkdir(parents=True)
+    tiny_frame(2).to_csv(root / "data/external/base.csv", index=False)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    tiny_frame(12).to_csv(outside / "secret.csv", index=False)
+    if (root / folder).exists():
+        shutil.rmtree(root / folder)
+    (root / folder).symlink_to(outside, target_is_directory=True)
+    return root, root.resolve(), outside.resolve()
+
+
+@pytest.mark.parametrize(
+    "folder, allowed",
+    [("data/external", STAGE_FOLDERS), ("data/incoming", STAGE_FOLDERS), ("data", None)],  # None: root/data
+    ids=["external", "incoming", "data"],
+)
+@pytest.mark.parametrize("source", ["file", "incoming"])
+def test_a_data_folder_linked_out_of_the_repository_is_refused(tmp_path, monkeypatch, folder, allowed, source):
+    root, real_root, outside = repo_with_linked_folder(tmp_path, folder)
+    monkeypatch.setattr(sources, "read_file", lambda path, *_: pytest.fail(f"{path} was read"))
+    cfg = IngestConfig(source=source, incoming={"base": "file"}, file={"path": "data/external/*.csv"})
+    with pytest.raises(KilnError) as refused:
+        ingest(cfg, root, allowed=allowed)
+    assert str(refused.value) == (
+        f"ingest: {root / folder} is a link to {outside}, outside the repository {real_root}, so DVC cannot "
+        "track what ingest would read there; replace the link with a copy of the data"
+    )
+
+
+def test_the_batch_check_of_retrain_refuses_a_linked_out_folder_too(tmp_path):
+    root, _, outside = repo_with_linked_folder(tmp_path, "data/incoming")
+    with pytest.raises(KilnError, match=rf"ingest: .*data/incoming is a link to {outside}, outside the repository"):
+        batch_files(root / "data/incoming", root, [root / p for p in STAGE_FOLDERS])
+    with pytest.raises(KilnError, match=r"data/incoming is a link to .*; replace the link with a copy of the data"):
+        batch_files(root / "data/incoming", root)  # allowed: the folder itself
+
+
+def test_plain_data_folders_and_links_within_the_repository_are_read(tmp_path):
+    root = tmp_path / "repo"
+    (root / "data/external").mkdir(parents=True)
+    tiny_frame(2).to_csv(root / "data/external/base.csv", index=False)
+    (root / "shared").mkdir()
+    good_batch(rows_per_label=2).to_csv(root / "shared/batch.csv", index=False)
+    (root / "data/incoming").symlink_to(root / "shared", target_is_directory=True)
+    cfg = IngestConfig(source="incoming", incoming={"base": "file"}, file={"path": "data/external/*.csv"})
+    assert len(ingest(cfg, root, allowed=STAGE_FOLDERS)) == 20
+    # A repository reached through a link is the same repository.
+    (tmp_path / "link").symlink_to(root, target_is_directory=True)
+    assert len(ingest(cfg, tmp_path / "link", allowed=STAGE_FOLDERS)) == 20

@@ -20,17 +20,18 @@ def use_file(repo, data: bytes | pd.DataFrame, name: str = "mine.csv") -> None:
     set_params(repo, ingest={"source": "file", "file": {"path": f"data/external/{name}"}})
 
 
-def test_bad_file_fails_ingest_and_leaves_no_output(repo):
+def test_bad_file_fails_ingest_and_keeps_the_last_good_dataset(repo):
     use_file(repo, tiny_frame())
     assert kiln("stage", "ingest", cwd=repo).returncode == 0
-    assert (repo / "data/raw/dataset.parquet").exists()
+    good = (repo / "data/raw/dataset.parquet").read_bytes()
     use_file(repo, b'text,label\n"never closed,tech\nx,y\n')
     out = kiln("stage", "ingest", cwd=repo)
     assert out.returncode == 1
     assert "kiln: error: ingest: " in out.stderr and "mine.csv: malformed CSV" in out.stderr
     assert "Traceback" not in out.stderr
-    # The dataset of the earlier good run is gone too: nothing stale to mistake for valid.
-    assert not (repo / "data/raw/dataset.parquet").exists()
+    # The earlier good run's dataset is as it was (DVC knows it for the old input): a
+    # failed run costs the user nothing.
+    assert (repo / "data/raw/dataset.parquet").read_bytes() == good
 
 
 def test_params_typo_fails_before_any_work(repo):

@@ -12,8 +12,9 @@ import csv
 import glob
 import io
 import json
+import math
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path, PurePath
 from typing import Literal
@@ -138,9 +139,21 @@ def _folders(allowed: Sequence[Path] | None, root: Path) -> list[Path]:
     return [root / folder for folder in allowed] if allowed is not None else [root / "data"]
 
 
-def _refuse_outside(paths: list[Path], allowed: Sequence[Path], key: str) -> None:
-    """Refuse a file whose real path (symlinks followed) is in none of `allowed`."""
-    real_folders = [folder.resolve() for folder in allowed]
+def _refuse_outside(paths: list[Path], allowed: Sequence[Path], key: str, root: Path) -> None:
+    """Refuse a file whose real path (symlinks followed) is in none of `allowed`, and any
+    of `allowed` whose real path is outside the repository at `root`: a data folder that
+    is itself a link elsewhere would let in every file there."""
+    real_root, real_folders = root.resolve(), []
+    for folder in allowed:
+        real = folder.resolve()
+        if not real.is_relative_to(real_root):
+            linked = real != folder.absolute()
+            raise KilnError(
+                f"ingest: {folder} is {f'a link to {real}, ' if linked else ''}outside the repository "
+                f"{real_root}, so DVC cannot track what ingest would read there; "
+                + ("replace the link with a copy of the data" if linked else "copy the data into the repository")
+            )
+        real_folders.append(real)
     for path in paths:
         real = path.resolve()
         if not any(real.is_relative_to(folder) for folder in real_folders):
@@ -151,8 +164,9 @@ def _refuse_outside(paths: list[Path], allowed: Sequence[Path], key: str) -> Non
             )
 
 
-def expand(pattern: str, root: Path, allowed: Sequence[Path] | None = None,
-           key: str = "ingest.file.path") -> list[Path]:
+def expand(
+    pattern: str, root: Path, allowed: Sequence[Path] | None = None, key: str = "ingest.file.path"
+) -> list[Path]:
     """Files matching a path or glob, relative to `root`, sorted. `allowed` are the folders
     the files must really lie in (default: root/data); `key` is the params key the
     pattern came from, named when a file is refused."""
@@ -163,7 +177,7 @@ def expand(pattern: str, root: Path, allowed: Sequence[Path] | None = None,
             f"ingest reads only files under {', '.join(map(str, folders))}: copy the file there"
         )
     paths = sorted(root / p for p in glob.glob(pattern, root_dir=root, recursive=True) if (root / p).is_file())
-    _refuse_outside(paths, folders, key)
+    _refuse_outside(paths, folders, key, root)
     return paths
 
 
@@ -178,7 +192,7 @@ def read_file(path: Path, cfg: FileSourceConfig, source: str) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise KilnError(f"ingest: {path}: the file is empty")
     raw = _read_table(path, fmt, cfg.encoding)
-    return _to_dataset(raw, path, cfg, source)
+    return _to_dataset(raw, path, fmt, cfg, source)
 
 
 def _decode(path: Path, encoding: str) -> str:
@@ -262,7 +276,8 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
 
 
 def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
-    records = []
+    """The objects of a JSONL file, indexed by their line numbers, which errors name."""
+    records, lines = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -278,14 +293,40 @@ def _read_jsonl(path: Path, text: str) -> pd.DataFrame:
         if not isinstance(record, dict):
             raise KilnError(f"ingest: {path}: line {number}: expected a JSON object, got {type(record).__name__}")
         records.append(record)
-    return pd.DataFrame.from_records(records)
+        lines.append(number)
+    return pd.DataFrame.from_records(records, index=lines)
 
 
 def _first_line(err: Exception) -> str:
     return str(err).strip().splitlines()[0]
 
 
-def _to_dataset(raw: pd.DataFrame, path: Path, cfg: FileSourceConfig, source: str) -> pd.DataFrame:
+def _refuse_non_text(raw: pd.DataFrame, path: Path, fmt: str, cfg: FileSourceConfig) -> None:
+    """Refuse a text cell that holds a number, a list or another value that is not text,
+    naming the first one's line or row, and id. JSONL and Parquet keep their values' types
+    (CSV is read as text throughout). A missing text (null) is left to validation, which
+    quarantines its row."""
+    text = raw[cfg.text_column]
+    bad = [i for i, value in enumerate(text) if not (isinstance(value, str) or _missing(value))]
+    if not bad:
+        return
+    value = text.iloc[bad[0]]
+    # `_read_jsonl` indexes records by their line; Parquet rows count from 1.
+    row = f"line {raw.index[bad[0]]}" if fmt == "jsonl" else f"row {bad[0] + 1}"
+    if cfg.id_column:
+        row += f" (id {raw[cfg.id_column].iloc[bad[0]]})"
+    more = f" ({len(bad) - 1} more such row{'s' if len(bad) > 2 else ''})" if len(bad) > 1 else ""
+    raise KilnError(
+        f"ingest: {path}: {row}: column '{cfg.text_column}' holds {type(value).__name__} {str(value)[:40]}, "
+        f"not text{more}"
+    )
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _to_dataset(raw: pd.DataFrame, path: Path, fmt: str, cfg: FileSourceConfig, source: str) -> pd.DataFrame:
     if raw.empty:
         raise KilnError(f"ingest: {path}: has a header but no rows")
     wanted = {"text": cfg.text_column, "label": cfg.label_column}
@@ -295,12 +336,10 @@ def _to_dataset(raw: pd.DataFrame, path: Path, cfg: FileSourceConfig, source: st
         if column not in raw.columns:
             found = ", ".join(map(str, raw.columns[:10]))
             raise KilnError(
-                f"ingest: {path}: no {role} column '{column}' (columns found: {found}); "
-                f"set ingest.file.{role}_column"
+                f"ingest: {path}: no {role} column '{column}' (columns found: {found}); set ingest.file.{role}_column"
             )
+    _refuse_non_text(raw, path, fmt, cfg)
     text = raw[cfg.text_column]
-    if not (pd.api.types.is_string_dtype(text) or text.dtype == object):
-        raise KilnError(f"ingest: {path}: column '{cfg.text_column}' holds {text.dtype}, not text")
     labels = raw[cfg.label_column]
     if labels.isna().all():
         raise KilnError(f"ingest: {path}: label column '{cfg.label_column}' is empty in every row")
@@ -309,7 +348,7 @@ def _to_dataset(raw: pd.DataFrame, path: Path, cfg: FileSourceConfig, source: st
     else:
         # Row numbers as in a spreadsheet (header is row 1), so an id points at its line.
         ids = pd.Series([f"{path.name}:{i + 2}" for i in range(len(raw))], index=raw.index)
-    stamp = pd.Timestamp(datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc))
+    stamp = pd.Timestamp(datetime.fromtimestamp(path.stat().st_mtime, tz=UTC))
     frame = pd.DataFrame(
         {
             "id": ids.to_numpy(),
@@ -322,8 +361,9 @@ def _to_dataset(raw: pd.DataFrame, path: Path, cfg: FileSourceConfig, source: st
     return frame[list(COLUMNS)]
 
 
-def read_files(pattern: str, cfg: FileSourceConfig, root: Path, source: str,
-               allowed: Sequence[Path] | None = None) -> pd.DataFrame:
+def read_files(
+    pattern: str, cfg: FileSourceConfig, root: Path, source: str, allowed: Sequence[Path] | None = None
+) -> pd.DataFrame:
     """The files `pattern` (ingest.file.path) matches under `root`, read into one frame.
     Each must really lie in one of `allowed` (default: root/data)."""
     paths = expand(pattern, root, allowed)
@@ -332,27 +372,31 @@ def read_files(pattern: str, cfg: FileSourceConfig, root: Path, source: str,
     return pd.concat([read_file(p, cfg, source) for p in paths], ignore_index=True)
 
 
-def batch_files(directory: Path, allowed: Sequence[Path] | None = None,
-                key: str = "ingest.incoming.dir") -> list[Path]:
+def batch_files(
+    directory: Path, root: Path, allowed: Sequence[Path] | None = None, key: str = "ingest.incoming.dir"
+) -> list[Path]:
     """The batch files of a folder, by name (a name that starts with a date sorts by it).
     Hidden files and DVC's `.dvc` pointers beside learned batches are not batches. A file
-    that is a link to somewhere outside `allowed` (default: `directory` itself) is refused,
-    naming `key`, the params key that set the folder."""
+    that is a link to somewhere outside `allowed` (default: `directory` itself), or a
+    folder of `allowed` outside the repository at `root`, is refused, naming `key`, the
+    params key that set the folder."""
     if not directory.is_dir():
         return []
-    paths = sorted(p for p in directory.iterdir()
-                   if p.is_file() and not p.name.startswith(".") and p.suffix != ".dvc")
-    _refuse_outside(paths, list(allowed) if allowed is not None else [directory], key)
+    paths = sorted(p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix != ".dvc")
+    _refuse_outside(paths, list(allowed) if allowed is not None else [directory], key, root)
     return paths
 
 
-def _batches(root: Path, folder: Literal["dir", "processed_dir"], cfg: IngestConfig,
-             allowed: Sequence[Path]) -> list[pd.DataFrame]:
+def _batches(
+    root: Path, folder: Literal["dir", "processed_dir"], cfg: IngestConfig, allowed: Sequence[Path]
+) -> list[pd.DataFrame]:
     # The source names the batch, not its folder: moving a learned batch from incoming/
     # to processed/ must not change the dataset.
     directory = root / getattr(cfg.incoming, folder)
-    return [read_file(p, cfg.file, f"batch:{p.name}")
-            for p in batch_files(directory, allowed, f"ingest.incoming.{folder}")]
+    return [
+        read_file(p, cfg.file, f"batch:{p.name}")
+        for p in batch_files(directory, root, allowed, f"ingest.incoming.{folder}")
+    ]
 
 
 def append_new(current: pd.DataFrame, batch: pd.DataFrame) -> pd.DataFrame:

@@ -2,9 +2,11 @@
 knobs. Plain pydantic and nothing else, so that reading `params.yaml` (which every
 `kiln` command does) never pays for importing torch or Lightning."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from components.errors import KilnError
 
 
 class _Config(BaseModel):
@@ -84,6 +86,42 @@ class LoopConfig(_Config):
     )
 
 
+def _validates(loop: LoopConfig) -> LoopConfig:
+    """Refuse a loop that max_steps ends before its first validation (0 trains nothing,
+    so needs none). Where validation is at each epoch's end, how many steps an epoch has
+    depends on the data: that case is checked when the fit starts."""
+    if loop.val_every_steps is not None and 0 < loop.max_steps < loop.val_every_steps:
+        raise ValueError(
+            f"val_every_steps ({loop.val_every_steps}) is more than max_steps ({loop.max_steps}): training "
+            f"would end before its first validation, which early stopping and the best checkpoint need; "
+            f"set val_every_steps to at most {loop.max_steps}"
+        )
+    return loop
+
+
+# The loop of a stage that early-stops on a val metric or keeps its best checkpoint by one.
+MonitoredLoop = Annotated[LoopConfig, AfterValidator(_validates)]
+
+
+def check_validates(stage: str, loop: LoopConfig, bounded: LoopConfig, epoch_steps: int) -> None:
+    """Refuse, before it starts, a fit of `stage` with `epoch_steps` batches an epoch that
+    would end before its first validation: `loop` as params give it, `bounded` as its
+    budget for the data sets it (see training.budgeted, which counts steps as on one
+    device). Lightning validates every `val_every_steps` steps, else at each epoch's end."""
+    epochs = bounded.max_epochs * epoch_steps
+    last = epochs if bounded.max_steps < 0 else min(bounded.max_steps, epochs)
+    first = bounded.val_every_steps or epoch_steps
+    if not 0 < last < first:
+        return
+    budget = f", {last} by the budget for rows beyond full_epochs_rows" if bounded.max_steps != loop.max_steps else ""
+    at = f"val_every_steps {first}" if loop.val_every_steps else f"val_every_steps null: an epoch's end, step {first}"
+    raise KilnError(
+        f"{stage}.loop: training ends at step {last} (max_steps {loop.max_steps}{budget}; {loop.max_epochs} "
+        f"epochs of {epoch_steps} steps), before its first validation ({at}), which early stopping and the best "
+        f"checkpoint need; set {stage}.loop.val_every_steps to at most {last}"
+    )
+
+
 class OptimConfig(_Config):
     lr: float = Field(5e-4, gt=0, le=1)
     weight_decay: float = Field(0.01, ge=0)
@@ -114,7 +152,7 @@ class FinetuneConfig(_Config):
     ablation: bool = Field(False, description="also train the same classifier from scratch and log the gain")
     augmented: bool = Field(True, description="also train on the augmented copies of the train rows used")
     patience: int = Field(2, ge=1, description="epochs without a better val/macro_f1 before stopping")
-    loop: LoopConfig = LoopConfig(max_epochs=3)
+    loop: MonitoredLoop = LoopConfig(max_epochs=3)
     optim: OptimConfig = OptimConfig(lr=5e-4)
 
 
@@ -124,7 +162,7 @@ class DistillConfig(_Config):
     temperature: float = Field(2.0, gt=0)
     hidden_weight: float = Field(0.0, ge=0, description="weight of hidden-state matching; 0 turns it off")
     augmented: bool = Field(True, description="transfer set: train plus the augmented copies")
-    loop: LoopConfig = LoopConfig(max_epochs=3)
+    loop: MonitoredLoop = LoopConfig(max_epochs=3)
     optim: OptimConfig = OptimConfig(lr=1e-3)
 
 
@@ -138,5 +176,5 @@ class PruneConfig(_Config):
     )
     alpha: float = Field(0.5, ge=0, le=1, description="recovery: weight of the hard-label loss")
     temperature: float = Field(2.0, gt=0)
-    loop: LoopConfig = LoopConfig(max_epochs=1)
+    loop: MonitoredLoop = LoopConfig(max_epochs=1)
     optim: OptimConfig = OptimConfig(lr=5e-4)

@@ -10,6 +10,7 @@ weights only: a checkpoint file is never unpickled.
 
 import math
 import os
+import pickle
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -212,23 +213,66 @@ def resume_point(checkpoints: Path, fingerprint: str) -> tuple[Path | None, str 
 
     A checkpoint resumes only if it belongs to a run of the same inputs and config (else
     the folder is cleared: a checkpoint of other data or params must never be resumed)
-    and it loads as weights. One that does not (cut short, corrupt, or holding code) is
-    moved aside and the stage starts over, so it never blocks a later run."""
+    and it loads as weights, as does the best checkpoint it records, which the fit ends by
+    loading. A file that does not (cut short, corrupt, or holding code) is moved aside and
+    the stage starts over, so it never blocks a later run. Without its best weights a
+    resumed run could not end with the model an uninterrupted one would have: it starts
+    over too."""
     stamp = checkpoints / "fingerprint"
     last = checkpoints / "last.ckpt"
     if stamp.is_file() and stamp.read_text() == fingerprint and last.is_file():
         try:
-            torch.load(last, map_location="cpu", weights_only=True)
+            state = torch.load(last, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - zip, pickle and torch errors alike mean "unusable"
-            aside = last.with_name(f"last.ckpt.unusable-{time.strftime('%Y%m%dT%H%M%S')}")
-            last.rename(aside)
-            return None, f"{last} does not load ({_reason(err)}); moved to {aside.name}, starting over"
+            aside = _aside(last)
+            return None, f"{last} does not load ({_load_reason(err)}); moved to {aside.name}, starting over"
+        for best in _recorded_best(state):
+            try:
+                _weights(best)
+            except Exception as err:  # noqa: BLE001
+                last.unlink()
+                moved = f"moved to {_aside(best).name}, " if best.exists() else ""
+                why = _load_reason(err)
+                return None, f"best checkpoint {best} does not load as weights ({why}); {moved}starting over"
         return last, None
     if checkpoints.exists():
         shutil.rmtree(checkpoints)
     checkpoints.mkdir(parents=True)
     stamp.write_text(fingerprint)
     return None, None
+
+
+def _load_reason(err: Exception) -> str:
+    """Why a checkpoint did not load, in a few words: torch's messages run to paragraphs."""
+    if isinstance(err, pickle.UnpicklingError):
+        return "it holds objects other than tensors, never unpickled"
+    return _reason(err).split(". ")[0]
+
+
+def _aside(checkpoint: Path) -> Path:
+    """Rename an unusable checkpoint out of Lightning's way, kept for a look."""
+    aside = checkpoint.with_name(f"{checkpoint.name}.unusable-{time.strftime('%Y%m%dT%H%M%S')}")
+    checkpoint.rename(aside)
+    return aside
+
+
+def _recorded_best(state: Any) -> list[Path]:
+    """The best checkpoints a Lightning checkpoint's monitoring ModelCheckpoints record:
+    restored on resume, they are what `best_state` reads unless the fit finds a better one."""
+    callbacks = state.get("callbacks", {}) if isinstance(state, dict) else {}
+    return [
+        Path(kept["best_model_path"])
+        for kept in callbacks.values()
+        if isinstance(kept, dict) and kept.get("monitor") and kept.get("best_model_path")
+    ]
+
+
+def _weights(checkpoint: Path | str) -> dict[str, Any]:
+    """A Lightning checkpoint's model weights, read as weights only."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
+        raise ValueError("it holds no model weights")
+    return state["state_dict"]
 
 
 def finish(checkpoints: Path) -> None:
@@ -241,10 +285,11 @@ def best_state(trainer: L.Trainer) -> dict[str, Any] | None:
     for callback in trainer.checkpoint_callbacks:
         if callback.monitor and callback.best_model_path:
             try:
-                return torch.load(callback.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+                return _weights(callback.best_model_path)
             except Exception as err:  # noqa: BLE001
+                # The last checkpoint records this one: a rerun moves it aside and starts over.
                 raise KilnError(
                     f"best checkpoint {callback.best_model_path} does not load as weights "
-                    f"({_reason(err)}); rerun the stage"
+                    f"({_load_reason(err)}); rerun the stage to train again"
                 ) from None
     return None

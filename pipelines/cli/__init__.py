@@ -3,7 +3,7 @@
 import sys
 import traceback
 
-import click
+import typer
 
 from pipelines import console
 from pipelines.cli import audit, explain, pipeline, registry, servers, users  # noqa: F401  (each registers its commands)
@@ -14,14 +14,14 @@ from pipelines.io import user_error
 def main() -> None:
     try:
         code = app(standalone_mode=False)
-    except click.ClickException as err:
+    except typer.TyperException as err:
+        # A usage error (a bad value, an unknown option or command): Typer's vendored click
+        # raises it, not click's own, and its `show` prints the usage and one Error: line.
         err.show()
         sys.exit(err.exit_code)
-    except (click.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         console.get().error("kiln: stopped")
         sys.exit(130)
-    except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
     except Exception as err:
         # A stage failure reaches here wrapped by DVC or Prefect; a user error inside it
         # still gets its one clear message.
