@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 @dataclass
 class Bounds:
     """What the gate holds a challenger to: params.yaml's promote, export and quantize, and
-    the macro-F1 floor resolved (a number, or the classical candidate's lower bound)."""
+    the macro-F1 floor resolved (a number, or the baseline candidate's lower bound)."""
 
     gate: GateConfig
     evaluate: EvaluateConfig
@@ -36,17 +36,20 @@ class Bounds:
 
 def floor(gate: GateConfig, evaluation: Path) -> tuple[float, str]:
     """The macro-F1 floor: promote.min_macro_f1 as a number, or `baseline`, the lower end
-    of the classical model's 95 % interval in today's evaluation."""
+    of the 95 % interval of the baseline today's evaluation compared the selected model
+    with (the classical model, or for a classical model the best transformer on val)."""
     if gate.min_macro_f1 != "baseline":
         return float(gate.min_macro_f1), "promote.min_macro_f1"
     try:
-        low = json.loads(evaluation.read_text())["variants"]["classical"]["macro_f1_ci95"][0]
-    except (OSError, ValueError, KeyError) as err:
+        report = json.loads(evaluation.read_text())
+        baseline = report["baseline"]
+        low = report["variants"][baseline["name"]]["macro_f1_ci95"][0]
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise KilnError(
-            f"promote.min_macro_f1: baseline needs the classical model's interval in {evaluation} "
+            f"promote.min_macro_f1: baseline needs the baseline's interval in {evaluation} "
             f"({type(err).__name__}); run the pipeline, or set a number"
         ) from None
-    return float(low), "baseline: lower end of the classical model's 95 % interval"
+    return float(low), f"baseline: lower end of {baseline['name']}'s 95 % interval; {baseline['why']}"
 
 
 @dataclass
@@ -102,6 +105,7 @@ def _number(tags: dict[str, str], key: str) -> float | None:
 def evidence(tags: dict[str, str]) -> Evidence:
     """What register recorded on the version from export's and quantize's measurements."""
     validation = tags.get("data.validation")
+    texts = _number(tags, "gate.quantize_texts")
     return Evidence(
         export_max_abs_diff=_number(tags, "gate.export_max_abs_diff"),
         export_agreement=_number(tags, "gate.export_agreement"),
@@ -109,6 +113,8 @@ def evidence(tags: dict[str, str]) -> Evidence:
         quantize_f1_drop=_number(tags, "gate.quantize_f1_drop"),
         validation_passed=None if validation is None else validation == "passed",
         quantized=tags.get("gate.quantized", "true") != "false",
+        quantize_texts=None if texts is None else int(texts),
+        quantize_one_text_f1=_number(tags, "gate.quantize_one_text_f1"),
     )
 
 

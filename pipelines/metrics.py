@@ -62,15 +62,21 @@ TABLE: dict[str, str] = {
     "the model it was exported from",
     "onnx_{model}/parity_agreement": "share of labels an ONNX file and the model it was exported from agree on",
     "onnx_{model}/size_mb": "size of an ONNX file",
-    "onnx_int8/agreement": "share of test predictions INT8 shares with FP32",
-    "onnx_int8/macro_f1_drop": "test macro-F1 lost by quantization",
+    "onnx_int8/passed": "1 if INT8 passed quantize's gate on val; 0: refused, and not a candidate of select",
+    "onnx_int8/val_agreement": "share of val predictions INT8 shares with FP32",
+    "onnx_int8/val_macro_f1_drop": "val macro-F1 lost by quantization",
+    "onnx_int8/val_allowed_disagreements": "val texts quantize's gate let INT8 label differently from FP32 "
+    "(quantize.min_agreement, and at least one)",
+    "onnx_int8/val_allowed_f1_drop": "val macro-F1 loss quantize's gate allowed (quantize.max_f1_drop, and at "
+    "least what one changed prediction can cost)",
     "onnx_int8/size_ratio": "FP32 size over INT8 size",
     "{variant}/test_macro_f1": "test macro-F1 of a model variant",
     "{variant}/test_accuracy": "test accuracy of a model variant",
     "{variant}/latency_ms_{pct}_{batch}": "latency percentile (p50, p95) of one call at batch 1 or 32",
     "{variant}/throughput_b32": "texts per second at batch 32",
     "{variant}/test_macro_f1_{end}": "lower or upper end of the 95 % bootstrap interval of a variant's test macro-F1",
-    "{variant}/val_macro_f1": "val macro-F1 of a candidate, as the select stage measured it",
+    "{variant}/val_macro_f1": "val macro-F1 of a candidate, as the select stage measured it (and quantize, for "
+    "its FP32 and INT8 files)",
     "{variant}/val_macro_f1_{end}": "lower or upper end of its 95 % bootstrap interval",
     "classical/val_accuracy": "val accuracy of the classical model's chosen grid point",
     "classical/features": "n-grams the classical model keeps",
@@ -87,7 +93,8 @@ TABLE: dict[str, str] = {
     "trial/latency_ms_p50_b1": "a search trial's p50 batch-1 latency (ms) of its file (logged on the trial's run)",
     "trial/size_mb": "a search trial's file size (logged on the trial's run)",
     "trial/seconds": "a search trial's wall time on its worker (logged on the trial's run)",
-    "selected_vs_{other}/delta_macro_f1": "the selected candidate's test macro-F1 minus another's, on the same texts",
+    "selected_vs_{other}/delta_macro_f1": "the selected candidate's test macro-F1 minus another's, on the same "
+    "texts: the teacher's, or its baseline's (evaluation.json's `baseline`), named after the baseline's family",
     "selected_vs_{other}/ci_{end}": "ends of the paired-bootstrap 95 % interval of that difference",
     "selected_vs_{other}/p_value": "exact McNemar p-value of the two on the same texts",
     "selected_vs_{other}/discordant": "test texts exactly one of the two gets right",
@@ -130,7 +137,7 @@ _SLOTS = {
     "end": "lo|hi",
     "entity": "[A-Z][A-Z0-9_]*",
     "column": "[A-Za-z0-9_]+",
-    "other": "classical|teacher",
+    "other": "classical|transformer|teacher",
 }
 _PATTERNS = [
     re.compile("^" + re.sub(r"\\\{(\w+)\\\}", lambda m: f"(?:{_SLOTS[m.group(1)]})", re.escape(name)) + "$")
@@ -149,7 +156,7 @@ HEADLINE = {
     "distill": ("val/macro_f1", "test/macro_f1"),
     "prune": ("val/macro_f1", "prune/non_embedding_reduction"),
     "export": ("onnx_fp32/max_abs_diff", "onnx_fp32/size_mb"),
-    "quantize": ("onnx_int8/agreement", "onnx_int8/size_mb"),
+    "quantize": ("onnx_int8/passed", "onnx_int8/val_agreement", "onnx_int8/size_mb"),
     "classical": ("classical/val_macro_f1", "onnx_classical/size_mb"),
     "search": ("search/trials", "search/front"),
     "select": (),

@@ -64,16 +64,20 @@ class ExportReport(_Record):
 
 
 class QuantizeReport(_Record):
+    """INT8 against FP32 on the whole val split, and the gate's verdict."""
+
     mode: Literal["dynamic", "static"]
-    agreement: float  # share of test predictions equal to FP32's
+    texts: int
+    agreement: float  # share of val predictions equal to FP32's
     fp32_macro_f1: float
     int8_macro_f1: float
-    min_agreement: float
+    one_text_f1: float  # the most macro-F1 one changed FP32 prediction can cost on these texts
+    min_agreement: float  # quantize's params, as set
     max_f1_drop: float
-
-    @property
-    def passed(self) -> bool:
-        return self.agreement >= self.min_agreement and self.fp32_macro_f1 - self.int8_macro_f1 <= self.max_f1_drop
+    allowed_disagreements: int  # what the gate allowed: the params, or one text where they ask for less
+    allowed_f1_drop: float
+    passed: bool
+    verdict: str  # measured against allowed, and why
 
 
 class FrontMember(_Record):
@@ -121,10 +125,22 @@ class Selection(_Record):
     val_texts: int
     budgets: dict[str, float]
     candidates: dict[str, Candidate]
+    excluded: dict[str, str] = {}  # files left out of the candidates, and why
 
     @property
     def chosen(self) -> Candidate:
         return self.candidates[self.selected]
+
+    def baseline(self) -> tuple[str, str]:
+        """(candidate, why): what the selected model is compared with and its floor is
+        drawn from. A transformer is held to the classical model; a classical one to the
+        other family's best on val, since its own family's best is usually itself."""
+        if self.chosen.family == "transformer":
+            return "classical", "the selected model is a transformer, so the baseline is the classical model"
+        others = {name: c.val_macro_f1 for name, c in self.candidates.items() if c.family == "transformer"}
+        return max(others, key=others.__getitem__), (
+            "the selected model is classical, so the baseline is the best transformer candidate on val"
+        )
 
 
 class Registration(_Record):

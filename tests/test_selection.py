@@ -1,8 +1,14 @@
-"""Choosing the candidate to ship on val: budgets, ties within the interval, a pinned family."""
+"""Choosing the candidate to ship on val: budgets, ties within the interval, a pinned family;
+and the baseline the chosen one is compared with and floored by."""
+
+import json
 
 import pytest
 
+from components.deploy.config import GateConfig
 from components.deploy.selection import Measured, choose
+from pipelines.gating import floor
+from pipelines.records import Candidate, Selection
 
 TRUTH = [i % 4 for i in range(200)]
 
@@ -49,3 +55,53 @@ def test_budgets_and_a_pinned_family_are_respected():
     assert pinned.selected == "onnx_int8" and "select.family pins the transformer family" in pinned.reason
     with pytest.raises(ValueError, match="no candidate of family classical"):
         choose(TRUTH, {"onnx_int8": measured["onnx_int8"]}, "classical", 50.0, 10.0, 1000, 0)
+
+
+def _selection(selected: str, **val_macro_f1: float) -> Selection:
+    """A selection among candidates named classical or search_* (classical family) and
+    onnx_* (transformers), with these val macro-F1s; a refused INT8 left out."""
+
+    def candidate(name: str, f1: float) -> Candidate:
+        family = "transformer" if name.startswith("onnx_") else "classical"
+        return Candidate(
+            family=family,
+            file=f"models/{name}.onnx",
+            tokenizer=None,
+            val_macro_f1=f1,
+            val_macro_f1_ci95=(f1 - 0.05, f1 + 0.05),
+            val_accuracy=f1,
+            latency_ms_p95_b1=1.0,
+            size_mb=1.0,
+            within_budgets=True,
+            tied_with_best=name == selected,
+        )
+
+    return Selection(
+        family="any",
+        selected=selected,
+        reason="the best on val",
+        val_texts=185,
+        budgets={},
+        candidates={name: candidate(name, f1) for name, f1 in val_macro_f1.items()},
+        excluded={"onnx_int8": "refused by quantize's gate: INT8 labels 9 of 185 val texts differently"},
+    )
+
+
+def test_a_classical_model_is_held_to_the_best_transformer_not_to_itself(tmp_path):
+    classical = _selection("classical", classical=0.95, search_3=0.94, onnx_fp32=0.90, onnx_teacher=0.92)
+    name, why = classical.baseline()
+    assert name == "onnx_teacher" and why.startswith("the selected model is classical")
+    transformer = _selection("onnx_fp32", classical=0.90, onnx_fp32=0.95, onnx_teacher=0.92)
+    assert transformer.baseline()[0] == "classical"
+
+    # promote.min_macro_f1: baseline is the lower end of that candidate's test interval.
+    evaluation = tmp_path / "evaluation.json"
+    evaluation.write_text(
+        json.dumps(
+            {
+                "baseline": {"name": name, "family": "transformer", "why": why},
+                "variants": {"classical": {"macro_f1_ci95": [0.93, 0.97]}, name: {"macro_f1_ci95": [0.85, 0.95]}},
+            }
+        )
+    )
+    assert floor(GateConfig(), evaluation) == (0.85, f"baseline: lower end of onnx_teacher's 95 % interval; {why}")

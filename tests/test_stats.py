@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import f1_score
 
-from components.deploy.stats import _macro_f1, _weights, bootstrap, mcnemar, paired, texts_needed
+from components.deploy.stats import _macro_f1, _weights, bootstrap, mcnemar, one_text_loss, paired, texts_needed
 
 
 def _labels(n: int, seed: int = 0) -> np.ndarray:
@@ -70,6 +70,34 @@ def test_a_model_better_on_many_texts_is_better_in_every_resample():
     assert comparison.macro_f1_difference.low > 0 and not comparison.macro_f1_difference.contains(0.0)
     assert (comparison.a_only, comparison.b_only, comparison.discordant) == (100, 0, 100)
     assert comparison.mcnemar_p == pytest.approx(2 * 0.5**100)
+
+
+def test_one_text_loss_is_the_worst_single_change():
+    """Against every text moved to every other label (macro-F1 as scikit-learn's, above),
+    on small splits that miss labels, predict labels the truth lacks, or get everything
+    right or wrong."""
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        labels, n = int(rng.integers(2, 7)), int(rng.integers(2, 30))
+        used = int(rng.integers(2, labels + 1))
+        truth = rng.integers(0, used, n)
+        predicted = np.where(rng.random(n) < rng.random(), truth, rng.integers(0, used, n))
+        everyone = np.ones((1, n))
+        before = _macro_f1(everyone, truth, predicted, labels)[0]
+        worst = 0.0
+        for i in range(n):
+            for label in set(range(labels)) - {predicted[i]}:
+                moved = predicted.copy()
+                moved[i] = label
+                worst = max(worst, before - _macro_f1(everyone, truth, moved, labels)[0])
+        assert one_text_loss(truth, predicted, labels) == pytest.approx(worst, abs=1e-12), (truth, predicted)
+
+
+def test_one_text_of_185_is_more_than_half_a_point():
+    """The split of issue 25: 185 texts of two labels, all right. One changed prediction
+    costs 0.54 points of macro-F1, so a 0.5-point bound asks for less than one text."""
+    truth = [0] * 92 + [1] * 93
+    assert one_text_loss(truth, truth, 2) == pytest.approx(0.0054, abs=5e-5)
 
 
 def test_mcnemar_is_scipys_exact_binomial_test():

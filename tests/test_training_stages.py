@@ -220,3 +220,41 @@ def test_params_out_of_range_fail_before_training(repo):
     out = kiln("stage", "pretrain", cwd=repo)
     assert out.returncode == 1
     assert "finetune.optim.lr" in out.stderr and "heads (4) must divide hidden (30)" in out.stderr
+
+
+def test_a_refused_int8_is_left_out_and_a_classical_model_is_held_to_the_best_transformer(trained):
+    """An INT8 file quantize refused (its verdict turned to a refusal here: a trained tiny
+    model's INT8 passes) is no candidate of select, which says why; with the classical
+    family pinned, evaluate compares the classical model with the best transformer on val,
+    not with itself, and promote's `baseline` floor is that transformer's."""
+    from components.deploy.config import GateConfig
+    from components.deploy.metadata import read_metadata, stamp
+    from pipelines.gating import floor
+
+    set_params(trained, select={"family": "classical"})
+    out = kiln("run", "quantize", "classical", "search", cwd=trained)
+    assert out.returncode == 0, out.stdout + out.stderr
+    int8 = trained / "models/model.int8.onnx"
+    metadata = read_metadata(int8)
+    verdict = "INT8 labels 9 of 12 val texts differently from FP32 (allowed 1: quantize.min_agreement 0.99)"
+    stamp(int8, {**metadata, "kiln.quantize": {**metadata["kiln.quantize"], "passed": False, "verdict": verdict}})
+    reason = f"refused by quantize's gate: {verdict}"
+    assert f"onnx_int8 left out: {reason}" in stage(trained, "select").stdout
+    selection = json.loads((trained / "reports/selection.json").read_text())
+    assert selection["selected"] == "classical" and "onnx_int8" not in selection["candidates"]
+    assert selection["excluded"] == {"onnx_int8": reason}
+    assert child_runs(trained, "select")["tags.kiln.excluded.onnx_int8"].tolist() == [reason]
+
+    stage(trained, "evaluate")
+    report = json.loads((trained / "reports/evaluation.json").read_text())
+    transformers = {n: c["val_macro_f1"] for n, c in selection["candidates"].items() if c["family"] == "transformer"}
+    best = max(transformers, key=transformers.__getitem__)
+    assert report["baseline"]["name"] == best and report["baseline"]["family"] == "transformer"
+    assert report["comparisons"]["selected_vs_transformer"]["other"] == best
+    assert set(report["comparisons"]) == {"selected_vs_transformer", "selected_vs_teacher"}
+    assert report["excluded"] == {"onnx_int8": reason} and "onnx_int8" in report["variants"]  # measured, not chosen
+    written = (trained / "reports/evaluation.md").read_text()
+    assert f"Baseline: {best}, the selected model is classical" in written
+    assert f"Not a candidate, measured here only: onnx_int8, {reason}." in written
+    low, source = floor(GateConfig(), trained / "reports/evaluation.json")
+    assert low == report["variants"][best]["macro_f1_ci95"][0] and f"lower end of {best}'s 95 % interval" in source

@@ -20,8 +20,9 @@ class QuantizeConfig(BaseModel):
 
     mode: Literal["dynamic", "static"] = "dynamic"
     calibration_texts: int = Field(128, ge=1, description="static: val texts that calibrate activations")
-    min_agreement: float = Field(0.99, ge=0, le=1, description="share of test predictions equal to FP32's")
-    max_f1_drop: float = Field(0.005, ge=0, le=1, description="largest test macro-F1 loss against FP32")
+    # On the whole val split; never finer than one text of it (the gate widens them to that).
+    min_agreement: float = Field(0.99, ge=0, le=1, description="share of val predictions equal to FP32's")
+    max_f1_drop: float = Field(0.005, ge=0, le=1, description="largest val macro-F1 loss against FP32")
 
 
 class EvaluateConfig(BaseModel):
@@ -52,8 +53,8 @@ class GateConfig(BaseModel):
     )
     min_macro_f1: float | Literal["baseline"] = Field(
         "baseline",
-        description="floor on test macro-F1: a number, or baseline: the lower end of the classical candidate's "
-        "95 % interval on the same test split",
+        description="floor on test macro-F1: a number, or baseline: the lower end of the baseline's 95 % interval "
+        "on the same test split (the classical model; for a classical model, the best transformer on val)",
     )
     max_latency_ms_p95_b1: float = Field(50.0, gt=0, description="budget for p95 latency at batch 1")
     max_size_mb: float = Field(10.0, gt=0, description="budget for the model file")

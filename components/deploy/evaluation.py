@@ -79,6 +79,22 @@ def size_mb(paths: Sequence[Path]) -> float:
     return sum(p.stat().st_size for p in paths) / 1e6
 
 
+def ratios(variants: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """INT8 against the teacher (size, speed, macro-F1 kept) and against FP32 (speed-up)."""
+    teacher, int8, fp32 = variants["teacher"], variants["onnx_int8"], variants["onnx_fp32"]
+    return {
+        "int8_vs_teacher": {
+            "size_ratio": teacher["size_mb"] / int8["size_mb"],
+            "latency_ratio_p50_b1": teacher["latency_ms_p50_b1"] / int8["latency_ms_p50_b1"],
+            "macro_f1_retention": int8["macro_f1"] / teacher["macro_f1"] if teacher["macro_f1"] else 0.0,
+        },
+        "int8_vs_fp32": {
+            "speedup_p50_b1": fp32["latency_ms_p50_b1"] / int8["latency_ms_p50_b1"],
+            "speedup_p50_b32": fp32["latency_ms_p50_b32"] / int8["latency_ms_p50_b32"],
+        },
+    }
+
+
 def plot_confusion(matrix: list[list[int]], labels: list[str], title: str, out: Path) -> None:
     import matplotlib
 

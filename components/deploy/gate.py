@@ -6,6 +6,7 @@ the registered version), against today's bounds: a version whose measurements ar
 missing, or outside the bounds, fails them.
 """
 
+import math
 from dataclasses import dataclass
 
 from components.deploy.config import ExportConfig, GateConfig, QuantizeConfig
@@ -33,6 +34,47 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class Tolerance:
+    """What the INT8 gate allows on a split of `texts` texts: quantize's bounds, widened
+    to one text where they ask for less than one text can show (on 185 texts, 0.5 points
+    of macro-F1 is finer than the 0.54 a single changed prediction costs)."""
+
+    texts: int
+    disagreements: int  # texts INT8 may label differently from FP32
+    f1_drop: float  # macro-F1 INT8 may lose
+    disagreements_why: str
+    f1_drop_why: str
+
+    def admits(self, differing: int, drop: float) -> bool:
+        # The slack: a drop of exactly one text's cost, computed two ways, may differ in its last bits.
+        return differing <= self.disagreements and drop <= self.f1_drop + 1e-9
+
+    def verdict(self, differing: int, drop: float, split: str) -> str:
+        return (
+            f"INT8 labels {differing} of {self.texts} {split} texts differently from FP32 (allowed "
+            f"{self.disagreements}: {self.disagreements_why}) and loses {drop * 100:.2f} macro-F1 points "
+            f"(allowed {self.f1_drop * 100:.2f}: {self.f1_drop_why})"
+        )
+
+
+def int8_tolerance(cfg: QuantizeConfig, texts: int, one_text: float) -> Tolerance:
+    """`cfg`'s bounds on `texts` texts, where one changed prediction costs at most
+    `one_text` macro-F1 (`stats.one_text_loss` of FP32's predictions)."""
+    # The epsilon keeps (1 - 0.9) * 10 at 1, not 0.9999999999999998.
+    asked = math.floor((1 - cfg.min_agreement) * texts + 1e-9)
+    agreement = f"quantize.min_agreement {cfg.min_agreement:g}"
+    drop = f"quantize.max_f1_drop {cfg.max_f1_drop:g}"
+    finer = "is finer than this split resolves"
+    return Tolerance(
+        texts,
+        max(asked, 1),
+        max(cfg.max_f1_drop, one_text),
+        agreement if asked >= 1 else f"one text of {texts}; {agreement} {finer}",
+        drop if cfg.max_f1_drop >= one_text else f"one text of {texts}; {drop} {finer}",
+    )
+
+
+@dataclass(frozen=True)
 class Evidence:
     """What the stages before registration measured; None where nothing was recorded."""
 
@@ -42,6 +84,10 @@ class Evidence:
     quantize_f1_drop: float | None
     validation_passed: bool | None
     quantized: bool = True  # an FP32 or classical file has no INT8 parity to check
+    # The val texts INT8 was compared on, and what one changed prediction could cost there:
+    # None on versions registered before they were recorded, held to the bare bounds.
+    quantize_texts: int | None = None
+    quantize_one_text_f1: float | None = None
 
 
 def _parity(evidence: Evidence, export: ExportConfig, quantize: QuantizeConfig) -> list[Check]:
@@ -59,6 +105,14 @@ def _parity(evidence: Evidence, export: ExportConfig, quantize: QuantizeConfig) 
         quantized = Check("quantize_parity", True, "not quantized: no INT8 parity to check")
     elif e.quantize_agreement is None or e.quantize_f1_drop is None:
         quantized = Check("quantize_parity", False, "no INT8 parity measurement recorded on the version")
+    elif e.quantize_texts is not None and e.quantize_one_text_f1 is not None:
+        tolerance = int8_tolerance(quantize, e.quantize_texts, e.quantize_one_text_f1)
+        differing = round((1 - e.quantize_agreement) * e.quantize_texts)
+        quantized = Check(
+            "quantize_parity",
+            tolerance.admits(differing, e.quantize_f1_drop),
+            tolerance.verdict(differing, e.quantize_f1_drop, "val"),
+        )
     else:
         quantized = Check(
             "quantize_parity",

@@ -1,7 +1,7 @@
 """Uncertainty for compared numbers: bootstrap intervals of accuracy and macro-F1 over
 test texts, a paired comparison of two models on the same texts (a bootstrap interval of
-their macro-F1 difference and an exact McNemar test), and how many test texts a wanted
-precision would take.
+their macro-F1 difference and an exact McNemar test), how many test texts a wanted
+precision would take, and the most macro-F1 one changed prediction can cost on a split.
 
 Intervals are percentile intervals over resamples of the test texts. Macro-F1 averages
 over the labels that occur in a (re)sample's truth or predictions, as scikit-learn's
@@ -105,6 +105,45 @@ def texts_needed(half_width: float, texts: int, tolerance: float) -> int:
     if tolerance <= 0:
         raise ValueError(f"tolerance must be positive, got {tolerance}")
     return math.ceil(texts * (half_width / tolerance) ** 2)
+
+
+def one_text_loss(truth: Sequence[int], predicted: Sequence[int], labels: int) -> float:
+    """The most macro-F1 these predictions can lose when one text's prediction moves to
+    another of the model's `labels`: the finest loss a split of these texts can show.
+    Macro-F1 is averaged as `bootstrap` averages it, so a label can enter or leave the
+    average. Exact, from the per-label counts: one step per label and per distinct
+    (truth, wrong prediction) pair, never per text and label."""
+    y, p = _arrays(truth, predicted)
+    hits = np.bincount(y[y == p], minlength=labels).astype(float)
+    # 2TP + FP + FN: the label's true texts plus its predicted ones.
+    size = (np.bincount(y, minlength=labels) + np.bincount(p, minlength=labels)).astype(float)
+    f1 = np.divide(2 * hits, size, out=np.zeros_like(hits), where=size > 0)
+    present = int((size > 0).sum())
+    before = f1.sum() / present
+    # The F1 a present label loses when it gains one wrong prediction. A text's new label is
+    # neither its truth nor its old prediction, so the three worst serve every text.
+    hurt = f1 - 2 * hits / (size + 1)
+    worst = sorted(np.flatnonzero(size > 0), key=lambda label: -hurt[label])[:3]
+
+    def lowest(total: float, count: int, exclude: set[int]) -> float | None:
+        """The lowest macro-F1 once the text has left its old prediction (F1 sum `total`
+        over `count` labels): moved to the worst present label, or to an absent one."""
+        options = [total / (count + 1)] if present < labels else []
+        if (label := next((q for q in worst if q not in exclude), None)) is not None:
+            options.append((total - hurt[label]) / count)
+        return min(options, default=None)
+
+    # A text predicted right, of label t: t loses a hit (and still counts, as a truth).
+    lows = [
+        lowest(f1.sum() - f1[t] + 2 * (hits[t] - 1) / (size[t] - 1), present, {t}) for t in np.flatnonzero(hits > 0)
+    ]
+    # A text of label t predicted wrong, as `old`: `old` loses a false positive.
+    for pair in np.unique(y[y != p] * labels + p[y != p]):
+        t, old = divmod(int(pair), labels)
+        gone = bool(size[old] == 1)  # its only occurrence: the label leaves the average
+        left = 0.0 if gone else 2 * hits[old] / (size[old] - 1)
+        lows.append(lowest(f1.sum() - f1[old] + left, present - gone, {t, old}))
+    return max([0.0] + [float(before - low) for low in lows if low is not None])
 
 
 def _arrays(*columns: Sequence[int]) -> list[np.ndarray]:

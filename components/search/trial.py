@@ -215,15 +215,7 @@ def _transformer(spec: TrialSpec) -> TrialResult:
     else:
         quantize_dynamic(fp32, int8)
     stamp(int8, {**metadata, "quantization": p["quantization"]})
-    agreed = agreement_gate(
-        reference,
-        OnnxClassifier(int8, tokens),
-        texts,
-        truth,
-        spec.quantize.min_agreement,
-        spec.quantize.max_f1_drop,
-        "val",
-    )
+    agreed = agreement_gate(reference, OnnxClassifier(int8, tokens), texts, truth, spec.quantize, "val")
     fp32.unlink()
     figures = _measure(spec, OnnxClassifier(int8, tokens, threads=spec.evaluate.threads), texts, truth)
     return TrialResult(
@@ -236,6 +228,8 @@ def _transformer(spec: TrialSpec) -> TrialResult:
                 "agreement": agreed.agreement,
                 "fp32_macro_f1": agreed.fp32_macro_f1,
                 "int8_macro_f1": agreed.int8_macro_f1,
+                "texts": agreed.texts,
+                "one_text_f1": agreed.one_text_f1,
             },
         },
         details={

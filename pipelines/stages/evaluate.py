@@ -1,7 +1,9 @@
 """evaluate: every variant of both families on the same test split, the same way: quality
 with 95 % bootstrap intervals, latency at batch 1 and 32 with a fixed thread count,
-throughput, size and parameters; the selected candidate compared, text by text, with the
-classical model and the teacher; a JSON report (DVC metrics), a Markdown table and plots."""
+throughput, size and parameters; the selected candidate compared, text by text, with its
+baseline (`Selection.baseline`: the classical model, or for a classical model the best
+transformer) and the teacher; a JSON report (DVC metrics), a Markdown table and plots. A
+file select left out (a refused INT8) is measured too, and the report says why it was out."""
 
 from collections.abc import Callable
 
@@ -36,24 +38,9 @@ SCALARS = {
 }
 
 
-def _ratios(variants: dict[str, dict]) -> dict[str, dict[str, float]]:
-    teacher, int8, fp32 = variants["teacher"], variants["onnx_int8"], variants["onnx_fp32"]
-    return {
-        "int8_vs_teacher": {
-            "size_ratio": teacher["size_mb"] / int8["size_mb"],
-            "latency_ratio_p50_b1": teacher["latency_ms_p50_b1"] / int8["latency_ms_p50_b1"],
-            "macro_f1_retention": int8["macro_f1"] / teacher["macro_f1"] if teacher["macro_f1"] else 0.0,
-        },
-        "int8_vs_fp32": {
-            "speedup_p50_b1": fp32["latency_ms_p50_b1"] / int8["latency_ms_p50_b1"],
-            "speedup_p50_b32": fp32["latency_ms_p50_b32"] / int8["latency_ms_p50_b32"],
-        },
-    }
-
-
 def _runtimes(ctx: StageContext, labels: list[str], selection: Selection) -> dict[str, tuple[Callable, float, int]]:
     """(logits function, size in MB, parameters) of every variant, and of the selected
-    candidate when it is a model of the search's front."""
+    candidate and its baseline when they are models of the search's front."""
     cfg, paths = ctx.params.evaluate, ctx.params.paths
     found: dict[str, tuple[Callable, float, int]] = {}
     for name in TORCH:
@@ -79,11 +66,12 @@ def _runtimes(ctx: StageContext, labels: list[str], selection: Selection) -> dic
         raise KilnError(f"evaluate: the classical model's labels {classical.labels} differ from {labels}")
     # The classical file keeps its weights in node attributes: the count comes from its metadata.
     found["classical"] = (classical.logits, ev.size_mb([file]), int(classical.metadata["grid_point"]["params"]))
-    if (chosen := selection.chosen) and selection.selected not in found:  # a model of the search's front
-        file = ctx.input(chosen.file, "selected model")
+    for name in sorted({selection.selected, selection.baseline()[0]} - found.keys()):  # of the search's front
+        chosen = selection.candidates[name]
+        file = ctx.input(chosen.file, "candidate model")
         runtime = load_classifier(file, ctx.input(chosen.tokenizer) if chosen.tokenizer else None, threads=cfg.threads)
         count = int(runtime.metadata["grid_point"]["params"]) if chosen.family == "classical" else ev.onnx_params(file)
-        found[selection.selected] = (runtime.logits, ev.size_mb([file]), count)
+        found[name] = (runtime.logits, ev.size_mb([file]), count)
     return found
 
 
@@ -118,19 +106,22 @@ def run(ctx: StageContext) -> StageResult:
     finally:
         torch.set_num_threads(threads)
 
+    base, why = selection.baseline()
+    baseline = {"name": base, "family": selection.candidates[base].family, "why": why}
     comparisons = {}
-    for other in ("classical", "teacher"):
+    for group, other in ((f"selected_vs_{baseline['family']}", base), ("selected_vs_teacher", "teacher")):
         found = stats.paired(truth, predicted[selection.selected], predicted[other], cfg.resamples, cfg.bootstrap_seed)
         d = found.macro_f1_difference
-        comparisons[f"selected_vs_{other}"] = {
+        comparisons[group] = {
             "selected": selection.selected,
+            "other": other,
             "delta_macro_f1": d.estimate,
             "ci95": [d.low, d.high],
             "p_value": found.mcnemar_p,
             "n_discordant": found.discordant,
         }
     explained, html = explaining.run(ctx, selection, labels, {n: r[0] for n, r in runtimes.items()}, split["val"], test)
-    ratios = _ratios(variants)
+    ratios = ev.ratios(variants)
     reports = ctx.path(paths.reports)
     figures = reports / "evaluation"
     with atomic(figures) as tmp:
@@ -149,6 +140,8 @@ def run(ctx: StageContext) -> StageResult:
             "threads": cfg.threads,
             "selected": selection.selected,
             "selected_family": selection.chosen.family,
+            "baseline": baseline,  # what the selected model is compared with, and promote's `baseline` floor
+            "excluded": selection.excluded,
             "variants": variants,
             "comparisons": comparisons,
             "ratios": ratios,
@@ -171,7 +164,7 @@ def run(ctx: StageContext) -> StageResult:
         reports / "pareto.json",
     )
     with atomic(reports / "evaluation.md") as tmp:
-        tmp.write_text(markdown(len(texts), cfg.threads, selection, variants, comparisons, explained))
+        tmp.write_text(markdown(len(texts), cfg.threads, selection, baseline, variants, comparisons, explained))
     metrics = {f"{name}/{logged}": float(v[key]) for name, v in variants.items() for key, logged in SCALARS.items()}
     metrics.update(
         {
@@ -212,12 +205,21 @@ def run(ctx: StageContext) -> StageResult:
 
 
 def markdown(
-    texts: int, threads: int, selection: Selection, variants: dict[str, dict], comparisons: dict, explained: dict
+    texts: int,
+    threads: int,
+    selection: Selection,
+    baseline: dict,
+    variants: dict[str, dict],
+    comparisons: dict,
+    explained: dict,
 ) -> str:
     lines = [
         f"# Evaluation on {texts} test texts ({threads} thread(s))",
         "",
         f"Selected on val: {selection.reason}.",
+        *[f"\nNot a candidate, measured here only: {name}, {why}." for name, why in selection.excluded.items()],
+        "",
+        f"Baseline: {baseline['name']}, {baseline['why']}; promote.min_macro_f1 `baseline` is its lower bound.",
         "",
         ev.markdown(variants),
         "## Paired comparisons",
@@ -226,8 +228,8 @@ def markdown(
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     lines += [
-        f"| {name} ({c['selected']}) | {c['delta_macro_f1']:+.4f} | [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] "
-        f"| {c['p_value']:.3g} | {c['n_discordant']} |"
+        f"| {name} ({c['selected']} vs {c['other']}) | {c['delta_macro_f1']:+.4f} "
+        f"| [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {c['p_value']:.3g} | {c['n_discordant']} |"
         for name, c in comparisons.items()
     ]
     lines += [

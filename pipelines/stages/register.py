@@ -10,14 +10,13 @@ import yaml
 from tokenizers import Tokenizer
 
 from components.data.drift import profile
-from components.deploy.metadata import read_metadata
 from components.errors import KilnError
 from pipelines import tracking
 from pipelines.contract import StageContext, StageResult
 from pipelines.explaining import front_member, source
-from pipelines.records import ExportReport, Parity, QuantizeReport, Registration, Selection
+from pipelines.records import ExportReport, Parity, Registration, Selection
 from pipelines.registry import register_model, registry_errors
-from pipelines.stages.quantize import REPORT_KEY
+from pipelines.stages.quantize import report as quantized
 
 
 def _lock(ctx: StageContext) -> tuple[str, str, dict]:
@@ -37,7 +36,7 @@ def _evidence(ctx: StageContext, selection: Selection) -> dict[str, str]:
     made a model of its front) measured for the selected file, for the gate to hold
     against today's bounds."""
     paths, name = ctx.params.paths, selection.selected
-    quantize: dict[str, float] | None = None  # agreement, fp32_macro_f1, int8_macro_f1
+    quantize: dict | None = None  # agreement, fp32_macro_f1, int8_macro_f1, texts, one_text_f1
     if name.startswith("search_"):
         evidence = front_member(ctx, name).evidence
         export, quantize = evidence["export"], evidence.get("quantize")
@@ -49,8 +48,7 @@ def _evidence(ctx: StageContext, selection: Selection) -> dict[str, str]:
             parity = report.models["teacher" if name == "onnx_teacher" else "pruned"]
         export = parity.model_dump()
         if name == "onnx_int8":
-            metadata = read_metadata(ctx.input(paths.quantized)).get(REPORT_KEY) or {}
-            quantize = QuantizeReport.model_validate(metadata).model_dump()
+            quantize = quantized(ctx).model_dump()
     tags = {
         "gate.export_max_abs_diff": str(export["max_abs_diff"]),
         "gate.export_agreement": str(export["agreement"]),
@@ -59,6 +57,11 @@ def _evidence(ctx: StageContext, selection: Selection) -> dict[str, str]:
     if quantize is not None:
         tags["gate.quantize_agreement"] = str(quantize["agreement"])
         tags["gate.quantize_f1_drop"] = str(quantize["fp32_macro_f1"] - quantize["int8_macro_f1"])
+        # The split's size and one text's cost, by which the gate widens today's bounds as
+        # quantize did (absent from search trials an older Kiln finished).
+        for key in ("texts", "one_text_f1"):
+            if key in quantize:
+                tags[f"gate.quantize_{key}"] = str(quantize[key])
     return tags
 
 

@@ -2,7 +2,8 @@
 and FP32 ONNX of the pruned student, the teacher's ONNX, the classical model, and the
 models of the search's Pareto front when the search is on): the best
 val macro-F1 within promote's latency and size budgets, and of those tied with it within
-the paired 95 % interval, the smallest and fastest. Test is not read."""
+the paired 95 % interval, the smallest and fastest. An INT8 file quantize's gate refused
+is left out, with the reason. Test is not read."""
 
 from components.deploy import evaluation as ev
 from components.deploy.runtime import load_classifier
@@ -10,6 +11,7 @@ from components.deploy.selection import Measured, choose
 from components.errors import KilnError
 from pipelines.contract import StageContext, StageResult
 from pipelines.records import Candidate, Front, Selection
+from pipelines.stages import quantize
 
 
 def candidates(ctx: StageContext) -> tuple[dict[str, tuple[str, str | None]], Front]:
@@ -36,13 +38,16 @@ def run(ctx: StageContext) -> StageResult:
     val = ctx.read_split("val")["val"]
     texts = val["text"].tolist()
     files, front = candidates(ctx)
+    int8 = quantize.report(ctx)
+    excluded = {} if int8.passed else {"onnx_int8": f"refused by quantize's gate: {int8.verdict}"}
+    files = {name: file for name, file in files.items() if name not in excluded}
     runtimes = {
         name: load_classifier(
             ctx.input(model), ctx.input(tokenizer) if tokenizer else None, threads=params.evaluate.threads
         )
         for name, (model, tokenizer) in files.items()
     }
-    labels = runtimes["onnx_int8"].labels
+    labels = runtimes["onnx_fp32"].labels
     if unknown := sorted(set(val["label"]) - set(labels)):
         raise KilnError(f"select: val labels {unknown} are not in the models' label map {labels}")
     for name, runtime in runtimes.items():
@@ -90,6 +95,7 @@ def run(ctx: StageContext) -> StageResult:
             )
             for name, r in choice.candidates.items()
         },
+        excluded=excluded,
     )
     path = ctx.path(params.paths.reports) / "selection.json"
     record.write(path)
@@ -102,5 +108,12 @@ def run(ctx: StageContext) -> StageResult:
                 f"{name}/val_macro_f1_hi": c.val_macro_f1_ci95[1],
             }
         )
-    ctx.run.set_tags({"kiln.selected": choice.selected, "kiln.selected_family": record.chosen.family})
-    return StageResult(metrics=metrics, artifacts={"selection": path}, summary=[f"selected {choice.reason}"])
+    ctx.run.set_tags(
+        {
+            "kiln.selected": choice.selected,
+            "kiln.selected_family": record.chosen.family,
+            **{f"kiln.excluded.{name}": why for name, why in excluded.items()},
+        }
+    )
+    summary = [f"selected {choice.reason}"] + [f"{name} left out: {why}" for name, why in excluded.items()]
+    return StageResult(metrics=metrics, artifacts={"selection": path}, summary=summary)
