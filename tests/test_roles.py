@@ -22,10 +22,11 @@ def _port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def servers(tmp_path):
-    """`kiln up` in the smallest Kiln repository, with a reader and a promoter."""
-    repo = tmp_path / "repo"
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """`kiln up` in the smallest Kiln repository, with a reader and a promoter: started
+    once for the module (the restart test comes last, as it kills the MLflow server)."""
+    repo = tmp_path_factory.mktemp("roles") / "repo"
     repo.mkdir()
     (repo / "dvc.yaml").write_text("stages: {}\n")
     (repo / "params.yaml").write_text("{}\n")
