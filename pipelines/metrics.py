@@ -45,6 +45,13 @@ TABLE: dict[str, str] = {
     "val/perplexity": "masked-LM perplexity on val windows",
     "{split}/macro_f1": "macro-averaged F1 of the stage's model on val or test",
     "{split}/accuracy": "accuracy of the stage's model on val or test",
+    "val/majority_macro_f1": "val macro-F1 of the majority-class predictor (always the commonest train label): "
+    "what a model that learned nothing scores",
+    "val/delta_macro_f1_vs_majority": "the stage's model's val macro-F1 minus the majority predictor's, on the "
+    "same texts",
+    "val/delta_macro_f1_vs_majority_{end}": "ends of the paired-bootstrap 95 % interval of that difference",
+    "val/learned": "1 if that interval's lower end is above 0; 0: the model learned nothing (select leaves such a "
+    "candidate out)",
     "model/params": "parameters of the stage's model",
     "model/params_non_embedding": "parameters outside the embedding tables (what pruning shrinks)",
     "model/params_non_embedding_before": "the same, before pruning",

@@ -131,13 +131,24 @@ class Selection(_Record):
     def chosen(self) -> Candidate:
         return self.candidates[self.selected]
 
+    @property
+    def baseline_family(self) -> str:
+        """The other family: the baseline's, whether or not select kept the baseline."""
+        return "transformer" if self.chosen.family == "classical" else "classical"
+
     def baseline(self) -> tuple[str, str]:
         """(candidate, why): what the selected model is compared with and its floor is
         drawn from. A transformer is held to the classical model; a classical one to the
-        other family's best on val, since its own family's best is usually itself."""
+        other family's best on val, since its own family's best is usually itself, or to the
+        FP32 student when select left out every transformer (evaluate measures it anyway)."""
         if self.chosen.family == "transformer":
             return "classical", "the selected model is a transformer, so the baseline is the classical model"
         others = {name: c.val_macro_f1 for name, c in self.candidates.items() if c.family == "transformer"}
+        if not others:
+            return "onnx_fp32", (
+                "the selected model is classical and no transformer candidate learned anything, so the baseline "
+                "is the FP32 student"
+            )
         return max(others, key=others.__getitem__), (
             "the selected model is classical, so the baseline is the best transformer candidate on val"
         )

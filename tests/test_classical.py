@@ -117,10 +117,12 @@ def test_text_without_spaces_selects_a_char_analyzer():
 
 def test_english_selection_scores_every_grid_point_and_keeps_the_best(english_selection):
     table, best = english_selection.table, english_selection.best
-    assert [(s.analyzer, s.ngram_range, s.c) for s in table] == [
-        (a, r, c) for a in ("word", "char") for r in CFG.ngrams(a) for c in CFG.c
+    assert [(s.analyzer, s.ngram_range, s.c, s.class_weight) for s in table] == [
+        (a, r, c, w) for a in ("word", "char") for r in CFG.ngrams(a) for c in CFG.c for w in ("none", "balanced")
     ]
     assert best.val_macro_f1 >= 0.9
+    # Balanced labels weigh 1 each: weighting changes nothing, and the tie keeps "none".
+    assert table[0].val_macro_f1 == table[1].val_macro_f1 and best.class_weight == "none"
     first = max(table, key=lambda s: (s.val_macro_f1, -s.params))  # max keeps the first of equals
     assert best == first
     assert count_parameters(english_selection.pipeline) == best.params
@@ -187,6 +189,7 @@ def test_export_writes_one_self_describing_onnx_file_and_nothing_else(english_se
     assert meta["family"] == "classical" and meta["git_commit"] == "abc" and meta["data_hash"] == "123"
     assert meta["labels"] == {"class_0": 0, "class_1": 1, "class_2": 2}
     assert meta["grid_point"]["analyzer"] == english_selection.best.analyzer
+    assert meta["grid_point"]["class_weight"] == english_selection.best.class_weight
     texts = ["the goal00, of the match01,", "Tax24, vote"]
     predictions = ClassicalClassifier(path, threads=1).predict(texts)
     expected = [english_selection.labels[i] for i in english_selection.pipeline.predict(texts)]

@@ -274,3 +274,25 @@ def test_a_full_disk_names_the_checkpoint_and_the_operating_systems_reason(tmp_p
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.stdout.strip() == f"cannot write checkpoint {tmp_path}/last.ckpt: File too large", out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_that_learned_nothing_says_so_in_a_line_a_metric_and_a_tag():
+    from pipelines.contract import StageResult
+    from pipelines.majority import checked
+
+    class Run:
+        tags: dict = {}
+
+        def set_tags(self, tags):
+            self.tags = tags
+
+    ctx = SimpleNamespace(run=Run())
+    train, val = ["pos"] * 6 + ["neg"] * 3, ["pos"] * 40 + ["neg"] * 20
+    result = checked(ctx, StageResult({"val/macro_f1": 0.4}, summary=["other"]), "teacher", train, val, ["pos"] * 60)
+    reason = "val macro-F1 0.400 vs 0.400 for always 'pos' (difference +0.000 [+0.000, +0.000])"
+    assert result.summary == [f"teacher not learned: {reason}", "other"]
+    assert result.metrics["val/learned"] == 0 and result.metrics["val/majority_macro_f1"] == pytest.approx(0.4)
+    assert ctx.run.tags == {"kiln.not_learned": reason} and not metrics.unknown(result.metrics)
+    ctx.run = Run()
+    result = checked(ctx, StageResult({}), "student", train, val, val)
+    assert result.metrics["val/learned"] == 1 and result.summary == [] and ctx.run.tags == {}

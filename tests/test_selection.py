@@ -6,7 +6,8 @@ import json
 import pytest
 
 from components.deploy.config import GateConfig
-from components.deploy.selection import Measured, choose
+from components.deploy.selection import Measured, choose, learned
+from components.errors import KilnError
 from pipelines.gating import floor
 from pipelines.records import Candidate, Selection
 
@@ -105,3 +106,47 @@ def test_a_classical_model_is_held_to_the_best_transformer_not_to_itself(tmp_pat
         )
     )
     assert floor(GateConfig(), evaluation) == (0.85, f"baseline: lower end of onnx_teacher's 95 % interval; {why}")
+
+
+NAMES = ["a", "b", "c", "d"]
+
+
+def keep_learned(measured, family="any"):
+    return learned(TRUTH, measured, NAMES, "a", family, resamples=1000, seed=0)
+
+
+def test_a_candidate_that_learned_nothing_is_left_out_with_the_reason():
+    measured = {
+        "onnx_int8": Measured("transformer", [0] * 200, 1.0, 1.2),  # always 'a', the commonest train label
+        "classical": Measured("classical", predictions(40), 0.5, 0.9),
+    }
+    kept, excluded = keep_learned(measured)
+    assert list(kept) == ["classical"]
+    assert excluded == {
+        "onnx_int8": "learned nothing: val macro-F1 0.100 vs 0.100 for always 'a' (difference +0.000 [+0.000, +0.000])"
+    }
+    assert pick(kept).selected == "classical"
+
+
+def test_select_ships_nothing_when_no_candidate_learned_anything():
+    measured = {
+        "onnx_int8": Measured("transformer", [0] * 200, 1.0, 1.2),
+        "classical": Measured("classical", [1] * 200, 0.5, 0.9),
+    }
+    with pytest.raises(KilnError) as refused:
+        keep_learned(measured)
+    assert str(refused.value) == (
+        "select: no candidate learned anything: none beats always 'a' on val (macro-F1 0.100) beyond the noise of "
+        "200 texts (onnx_int8 0.100, classical 0.100); nothing is shipped"
+    )
+    # A pinned family whose candidates all learned nothing ships nothing either.
+    measured["classical"] = Measured("classical", predictions(40), 0.5, 0.9)
+    with pytest.raises(KilnError, match=r"no transformer candidate \(select.family pins that family\) learned"):
+        keep_learned(measured, family="transformer")
+
+
+def test_a_classical_model_whose_rivals_all_learned_nothing_is_held_to_the_fp32_student():
+    selection = _selection("classical", classical=0.95, search_3=0.94)
+    name, why = selection.baseline()
+    assert name == "onnx_fp32" and "no transformer candidate learned anything" in why
+    assert selection.baseline_family == "transformer"

@@ -36,6 +36,7 @@ What skl2onnx 1.20's TfidfVectorizer converter can express, and what Kiln does i
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,7 +49,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score
 from sklearn.pipeline import Pipeline
 
-from components.classical.config import Analyzer, ClassicalConfig
+from components.classical.config import Analyzer, ClassicalConfig, ClassWeight
 from components.classical.runtime import ClassicalClassifier
 from components.deploy.metadata import stamp
 from components.deploy.parity import Parity
@@ -90,6 +91,7 @@ class GridScore:
     ngram_range: tuple[int, int]
     sublinear_tf: bool
     c: float
+    class_weight: ClassWeight
     features: int
     params: int
     val_macro_f1: float
@@ -162,15 +164,21 @@ def select(
             for sublinear in cfg.sublinear_tf:
                 tfidf = TfidfTransformer(sublinear_tf=sublinear).fit(x_train[:, columns])
                 a_train, a_val = tfidf.transform(x_train[:, columns]), tfidf.transform(x_val[:, columns])
-                for c in cfg.c:
+                for c, weighting in product(cfg.c, cfg.class_weight):
                     # lbfgs is deterministic; the seed only matters to solvers that shuffle.
-                    model = LogisticRegression(C=c, max_iter=cfg.max_iter, random_state=seed).fit(a_train, y_train)
+                    model = LogisticRegression(
+                        C=c,
+                        class_weight=None if weighting == "none" else "balanced",
+                        max_iter=cfg.max_iter,
+                        random_state=seed,
+                    ).fit(a_train, y_train)
                     predicted = model.predict(a_val)
                     score = GridScore(
                         analyzer,
                         ngram_range,
                         sublinear,
                         c,
+                        weighting,
                         len(columns),
                         _params(model, len(columns)),
                         float(f1_score(y_val, predicted, average="macro", zero_division=0)),
@@ -273,6 +281,7 @@ def export(selection: Selection, path: Path, metadata: dict[str, object]) -> Non
                 "ngram_range": list(best.ngram_range),
                 "sublinear_tf": best.sublinear_tf,
                 "c": best.c,
+                "class_weight": best.class_weight,
                 "features": best.features,
                 "params": best.params,
                 "val_macro_f1": best.val_macro_f1,

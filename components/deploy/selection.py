@@ -5,13 +5,15 @@ within the latency and size budgets, the best val macro-F1 leads; a candidate wh
 macro-F1 is not significantly below the leader's (the paired 95 % interval of the
 difference holds 0) is tied with it, and of the tied ones the smallest file wins, then
 the fastest: on val splits of a few hundred texts, a point of macro-F1 is noise, and a
-smaller, faster model is not.
+smaller, faster model is not. A candidate that learned nothing (no better on val than the
+majority-class predictor, beyond the paired 95 % interval) is no candidate at all.
 """
 
 from dataclasses import dataclass
 from typing import Literal
 
-from components.deploy.stats import Interval, bootstrap, paired
+from components.deploy.stats import Interval, against_majority, bootstrap, paired
+from components.errors import KilnError
 
 Family = Literal["transformer", "classical"]
 
@@ -40,6 +42,38 @@ class Choice:
     selected: str
     reason: str
     candidates: dict[str, Ranked]
+
+
+def learned(
+    truth: list[int],
+    measured: dict[str, Measured],
+    labels: list[str],
+    majority: str,
+    family: Literal["any", "transformer", "classical"],
+    resamples: int,
+    seed: int,
+) -> tuple[dict[str, Measured], dict[str, str]]:
+    """The candidates that learned something (`stats.against_majority`: beat always
+    `majority`, the commonest train label, on val), and why each other one is left out.
+    Raises when none is left, or none of the pinned `family`: nothing is to be shipped."""
+    names = [labels[t] for t in truth]
+    found = {
+        name: against_majority(names, [labels[p] for p in m.predicted], majority, resamples, seed)
+        for name, m in measured.items()
+    }
+    kept = {name: m for name, m in measured.items() if found[name].learned}
+    excluded = {name: f"learned nothing: {found[name].reason}" for name in measured if name not in kept}
+    if not any(family in ("any", m.family) for m in kept.values()):
+        whose = "candidate" if family == "any" else f"{family} candidate (select.family pins that family)"
+        scores = ", ".join(
+            f"{name} {f.model:.3f}" for name, f in found.items() if family in ("any", measured[name].family)
+        )
+        raise KilnError(
+            f"select: no {whose} learned anything: none beats always '{majority}' on val (macro-F1 "
+            f"{next(iter(found.values())).majority:.3f}) beyond the noise of {len(truth)} texts ({scores}); "
+            "nothing is shipped"
+        )
+    return kept, excluded
 
 
 def choose(

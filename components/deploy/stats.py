@@ -1,6 +1,7 @@
 """Uncertainty for compared numbers: bootstrap intervals of accuracy and macro-F1 over
 test texts, a paired comparison of two models on the same texts (a bootstrap interval of
-their macro-F1 difference and an exact McNemar test), how many test texts a wanted
+their macro-F1 difference and an exact McNemar test), whether a model beats the
+majority-class predictor (learned anything), how many test texts a wanted
 precision would take, and the most macro-F1 one changed prediction can cost on a split.
 
 Intervals are percentile intervals over resamples of the test texts. Macro-F1 averages
@@ -11,6 +12,7 @@ rare label missing from one resample is left out of that resample rather than sc
 """
 
 import math
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -81,6 +83,48 @@ def paired(
     estimate = float(_macro_f1(everyone, y, pa, labels)[0] - _macro_f1(everyone, y, pb, labels)[0])
     a_only, b_only = int(((pa == y) & (pb != y)).sum()), int(((pb == y) & (pa != y)).sum())
     return Comparison(_interval(estimate, differences, level), a_only, b_only, mcnemar(a_only, b_only))
+
+
+@dataclass(frozen=True)
+class AgainstMajority:
+    """A model against the majority-class predictor (always the commonest train label) on
+    the same val texts: did it learn anything?"""
+
+    model: float  # val macro-F1
+    majority: float  # the majority predictor's
+    difference: Interval  # model minus majority, paired
+    label: str  # the label the majority predictor always says
+
+    @property
+    def learned(self) -> bool:
+        # A difference the val texts cannot tell from 0 is no evidence of learning.
+        return self.difference.low > 0
+
+    @property
+    def reason(self) -> str:
+        d = self.difference
+        return (
+            f"val macro-F1 {self.model:.3f} vs {self.majority:.3f} for always '{self.label}' "
+            f"(difference {d.estimate:+.3f} [{d.low:+.3f}, {d.high:+.3f}])"
+        )
+
+
+def majority_label(train: Sequence[str]) -> str:
+    """The commonest label of `train`; of those tied, the first by name."""
+    counts = Counter(map(str, train))
+    return min(counts, key=lambda label: (-counts[label], label))
+
+
+def against_majority(
+    truth: Sequence[str], predicted: Sequence[str], majority: str, resamples: int = 1000, seed: int = 0
+) -> AgainstMajority:
+    """`predicted` against always `majority` on the texts of `truth` (label names, not
+    ids): the paired 95 % interval of their macro-F1 difference, as `paired` draws it."""
+    ids = {name: i for i, name in enumerate(sorted({*map(str, truth), *map(str, predicted), majority}))}
+    y, p, m = _arrays([ids[str(t)] for t in truth], [ids[str(q)] for q in predicted], [ids[majority]] * len(truth))
+    everyone = np.ones((1, len(y)))
+    model, baseline = (float(_macro_f1(everyone, y, x, len(ids))[0]) for x in (p, m))
+    return AgainstMajority(model, baseline, paired(y, p, m, resamples, seed).macro_f1_difference, majority)
 
 
 def mcnemar(a_only: int, b_only: int) -> float:

@@ -128,6 +128,7 @@ def _transformer(spec: TrialSpec) -> TrialResult:
     from components.text.data import ClassificationData, load_tokenizer
     from components.text.distill import Distiller
     from components.text.model import count_parameters
+    from components.text.modules import class_weights
     from components.text.prune import ffn_importance, head_importance, prune
 
     p = spec.params
@@ -162,7 +163,9 @@ def _transformer(spec: TrialSpec) -> TrialResult:
         student=size, alpha=p["alpha"], temperature=p["temperature"], loop=spec.loop, optim=spec.optim
     )
     described = {"search_trial": spec.number, "params": p}
-    module = Distiller(student, None, recipe, described, num_labels=len(spec.labels))
+    # Weighted like distill's and prune's students, so trials compete with them on equal terms.
+    weights = class_weights(recipe.class_weight, [spec.labels[v] for v in train["label"]], len(spec.labels))
+    module = Distiller(student, None, recipe, described, num_labels=len(spec.labels), class_weight=weights)
     steps = _fit(spec, module, data, "distill", spec.loop).global_step
     before = count_parameters(student, embeddings=False)
     if p["prune_ratio"] > 0:
@@ -171,7 +174,9 @@ def _transformer(spec: TrialSpec) -> TrialResult:
         prune(student, heads, ffn_importance(student), p["prune_ratio"], p["prune_ratio"])
         if spec.recovery_epochs:
             loop = spec.loop.model_copy(update={"max_epochs": spec.recovery_epochs})
-            module = Distiller(student, None, recipe.model_copy(update={"loop": loop}), described, len(spec.labels))
+            module = Distiller(
+                student, None, recipe.model_copy(update={"loop": loop}), described, len(spec.labels), weights
+            )
             steps += _fit(spec, module, data, "recovery", loop).global_step
     shutil.rmtree(spec.folder / "checkpoints", ignore_errors=True)
     student.eval()

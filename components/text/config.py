@@ -13,6 +13,13 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# balanced: each label's loss weighs train rows / (labels * its rows), scikit-learn's
+# "balanced", so a 65 % majority does not drown the macro-F1 of the rest; none: plain
+# cross-entropy. On balanced data the weights are about 1 either way.
+ClassWeight = Literal["balanced", "none"]
+_CLASS_WEIGHT = "balanced: cross-entropy weighted by inverse train label frequency (for macro-F1 on skewed labels)"
+
+
 class StudentConfig(_Config):
     """The sizes of a BERT encoder."""
 
@@ -152,6 +159,7 @@ class FinetuneConfig(_Config):
     ablation: bool = Field(False, description="also train the same classifier from scratch and log the gain")
     augmented: bool = Field(True, description="also train on the augmented copies of the train rows used")
     patience: int = Field(2, ge=1, description="epochs without a better val/macro_f1 before stopping")
+    class_weight: ClassWeight = Field("balanced", description=_CLASS_WEIGHT)
     loop: MonitoredLoop = LoopConfig(max_epochs=3)
     optim: OptimConfig = OptimConfig(lr=5e-4)
 
@@ -160,6 +168,7 @@ class DistillConfig(_Config):
     student: StudentConfig = StudentConfig()
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label loss")
     temperature: float = Field(2.0, gt=0)
+    class_weight: ClassWeight = Field("balanced", description=f"{_CLASS_WEIGHT}, in the hard-label loss")
     hidden_weight: float = Field(0.0, ge=0, description="weight of hidden-state matching; 0 turns it off")
     augmented: bool = Field(True, description="transfer set: train plus the augmented copies")
     loop: MonitoredLoop = LoopConfig(max_epochs=3)
@@ -176,5 +185,6 @@ class PruneConfig(_Config):
     )
     alpha: float = Field(0.5, ge=0, le=1, description="recovery: weight of the hard-label loss")
     temperature: float = Field(2.0, gt=0)
+    class_weight: ClassWeight = Field("balanced", description=f"recovery: {_CLASS_WEIGHT}, in the hard-label loss")
     loop: MonitoredLoop = LoopConfig(max_epochs=1)
     optim: OptimConfig = OptimConfig(lr=5e-4)

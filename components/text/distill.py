@@ -1,6 +1,6 @@
 """Knowledge distillation: a smaller student learns from the teacher's soft targets.
 
-loss = alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher || student at temperature T)
+loss = alpha * CE(labels, class weights) + (1 - alpha) * T^2 * KL(teacher || student at temperature T)
 (Hinton et al., 2015), plus, with `hidden_weight`, the MSE between student hidden states
 and the teacher's at evenly spaced layers, through a learned projection when the widths
 differ (TinyBERT, Jiao et al., 2020).
@@ -25,9 +25,15 @@ from components.text.modules import Classifier
 
 
 def kd_loss(
-    student: torch.Tensor, teacher: torch.Tensor, labels: torch.Tensor, alpha: float, temperature: float
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    labels: torch.Tensor,
+    alpha: float,
+    temperature: float,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    hard = F.cross_entropy(student, labels)
+    # The weights are the labels', so they weigh only the hard-label term.
+    hard = F.cross_entropy(student, labels, weight=weight)
     # KL(teacher || student) = sum p_t (log p_t - log p_s); batchmean makes it per example.
     soft = F.kl_div(
         F.log_softmax(student / temperature, -1), F.softmax(teacher / temperature, -1), reduction="batchmean"
@@ -48,7 +54,8 @@ def mean_over(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 class Distiller(Classifier):
     """Trains `model` (the student) against a frozen teacher, or against the teacher's
-    logits in each batch when `teacher` is None; evaluates like a Classifier."""
+    logits in each batch when `teacher` is None; `class_weight` weighs the hard-label
+    term; evaluates like a Classifier."""
 
     def __init__(
         self,
@@ -57,8 +64,9 @@ class Distiller(Classifier):
         cfg: DistillConfig,
         describe: dict[str, Any],
         num_labels: int,
+        class_weight: torch.Tensor | None = None,
     ):
-        super().__init__(model, cfg.optim, describe, num_labels)
+        super().__init__(model, cfg.optim, describe, num_labels, class_weight)
         self.cfg = cfg
         if teacher is None:
             if cfg.hidden_weight > 0:
@@ -80,10 +88,12 @@ class Distiller(Classifier):
 
     def training_step(self, batch: dict, _index: int) -> torch.Tensor:
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        cfg = self.cfg
         if self.teacher is None:
             student = self.model(**inputs)
-            cfg = self.cfg
-            loss = kd_loss(student.logits, batch["teacher_logits"], batch["labels"], cfg.alpha, cfg.temperature)
+            loss = kd_loss(
+                student.logits, batch["teacher_logits"], batch["labels"], cfg.alpha, cfg.temperature, self.class_weight
+            )
             self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
             return loss
         own_tokens = "teacher_input_ids" not in batch
@@ -99,7 +109,7 @@ class Distiller(Classifier):
         with torch.no_grad():
             teacher = self.teacher(**theirs, output_hidden_states=matching)
         student = self.model(**inputs, output_hidden_states=matching)
-        loss = kd_loss(student.logits, teacher.logits, batch["labels"], self.cfg.alpha, self.cfg.temperature)
+        loss = kd_loss(student.logits, teacher.logits, batch["labels"], cfg.alpha, cfg.temperature, self.class_weight)
         if matching:
             mask = inputs["attention_mask"].unsqueeze(-1).to(student.logits.dtype)
             if own_tokens:

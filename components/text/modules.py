@@ -2,6 +2,7 @@
 metrics named `split/metric`, and whatever logger the stage injects records them."""
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -10,7 +11,21 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from transformers import get_linear_schedule_with_warmup
 
-from components.text.config import OptimConfig
+from components.text.config import ClassWeight, OptimConfig
+
+
+def class_weights(mode: ClassWeight, labels: Sequence[int], num_labels: int) -> torch.Tensor | None:
+    """The cross-entropy weight of each label id given the train rows' `labels`; None for
+    "none". "balanced" is scikit-learn's: rows / (labels present * rows of the label), so
+    the weight averaged over the rows is 1. A label no train row has weighs 1: the training
+    loss never meets it, and the tensor stays finite."""
+    if mode == "none":
+        return None
+    counts = torch.bincount(torch.as_tensor(list(labels), dtype=torch.long), minlength=num_labels).double()
+    present = counts > 0
+    weights = torch.ones(num_labels, dtype=torch.double)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights.float()
 
 
 class _Trained(L.LightningModule):
@@ -20,6 +35,11 @@ class _Trained(L.LightningModule):
         self.optim = optim
         # What the checkpoint says about itself (config, label map, tokenizer hash...).
         self.describe = describe
+
+    def on_fit_start(self) -> None:
+        # Lightning 2 trains modules in the mode they have when fit starts, and a model from
+        # from_pretrained, or one just scored, is in eval mode: dropout would stay off.
+        self.train()
 
     def trained_parameters(self) -> list[nn.Parameter]:
         return list(self.model.parameters())
@@ -74,19 +94,30 @@ class MaskedLM(_Trained):
 
 
 class Classifier(_Trained):
-    """Sequence classification with cross-entropy; macro-F1 is the metric that matters."""
+    """Sequence classification with cross-entropy, weighted by `class_weight` (see
+    `class_weights`) while training; val/loss and test/loss stay plain cross-entropy, the
+    same quantity whatever the weights. Macro-F1 is the metric that matters."""
 
-    def __init__(self, model: nn.Module, optim: OptimConfig, describe: dict[str, Any], num_labels: int):
+    def __init__(
+        self,
+        model: nn.Module,
+        optim: OptimConfig,
+        describe: dict[str, Any],
+        num_labels: int,
+        class_weight: torch.Tensor | None = None,
+    ):
         super().__init__(model, optim, describe)
+        # A buffer follows the module to its device; not persistent: it comes from the data.
+        self.register_buffer("class_weight", class_weight, persistent=False)
         self.f1 = nn.ModuleDict({s: MulticlassF1Score(num_labels, average="macro") for s in ("val", "test")})
         self.accuracy = nn.ModuleDict({s: MulticlassAccuracy(num_labels, average="micro") for s in ("val", "test")})
 
-    def loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, batch: dict, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return nn.functional.cross_entropy(out.logits, batch["labels"]), out.logits
+        return nn.functional.cross_entropy(out.logits, batch["labels"], weight=weight), out.logits
 
     def training_step(self, batch: dict, _index: int) -> torch.Tensor:
-        loss, _ = self.loss(batch)
+        loss, _ = self.loss(batch, self.class_weight)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
         return loss
 

@@ -9,6 +9,7 @@ from components.classical.runtime import ClassicalClassifier
 from components.explain.linear import LinearExplainer
 from pipelines.contract import StageContext, StageResult
 from pipelines.io import atomic
+from pipelines.majority import checked
 from pipelines.records import Parity
 
 
@@ -62,7 +63,7 @@ def run(ctx: StageContext) -> StageResult:
             + "\n"
         )
     best = chosen.best
-    return StageResult(
+    result = StageResult(
         metrics={
             "classical/val_macro_f1": best.val_macro_f1,
             "classical/val_accuracy": best.val_accuracy,
@@ -74,7 +75,10 @@ def run(ctx: StageContext) -> StageResult:
             "onnx_classical/parity_agreement": found.agreement,
             "onnx_classical/size_mb": size_mb,
         },
-        summary=[f"chosen on val: {best.analyzer} n-grams {tuple(best.ngram_range)}, C={best.c}"]
+        summary=[
+            f"chosen on val: {best.analyzer} n-grams {tuple(best.ngram_range)}, C={best.c}, "
+            f"class_weight {best.class_weight}"
+        ]
         + [f"skipped: {reason}" for reason in chosen.skipped]
         + (
             [f"fitted on a sample of {chosen.train_texts} of {len(train)} train texts (classical.max_train_texts)"]
@@ -82,3 +86,5 @@ def run(ctx: StageContext) -> StageResult:
             else []
         ),
     )
+    predicted = [chosen.labels[i] for i in chosen.pipeline.predict(val["text"].tolist())]
+    return checked(ctx, result, "classical model", train["label"], val["label"], predicted)

@@ -9,7 +9,9 @@ from components.text.classifier import MeanPoolClassifier, predict_labels
 from components.text.data import ClassificationData, file_hash, load_tokenizer
 from components.text.distill import Distiller
 from components.text.model import count_parameters
+from components.text.modules import class_weights
 from pipelines.contract import StageContext, StageResult
+from pipelines.majority import checked
 from pipelines.training import card, fit, load_model, save_model, score, teacher_tokens, with_augmented
 
 
@@ -46,7 +48,8 @@ def run(ctx: StageContext) -> StageResult:
         params.hardware.seed,
         teacher_tokenizer=teacher_tokens(described, taught, teacher_tokenizer),
     )
-    module = Distiller(student, teacher, cfg, described.model_dump(), num_labels=len(taught.labels))
+    weight = class_weights(cfg.class_weight, split["train"]["label"].map(taught.labels), len(taught.labels))
+    module = Distiller(student, teacher, cfg, described.model_dump(), len(taught.labels), weight)
     trainer = fit(ctx, module, data, "student", cfg.loop, monitor="val/macro_f1")
     scores = score(trainer, module, data)
     teacher_f1 = taught.metrics["test/macro_f1"]
@@ -60,7 +63,10 @@ def run(ctx: StageContext) -> StageResult:
         "test/macro_f1_retention": scores["test/macro_f1"] / teacher_f1 if teacher_f1 else 0.0,
     }
     save_model(ctx, student, tokenizer, described.model_copy(update={"metrics": metrics}), paths.student)
-    return StageResult(metrics=metrics, summary=_above_teacher(student, teacher, data, taught.metrics))
+    result = StageResult(metrics=metrics, summary=_above_teacher(student, teacher, data, taught.metrics))
+    names = taught.label_list
+    truth, predicted = ([names[i] for i in ids] for ids in predict_labels(student, data.val_dataloader()))
+    return checked(ctx, result, "student", split["train"]["label"], truth, predicted)
 
 
 def _above_teacher(student, teacher, data, taught: dict[str, float]) -> list[str]:

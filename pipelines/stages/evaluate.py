@@ -107,7 +107,7 @@ def run(ctx: StageContext) -> StageResult:
         torch.set_num_threads(threads)
 
     base, why = selection.baseline()
-    baseline = {"name": base, "family": selection.candidates[base].family, "why": why}
+    baseline = {"name": base, "family": selection.baseline_family, "why": why}
     comparisons = {}
     for group, other in ((f"selected_vs_{baseline['family']}", base), ("selected_vs_teacher", "teacher")):
         found = stats.paired(truth, predicted[selection.selected], predicted[other], cfg.resamples, cfg.bootstrap_seed)

@@ -4,11 +4,12 @@ with `ablation`, the same classifier from scratch beside it."""
 import lightning as L
 from transformers import BertForMaskedLM
 
-from components.text.classifier import MeanPoolClassifier
+from components.text.classifier import MeanPoolClassifier, predict_labels
 from components.text.data import ClassificationData, label_map, stratified_fraction
 from components.text.model import count_parameters
-from components.text.modules import Classifier
+from components.text.modules import Classifier, class_weights
 from pipelines.contract import StageContext, StageResult
+from pipelines.majority import checked
 from pipelines.training import card, fit, load_model, save_model, score, with_augmented
 
 
@@ -40,7 +41,8 @@ def run(ctx: StageContext) -> StageResult:
     teacher = classifier()
     # The encoder's weights; its MLM head stays behind, the classifier layer starts fresh.
     teacher.bert.load_state_dict(encoder.bert.state_dict())
-    module = Classifier(teacher, cfg.optim, described.model_dump(), num_labels=len(labels))
+    weight = class_weights(cfg.class_weight, split["train"]["label"].map(labels), len(labels))
+    module = Classifier(teacher, cfg.optim, described.model_dump(), len(labels), weight)
     trainer = fit(ctx, module, data, "teacher", cfg.loop, monitor="val/macro_f1", patience=cfg.patience)
     scores = score(trainer, module, data)
     metrics = {
@@ -52,7 +54,7 @@ def run(ctx: StageContext) -> StageResult:
     }
     if cfg.ablation:
         L.seed_everything(params.hardware.seed, workers=True, verbose=False)
-        scratch = Classifier(classifier(), cfg.optim, {**described.model_dump(), "ablation": True}, len(labels))
+        scratch = Classifier(classifier(), cfg.optim, {**described.model_dump(), "ablation": True}, len(labels), weight)
         found = score(
             fit(
                 ctx,
@@ -75,4 +77,6 @@ def run(ctx: StageContext) -> StageResult:
             }
         )
     save_model(ctx, module.model, tokenizer, described.model_copy(update={"metrics": metrics}), paths.teacher)
-    return StageResult(metrics=metrics)
+    names = described.label_list
+    truth, predicted = ([names[i] for i in ids] for ids in predict_labels(module.model, data.val_dataloader()))
+    return checked(ctx, StageResult(metrics=metrics), "teacher", split["train"]["label"], truth, predicted)

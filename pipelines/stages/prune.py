@@ -6,27 +6,24 @@ import copy
 import lightning as L
 import torch
 
-from components.text.classifier import MeanPoolClassifier
+from components.text.classifier import MeanPoolClassifier, predict_labels
 from components.text.config import DistillConfig
 from components.text.data import ClassificationData
 from components.text.distill import Distiller
 from components.text.model import count_parameters
+from components.text.modules import class_weights
 from components.text.prune import ffn_importance, head_importance, prune
 from pipelines.contract import StageContext, StageResult
 from pipelines.io import write_json
+from pipelines.majority import checked
 from pipelines.training import card, fit, load_model, save_model, score, teacher_tokens, with_augmented
 
 
 def _val_f1(model, data: ClassificationData, labels: dict) -> float:
     from torchmetrics.functional.classification import multiclass_f1_score
 
-    model.eval()
-    preds, truth = [], []
-    with torch.no_grad():
-        for batch in data.val_dataloader():
-            preds.append(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.argmax(-1))
-            truth.append(batch["labels"])
-    return float(multiclass_f1_score(torch.cat(preds), torch.cat(truth), len(labels), average="macro"))
+    truth, predicted = predict_labels(model, data.val_dataloader())
+    return float(multiclass_f1_score(torch.tensor(predicted), torch.tensor(truth), len(labels), average="macro"))
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -73,8 +70,11 @@ def run(ctx: StageContext) -> StageResult:
     pruned_f1 = _val_f1(student, data, labels)
     described = card(ctx, made.tokenizer, {}, labels, {"student": made.metrics})
     # Recovery is distillation from the teacher with prune's own knobs.
-    recovery = DistillConfig(alpha=cfg.alpha, temperature=cfg.temperature, loop=cfg.loop, optim=cfg.optim)
-    module = Distiller(student, teacher, recovery, described.model_dump(), num_labels=len(labels))
+    recovery = DistillConfig(
+        alpha=cfg.alpha, temperature=cfg.temperature, class_weight=cfg.class_weight, loop=cfg.loop, optim=cfg.optim
+    )
+    weight = class_weights(cfg.class_weight, split["train"]["label"].map(labels), len(labels))
+    module = Distiller(student, teacher, recovery, described.model_dump(), len(labels), weight)
     trainer = fit(ctx, module, data, "recovery", cfg.loop, monitor="val/macro_f1")
     scores = score(trainer, module, data)
     student_f1 = made.metrics["test/macro_f1"]
@@ -91,4 +91,7 @@ def run(ctx: StageContext) -> StageResult:
         "test/macro_f1_retention": scores["test/macro_f1"] / student_f1 if student_f1 else 0.0,
     }
     save_model(ctx, student, tokenizer, described.model_copy(update={"metrics": metrics}), paths.pruned)
-    return StageResult(metrics=metrics, artifacts={"prune": curve_path})
+    names = made.label_list
+    truth, predicted = ([names[i] for i in ids] for ids in predict_labels(student, data.val_dataloader()))
+    result = StageResult(metrics=metrics, artifacts={"prune": curve_path})
+    return checked(ctx, result, "pruned student", split["train"]["label"], truth, predicted)

@@ -3,11 +3,14 @@ and FP32 ONNX of the pruned student, the teacher's ONNX, the classical model, an
 models of the search's Pareto front when the search is on): the best
 val macro-F1 within promote's latency and size budgets, and of those tied with it within
 the paired 95 % interval, the smallest and fastest. An INT8 file quantize's gate refused
-is left out, with the reason. Test is not read."""
+is left out, with the reason, and so is a candidate that learned nothing (no better on val
+than always the commonest train label); with none left, nothing is shipped. Test is not
+read."""
 
 from components.deploy import evaluation as ev
 from components.deploy.runtime import load_classifier
-from components.deploy.selection import Measured, choose
+from components.deploy.selection import Measured, choose, learned
+from components.deploy.stats import majority_label
 from components.errors import KilnError
 from pipelines.contract import StageContext, StageResult
 from pipelines.records import Candidate, Front, Selection
@@ -35,7 +38,8 @@ def _family(name: str) -> str:
 
 def run(ctx: StageContext) -> StageResult:
     params = ctx.params
-    val = ctx.read_split("val")["val"]
+    split = ctx.read_split("train", "val")
+    val = split["val"]
     texts = val["text"].tolist()
     files, front = candidates(ctx)
     int8 = quantize.report(ctx)
@@ -64,6 +68,16 @@ def run(ctx: StageContext) -> StageResult:
         )
         for name, runtime in runtimes.items()
     }
+    measured, unlearned = learned(
+        truth,
+        measured,
+        labels,
+        majority_label(split["train"]["label"]),
+        params.select.family,
+        params.evaluate.resamples,
+        params.evaluate.bootstrap_seed,
+    )
+    excluded.update(unlearned)
     gate = params.promote
     choice = choose(
         truth,

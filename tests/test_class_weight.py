@@ -1,0 +1,152 @@
+"""Class-weighted losses for macro-F1 on skewed labels (both families), and models that
+train in training mode while a distillation teacher stays in eval mode."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from components.text.modules import class_weights
+
+
+def test_balanced_weights_are_scikit_learns_and_one_on_balanced_labels():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    assert class_weights("balanced", [0, 1, 2] * 4, 3).tolist() == [1.0, 1.0, 1.0]
+    skewed = [0] * 13 + [1] * 5 + [2] * 2
+    weights = class_weights("balanced", skewed, 3)
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=np.array(skewed))
+    assert weights.tolist() == pytest.approx(expected.tolist())
+    assert weights[torch.tensor(skewed)].mean().item() == pytest.approx(1.0)  # 1 averaged over the rows
+    assert class_weights("none", skewed, 3) is None
+
+
+def test_a_label_absent_from_train_weighs_one_and_the_rest_are_balanced_among_themselves():
+    weights = class_weights("balanced", [0, 0, 2], 3)
+    assert weights.tolist() == pytest.approx([3 / (2 * 2), 1.0, 3 / (2 * 1)])
+    assert torch.isfinite(weights).all()
+
+
+def _model():
+    from components.text.classifier import MeanPoolClassifier
+    from components.text.config import EncoderConfig
+    from components.text.model import bert_config
+
+    torch.manual_seed(0)
+    config = bert_config(
+        EncoderConfig(layers=1, hidden=16, heads=2, intermediate=32, max_length=16, dropout=0.1),
+        vocab_size=40,
+        pad_token_id=0,
+        num_labels=3,
+    )
+    return MeanPoolClassifier(config)
+
+
+def _batch(labels: list[int]) -> dict:
+    ids = torch.randint(5, 40, (len(labels), 16), generator=torch.Generator().manual_seed(1))
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor(labels)}
+
+
+def _weighted_ce(logits: torch.Tensor, labels: list[int], weight: list[float]) -> float:
+    """sum_i w[y_i] * -log softmax(z_i)[y_i] / sum_i w[y_i], by hand."""
+    total = norm = 0.0
+    for row, y in zip(logits.tolist(), labels):
+        log_z = math.log(sum(math.exp(v) for v in row))
+        total += weight[y] * (log_z - row[y])
+        norm += weight[y]
+    return total / norm
+
+
+def test_the_classifier_trains_on_the_weighted_loss_and_reports_the_plain_one():
+    from components.text.config import OptimConfig
+    from components.text.modules import Classifier
+
+    labels, weight = [0, 0, 0, 1, 2, 0], [0.5, 2.0, 4.0]
+    module = Classifier(_model().eval(), OptimConfig(), {}, 3, torch.tensor(weight))
+    batch = _batch(labels)
+    logits = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.detach()
+    assert module.training_step(batch, 0).item() == pytest.approx(_weighted_ce(logits, labels, weight), rel=1e-5)
+    plain, _ = module.loss(batch)  # val/loss and test/loss
+    assert plain.item() == pytest.approx(_weighted_ce(logits, labels, [1.0, 1.0, 1.0]), rel=1e-5)
+
+
+def test_kd_loss_weights_only_its_hard_label_term():
+    from components.text.distill import kd_loss
+
+    student = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 0.5], [0.3, 0.1, 0.0]])
+    teacher = torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+    labels, weight, alpha, t = [0, 1, 2], [0.25, 1.0, 3.0], 0.3, 2.0
+    soft = kd_loss(student, teacher, torch.tensor(labels), 0.0, t)
+    found = kd_loss(student, teacher, torch.tensor(labels), alpha, t, torch.tensor(weight))
+    assert found.item() == pytest.approx(alpha * _weighted_ce(student, labels, weight) + (1 - alpha) * soft.item())
+
+
+def test_the_classical_grid_picks_balanced_weights_where_val_favours_them():
+    from components.classical.config import ClassicalConfig
+    from components.classical.model import select
+
+    def skewed(seed: int) -> tuple[list[str], list[str]]:
+        """65/26/9 % of three labels; a label's own words are one token in six, the rest shared."""
+        rng = np.random.default_rng(seed)
+        shared = [f"w{i}" for i in range(40)]
+        texts, labels = [], []
+        for k, n in enumerate((65, 26, 9)):
+            own = [f"c{k}x{i}" for i in range(10)]
+            for _ in range(n):
+                size = int(rng.integers(6, 12))
+                texts.append(" ".join(str(rng.choice(own if rng.random() < 1 / 6 else shared)) for _ in range(size)))
+                labels.append(f"class_{k}")
+        return texts, labels
+
+    cfg = ClassicalConfig(analyzers=["word"], word_ngrams=[(1, 1)], c=[1.0], max_features=500)
+    chosen = select(*skewed(0), *skewed(100), cfg, seed=0)
+    scores = {point.class_weight: point.val_macro_f1 for point in chosen.table}
+    # Unweighted, the 9 % label is never predicted: 0.45; balanced about 0.7.
+    assert scores["balanced"] > scores["none"] + 0.1
+    assert chosen.best.class_weight == "balanced"
+    assert chosen.pipeline["model"].class_weight == "balanced"
+
+
+def _fit_and_record_modes(module, tmp_path) -> list[tuple[int, dict[str, bool]]]:
+    """Fit `module` for three steps (validating after each) and record each module's
+    training flag at the start of every step."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from components.text.config import HardwareConfig, LoopConfig
+    from components.text.training import build_trainer
+
+    seen = []
+
+    class Modes(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, index):
+            seen.append((index, {name: m.training for name, m in pl_module.named_modules()}))
+
+    batches = [_batch([0, 1, 2, 0]), _batch([1, 2, 0, 0])]
+    loop = LoopConfig(max_epochs=1, max_steps=3, val_every_steps=1, checkpoint_every=100, log_every=100)
+    trainer = build_trainer("modes", HardwareConfig(accelerator="cpu", devices=1), loop, tmp_path, [])
+    trainer.callbacks.append(Modes())
+    trainer.fit(
+        module,
+        train_dataloaders=DataLoader([*batches, *batches], batch_size=None),
+        val_dataloaders=DataLoader(batches, batch_size=None),
+    )
+    return seen
+
+
+def test_a_model_loaded_in_eval_mode_trains_in_training_mode_beside_a_frozen_teacher(tmp_path):
+    """As prune's recovery: the student comes from from_pretrained (eval mode) and has just
+    been scored; the teacher too. Lightning 2 keeps the modes modules have at fit start."""
+    from components.text.config import DistillConfig
+    from components.text.distill import Distiller
+
+    student, teacher = _model().eval(), _model().eval()
+    module = Distiller(student, teacher, DistillConfig(), {}, 3, class_weights("balanced", [0, 0, 1, 2], 3))
+    seen = _fit_and_record_modes(module, tmp_path)
+    assert len(seen) == 3  # the second and third steps come after a validation
+    for _, modes in seen:
+        teachers = {name: training for name, training in modes.items() if name.startswith("teacher")}
+        assert teachers and not any(teachers.values())  # dropout off in every teacher module
+        rest = {name: training for name, training in modes.items() if not name.startswith("teacher")}
+        assert all(rest.values()), sorted(name for name, training in rest.items() if not training)
