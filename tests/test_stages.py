@@ -24,13 +24,24 @@ def test_bad_file_fails_ingest_and_keeps_the_last_good_dataset(repo):
     use_file(repo, tiny_frame())
     assert kiln("stage", "ingest", cwd=repo).returncode == 0
     good = (repo / "data/raw/dataset.parquet").read_bytes()
+    report = (repo / "reports/pii.json").read_bytes()
     use_file(repo, b'text,label\n"never closed,tech\nx,y\n')
     out = kiln("stage", "ingest", cwd=repo)
     assert out.returncode == 1
     assert "kiln: error: ingest: " in out.stderr and "mine.csv: malformed CSV" in out.stderr
     assert "Traceback" not in out.stderr
-    # The earlier good run's dataset is as it was (DVC knows it for the old input): a
-    # failed run costs the user nothing.
+    # The earlier good run's outputs are as they were (DVC knows them for the old input):
+    # a failed run costs the user nothing.
+    assert (repo / "data/raw/dataset.parquet").read_bytes() == good
+    assert (repo / "reports/pii.json").read_bytes() == report
+    assert not (repo / ".kiln/previous").exists()
+    # A JSONL text column of numbers: one line naming the file, the line and the value.
+    use_file(repo, b'{"text": "A story", "label": "tech"}\n{"text": 42, "label": "tech"}\n', "mine.jsonl")
+    out = kiln("stage", "ingest", cwd=repo)
+    assert out.returncode == 1
+    assert out.stderr.strip() == (
+        f"kiln: error: ingest: {repo}/data/external/mine.jsonl: line 2: column 'text' holds int 42, not text"
+    )
     assert (repo / "data/raw/dataset.parquet").read_bytes() == good
 
 
