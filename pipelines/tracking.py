@@ -144,7 +144,8 @@ def end(mlflow: "MlflowClient", run_id: str, status: str) -> None:
 def _status(err: BaseException | None) -> str:
     if err is None:
         return "FINISHED"
-    return "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
+    # Ctrl-C, SIGTERM (as KeyboardInterrupt, or Prefect's TerminationSignal) and exits.
+    return "FAILED" if isinstance(err, Exception) else "KILLED"
 
 
 class StageRun:
@@ -202,7 +203,10 @@ def stage_run(
         yield StageRun(mlflow, run.info.run_id, parent)
     except BaseException as err:
         failure = err
-        mlflow.set_tag(run.info.run_id, "kiln.error", str(err)[:5000])
+        # Best effort, as `end`: a SIGTERM that lands inside one of MLflow's SQLite writes
+        # can leave the store locked, and the stop must still end the command as a stop.
+        with suppress(Exception):
+            mlflow.set_tag(run.info.run_id, "kiln.error", str(err)[:5000])
         raise
     finally:
         end(mlflow, run.info.run_id, _status(failure))
