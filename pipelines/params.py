@@ -197,6 +197,9 @@ def parse(data: object, source: str) -> Params:
             else:
                 what = e["msg"]
             lines.append(f"  {where}: {what}" if where else f"  {what}")
+        # One mistake is one line; several, one line each under the heading.
+        if len(lines) == 1:
+            raise KilnError(f"{source}: invalid params: {lines[0].strip()}") from None
         raise KilnError(f"{source}: invalid params:\n" + "\n".join(lines)) from None
 
 

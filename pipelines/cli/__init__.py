@@ -16,8 +16,14 @@ def main() -> None:
         code = app(standalone_mode=False)
     except typer.TyperException as err:
         # A usage error (a bad value, an unknown option or command): Typer's vendored click
-        # raises it, not click's own, and its `show` prints the usage and one Error: line.
-        err.show()
+        # raises it, not click's own. One line, like every other mistake, naming the
+        # command and where its usage is.
+        context = getattr(err, "ctx", None)
+        command = context.command_path if context is not None else "kiln"
+        where = command.removeprefix("kiln").strip()
+        console.get().error(
+            f"kiln: error: {where + ': ' if where else ''}{err.format_message()} (see `{command} --help`)"
+        )
         sys.exit(err.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         console.get().error("kiln: stopped")
