@@ -1,7 +1,8 @@
 """A run and the processes it starts end together, however the run ends.
 
 - SIGTERM (a scheduler stopping a run, `kill`) becomes a KeyboardInterrupt, so the same
-  clean-up as Ctrl-C runs: MLflow runs end KILLED, servers stop, locks are released.
+  clean-up as Ctrl-C runs: MLflow runs end KILLED, servers stop, locks are released. An
+  error raised while a stop is handled is still a stop.
 - A child Kiln starts (the temporary Prefect API, the search's trial workers) asks the
   kernel for SIGTERM when its parent dies, which covers kill -9, where no clean-up can run.
 - A stage that `dvc repro` started watches the `dvc` process and stops when it is gone,
@@ -22,6 +23,17 @@ def interrupt_on_sigterm() -> None:
         raise KeyboardInterrupt("terminated")
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def stopped(err: BaseException | None) -> bool:
+    """Whether `err` is a stop (Ctrl-C, SIGTERM, an exit), or was raised from or while one
+    was being handled: a SIGTERM that lands inside an SQLite write can leave the store
+    locked, and the next write's error must not turn the stop into a failure."""
+    while err is not None:
+        if not isinstance(err, Exception):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:

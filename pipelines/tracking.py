@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from components.errors import KilnError
 from pipelines.auth import refused
 from pipelines.env import local_tracking_uri
+from pipelines.lifecycle import stopped
 from pipelines.owners import dvc_ancestor, owner, reap
 
 if TYPE_CHECKING:
@@ -144,8 +145,9 @@ def end(mlflow: "MlflowClient", run_id: str, status: str) -> None:
 def _status(err: BaseException | None) -> str:
     if err is None:
         return "FINISHED"
-    # Ctrl-C, SIGTERM (as KeyboardInterrupt, or Prefect's TerminationSignal) and exits.
-    return "FAILED" if isinstance(err, Exception) else "KILLED"
+    # Ctrl-C, SIGTERM (as KeyboardInterrupt, or Prefect's TerminationSignal), exits, and
+    # errors raised while a stop was being handled.
+    return "KILLED" if stopped(err) else "FAILED"
 
 
 class StageRun:

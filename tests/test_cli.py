@@ -1,8 +1,10 @@
 """The `kiln` command's own behaviour: the UI, and which failures Prefect retries."""
 
+import io
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 import urllib.request
@@ -109,3 +111,32 @@ def test_a_usage_error_is_one_line_not_a_traceback(tmp_path, args, error):
     assert out.returncode == 2, out.stderr
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith(error) and line.endswith("--help`)"), line
+
+
+def _raised_during_a_stop() -> BaseException:
+    try:
+        try:
+            raise KeyboardInterrupt("terminated")
+        except KeyboardInterrupt:
+            # The store a SIGTERM left locked mid-write fails the next write.
+            raise sqlite3.OperationalError("database is locked") from None
+    except sqlite3.OperationalError as err:
+        return _wrapped(err)
+
+
+def test_an_error_raised_while_stopping_is_still_a_stop(monkeypatch):
+    import pipelines.cli
+    from pipelines import console
+    from pipelines.tracking import _status
+
+    def app(standalone_mode):
+        raise _raised_during_a_stop()
+
+    said = io.StringIO()
+    monkeypatch.setattr(console, "_current", console.Console(io.StringIO(), said))
+    monkeypatch.setattr(pipelines.cli, "app", app)
+    with pytest.raises(SystemExit) as ended:
+        pipelines.cli.main()
+    assert ended.value.code == 130 and said.getvalue() == "kiln: stopped\n"
+    assert _status(_raised_during_a_stop()) == "KILLED"
+    assert _status(_wrapped(sqlite3.OperationalError("database is locked"))) == "FAILED"

@@ -31,7 +31,9 @@ class Trainer(L.Trainer):
     """Lightning's Trainer, except that a KeyboardInterrupt (Ctrl-C, or SIGTERM as the
     `kiln` command turns it) in fit, validate or test stays a KeyboardInterrupt: Lightning
     answers it with sys.exit(1), and a stopped command then ended as if it had failed,
-    exit code 1 and no word said."""
+    exit code 1 and no word said. So does an error raised while Lightning winds a stop
+    down: a stop that lands inside the MLflow logger's SQLite write leaves the store
+    locked, and the logger's closing write then fails."""
 
     def fit(self, *args: Any, **kwargs: Any) -> None:
         with _interruptible():
@@ -50,9 +52,14 @@ class Trainer(L.Trainer):
 def _interruptible() -> Iterator[None]:
     try:
         yield
-    except SystemExit as ended:
-        if isinstance(ended.__context__, KeyboardInterrupt):  # Lightning's sys.exit(1), raised while handling it
-            raise KeyboardInterrupt(*ended.__context__.args) from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as ended:
+        during = ended.__context__
+        while during is not None and not isinstance(during, KeyboardInterrupt):
+            during = during.__context__
+        if during is not None:
+            raise KeyboardInterrupt(*during.args) from None
         raise
 
 

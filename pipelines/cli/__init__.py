@@ -9,6 +9,7 @@ from pipelines import console
 from pipelines.cli import audit, explain, pipeline, registry, servers, users  # noqa: F401  (each registers its commands)
 from pipelines.cli.app import app
 from pipelines.io import user_error
+from pipelines.lifecycle import stopped
 
 
 def main() -> None:
@@ -29,6 +30,9 @@ def main() -> None:
         console.get().error("kiln: stopped")
         sys.exit(130)
     except Exception as err:
+        if stopped(err):
+            console.get().error("kiln: stopped")
+            sys.exit(130)
         # A stage failure reaches here wrapped by DVC or Prefect; a user error inside it
         # still gets its one clear message.
         if (cause := user_error(err)) is not None:
