@@ -39,6 +39,7 @@ class ModelCard(_Record):
     stage: Literal["pretrain", "finetune", "distill", "prune", "search"]
     labels: dict[str, int] = {}  # label -> output index; empty for the masked-LM encoder
     tokenizer: str  # sha256 of the tokenizer.json it was trained with, or the model it came from
+    start: str | None = None  # the pretrained checkpoint its encoder started from; None: from scratch
     params: dict[str, Any]  # every params section the stage read, as it read them
     data: dict[str, str]  # DVC's hash of each input
     metrics: dict[str, float]

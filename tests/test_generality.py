@@ -44,13 +44,14 @@ def short(rows_per_label: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows).drop_duplicates("text")
 
 
-def run(repo, frame: pd.DataFrame, text: str, label: str, labels: list[str]):
+def run(repo, frame: pd.DataFrame, text: str, label: str, labels: list[str], **params: dict):
+    """The run's selection and its screen; `params` beside the tiny models' (the start)."""
     frame.to_csv(repo / "data/external/mine.csv", index=False)
     # Tiny models; the floors decide and the data chooses the sequence length, as for a user.
     training = {k: v for k, v in TINY_TRAINING.items() if k != "promote"}
     training["encoder"] = {k: v for k, v in training["encoder"].items() if k != "max_length"}
     set_params(repo, **training)
-    set_params(repo, encoder={"max_length": "auto"})
+    set_params(repo, encoder={"max_length": "auto"}, **params)
     # The data-describing params, and nothing else.
     set_params(
         repo,
@@ -77,7 +78,7 @@ def run(repo, frame: pd.DataFrame, text: str, label: str, labels: list[str]):
     assert chosen["val_macro_f1"] >= best["val_macro_f1_ci95"][0]
     registered = json.loads((repo / "reports/register.json").read_text())
     assert registered["tags"]["kiln.candidate"] == selection["selected"]
-    return selection
+    return selection, screen
 
 
 def on_a_terminal(repo) -> tuple[int, str]:
@@ -117,7 +118,14 @@ def on_a_terminal(repo) -> tuple[int, str]:
 
 def test_a_language_without_spaces(tmp_path):
     repo = copy_repo(tmp_path / "kiln")
-    selection = run(repo, chinese(40), "review", "stars", list(TOPICS))
+    selection, screen = run(repo, chinese(40), "review", "stars", list(TOPICS), pretrain={"init": "auto"})
+    # English MiniLM's vocabulary reads a sentence without spaces as a piece per character.
+    assert re.search(
+        r"^\s*start: from scratch, since all-MiniLM-L6-v2's vocabulary does not fit the train texts: "
+        r"[\d.]+ word pieces a word \(at most 1\.5\) and [\d.]+% unknown",
+        screen,
+        re.MULTILINE,
+    ), screen
     # Character n-grams read text without spaces; a transformer trained for seconds does not.
     assert selection["selected"] == "classical"
     augmented = pd.read_parquet(repo / "data/augmented/train.parquet")
@@ -136,7 +144,7 @@ def test_texts_under_ten_characters(tmp_path):
     repo = copy_repo(tmp_path / "kiln")
     frame = short(40)
     assert frame["text"].str.len().max() < 10
-    selection = run(repo, frame, "text", "intent", ["bye", "greet", "thanks"])
+    selection, _ = run(repo, frame, "text", "intent", ["bye", "greet", "thanks"])
     assert selection["selected"] == "classical"
     validation = json.loads((repo / "reports/validation.json").read_text())
     assert validation["rows_valid"] == len(frame)  # no length bound from English news

@@ -3,6 +3,7 @@ all-MiniLM-L6-v2 (the package the dev extra installs), offline."""
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -32,15 +33,27 @@ def test_a_run_from_minilm_teaches_a_student_with_kilns_own_tokenizer(prepared_t
     out = kiln("profile", "pretrained", cwd=repo)
     assert out.returncode == 0, out.stderr
     # Two masked-LM steps on the tiny texts cover domain adaptation from MiniLM's missing head.
-    set_params(repo, pretrain={"loop": {"max_steps": 2, "val_every_steps": 2}}, finetune={"optim": {"lr": 1e-4}})
+    # `auto` chooses the start: the tiny texts' made-up words ("sportword3") are split into
+    # about 1.7 pieces each, inside the limit set here.
+    auto = {"init": "auto", "auto": {"max_pieces_per_word": 2.0}}
+    set_params(repo, pretrain={**auto, "loop": {"max_steps": 2, "val_every_steps": 2}})
     out = kiln("run", cwd=repo, HF_HUB_OFFLINE="1")
     assert out.returncode == 0, out.stdout + out.stderr
+    assert re.search(
+        r"start: all-MiniLM-L6-v2, whose vocabulary fits the train texts: 1\.[6-7]\d word pieces a word "
+        r"\(at most 2\) and 0\.0% unknown \(at most 1\.0%\) over \d+ train words",
+        out.stdout,
+    ), out.stdout
 
     minilm = repo / ".kiln/models/all-MiniLM-L6-v2"
     encoder = config(repo, "encoder")
     assert (encoder["num_hidden_layers"], encoder["hidden_size"], encoder["vocab_size"]) == (6, 384, 30522)
     assert encoder["max_position_embeddings"] == 32  # the tiny params' length, cut from MiniLM's 512
     assert card(repo, "encoder")["tokenizer"] == card(repo, "teacher")["tokenizer"] == "all-MiniLM-L6-v2"
+    assert card(repo, "encoder")["start"] == card(repo, "teacher")["start"] == "all-MiniLM-L6-v2"
+    assert card(repo, "encoder")["metrics"]["start/pretrained"] == 1.0
+    # A pretrained encoder is finetuned at its own, gentler rate.
+    assert card(repo, "teacher")["metrics"]["train/lr"] == 1e-4
     # MiniLM's weights, moved a little by two steps, not a fresh encoder.
     start = load_file(minilm / "model.safetensors")["encoder.layer.5.attention.self.query.weight"]
     adapted = load_file(repo / "models/encoder/model.safetensors")["bert.encoder.layer.5.attention.self.query.weight"]
@@ -59,7 +72,7 @@ def test_a_run_from_minilm_teaches_a_student_with_kilns_own_tokenizer(prepared_t
     assert len(vocab(onnx / "teacher.tokenizer.json")) == 30522
 
     # max_steps 0, the profile's default: MiniLM as it is, without a val pass of a head it lacks.
-    set_params(repo, pretrain={"loop": {"max_steps": 0}})
+    set_params(repo, pretrain={"init": "all-MiniLM-L6-v2", "loop": {"max_steps": 0}})
     out = kiln("stage", "pretrain", cwd=repo)
     assert out.returncode == 0, out.stdout + out.stderr
     kept = load_file(repo / "models/encoder/model.safetensors")["bert.encoder.layer.5.attention.self.query.weight"]

@@ -12,6 +12,7 @@ from components.text.tokenizer import (
     normalizer,
     token_counts,
     train_tokenizer,
+    vocabulary_fit,
 )
 from tests.conftest import kiln, set_params, tiny_frame
 
@@ -147,6 +148,29 @@ def test_token_counts_and_coverage_measure_sequence_lengths():
         "truncated_rate": 0.3,
     }
     assert set(coverage(tokenizer, texts)) == {"unk_rate", "tokens_per_text", "length_p50", "length_p95", "length_max"}
+
+
+def test_vocabulary_fit_counts_word_pieces_and_unknowns_per_word():
+    english = ["the bank rose", "the match was won", "bank shares rose again"]
+    tokenizer = train_tokenizer(english, TokenizeConfig(vocab_size=200, min_frequency=1))
+    tokenizer.enable_padding(length=64)  # as a checkpoint's tokenizer.json may ask: pads are not pieces
+    fit = vocabulary_fit(tokenizer, english)
+    assert (fit.words, fit.pieces_per_word, fit.unknown_share) == (11, 1.0, 0.0)
+    # A sentence without spaces is one word, of a piece per character; characters the
+    # vocabulary never saw are [UNK].
+    fit = vocabulary_fit(tokenizer, ["银行股价上涨。", "the bank"])
+    assert (fit.words, fit.pieces_per_word) == (3, 8 / 3) and fit.unknown_share == 6 / 8
+
+
+def test_minilm_fits_english_news_and_not_chinese(tmp_path):
+    from pipelines import pretrained
+    from tests.test_generality import chinese
+
+    minilm = Tokenizer.from_file(f"{pretrained.resolve('all-MiniLM-L6-v2', tmp_path)}/tokenizer.json")
+    news = vocabulary_fit(minilm, read_bbc()["text"].head(200))
+    assert news.pieces_per_word < 1.2 and news.unknown_share < 0.001
+    reviews = vocabulary_fit(minilm, chinese(40)["review"])
+    assert reviews.pieces_per_word > 10 and reviews.unknown_share > 0.1
 
 
 @pytest.mark.slow

@@ -135,11 +135,24 @@ class OptimConfig(_Config):
     warmup: float = Field(0.1, ge=0, lt=1, description="share of steps with a linear warm-up")
 
 
+class AutoStart(_Config):
+    """`pretrain.init: auto`: start from `checkpoint` when its vocabulary fits the train
+    texts, else from scratch. The figures are over the words of the train texts (runs of
+    letters and digits): English news under MiniLM's English vocabulary is about 1.07
+    pieces a word and no [UNK]; Chinese without spaces about 18 pieces a run."""
+
+    checkpoint: str = "all-MiniLM-L6-v2"
+    max_unknown_share: float = Field(0.01, ge=0, le=1, description="largest share of [UNK] among the word pieces")
+    max_pieces_per_word: float = Field(1.5, ge=1, description="most word pieces a word, on average")
+
+
 class PretrainConfig(_Config):
     init: str | None = Field(
         None,
-        description="all-MiniLM-L6-v2 (shipped), a local path or a hub name to start from; None: from scratch",
+        description="auto (the checkpoint of `auto` when its vocabulary fits the train texts, else from scratch), "
+        "all-MiniLM-L6-v2 (shipped), a local path or a hub name to start from; None: from scratch",
     )
+    auto: AutoStart = AutoStart()
     mask_prob: float = Field(0.15, gt=0, lt=1)
     val_windows: int = Field(
         1024, ge=1, description="val windows scored at each check; a fixed sample of them when there are more"
@@ -160,6 +173,13 @@ class FinetuneConfig(_Config):
     augmented: bool = Field(True, description="also train on the augmented copies of the train rows used")
     patience: int = Field(2, ge=1, description="epochs without a better val/macro_f1 before stopping")
     class_weight: ClassWeight = Field("balanced", description=_CLASS_WEIGHT)
+    pretrained_lr: float = Field(
+        1e-4,
+        gt=0,
+        le=1,
+        description="learning rate of a teacher whose encoder started from a pretrained checkpoint "
+        "(optim.lr is for one trained here): a pretrained encoder is finetuned gently",
+    )
     loop: MonitoredLoop = LoopConfig(max_epochs=3)
     optim: OptimConfig = OptimConfig(lr=5e-4)
 

@@ -13,8 +13,10 @@ normalise alike, so a classifier sees the same tokens either way.
 """
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 
+import regex
 from pydantic import BaseModel, ConfigDict, Field
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
@@ -147,6 +149,45 @@ def coverage(tokenizer: Tokenizer, texts: list[str], max_length: int | None = No
     if max_length is not None:
         stats["truncated_rate"] = sum(n > max_length for n in lengths) / len(texts) if texts else 0.0
     return stats
+
+
+class VocabularyFit(BaseModel):
+    """How well a pretrained tokenizer's vocabulary covers some texts."""
+
+    words: int  # runs of letters and digits (a Chinese sentence without spaces is one)
+    unknown_share: float  # of their word pieces, the share that is [UNK]
+    pieces_per_word: float
+
+
+# A word here is a run of letters, marks and digits, whatever the script: a WordPiece
+# vocabulary made for the texts splits few of them (English news under an English
+# vocabulary: about 1.07 pieces), one made for other texts splits them into many pieces or
+# [UNK] (Chinese without spaces under the same vocabulary: one piece per character, about
+# 18 a run), which is what leaves a pretrained encoder little to build on.
+_WORD = regex.compile(r"[\p{L}\p{M}\p{N}]+")
+
+
+def vocabulary_fit(tokenizer: Tokenizer, texts: Iterable[str]) -> VocabularyFit:
+    """Pieces per word and the share of [UNK] among them, over every word of `texts`
+    (each distinct word tokenized once), with the tokenizer's own normalisation."""
+    words = Counter(word for text in texts for word in _WORD.findall(text))
+    # A copy without the padding and truncation a checkpoint's tokenizer.json may set
+    # (MiniLM's pads every batch to 128), which would count pads as pieces.
+    tokenizer = Tokenizer.from_str(tokenizer.to_str())
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    unknown = tokenizer.token_to_id("[UNK]")
+    distinct = list(words)
+    pieces = missing = 0
+    for word, encoding in zip(distinct, _encoded(tokenizer, distinct, add_special_tokens=False), strict=True):
+        pieces += len(encoding.ids) * words[word]
+        missing += encoding.ids.count(unknown) * words[word]
+    total = sum(words.values())
+    return VocabularyFit(
+        words=total,
+        unknown_share=missing / pieces if pieces else 0.0,
+        pieces_per_word=pieces / total if total else 0.0,
+    )
 
 
 def _nearest_rank(values: Sequence[int], percentile: float) -> int:

@@ -38,17 +38,20 @@ def run(ctx: StageContext) -> StageResult:
         return MeanPoolClassifier(config)
 
     described = card(ctx, pretrained.tokenizer, {}, labels, {"encoder": pretrained.metrics})
+    described = described.model_copy(update={"start": pretrained.start})
     teacher = classifier()
     # The encoder's weights; its MLM head stays behind, the classifier layer starts fresh.
     teacher.bert.load_state_dict(encoder.bert.state_dict())
     weight = class_weights(cfg.class_weight, split["train"]["label"].map(labels), len(labels))
-    module = Classifier(teacher, cfg.optim, described.model_dump(), len(labels), weight)
+    optim = cfg.optim if pretrained.start is None else cfg.optim.model_copy(update={"lr": cfg.pretrained_lr})
+    module = Classifier(teacher, optim, described.model_dump(), len(labels), weight)
     trainer = fit(ctx, module, data, "teacher", cfg.loop, monitor="val/macro_f1", patience=cfg.patience)
     scores = score(trainer, module, data)
     metrics = {
         **{k: scores[k] for k in ("val/macro_f1", "val/accuracy", "test/macro_f1", "test/accuracy")},
         "train/examples": len(split["train"]),
         "train/steps": trainer.global_step,
+        "train/lr": optim.lr,
         "model/params": count_parameters(teacher),
         "model/params_non_embedding": count_parameters(teacher, embeddings=False),
     }

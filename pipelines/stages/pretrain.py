@@ -8,31 +8,58 @@ from components.errors import KilnError
 from components.text.data import MaskedLMData, file_hash, load_tokenizer
 from components.text.model import bert_config, count_parameters, keep_positions, unigram_bias
 from components.text.modules import MaskedLM
-from components.text.tokenizer import choose_max_length, token_counts
+from components.text.tokenizer import choose_max_length, token_counts, vocabulary_fit
 from pipelines import pretrained
 from pipelines.contract import StageContext, StageResult
 from pipelines.training import card, fit, save_model
 
 
-def _start(ctx: StageContext, texts: list[str]):
+def _auto(ctx: StageContext, texts: list[str]) -> tuple[str | None, dict[str, float], str]:
+    """`init: auto`: (the checkpoint to start from, or None for scratch; the figures the
+    choice rests on; the choice, in words)."""
+    auto = ctx.params.pretrain.auto
+    source = pretrained.resolve(auto.checkpoint, ctx.root)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as err:  # noqa: BLE001 - OSError offline, ValueError for a wrong model type, ...
+        raise KilnError(f"pretrain: cannot load pretrain.auto.checkpoint '{auto.checkpoint}': {err}") from None
+    fit = vocabulary_fit(tokenizer.backend_tokenizer, texts)
+    figures = {
+        "start/pieces_per_word": fit.pieces_per_word,
+        "start/unknown_share": fit.unknown_share,
+    }
+    measured = (
+        f"{fit.pieces_per_word:.2f} word pieces a word (at most {auto.max_pieces_per_word:g}) and "
+        f"{fit.unknown_share:.1%} unknown (at most {auto.max_unknown_share:.1%}) over {fit.words:,} train words"
+    )
+    if fit.pieces_per_word <= auto.max_pieces_per_word and fit.unknown_share <= auto.max_unknown_share:
+        return auto.checkpoint, figures, f"start: {auto.checkpoint}, whose vocabulary fits the train texts: {measured}"
+    return (
+        None,
+        figures,
+        f"start: from scratch, since {auto.checkpoint}'s vocabulary does not fit the train texts: {measured}",
+    )
+
+
+def _start(ctx: StageContext, texts: list[str], init: str | None):
     """(model, tokenizer, tokenizer id, whether its masked-LM head is new): a new encoder
-    sized by params, or the checkpoint `pretrain.init` names with its own tokenizer;
-    either way its sequence length is chosen from the train texts unless set (a
-    checkpoint's position table is cut to it)."""
-    cfg, encoder, paths = ctx.params.pretrain, ctx.params.encoder, ctx.params.paths
-    if cfg.init is None:
+    sized by params, or the checkpoint `init` names with its own tokenizer; either way its
+    sequence length is chosen from the train texts unless set (a checkpoint's position
+    table is cut to it)."""
+    encoder, paths = ctx.params.encoder, ctx.params.paths
+    if init is None:
         path = ctx.input(paths.tokenizer, "tokenizer")
         tokenizer = load_tokenizer(path, ctx.name)
         model, tokenizer_id, fresh_head = None, file_hash(path), True
     else:
-        source = pretrained.resolve(cfg.init, ctx.root)
+        source = pretrained.resolve(init, ctx.root)
         try:
             # Domain-adaptive pretraining: the checkpoint brings its own tokenizer and sizes.
             tokenizer = AutoTokenizer.from_pretrained(source)
             model, loading = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True)
         except Exception as err:  # noqa: BLE001 - OSError offline, ValueError for a wrong model type, ...
-            raise KilnError(f"pretrain: cannot load pretrain.init '{cfg.init}': {err}") from None
-        tokenizer_id = cfg.init
+            raise KilnError(f"pretrain: cannot load pretrain.init '{init}': {err}") from None
+        tokenizer_id = init
         # An encoder saved without its masked-LM head (a sentence-embedding model) gets a new one.
         fresh_head = any(key.startswith("cls.") for key in loading["missing_keys"])
     length = encoder.max_length
@@ -52,15 +79,21 @@ def run(ctx: StageContext) -> StageResult:
     texts = split["train"]["text"].tolist()
     if cfg.max_texts is not None:
         texts = seeded_sample(texts, cfg.max_texts, params.hardware.seed)
-    model, tokenizer, tokenizer_id, fresh_head = _start(ctx, texts)
+    init, chosen, said = cfg.init, {}, []
+    if init == "auto":
+        init, chosen, decision = _auto(ctx, texts)
+        chosen["start/pretrained"] = float(init is not None)
+        ctx.run.set_tags({"kiln.start": init or "scratch"})
+        said = [decision]
+    model, tokenizer, tokenizer_id, fresh_head = _start(ctx, texts, init)
     length = model.config.max_position_embeddings
-    described = card(ctx, tokenizer_id, {})
+    described = card(ctx, tokenizer_id, {}).model_copy(update={"start": init})
     if cfg.loop.max_steps == 0:
         # A checkpoint used as it is: nothing to train, and the val loss of a head it came
         # without would say nothing about its encoder.
-        metrics = {"train/steps": 0, "model/params": count_parameters(model), "model/max_length": length}
+        metrics = {**chosen, "train/steps": 0, "model/params": count_parameters(model), "model/max_length": length}
         save_model(ctx, model, tokenizer, described.model_copy(update={"metrics": metrics}), paths.encoder)
-        return StageResult(metrics=metrics)
+        return StageResult(metrics=metrics, summary=said)
     data = MaskedLMData(
         texts,
         split["val"]["text"].tolist(),
@@ -80,6 +113,7 @@ def run(ctx: StageContext) -> StageResult:
     trainer = fit(ctx, module, data, "encoder", cfg.loop)
     final = trainer.validate(module, datamodule=data, verbose=False)[0]
     metrics = {
+        **chosen,
         "val/loss": final["val/loss"],
         "val/perplexity": final["val/perplexity"],
         "train/windows": len(data.train_rows),
@@ -89,4 +123,4 @@ def run(ctx: StageContext) -> StageResult:
         "model/max_length": length,
     }
     save_model(ctx, model, tokenizer, described.model_copy(update={"metrics": metrics}), paths.encoder)
-    return StageResult(metrics=metrics)
+    return StageResult(metrics=metrics, summary=said)
