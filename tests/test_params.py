@@ -11,6 +11,21 @@ def test_shipped_params_are_valid():
     assert params.validate_.max_duplicate_rate == 0.05
 
 
+def test_the_config_models_defaults_are_params_yaml():
+    """params.yaml is the documented knob file: a section left out of it (or a model built
+    in code, as the search trial's recipe is) behaves as params.yaml says."""
+    from pipelines.params import Params
+
+    def differences(shipped, default, at=""):
+        if isinstance(shipped, dict) and isinstance(default, dict):
+            for key in shipped.keys() | default.keys():
+                yield from differences(shipped.get(key), default.get(key), f"{at}.{key}")
+        elif shipped != default:
+            yield f"{at[1:]}: params.yaml {shipped!r}, model {default!r}"
+
+    assert not sorted(differences(load(ROOT / "params.yaml").model_dump(), Params().model_dump()))
+
+
 @pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml")))
 def test_every_shipped_profile_merges_into_valid_params(profile, tmp_path):
     import shutil

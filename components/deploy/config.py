@@ -31,7 +31,7 @@ class EvaluateConfig(BaseModel):
     threads: int = Field(1, ge=1, description="intra-op threads of every runtime while timing")
     latency_texts: int = Field(50, ge=10, description="single texts timed per round for batch-1 latency")
     batches: int = Field(5, ge=2, description="batches of 32 timed per round for batch-32 latency and throughput")
-    rounds: int = Field(3, ge=1, description="rounds in which the variants take turns")
+    rounds: int = Field(2, ge=1, description="rounds in which the variants take turns")
     warmup: int = Field(5, ge=0, description="untimed calls before timing")
     resamples: int = Field(1000, ge=100, description="bootstrap resamples of every interval (seeded)")
     bootstrap_seed: int = 0

@@ -82,10 +82,10 @@ class LoopConfig(_Config):
         "(steps_growth); None: every epoch at any size",
     )
     steps_growth: float = Field(
-        1 / 3,
+        0.33,
         ge=0,
         le=1,
-        description="beyond full_epochs_rows, steps grow as (rows / full_epochs_rows) ** steps_growth: 1/3 gives "
+        description="beyond full_epochs_rows, steps grow as (rows / full_epochs_rows) ** steps_growth: 0.33 gives "
         "ten times the rows about twice the steps, 1/2 about three times, 1 every epoch",
     )
     max_minutes: float | None = Field(
@@ -163,14 +163,14 @@ class PretrainConfig(_Config):
         description="train texts cut into windows: beyond, a seeded sample (the steps read a fraction of them, and "
         "tokenizing all of them cost more than the training at 100 times BBC's rows); None: all of them",
     )
-    loop: LoopConfig = LoopConfig(max_epochs=1, max_steps=240, val_every_steps=120)
+    loop: LoopConfig = LoopConfig(max_epochs=1, max_steps=60, val_every_steps=30)
     optim: OptimConfig = OptimConfig(lr=5e-4)
 
 
 class FinetuneConfig(_Config):
     label_fraction: float = Field(1.0, gt=0, le=1, description="stratified share of train labels used")
     ablation: bool = Field(False, description="also train the same classifier from scratch and log the gain")
-    augmented: bool = Field(True, description="also train on the augmented copies of the train rows used")
+    augmented: bool = Field(False, description="also train on the augmented copies of the train rows used")
     patience: int = Field(2, ge=1, description="epochs without a better val/macro_f1 before stopping")
     class_weight: ClassWeight = Field("balanced", description=_CLASS_WEIGHT)
     pretrained_lr: float = Field(
@@ -180,8 +180,8 @@ class FinetuneConfig(_Config):
         description="learning rate of a teacher whose encoder started from a pretrained checkpoint "
         "(optim.lr is for one trained here): a pretrained encoder is finetuned gently",
     )
-    loop: MonitoredLoop = LoopConfig(max_epochs=3)
-    optim: OptimConfig = OptimConfig(lr=5e-4)
+    loop: MonitoredLoop = LoopConfig(max_epochs=2)
+    optim: OptimConfig = OptimConfig(lr=1e-3)
 
 
 class DistillConfig(_Config):
@@ -190,9 +190,9 @@ class DistillConfig(_Config):
     temperature: float = Field(2.0, gt=0)
     class_weight: ClassWeight = Field("balanced", description=f"{_CLASS_WEIGHT}, in the hard-label loss")
     hidden_weight: float = Field(0.0, ge=0, description="weight of hidden-state matching; 0 turns it off")
-    augmented: bool = Field(True, description="transfer set: train plus the augmented copies")
-    loop: MonitoredLoop = LoopConfig(max_epochs=3)
-    optim: OptimConfig = OptimConfig(lr=1e-3)
+    augmented: bool = Field(False, description="transfer set: train plus the augmented copies")
+    loop: MonitoredLoop = LoopConfig(max_epochs=2, log_every=20)
+    optim: OptimConfig = OptimConfig(lr=2e-3)
 
 
 class PruneConfig(_Config):
@@ -206,5 +206,5 @@ class PruneConfig(_Config):
     alpha: float = Field(0.5, ge=0, le=1, description="recovery: weight of the hard-label loss")
     temperature: float = Field(2.0, gt=0)
     class_weight: ClassWeight = Field("balanced", description=f"recovery: {_CLASS_WEIGHT}, in the hard-label loss")
-    loop: MonitoredLoop = LoopConfig(max_epochs=1)
+    loop: MonitoredLoop = LoopConfig(max_epochs=1, full_epochs_rows=4000, log_every=20)
     optim: OptimConfig = OptimConfig(lr=5e-4)
