@@ -112,9 +112,3 @@ class StageContext:
                 value = value[part]
             out[key] = value
         return out
-
-
-@dataclass
-class Timing:
-    name: str
-    seconds: float
