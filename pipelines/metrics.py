@@ -58,6 +58,8 @@ TABLE: dict[str, str] = {
     "candidate out)",
     "model/params": "parameters of the stage's model",
     "model/params_non_embedding": "parameters outside the embedding tables (what pruning shrinks)",
+    "model/vocab_size": "tokens the student's embedding table holds (distill.inherit: the teacher's, cut to the "
+    "tokens the train texts use)",
     "model/params_non_embedding_before": "the same, before pruning",
     "ablation/scratch_val_macro_f1": "val macro-F1 of the same classifier trained from scratch",
     "ablation/scratch_test_macro_f1": "test macro-F1 of the same classifier trained from scratch",

@@ -399,3 +399,45 @@ def test_distill_says_why_when_the_student_scores_above_its_teacher():
     (line,) = said(truth, wrong(2))  # 2 texts in 200: inside it
     assert "within the noise" in line
     assert said(wrong(2), truth) == [] and said(truth, truth) == []  # a teacher at least as good: nothing to say
+
+
+def test_an_inherited_student_is_every_other_teacher_layer_reading_a_cut_vocabulary():
+    import copy
+
+    from transformers import BertConfig
+
+    from components.text.classifier import MeanPoolClassifier
+    from components.text.distill import inherited_student
+    from components.text.tokenizer import cut_vocabulary, used_tokens
+
+    frame = tiny_frame()
+    tokenizer = train_tokenizer(frame["text"], TokenizeConfig(vocab_size=300, min_frequency=1))
+    train = frame["text"].iloc[::3].tolist()
+    keep = used_tokens(tokenizer, train)
+    config = BertConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+        pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    teacher = MeanPoolClassifier(config).eval()
+    student = inherited_student(teacher, keep).eval()
+    assert (student.config.num_hidden_layers, student.config.hidden_size) == (2, 32)
+    assert student.config.vocab_size == len(keep) < tokenizer.get_vocab_size()
+    # The teacher without its layers 1 and 3, reading the same texts in the old ids.
+    reference = copy.deepcopy(teacher)
+    reference.bert.encoder.layer = torch.nn.ModuleList([reference.bert.encoder.layer[i] for i in (0, 2)])
+    cut = cut_vocabulary(tokenizer, keep)
+    with torch.no_grad():
+        for text in train:
+            new, old = cut.encode(text).ids, tokenizer.encode(text).ids
+            assert [keep[i] for i in new] == old
+            mask = torch.ones(1, len(new), dtype=torch.long)
+            expected = reference(input_ids=torch.tensor([old]), attention_mask=mask).logits
+            found = student(input_ids=torch.tensor([new]), attention_mask=mask).logits
+            assert torch.allclose(found, expected, atol=1e-6)

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from tests.conftest import kiln, set_params
@@ -70,6 +71,23 @@ def test_a_run_from_minilm_teaches_a_student_with_kilns_own_tokenizer(prepared_t
     onnx = repo / "models/onnx"
     assert vocab(onnx / "tokenizer.json") == vocab(kiln_tokenizer) != vocab(onnx / "teacher.tokenizer.json")
     assert len(vocab(onnx / "teacher.tokenizer.json")) == 30522
+
+    # distill.inherit: the student starts as MiniLM's layers 0, 2 and 4, reading MiniLM's
+    # vocabulary cut to the tiny texts' tokens, and the chain after it works on it as it is.
+    set_params(repo, distill={"inherit": True})
+    out = kiln("run", cwd=repo, HF_HUB_OFFLINE="1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    student = config(repo, "student")
+    assert (student["num_hidden_layers"], student["hidden_size"]) == (3, 384)
+    kept = vocab(repo / "models/student/tokenizer.json")
+    assert student["vocab_size"] == len(kept) == card(repo, "student")["metrics"]["model/vocab_size"] < 2_000
+    assert kept["[PAD]"] == 0 and set(kept) <= set(vocab(minilm / "tokenizer.json"))
+    assert vocab(onnx / "tokenizer.json") == kept  # the pruned student exported with it
+    taught = load_file(repo / "models/teacher/model.safetensors")["bert.encoder.layer.2.output.dense.weight"]
+    inherited = load_file(repo / "models/student/model.safetensors")["bert.encoder.layer.1.output.dense.weight"]
+    # Started there, then trained (a fresh layer's weights would be uncorrelated with them).
+    assert torch.cosine_similarity(inherited.flatten(), taught.flatten(), dim=0) > 0.5
+    assert not inherited.equal(taught)
 
     # max_steps 0, the profile's default: MiniLM as it is, without a val pass of a head it lacks.
     set_params(repo, pretrain={"init": "all-MiniLM-L6-v2", "loop": {"max_steps": 0}})

@@ -9,9 +9,11 @@ from components.text.tokenizer import (
     TokenizeConfig,
     choose_max_length,
     coverage,
+    cut_vocabulary,
     normalizer,
     token_counts,
     train_tokenizer,
+    used_tokens,
     vocabulary_fit,
 )
 from tests.conftest import kiln, set_params, tiny_frame
@@ -171,6 +173,27 @@ def test_minilm_fits_english_news_and_not_chinese(tmp_path):
     assert news.pieces_per_word < 1.2 and news.unknown_share < 0.001
     reviews = vocabulary_fit(minilm, chinese(40)["review"])
     assert reviews.pieces_per_word > 10 and reviews.unknown_share > 0.1
+
+
+def test_a_cut_vocabulary_reads_the_texts_it_was_cut_for_as_before(tmp_path):
+    from pipelines import pretrained
+
+    minilm = Tokenizer.from_file(f"{pretrained.resolve('all-MiniLM-L6-v2', tmp_path)}/tokenizer.json")
+    texts = read_bbc()["text"]
+    train, other = texts.iloc[::20].tolist(), texts.iloc[1::20].tolist()
+    keep = used_tokens(minilm, train)
+    assert keep[:5] == [0, 100, 101, 102, 103]  # [PAD], [UNK], [CLS], [SEP], [MASK]
+    assert 3_000 < len(keep) < 30_522 / 2
+    cut = cut_vocabulary(minilm, keep)
+    assert cut.get_vocab_size() == len(keep)
+    # MiniLM's tokenizer.json pads every batch to 128: with [PAD] renumbered.
+    assert cut.padding["pad_id"] == 0 and cut.token_to_id("[CLS]") == 2 and cut.token_to_id("[MASK]") == 4
+    encoded, before = cut.encode_batch(train), minilm.encode_batch(train)
+    assert all([keep[i] for i in new.ids] == old.ids for new, old in zip(encoded, before, strict=True))
+    # Another text loses only pieces it alone used, read as smaller pieces or [UNK].
+    unknown = cut.token_to_id("[UNK]")
+    for new, old in zip(cut.encode_batch(other), minilm.encode_batch(other), strict=True):
+        assert new.ids[0] == 2 and new.ids.count(unknown) >= old.ids.count(100)
 
 
 @pytest.mark.slow

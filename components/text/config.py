@@ -186,6 +186,11 @@ class FinetuneConfig(_Config):
 
 class DistillConfig(_Config):
     student: StudentConfig = StudentConfig()
+    inherit: bool = Field(
+        False,
+        description="start the student from every other layer of its teacher, at the teacher's width, with the "
+        "teacher's vocabulary cut to the tokens the train texts use (`student` sizes are then not used)",
+    )
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label loss")
     temperature: float = Field(2.0, gt=0)
     class_weight: ClassWeight = Field("balanced", description=f"{_CLASS_WEIGHT}, in the hard-label loss")

@@ -14,12 +14,14 @@ Without a teacher model, the batch carries the teacher's logits (`teacher_logits
 computed once and reused: the search stage trains many students from one teacher).
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from components.text.classifier import MeanPoolClassifier
 from components.text.config import DistillConfig
 from components.text.modules import Classifier
 
@@ -39,6 +41,37 @@ def kd_loss(
         F.log_softmax(student / temperature, -1), F.softmax(teacher / temperature, -1), reduction="batchmean"
     )
     return alpha * hard + (1 - alpha) * temperature**2 * soft
+
+
+def inherited_student(teacher: MeanPoolClassifier, keep: Sequence[int], every: int = 2) -> MeanPoolClassifier:
+    """A student that starts as its teacher, DistilBERT-style (Sanh et al., 2019): the
+    same width, every `every`-th layer from the first, the classifier layer as it is, and
+    the token embeddings cut to the rows `keep` names (its token i is the teacher's
+    keep[i]; see tokenizer.cut_vocabulary). In a small model the embedding table is most
+    of the size, and a vocabulary of 30,000 pieces holds many a dataset never uses."""
+    layers = list(range(0, teacher.config.num_hidden_layers, every))
+    renumbered = {old: new for new, old in enumerate(keep)}
+    config = teacher.config.__class__.from_dict(
+        {
+            **teacher.config.to_dict(),
+            "num_hidden_layers": len(layers),
+            "vocab_size": len(keep),
+            "pad_token_id": renumbered.get(teacher.config.pad_token_id, 0),
+        }
+    )
+    student = MeanPoolClassifier(config)
+    weights = {}
+    for key, value in teacher.state_dict().items():
+        if key == "bert.embeddings.word_embeddings.weight":
+            value = value[torch.tensor(list(keep))]
+        elif key.startswith("bert.encoder.layer."):
+            index = int(key.split(".")[3])
+            if index not in layers:
+                continue
+            key = key.replace(f"bert.encoder.layer.{index}.", f"bert.encoder.layer.{layers.index(index)}.", 1)
+        weights[key] = value.clone()
+    student.load_state_dict(weights)
+    return student
 
 
 def layer_map(student_layers: int, teacher_layers: int) -> list[tuple[int, int]]:

@@ -12,6 +12,7 @@ the same (Thai ำ into ํา, Korean compatibility jamo ㅋ into ᄏ); trainin
 normalise alike, so a classifier sees the same tokens either way.
 """
 
+import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -171,11 +172,7 @@ def vocabulary_fit(tokenizer: Tokenizer, texts: Iterable[str]) -> VocabularyFit:
     """Pieces per word and the share of [UNK] among them, over every word of `texts`
     (each distinct word tokenized once), with the tokenizer's own normalisation."""
     words = Counter(word for text in texts for word in _WORD.findall(text))
-    # A copy without the padding and truncation a checkpoint's tokenizer.json may set
-    # (MiniLM's pads every batch to 128), which would count pads as pieces.
-    tokenizer = Tokenizer.from_str(tokenizer.to_str())
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
+    tokenizer = _unpadded(tokenizer)
     unknown = tokenizer.token_to_id("[UNK]")
     distinct = list(words)
     pieces = missing = 0
@@ -188,6 +185,42 @@ def vocabulary_fit(tokenizer: Tokenizer, texts: Iterable[str]) -> VocabularyFit:
         unknown_share=missing / pieces if pieces else 0.0,
         pieces_per_word=pieces / total if total else 0.0,
     )
+
+
+def _unpadded(tokenizer: Tokenizer) -> Tokenizer:
+    """A copy without the padding and truncation a checkpoint's tokenizer.json may set
+    (MiniLM's pads every batch to 128), which would count pads as tokens."""
+    plain = Tokenizer.from_str(tokenizer.to_str())
+    plain.no_padding()
+    plain.no_truncation()
+    return plain
+
+
+def used_tokens(tokenizer: Tokenizer, texts: Sequence[str]) -> list[int]:
+    """The ids, in order, of the special tokens and of every token `texts` are read as."""
+    used = set(tokenizer.get_added_tokens_decoder())
+    for encoding in _encoded(_unpadded(tokenizer), texts, add_special_tokens=False):
+        used.update(encoding.ids)
+    return sorted(used)
+
+
+def cut_vocabulary(tokenizer: Tokenizer, keep: Sequence[int]) -> Tokenizer:
+    """`tokenizer` with only the tokens `keep` names, token keep[i] becoming id i (special
+    tokens included). WordPiece takes the longest piece its vocabulary has, so texts whose
+    tokens are all kept (those `used_tokens` measured) are read as before, in the new ids;
+    a piece of another text that was cut splits further, or becomes [UNK]."""
+    data = json.loads(tokenizer.to_str())
+    renumbered = {old: new for new, old in enumerate(keep)}
+    names = {index: token for token, index in data["model"]["vocab"].items()}
+    data["model"]["vocab"] = {names[old]: new for old, new in renumbered.items()}
+    data["added_tokens"] = [
+        {**token, "id": renumbered[token["id"]]} for token in data["added_tokens"] if token["id"] in renumbered
+    ]
+    for special in (data.get("post_processor") or {}).get("special_tokens", {}).values():
+        special["ids"] = [renumbered[index] for index in special["ids"]]
+    if data.get("padding"):
+        data["padding"]["pad_id"] = renumbered[data["padding"]["pad_id"]]
+    return Tokenizer.from_str(json.dumps(data))
 
 
 def _nearest_rank(values: Sequence[int], percentile: float) -> int:

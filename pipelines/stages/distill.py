@@ -1,15 +1,22 @@
 """distill: a smaller student trained from the teacher's soft targets on train texts, and
 their augmented copies when `distill.augmented` is on. The student reads the tokenize
-stage's tokenizer; a teacher from a pretrained checkpoint keeps its own."""
+stage's tokenizer (a teacher from a pretrained checkpoint keeps its own), or, with
+`distill.inherit`, starts from every other layer of its teacher and reads the teacher's
+vocabulary cut to the tokens the train texts use."""
+
+import hashlib
 
 import lightning as L
+from transformers import PreTrainedTokenizerFast
 
 from components.deploy import stats
 from components.text.classifier import MeanPoolClassifier, predict_labels
+from components.text.config import StudentConfig
 from components.text.data import ClassificationData, file_hash, load_tokenizer
-from components.text.distill import Distiller
+from components.text.distill import Distiller, inherited_student
 from components.text.model import count_parameters
 from components.text.modules import class_weights
+from components.text.tokenizer import cut_vocabulary, used_tokens
 from pipelines.contract import StageContext, StageResult
 from pipelines.majority import checked
 from pipelines.training import card, fit, load_model, save_model, score, teacher_tokens, with_augmented
@@ -25,20 +32,12 @@ def run(ctx: StageContext) -> StageResult:
     split = ctx.read_split()
     if cfg.augmented:
         split["train"] = with_augmented(ctx, split["train"])
-    size = cfg.student
-    config = teacher.config.__class__.from_dict(
-        {
-            **teacher.config.to_dict(),
-            "num_hidden_layers": size.layers,
-            "hidden_size": size.hidden,
-            "num_attention_heads": size.heads,
-            "intermediate_size": size.intermediate,
-            "vocab_size": len(tokenizer),
-            "pad_token_id": tokenizer.pad_token_id,
-        }
-    )
-    student = MeanPoolClassifier(config)
+    if cfg.inherit:
+        student, tokenizer, tokenizer_id = _inherited(teacher, teacher_tokenizer, split["train"]["text"].tolist())
+    else:
+        student = _sized(teacher, tokenizer, cfg.student)
     described = card(ctx, tokenizer_id, {}, taught.labels, {"teacher": taught.metrics})
+    described = described.model_copy(update={"start": taught.start})
     data = ClassificationData(
         split,
         taught.labels,
@@ -59,6 +58,7 @@ def run(ctx: StageContext) -> StageResult:
         "train/steps": trainer.global_step,
         "model/params": count_parameters(student),
         "model/params_non_embedding": count_parameters(student, embeddings=False),
+        "model/vocab_size": student.config.vocab_size,
         "teacher/test_macro_f1": teacher_f1,
         "test/macro_f1_retention": scores["test/macro_f1"] / teacher_f1 if teacher_f1 else 0.0,
     }
@@ -67,6 +67,38 @@ def run(ctx: StageContext) -> StageResult:
     names = taught.label_list
     truth, predicted = ([names[i] for i in ids] for ids in predict_labels(student, data.val_dataloader()))
     return checked(ctx, result, "student", split["train"]["label"], truth, predicted)
+
+
+def _sized(teacher: MeanPoolClassifier, tokenizer, size: StudentConfig) -> MeanPoolClassifier:
+    """A new student of `size`, reading `tokenizer`."""
+    config = teacher.config.__class__.from_dict(
+        {
+            **teacher.config.to_dict(),
+            "num_hidden_layers": size.layers,
+            "hidden_size": size.hidden,
+            "num_attention_heads": size.heads,
+            "intermediate_size": size.intermediate,
+            "vocab_size": len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id,
+        }
+    )
+    return MeanPoolClassifier(config)
+
+
+def _inherited(teacher: MeanPoolClassifier, teacher_tokenizer, train: list[str]):
+    """(student, its tokenizer, the tokenizer's id): every other layer of `teacher`, and
+    its vocabulary cut to the tokens the train texts use."""
+    keep = used_tokens(teacher_tokenizer.backend_tokenizer, train)
+    cut = cut_vocabulary(teacher_tokenizer.backend_tokenizer, keep)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=cut,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    return inherited_student(teacher, keep), tokenizer, hashlib.sha256(cut.to_str().encode()).hexdigest()
 
 
 def _above_teacher(student, teacher, data, taught: dict[str, float]) -> list[str]:
