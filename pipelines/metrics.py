@@ -47,6 +47,9 @@ TABLE: dict[str, str] = {
     "train/hidden_loss": "hidden-state matching loss of distillation",
     "val/loss": "validation loss",
     "val/perplexity": "masked-LM perplexity on val windows",
+    "val/perplexity_start": "the same, of a pretrained checkpoint before pretrain's steps on your texts",
+    "val/unigram_perplexity": "the same, of predicting each masked token by its train frequency alone: what an "
+    "encoder that learned nothing about context scores",
     "{split}/macro_f1": "macro-averaged F1 of the stage's model on val or test",
     "{split}/accuracy": "accuracy of the stage's model on val or test",
     "val/majority_macro_f1": "val macro-F1 of the majority-class predictor (always the commonest train label): "

@@ -1,5 +1,6 @@
 """Units of the text model components: configs, windows, masking."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -137,7 +138,7 @@ def test_masked_only_loss_equals_the_full_loss():
 def test_unigram_bias_starts_the_head_at_the_token_frequencies():
     from transformers import BertForMaskedLM
 
-    from components.text.model import bert_config, unigram_bias
+    from components.text.model import bert_config, unigram_bias, unigram_perplexity
     from components.text.modules import masked_lm_loss
 
     # A skewed stream: token 5 half the time, the rest spread over 95 others.
@@ -158,6 +159,20 @@ def test_unigram_bias_starts_the_head_at_the_token_frequencies():
         after = masked_lm_loss(model, batch).item()
     # The stream's entropy is ~0.5 ln 2 + 0.5 (ln 2 + ln 95) = 2.97 nats; a zero bias gives ~ln 100.
     assert after < before - 1.0 and after == pytest.approx(2.97, abs=0.3)
+    # What the frequencies alone score on the batch: the floor such a head starts from.
+    assert math.log(unigram_perplexity(rows, 100, [batch])) == pytest.approx(2.97, abs=0.3)
+
+
+def test_unigram_perplexity_scores_masked_tokens_by_train_frequency():
+    from components.text.model import unigram_perplexity
+
+    # Token 5 twice, 6 and 7 once in 4 tokens, add-one over 10: p(5) = 3/14, p(8) = 1/14.
+    batch = {"input_ids": torch.zeros(1, 4, dtype=torch.long), "labels": torch.tensor([[5, -100, 8, -100]])}
+    assert unigram_perplexity([[5, 5, 6, 7]], 10, [batch]) == pytest.approx(14 / math.sqrt(3))
+    # Batches weigh by their rows, as Lightning's val/loss does.
+    one = {"input_ids": torch.zeros(3, 4, dtype=torch.long), "labels": torch.tensor([[5] + [-100] * 3] * 3)}
+    expected = math.exp((3 * -math.log(3 / 14) + -(math.log(3 / 14) + math.log(1 / 14)) / 2) / 4)
+    assert unigram_perplexity([[5, 5, 6, 7]], 10, [one, batch]) == pytest.approx(expected)
 
 
 def test_steps_grow_as_a_power_of_the_rows_beyond_full_epochs_rows():

@@ -59,6 +59,11 @@ def test_pretrain_writes_a_self_describing_encoder(trained_template):
     assert encoder["metrics"]["model/max_length"] == 32
     run = child_runs(trained_template, "pretrain").iloc[0]
     assert run["metrics.train/loss"] > 0 and run["metrics.val/perplexity"] > 1
+    # Beside what token frequencies alone score, and said where it learned little more.
+    metrics = encoder["metrics"]
+    assert metrics["val/unigram_perplexity"] > 1
+    learned_little = metrics["val/perplexity"] > 0.5 * metrics["val/unigram_perplexity"]
+    assert isinstance(run.get("tags.kiln.pretrain_warning"), str) == learned_little
     # Every params section the stage reads is logged, not only its own.
     assert run["params.encoder.hidden"] == "32" and run["params.hardware.accelerator"] == "cpu"
 

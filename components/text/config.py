@@ -154,6 +154,13 @@ class PretrainConfig(_Config):
     )
     auto: AutoStart = AutoStart()
     mask_prob: float = Field(0.15, gt=0, lt=1)
+    unigram_ratio: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="an encoder whose val perplexity is above this share of what token frequencies alone score is "
+        "reported as having learned little about context",
+    )
     val_windows: int = Field(
         1024, ge=1, description="val windows scored at each check; a fixed sample of them when there are more"
     )

@@ -1,6 +1,9 @@
 """BERT-style encoders built from a `transformers` BertConfig: sizes from params, no
 weights downloaded."""
 
+import math
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 from transformers import BertConfig
@@ -52,9 +55,27 @@ def unigram_bias(windows: list[list[int]], vocab_size: int) -> torch.Tensor:
     budget goes to context (0.86 against 0.84), as the "initialise the output bias to the
     base rate" rule of thumb predicts.
     """
-    counts = torch.bincount(torch.tensor([t for w in windows for t in w], dtype=torch.long), minlength=vocab_size)
-    log_p = torch.log((counts.float() + 1) / (counts.sum() + vocab_size))
+    log_p = _unigram_log_p(windows, vocab_size)
     return log_p - log_p.mean()
+
+
+def unigram_perplexity(windows: list[list[int]], vocab_size: int, batches: Iterable[dict]) -> float:
+    """The masked-LM perplexity of predicting each masked token by its frequency in
+    `windows` alone (add-one smoothed), on `batches` as MaskedLM's validation weighs them:
+    what an encoder that learned nothing about context scores."""
+    log_p = _unigram_log_p(windows, vocab_size)
+    total = rows = 0.0
+    for batch in batches:
+        targets = batch["labels"][batch["labels"] != -100]
+        size = batch["input_ids"].shape[0]
+        total += -log_p[targets].mean().item() * size
+        rows += size
+    return math.exp(min(total / rows, 50.0)) if rows else float("nan")
+
+
+def _unigram_log_p(windows: list[list[int]], vocab_size: int) -> torch.Tensor:
+    counts = torch.bincount(torch.tensor([t for w in windows for t in w], dtype=torch.long), minlength=vocab_size)
+    return torch.log((counts.float() + 1) / (counts.sum() + vocab_size))
 
 
 def keep_positions(model: nn.Module, length: int) -> None:

@@ -2,7 +2,7 @@
 metrics named `split/metric`, and whatever logger the stage injects records them."""
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import lightning as L
@@ -73,6 +73,21 @@ def masked_lm_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     chosen = batch["labels"] != -100
     logits = model.cls(hidden[chosen])
     return nn.functional.cross_entropy(logits, batch["labels"][chosen])
+
+
+def masked_lm_perplexity(model: nn.Module, batches: Iterable[dict]) -> float:
+    """val/perplexity as MaskedLM's validation computes it, outside a Trainer: for a
+    checkpoint before any step on these texts."""
+    was_training = model.training
+    model.eval()
+    total = rows = 0.0
+    with torch.no_grad():
+        for batch in batches:
+            size = batch["input_ids"].shape[0]
+            total += masked_lm_loss(model, batch).item() * size
+            rows += size
+    model.train(was_training)
+    return math.exp(min(total / rows, 50.0)) if rows else float("nan")
 
 
 class MaskedLM(_Trained):

@@ -6,8 +6,8 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM
 from components.deploy.stats import seeded_sample
 from components.errors import KilnError
 from components.text.data import MaskedLMData, file_hash, load_tokenizer
-from components.text.model import bert_config, count_parameters, keep_positions, unigram_bias
-from components.text.modules import MaskedLM
+from components.text.model import bert_config, count_parameters, keep_positions, unigram_bias, unigram_perplexity
+from components.text.modules import MaskedLM, masked_lm_perplexity
 from components.text.tokenizer import choose_max_length, token_counts, vocabulary_fit
 from pipelines import pretrained
 from pipelines.contract import StageContext, StageResult
@@ -39,6 +39,28 @@ def _auto(ctx: StageContext, texts: list[str]) -> tuple[str | None, dict[str, fl
         figures,
         f"start: from scratch, since {auto.checkpoint}'s vocabulary does not fit the train texts: {measured}",
     )
+
+
+def _judged(ctx: StageContext, perplexity: float, unigram: float, start: float | None, steps: int) -> list[str]:
+    """What the masked-LM steps did, in words: the val perplexity beside what token
+    frequencies alone score (and, from a checkpoint, its own before the steps), and a
+    warning where the encoder learned little about context."""
+    since = f", {start:.1f} before these {steps} steps" if start is not None else f" after {steps} steps"
+    lines = [f"encoder: val perplexity {perplexity:.1f}{since}; token frequencies alone: {unigram:.1f}"]
+    ratio = ctx.params.pretrain.unigram_ratio
+    if perplexity > ratio * unigram:
+        warning = (
+            f"encoder learned little about context: its val perplexity is more than {ratio:.0%} of what token "
+            "frequencies alone score, so it is not a trained encoder (more pretrain steps, or pretrain.init "
+            "auto or a checkpoint that fits the texts)"
+        )
+        ctx.run.set_tags({"kiln.pretrain_warning": warning})
+        lines.append(warning)
+    elif start is not None and perplexity >= start:
+        warning = f"the masked-LM steps did not lower the checkpoint's val perplexity ({start:.1f} to {perplexity:.1f})"
+        ctx.run.set_tags({"kiln.pretrain_warning": warning})
+        lines.append(warning)
+    return lines
 
 
 def _start(ctx: StageContext, texts: list[str], init: str | None):
@@ -104,18 +126,25 @@ def run(ctx: StageContext) -> StageResult:
         params.hardware.seed,
         cfg.val_windows,
     )
+    train_windows = [row["input_ids"] for row in data.train_rows]
     if fresh_head:
         # A new head starts out predicting token frequencies (see unigram_bias); the
         # decoder's bias is the head's `bias` parameter, tied.
-        bias = unigram_bias([row["input_ids"] for row in data.train_rows], model.config.vocab_size)
-        model.cls.predictions.decoder.bias.data.copy_(bias)
+        model.cls.predictions.decoder.bias.data.copy_(unigram_bias(train_windows, model.config.vocab_size))
+    before = {}
+    if init is not None:  # a checkpoint's own perplexity on these texts, before adapting it to them
+        before = {"val/perplexity_start": masked_lm_perplexity(model, data.val_batches)}
     module = MaskedLM(model, cfg.optim, described.model_dump())
     trainer = fit(ctx, module, data, "encoder", cfg.loop)
     final = trainer.validate(module, datamodule=data, verbose=False)[0]
+    unigram = unigram_perplexity(train_windows, model.config.vocab_size, data.val_batches)
+    said += _judged(ctx, final["val/perplexity"], unigram, before.get("val/perplexity_start"), trainer.global_step)
     metrics = {
         **chosen,
+        **before,
         "val/loss": final["val/loss"],
         "val/perplexity": final["val/perplexity"],
+        "val/unigram_perplexity": unigram,
         "train/windows": len(data.train_rows),
         "train/texts": len(texts),
         "train/steps": trainer.global_step,
