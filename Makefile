@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Marks an install done for this pyproject.toml and lock; either changing reinstalls.
 STAMP := $(VENV)/.kiln-installed
 
-.PHONY: run test test-fast lint install ui status clean
+.PHONY: run test test-fast lint install test-packages ui status clean
 
 run: $(STAMP)
 	$(BIN)/kiln run
@@ -15,7 +15,7 @@ run: $(STAMP)
 # time is a fresh interpreter importing or a server starting, which the second core overlaps.
 # Each process keeps to one thread (torch, BLAS): two workers on two cores with two threads
 # apiece spend their time taking cores from each other (the generality tests: 202 s -> 159 s).
-test: lint
+test: lint test-packages
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # The unit tier alone: seconds per test, no pipeline runs, no servers.
@@ -27,6 +27,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 install: $(STAMP)
+
+# PostgreSQL and Chromium, which some tests need: installed from Debian when missing.
+test-packages:
+	infra/test-packages.sh
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
