@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from components.classical.config import ClassicalConfig
 from components.data.augment import AugmentConfig
 from components.data.drift import DriftConfig
-from components.data.sources import IngestConfig
+from components.data.sources import IngestConfig, UnlabeledConfig
 from components.data.split import SplitConfig
 from components.data.validation import ValidateConfig
 from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, QuantizeConfig, SelectConfig
@@ -41,6 +41,7 @@ class PathsConfig(_Section):
     validated: str = "data/validated/dataset.parquet"
     quarantine: str = "data/quarantine/rows.parquet"
     split: str = "data/split"
+    unlabeled: str = "data/transfer/unlabeled.parquet"  # distill's transfer set, apart from every split
     augmented: str = "data/augmented/train.parquet"
     tokenizer: str = "models/tokenizer.json"
     encoder: str = "models/encoder"
@@ -134,6 +135,7 @@ class Params(_Section):
     ingest: IngestConfig = IngestConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     split: SplitConfig = SplitConfig()
+    unlabeled: UnlabeledConfig = UnlabeledConfig()
     augment: AugmentConfig = AugmentConfig()
     tokenize: TokenizeConfig = TokenizeConfig()
     hardware: HardwareConfig = HardwareConfig()

@@ -80,6 +80,13 @@ def test_kd_loss_weights_only_its_hard_label_term():
     soft = kd_loss(student, teacher, torch.tensor(labels), 0.0, t)
     found = kd_loss(student, teacher, torch.tensor(labels), alpha, t, torch.tensor(weight))
     assert found.item() == pytest.approx(alpha * _weighted_ce(student, labels, weight) + (1 - alpha) * soft.item())
+    # A text without a label (an unlabelled one of the transfer set) adds to the soft term
+    # alone; a batch of those alone has no hard term at all.
+    unlabeled = torch.tensor([-100, 1, -100])
+    mixed = kd_loss(student, teacher, unlabeled, alpha, t, torch.tensor(weight))
+    assert mixed.item() == pytest.approx(alpha * _weighted_ce(student[1:2], [1], weight) + (1 - alpha) * soft.item())
+    none = kd_loss(student, teacher, torch.full((3,), -100), alpha, t, torch.tensor(weight))
+    assert none.item() == pytest.approx((1 - alpha) * soft.item())
 
 
 def test_the_classical_grid_picks_balanced_weights_where_val_favours_them():

@@ -302,3 +302,26 @@ def test_plain_data_folders_and_links_within_the_repository_are_read(tmp_path):
     # A repository reached through a link is the same repository.
     (tmp_path / "link").symlink_to(root, target_is_directory=True)
     assert len(ingest(cfg, tmp_path / "link", allowed=STAGE_FOLDERS)) == 20
+
+
+def test_unlabeled_texts_are_read_from_every_format_and_refused_in_one_line(tmp_path):
+    from components.data.sources import UnlabeledConfig, read_unlabeled
+
+    folder = tmp_path / "data/unlabeled"
+    folder.mkdir(parents=True)
+    allowed = [folder]
+    (folder / ".gitkeep").touch()
+    assert read_unlabeled(UnlabeledConfig(), tmp_path, allowed).empty  # none yet: no rows, no error
+    pd.DataFrame({"body": ["one text", "two texts"]}).to_csv(folder / "a.csv", index=False)
+    (folder / "b.jsonl").write_text(json.dumps({"body": "three"}) + "\n")
+    pd.DataFrame({"body": ["four"]}).to_parquet(folder / "c.parquet")
+    read = read_unlabeled(UnlabeledConfig(text_column="body"), tmp_path, allowed)
+    assert read.to_dict("list") == {
+        "id": ["a.csv:2", "a.csv:3", "b.jsonl:2", "c.parquet:2"],
+        "text": ["one text", "two texts", "three", "four"],
+    }
+    with pytest.raises(KilnError, match=r"^unlabeled: .*a\.csv: no text column 'text' .*set unlabeled\.text_column$"):
+        read_unlabeled(UnlabeledConfig(), tmp_path, allowed)
+    (folder / "b.jsonl").write_text(json.dumps({"body": "three"}) + "\n" + json.dumps({"body": 42}) + "\n")
+    with pytest.raises(KilnError, match=r"^unlabeled: .*b\.jsonl: line 2: column 'body' holds int 42, not text$"):
+        read_unlabeled(UnlabeledConfig(text_column="body"), tmp_path, allowed)

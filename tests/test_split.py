@@ -47,3 +47,33 @@ def test_salt_reshuffles():
     a = split(bbc, SplitConfig()).test["id"]
     b = split(bbc, SplitConfig(salt="other")).test["id"]
     assert set(a) != set(b)
+
+
+def test_a_transfer_set_holds_no_text_of_any_split_and_each_text_once():
+    from components.data.split import transfer_set
+
+    splits = [
+        pd.DataFrame({"text": ["Markets rose today."]}),  # train
+        pd.DataFrame({"text": ["The minister resigned."]}),  # val
+        pd.DataFrame({"text": ["A late goal won it."]}),  # test
+    ]
+    unlabeled = pd.DataFrame(
+        {
+            "id": [f"u.jsonl:{i}" for i in range(8)],
+            "text": [
+                "the  MINISTER resigned.",  # val's text, in other case and spacing
+                "A late goal won it.",  # test's
+                "Markets rose today.",  # train's
+                "Rain is forecast.",
+                "rain is  forecast.",  # the same text again
+                "   ",
+                None,
+                "x" * 200,  # longer than max_chars
+            ],
+        }
+    )
+    found = transfer_set(unlabeled, splits, min_chars=1, max_chars=100)
+    assert found.frame.to_dict("records") == [{"id": "u.jsonl:3", "text": "Rain is forecast."}]
+    assert (found.in_splits_dropped, found.duplicates_dropped, found.invalid_dropped) == (3, 1, 3)
+    empty = transfer_set(unlabeled.iloc[:0], splits, 1, 100)
+    assert empty.frame.empty and list(empty.frame.columns) == ["id", "text"]

@@ -98,6 +98,30 @@ def test_distill_trains_a_smaller_student_on_augmented_copies(trained_template):
     assert child_runs(trained_template, "distill")["metrics.train/hidden_loss"].notna().all()
 
 
+def test_unlabeled_texts_teach_the_student_and_none_of_val_or_test_is_among_them(trained):
+    import pandas as pd
+
+    val = pd.read_parquet(trained / "data/split/val.parquet")["text"].tolist()
+    test = pd.read_parquet(trained / "data/split/test.parquet")["text"].tolist()
+    new = [f"An unlabelled story number {i} about markets, films and goals." for i in range(20)]
+    rows = [val[0].upper(), f"  {test[0]}  ", "Write to jane.doe@example.com for the report.", *new, new[0]]
+    (trained / "data/unlabeled/more.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in rows))
+    said = stage(trained, "unlabeled").stdout
+    assert "2 unlabelled text(s) left out: the same text is in a labelled split" in said, said
+    kept = pd.read_parquet(trained / "data/transfer/unlabeled.parquet")
+    assert len(kept) == 21 and not set(kept["text"]) & set(val + test)
+    assert "Write to <EMAIL> for the report." in set(kept["text"])  # masked as ingest masks
+    found = json.loads((trained / "reports/unlabeled.json").read_text())
+    assert found["unlabeled/in_splits_dropped"] == 2 and found["unlabeled/duplicates_dropped"] == 1
+
+    # At most distill.unlabeled_max of them join the labelled train texts (and their copies).
+    set_params(trained, distill={"unlabeled_max": 15})
+    stage(trained, "distill")
+    student = card(trained, "student")["metrics"]
+    train_rows = json.loads((trained / "reports/split.json").read_text())["split/train_rows"]
+    assert student["train/unlabeled"] == 15 and student["train/examples"] == 2 * train_rows + 15
+
+
 def test_prune_removes_parameters_and_writes_its_curve(trained_template):
     pruned = card(trained_template, "pruned")["metrics"]
     assert pruned["model/params_non_embedding"] < pruned["model/params_non_embedding_before"]

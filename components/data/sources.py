@@ -66,6 +66,23 @@ class FileSourceConfig(BaseModel):
         return _relative_path("ingest.file.path", value, "data/external/reviews.csv")
 
 
+class UnlabeledConfig(BaseModel):
+    """Texts without labels in data/unlabeled/: the distillation transfer set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field("data/unlabeled/*", description="files or glob of unlabelled texts, under data/unlabeled")
+    format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
+    text_column: str = "text"
+    id_column: str | None = None
+    encoding: str = "utf-8"
+
+    @field_validator("path")
+    @classmethod
+    def _inside_repo(cls, value: str) -> str:
+        return _relative_path("unlabeled.path", value, "data/unlabeled/reviews.jsonl")
+
+
 class IncomingSourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -370,6 +387,39 @@ def read_files(
     if not paths:
         raise KilnError(f"ingest: no file matches '{pattern}' (set ingest.file.path)")
     return pd.concat([read_file(p, cfg, source) for p in paths], ignore_index=True)
+
+
+def read_unlabeled(cfg: UnlabeledConfig, root: Path, allowed: Sequence[Path]) -> pd.DataFrame:
+    """The files `cfg.path` matches (each really in one of `allowed`) as one frame of id and
+    text, read as ingest reads a file; no file, no rows."""
+    frames = []
+    try:
+        for path in expand(cfg.path, root, allowed, key="unlabeled.path"):
+            fmt = cfg.format if cfg.format != "auto" else FORMATS.get(path.suffix.lower())
+            if fmt is None:
+                raise KilnError(
+                    f"ingest: {path}: cannot tell the format from the extension '{path.suffix}'; "
+                    f"use one of {sorted(FORMATS)} or set unlabeled.format"
+                )
+            raw = _read_table(path, fmt, cfg.encoding)
+            if cfg.text_column not in raw.columns:
+                found = ", ".join(map(str, raw.columns[:10]))
+                raise KilnError(
+                    f"ingest: {path}: no text column '{cfg.text_column}' (columns found: {found}); "
+                    "set unlabeled.text_column"
+                )
+            _refuse_non_text(raw, path, fmt, cfg)
+            if cfg.id_column and cfg.id_column in raw.columns:
+                ids = raw[cfg.id_column].astype(str).to_numpy()
+            else:
+                ids = [f"{path.name}:{i + 2}" for i in range(len(raw))]
+            frames.append(pd.DataFrame({"id": ids, "text": raw[cfg.text_column].to_numpy(dtype=object)}))
+    except KilnError as err:
+        # The readers are ingest's, and so is the prefix of their messages.
+        raise KilnError(f"unlabeled: {str(err).removeprefix('ingest: ')}") from None
+    if not frames:
+        return pd.DataFrame({"id": pd.Series(dtype=object), "text": pd.Series(dtype=object)})
+    return pd.concat(frames, ignore_index=True)
 
 
 def batch_files(

@@ -8,6 +8,7 @@ Each class is cut by the same hash thresholds, so the split is stratified in exp
 """
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -82,6 +83,35 @@ def split(frame: pd.DataFrame, cfg: SplitConfig) -> SplitResult:
         **parts,
         duplicates_dropped=int(len(clean) - len(unique)),
         conflicts_dropped=int(conflicts.sum()),
+    )
+
+
+@dataclass
+class TransferSet:
+    """Unlabelled texts fit to teach a student: what was kept, and what was not, by reason."""
+
+    frame: pd.DataFrame
+    invalid_dropped: int  # missing, blank, or outside the length bounds
+    duplicates_dropped: int
+    in_splits_dropped: int  # the same normalised text as a train, val or test text
+
+
+def transfer_set(unlabeled: pd.DataFrame, splits: Iterable[pd.DataFrame], min_chars: int, max_chars: int) -> TransferSet:
+    """The texts of `unlabeled` (id, text) within the length bounds, each once, and none
+    whose normalised text is in a split: a val or test text among them would have the
+    student learn its teacher's answer on the very texts it is scored on."""
+    text = unlabeled["text"]
+    valid = text.map(lambda t: isinstance(t, str) and bool(t.strip()) and min_chars <= len(t) <= max_chars)
+    valid = valid.astype(bool)  # an empty frame's map gives an object column
+    keyed = unlabeled.loc[valid].assign(_key=lambda f: f["text"].map(text_hash))
+    unique = keyed.drop_duplicates("_key", keep="first")
+    taken = set().union(*(set(part["text"].map(text_hash)) for part in splits))
+    apart = unique[~unique["_key"].isin(taken)]
+    return TransferSet(
+        frame=apart.drop(columns="_key").sort_values("id").reset_index(drop=True),
+        invalid_dropped=int((~valid).sum()),
+        duplicates_dropped=int(len(keyed) - len(unique)),
+        in_splits_dropped=int(len(unique) - len(apart)),
     )
 
 

@@ -203,6 +203,12 @@ class DistillConfig(_Config):
     class_weight: ClassWeight = Field("balanced", description=f"{_CLASS_WEIGHT}, in the hard-label loss")
     hidden_weight: float = Field(0.0, ge=0, description="weight of hidden-state matching; 0 turns it off")
     augmented: bool = Field(False, description="transfer set: train plus the augmented copies")
+    unlabeled_max: int = Field(
+        20_000,
+        ge=0,
+        description="unlabelled texts (the unlabeled stage's) added to the transfer set, with the teacher's "
+        "answers and no label; a seeded sample beyond; 0: none",
+    )
     loop: MonitoredLoop = LoopConfig(max_epochs=2, log_every=20)
     optim: OptimConfig = OptimConfig(lr=2e-3)
 

@@ -149,6 +149,10 @@ def stratified_fraction(frame: pd.DataFrame, fraction: float, seed: int) -> pd.D
     return pd.concat(parts).sort_index()
 
 
+# The label id of a text without a label: cross-entropy's default ignore_index.
+UNLABELED = -100
+
+
 class ClassificationData(L.LightningDataModule):
     """Texts truncated to `length` tokens with integer labels from `labels`. With
     `teacher_tokenizer` (distilling from a teacher whose vocabulary is not the student's),
@@ -192,11 +196,14 @@ class ClassificationData(L.LightningDataModule):
 
     @staticmethod
     def encode(frame: pd.DataFrame, labels: dict[str, int], tokenizer, length: int) -> list[dict]:
-        unknown = sorted(set(frame["label"]) - set(labels))
+        """Rows of tokens and label ids; a text without a label (an unlabelled text of a
+        transfer set) gets UNLABELED, which the losses leave out."""
+        given = frame["label"].dropna()
+        unknown = sorted(set(given) - set(labels))
         if unknown:
             raise KilnError(f"labels {unknown} are not in the model's label map {sorted(labels)}")
         encoded = token_ids(tokenizer, frame["text"].tolist(), truncation=True, max_length=length)
-        ids = np.array([labels[v] for v in frame["label"]])
+        ids = np.array([UNLABELED if pd.isna(v) else labels[v] for v in frame["label"]])
         return [{"input_ids": e, "attention_mask": m, "labels": int(y)} for e, m, y in zip(*encoded, ids)]
 
     def loader(self, name: str, shuffle: bool = False) -> DataLoader:

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from components.text.classifier import MeanPoolClassifier
 from components.text.config import DistillConfig
+from components.text.data import UNLABELED
 from components.text.modules import Classifier
 
 
@@ -34,8 +35,10 @@ def kd_loss(
     temperature: float,
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    # The weights are the labels', so they weigh only the hard-label term.
-    hard = F.cross_entropy(student, labels, weight=weight)
+    # The weights are the labels', so they weigh only the hard-label term, which leaves out
+    # the texts without a label (UNLABELED): a batch of those alone has none.
+    labelled = labels != UNLABELED
+    hard = F.cross_entropy(student[labelled], labels[labelled], weight=weight) if labelled.any() else student.sum() * 0
     # KL(teacher || student) = sum p_t (log p_t - log p_s); batchmean makes it per example.
     soft = F.kl_div(
         F.log_softmax(student / temperature, -1), F.softmax(teacher / temperature, -1), reduction="batchmean"

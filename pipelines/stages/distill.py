@@ -7,6 +7,7 @@ vocabulary cut to the tokens the train texts use."""
 import hashlib
 
 import lightning as L
+import pandas as pd
 from transformers import PreTrainedTokenizerFast
 
 from components.deploy import stats
@@ -32,6 +33,9 @@ def run(ctx: StageContext) -> StageResult:
     split = ctx.read_split()
     if cfg.augmented:
         split["train"] = with_augmented(ctx, split["train"])
+    labelled = split["train"]
+    unlabeled = _unlabeled(ctx)
+    split["train"] = pd.concat([labelled, unlabeled], ignore_index=True)
     if cfg.inherit:
         student, tokenizer, tokenizer_id = _inherited(teacher, teacher_tokenizer, split["train"]["text"].tolist())
     else:
@@ -47,7 +51,7 @@ def run(ctx: StageContext) -> StageResult:
         params.hardware.seed,
         teacher_tokenizer=teacher_tokens(described, taught, teacher_tokenizer),
     )
-    weight = class_weights(cfg.class_weight, split["train"]["label"].map(taught.labels), len(taught.labels))
+    weight = class_weights(cfg.class_weight, labelled["label"].map(taught.labels), len(taught.labels))
     module = Distiller(student, teacher, cfg, described.model_dump(), len(taught.labels), weight)
     trainer = fit(ctx, module, data, "student", cfg.loop, monitor="val/macro_f1")
     scores = score(trainer, module, data)
@@ -55,6 +59,7 @@ def run(ctx: StageContext) -> StageResult:
     metrics = {
         **{k: scores[k] for k in ("val/macro_f1", "val/accuracy", "test/macro_f1", "test/accuracy")},
         "train/examples": len(split["train"]),
+        "train/unlabeled": len(unlabeled),
         "train/steps": trainer.global_step,
         "model/params": count_parameters(student),
         "model/params_non_embedding": count_parameters(student, embeddings=False),
@@ -66,7 +71,17 @@ def run(ctx: StageContext) -> StageResult:
     result = StageResult(metrics=metrics, summary=_above_teacher(student, teacher, data, taught.metrics))
     names = taught.label_list
     truth, predicted = ([names[i] for i in ids] for ids in predict_labels(student, data.val_dataloader()))
-    return checked(ctx, result, "student", split["train"]["label"], truth, predicted)
+    return checked(ctx, result, "student", labelled["label"], truth, predicted)
+
+
+def _unlabeled(ctx: StageContext) -> pd.DataFrame:
+    """The unlabeled stage's texts (at most distill.unlabeled_max, a seeded sample), as
+    train rows without a label: the student learns the teacher's answers on them."""
+    cfg = ctx.params.distill
+    texts = ctx.read(ctx.params.paths.unlabeled)
+    if len(texts) > cfg.unlabeled_max:
+        texts = texts.sample(n=cfg.unlabeled_max, random_state=ctx.params.hardware.seed).sort_index()
+    return texts.assign(label=None, source="unlabeled")
 
 
 def _sized(teacher: MeanPoolClassifier, tokenizer, size: StudentConfig) -> MeanPoolClassifier:
