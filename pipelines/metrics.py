@@ -172,6 +172,7 @@ HEADLINE = {
     "ingest": ("data/rows", "data/classes"),
     "validate": ("data/valid_rows", "data/quarantined_rows"),
     "split": ("split/train_rows", "split/val_rows", "split/test_rows"),
+    "unlabeled": ("unlabeled/rows", "unlabeled/in_splits_dropped"),
     "augment": ("augment/rows", "augment/skipped"),
     "tokenize": ("tokenizer/vocab_size", "tokenizer/tokens_p95"),
     "pretrain": ("val/perplexity", "model/max_length"),
