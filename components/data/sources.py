@@ -200,16 +200,22 @@ def expand(
 
 def read_file(path: Path, cfg: FileSourceConfig, source: str) -> pd.DataFrame:
     """One CSV, Parquet or JSONL file as a dataset frame."""
-    fmt = cfg.format if cfg.format != "auto" else FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise KilnError(
-            f"ingest: {path}: cannot tell the format from the extension '{path.suffix}'; "
-            f"use one of {sorted(FORMATS)} or set ingest.file.format"
-        )
+    fmt = _format(path, cfg.format, "ingest.file.format")
     if path.stat().st_size == 0:
         raise KilnError(f"ingest: {path}: the file is empty")
     raw = _read_table(path, fmt, cfg.encoding)
     return _to_dataset(raw, path, fmt, cfg, source)
+
+
+def _format(path: Path, given: str, key: str) -> str:
+    """The file's format: `given`, or with auto the one its extension names."""
+    fmt = given if given != "auto" else FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise KilnError(
+            f"ingest: {path}: cannot tell the format from the extension '{path.suffix}'; "
+            f"use one of {sorted(FORMATS)} or set {key}"
+        )
+    return fmt
 
 
 def _decode(path: Path, encoding: str) -> str:
@@ -395,12 +401,7 @@ def read_unlabeled(cfg: UnlabeledConfig, root: Path, allowed: Sequence[Path]) ->
     frames = []
     try:
         for path in expand(cfg.path, root, allowed, key="unlabeled.path"):
-            fmt = cfg.format if cfg.format != "auto" else FORMATS.get(path.suffix.lower())
-            if fmt is None:
-                raise KilnError(
-                    f"ingest: {path}: cannot tell the format from the extension '{path.suffix}'; "
-                    f"use one of {sorted(FORMATS)} or set unlabeled.format"
-                )
+            fmt = _format(path, cfg.format, "unlabeled.format")
             raw = _read_table(path, fmt, cfg.encoding)
             if cfg.text_column not in raw.columns:
                 found = ", ".join(map(str, raw.columns[:10]))

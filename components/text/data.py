@@ -13,20 +13,22 @@ from transformers import DataCollatorForLanguageModeling, DataCollatorWithPaddin
 from components.deploy.stats import seeded_sample
 from components.errors import KilnError
 
+# The special tokens of a BERT-style tokenizer, by the names transformers gives them.
+BERT_SPECIAL = {
+    "unk_token": "[UNK]",
+    "pad_token": "[PAD]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
+
 
 def load_tokenizer(path: Path, stage: str) -> PreTrainedTokenizerFast:
     """The tokenize stage's tokenizer.json as a transformers tokenizer."""
     if not path.is_file():
         raise KilnError(f"{stage}: tokenizer {path} is missing")
     try:
-        return PreTrainedTokenizerFast(
-            tokenizer_file=str(path),
-            unk_token="[UNK]",
-            pad_token="[PAD]",
-            cls_token="[CLS]",
-            sep_token="[SEP]",
-            mask_token="[MASK]",
-        )
+        return PreTrainedTokenizerFast(tokenizer_file=str(path), **BERT_SPECIAL)
     except Exception as err:  # tokenizers raises a bare Exception for a broken file
         raise KilnError(f"{stage}: tokenizer {path} is corrupt ({err}); rerun the tokenize stage") from None
 

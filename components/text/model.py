@@ -64,11 +64,17 @@ def unigram_perplexity(windows: list[list[int]], vocab_size: int, batches: Itera
     `windows` alone (add-one smoothed), on `batches` as MaskedLM's validation weighs them:
     what an encoder that learned nothing about context scores."""
     log_p = _unigram_log_p(windows, vocab_size)
+    return perplexity(
+        (-log_p[b["labels"][b["labels"] != -100]].mean().item(), b["input_ids"].shape[0]) for b in batches
+    )
+
+
+def perplexity(losses: Iterable[tuple[float, int]]) -> float:
+    """exp of the mean of (batch loss, batch rows) pairs weighted by rows, as Lightning
+    averages MaskedLM's val/loss; capped where exp would overflow."""
     total = rows = 0.0
-    for batch in batches:
-        targets = batch["labels"][batch["labels"] != -100]
-        size = batch["input_ids"].shape[0]
-        total += -log_p[targets].mean().item() * size
+    for loss, size in losses:
+        total += loss * size
         rows += size
     return math.exp(min(total / rows, 50.0)) if rows else float("nan")
 

@@ -12,6 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from transformers import get_linear_schedule_with_warmup
 
 from components.text.config import ClassWeight, OptimConfig
+from components.text.model import perplexity
 
 
 def class_weights(mode: ClassWeight, labels: Sequence[int], num_labels: int) -> torch.Tensor | None:
@@ -80,14 +81,10 @@ def masked_lm_perplexity(model: nn.Module, batches: Iterable[dict]) -> float:
     checkpoint before any step on these texts."""
     was_training = model.training
     model.eval()
-    total = rows = 0.0
     with torch.no_grad():
-        for batch in batches:
-            size = batch["input_ids"].shape[0]
-            total += masked_lm_loss(model, batch).item() * size
-            rows += size
+        found = perplexity((masked_lm_loss(model, b).item(), b["input_ids"].shape[0]) for b in batches)
     model.train(was_training)
-    return math.exp(min(total / rows, 50.0)) if rows else float("nan")
+    return found
 
 
 class MaskedLM(_Trained):

@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerFast
 from components.deploy import stats
 from components.text.classifier import MeanPoolClassifier, predict_labels
 from components.text.config import StudentConfig
-from components.text.data import ClassificationData, file_hash, load_tokenizer
+from components.text.data import BERT_SPECIAL, ClassificationData, file_hash, load_tokenizer
 from components.text.distill import Distiller, inherited_student
 from components.text.model import count_parameters
 from components.text.modules import class_weights
@@ -105,14 +105,7 @@ def _inherited(teacher: MeanPoolClassifier, teacher_tokenizer, train: list[str])
     its vocabulary cut to the tokens the train texts use."""
     keep = used_tokens(teacher_tokenizer.backend_tokenizer, train)
     cut = cut_vocabulary(teacher_tokenizer.backend_tokenizer, keep)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=cut,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=cut, **BERT_SPECIAL)
     return inherited_student(teacher, keep), tokenizer, hashlib.sha256(cut.to_str().encode()).hexdigest()
 
 
