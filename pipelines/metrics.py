@@ -71,8 +71,11 @@ TABLE: dict[str, str] = {
     "model/vocab_size": "tokens the student's embedding table holds (distill.inherit: the teacher's, cut to the "
     "tokens the train texts use)",
     "model/params_non_embedding_before": "the same, before pruning",
-    "ablation/scratch_val_macro_f1": "val macro-F1 of the same classifier trained from scratch",
-    "ablation/scratch_test_macro_f1": "test macro-F1 of the same classifier trained from scratch",
+    "ablation/{rival}_{split}_macro_f1": "val or test macro-F1 of the teacher's rival in finetune.ablation: the "
+    "same classifier from scratch (scratch) or finetuned from the checkpoint without pretrain's adaptive steps "
+    "(unadapted)",
+    "ablation/{rival}_val_gain": "the teacher's val macro-F1 minus that rival's, on the same texts",
+    "ablation/{rival}_val_gain_{end}": "ends of the paired-bootstrap 95 % interval of that difference",
     "ablation/pretraining_gain": "test macro-F1 gained by starting from the pretrained encoder",
     "teacher/test_macro_f1": "the teacher's test macro-F1, beside its student's",
     "student/test_macro_f1": "the unpruned student's test macro-F1, beside the pruned one's",
@@ -128,8 +131,12 @@ TABLE: dict[str, str] = {
     "explain/temperature": "what serving divides logits by (1: temperature scaling did not lower val ECE)",
     "{variant}/size_mb": "size of a model variant on disk",
     "{variant}/params": "parameters (ONNX: values stored in its initializers)",
-    "int8_vs_teacher/size_ratio": "teacher size over INT8 size",
-    "int8_vs_teacher/latency_ratio_p50_b1": "teacher p50 batch-1 latency over INT8's",
+    "int8_vs_teacher/delta_macro_f1": "INT8's test macro-F1 minus the teacher's, on the same texts",
+    "int8_vs_teacher/ci_{end}": "ends of the paired-bootstrap 95 % interval of that difference",
+    "int8_vs_teacher/p_value": "exact McNemar p-value of the two on the same texts",
+    "int8_vs_teacher/discordant": "test texts exactly one of the two gets right",
+    "int8_vs_teacher/size_ratio": "size of the teacher's FP32 ONNX file over INT8's",
+    "int8_vs_teacher/latency_ratio_p50_b1": "p50 batch-1 latency of the teacher's FP32 ONNX file over INT8's",
     "int8_vs_teacher/macro_f1_retention": "INT8 test macro-F1 as a share of the teacher's",
     "int8_vs_fp32/speedup_p50_{batch}": "FP32 p50 latency over INT8's, at batch 1 or 32",
     "registered/version": "the registry version the run registered",
@@ -161,6 +168,7 @@ _SLOTS = {
     "entity": "[A-Z][A-Z0-9_]*",
     "column": "[A-Za-z0-9_]+",
     "other": "classical|transformer|teacher",
+    "rival": "scratch|unadapted",
 }
 _PATTERNS = [
     re.compile("^" + re.sub(r"\\\{(\w+)\\\}", lambda m: f"(?:{_SLOTS[m.group(1)]})", re.escape(name)) + "$")

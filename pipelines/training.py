@@ -16,7 +16,7 @@ from typing import Any
 
 from components.errors import KilnError
 from components.text.config import check_validates
-from components.text.training import best_state, budgeted, build_trainer, resume_point
+from components.text.training import best_state, budgeted, build_trainer, precision, resume_point
 from pipelines import console
 from pipelines.contract import StageContext
 from pipelines.io import atomic, remove
@@ -157,6 +157,26 @@ def teacher_tokens(student: ModelCard, teacher: ModelCard, teacher_tokenizer):
     read one vocabulary; the teacher's tokenizer when it reads another (a teacher from a
     pretrained checkpoint)."""
     return None if student.tokenizer == teacher.tokenizer else teacher_tokenizer
+
+
+def teacher_logits(teacher, tokenizer, frames: dict, labels: dict[str, int], length: int, hardware) -> dict:
+    """The frozen teacher's logits on each frame's texts (a float32 row per text, in the
+    frame's order), in its own tokens, computed once: a distillation reads them at each
+    step instead of running the teacher again, which with a pretrained teacher is most of
+    a step's work. On the training stages' device and precision."""
+    import torch
+
+    from components.text.classifier import logits_of
+    from components.text.data import ClassificationData
+
+    gpu = hardware.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    device = "cuda" if gpu else "cpu"
+    data = ClassificationData(frames, labels, tokenizer, length, 64, 0)
+    model = teacher.to(device)
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=precision(hardware) == "bf16-mixed"):
+        found = {name: logits_of(model, data.loader(name)) for name in frames}
+    teacher.to("cpu")
+    return found
 
 
 def with_augmented(ctx: StageContext, train):

@@ -194,8 +194,10 @@ def tiny_frame(rows_per_label: int = 12) -> pd.DataFrame:
 TINY_TRAINING = {
     "encoder": {"layers": 2, "hidden": 32, "heads": 2, "intermediate": 64, "max_length": 32},
     "tokenize": {"vocab_size": 300},
+    # From scratch: a pretrained start is for tests that test it (test_pretrained).
     "pretrain": {
-        "loop": {"max_steps": 6, "batch_size": 8, "val_every_steps": 3, "checkpoint_every": 2, "log_every": 1}
+        "init": None,
+        "loop": {"max_steps": 6, "batch_size": 8, "val_every_steps": 3, "checkpoint_every": 2, "log_every": 1},
     },
     # The tiny models train on the augmented copies too, at the rates their margins were set for.
     "finetune": {
@@ -215,7 +217,8 @@ TINY_TRAINING = {
         "importance_batches": 2,
         "loop": {"max_epochs": 1, "batch_size": 8, "checkpoint_every": 2, "log_every": 1},
     },
-    "hardware": {"accelerator": "cpu", "devices": 1},
+    # fp32 whatever the CPU: the tiny models' margins were set for it.
+    "hardware": {"accelerator": "cpu", "devices": 1, "precision": "32-true"},
     # A model trained for seconds sits on its decision boundaries, where INT8 noise flips
     # predictions by chance: the pipeline tests do not test the INT8 gate (test_deploy does).
     "quantize": {"min_agreement": 0.0, "max_f1_drop": 1.0},

@@ -175,6 +175,20 @@ def test_unigram_perplexity_scores_masked_tokens_by_train_frequency():
     assert unigram_perplexity([[5, 5, 6, 7]], 10, [one, batch]) == pytest.approx(expected)
 
 
+def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_bf16(monkeypatch):
+    from components.text import training
+    from components.text.config import HardwareConfig
+
+    monkeypatch.setattr(training.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(training, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert training.precision(HardwareConfig()) == "bf16-mixed"
+    assert training.precision(HardwareConfig(precision="32-true")) == "32-true"  # a set precision wins
+    monkeypatch.setattr(training, "_cpu_flags", lambda: {"avx2", "avx512f"})  # emulated bf16 is slower
+    assert training.precision(HardwareConfig()) == "32-true"
+    monkeypatch.setattr(training, "_cpu_flags", lambda: {"amx_bf16"})
+    assert training.precision(HardwareConfig()) == "bf16-mixed"
+
+
 def test_steps_grow_as_a_power_of_the_rows_beyond_full_epochs_rows():
     from components.text.config import LoopConfig
     from components.text.training import budgeted
@@ -390,8 +404,6 @@ def _batches(truth: list[int], student: list[int], teacher: list[int]) -> list[d
 
 
 def test_distill_says_why_when_the_student_scores_above_its_teacher():
-    from types import SimpleNamespace
-
     from components.text.classifier import predict_labels
     from pipelines.stages.distill import _above_teacher
 
@@ -406,8 +418,7 @@ def test_distill_says_why_when_the_student_scores_above_its_teacher():
     )
 
     def said(student: list[int], teacher: list[int]) -> list[str]:
-        data = SimpleNamespace(val_dataloader=lambda: _batches(truth, student, teacher))
-        return _above_teacher(_FirstId(), _FirstId(), data, {"val/macro_f1": 0.0})
+        return _above_teacher(truth, student, teacher, {"val/macro_f1": 0.0})
 
     (line,) = said(truth, wrong(50))  # 25 % of the texts: far beyond the noise of 200
     assert "above its teacher's" in line and "under-trained" in line and "200 val texts" in line

@@ -100,7 +100,11 @@ def test_dvc_repro_then_kiln_run(repo, tmp_path):
         assert v["macro_f1_ci95"][0] <= v["macro_f1"] <= v["macro_f1_ci95"][1]
     selection = json.loads((repo / "reports/selection.json").read_text())
     assert report["selected"] == selection["selected"] in selection["candidates"]
-    assert set(report["comparisons"]) == {f"selected_vs_{report['baseline']['family']}", "selected_vs_teacher"}
+    assert set(report["comparisons"]) == {
+        f"selected_vs_{report['baseline']['family']}",
+        "selected_vs_teacher",
+        "int8_vs_teacher",
+    }
     explained = report["explain"]
     assert set(explained["families"]) == {"transformer", "classical"} and explained["temperature"] > 0
     dom, requested = in_a_browser(repo / "reports/explanations.html", tmp_path)

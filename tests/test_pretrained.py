@@ -37,7 +37,8 @@ def test_a_run_from_minilm_teaches_a_student_with_kilns_own_tokenizer(prepared_t
     # `auto` chooses the start: the tiny texts' made-up words ("sportword3") are split into
     # about 1.7 pieces each, inside the limit set here.
     auto = {"init": "auto", "auto": {"max_pieces_per_word": 2.0}}
-    set_params(repo, pretrain={**auto, "loop": {"max_steps": 2, "val_every_steps": 2}})
+    # Logits alone (no hidden-state matching, the default): the teacher's are computed once.
+    set_params(repo, pretrain={**auto, "adapt_steps": 2}, distill={"hidden_weight": 0.0})
     out = kiln("run", cwd=repo, HF_HUB_OFFLINE="1")
     assert out.returncode == 0, out.stdout + out.stderr
     assert re.search(
@@ -90,8 +91,8 @@ def test_a_run_from_minilm_teaches_a_student_with_kilns_own_tokenizer(prepared_t
     assert torch.cosine_similarity(inherited.flatten(), taught.flatten(), dim=0) > 0.5
     assert not inherited.equal(taught)
 
-    # max_steps 0, the profile's default: MiniLM as it is, without a val pass of a head it lacks.
-    set_params(repo, pretrain={"init": "all-MiniLM-L6-v2", "loop": {"max_steps": 0}})
+    # adapt_steps 0, the profile's: MiniLM as it is, without a val pass of a head it lacks.
+    set_params(repo, pretrain={"init": "all-MiniLM-L6-v2", "adapt_steps": 0})
     out = kiln("stage", "pretrain", cwd=repo)
     assert out.returncode == 0, out.stdout + out.stderr
     kept = load_file(repo / "models/encoder/model.safetensors")["bert.encoder.layer.5.attention.self.query.weight"]

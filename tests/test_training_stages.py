@@ -293,7 +293,7 @@ def test_a_refused_int8_is_left_out_and_a_classical_model_is_held_to_the_best_tr
     best = max(transformers, key=transformers.__getitem__) if transformers else "onnx_fp32"
     assert report["baseline"]["name"] == best and report["baseline"]["family"] == "transformer"
     assert report["comparisons"]["selected_vs_transformer"]["other"] == best
-    assert set(report["comparisons"]) == {"selected_vs_transformer", "selected_vs_teacher"}
+    assert set(report["comparisons"]) == {"selected_vs_transformer", "selected_vs_teacher", "int8_vs_teacher"}
     assert report["excluded"] == selection["excluded"] and "onnx_int8" in report["variants"]  # measured, not chosen
     written = (trained / "reports/evaluation.md").read_text()
     assert f"Baseline: {best}, the selected model is classical" in written

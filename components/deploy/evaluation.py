@@ -30,14 +30,15 @@ def quality(truth: Sequence[int], predicted: Sequence[int], labels: list[str]) -
 
 
 def latency(
-    predictors: dict[str, Callable[[list[str]], object]], texts: list[str], cfg: EvaluateConfig
+    predictors: dict[str, Callable[[list[str]], object]], texts: list[str], cfg: EvaluateConfig, batched: bool = True
 ) -> dict[str, dict[str, float]]:
     """p50/p95 milliseconds per call at batch 1 and batch 32, and texts/s at batch 32, for
     each predictor: the same texts in the same order, after `cfg.warmup` untimed calls,
     in `cfg.rounds` rounds that take turns, so a change in the machine's load falls on
-    every variant alike instead of on whichever ran during it."""
+    every variant alike instead of on whichever ran during it. Without `batched`, batch 1
+    alone (the batch-32 figures are then left out)."""
     singles = [[texts[i % len(texts)]] for i in range(cfg.latency_texts)]
-    batches = [[texts[(b * 32 + i) % len(texts)] for i in range(32)] for b in range(cfg.batches)]
+    batches = [[texts[(b * 32 + i) % len(texts)] for i in range(32)] for b in range(cfg.batches if batched else 0)]
     one: dict[str, list[float]] = {name: [] for name in predictors}
     many: dict[str, list[float]] = {name: [] for name in predictors}
     for predict in predictors.values():
@@ -47,16 +48,21 @@ def latency(
         for name, predict in predictors.items():
             one[name] += _timed(predict, singles)
             many[name] += _timed(predict, batches)
-    return {
+    found = {
         name: {
             "latency_ms_p50_b1": float(np.percentile(one[name], 50)),
             "latency_ms_p95_b1": float(np.percentile(one[name], 95)),
-            "latency_ms_p50_b32": float(np.percentile(many[name], 50)),
-            "latency_ms_p95_b32": float(np.percentile(many[name], 95)),
-            "throughput_b32": float(32 * len(many[name]) / (sum(many[name]) / 1000)),
         }
         for name in predictors
     }
+    if batched:
+        for name, timed in found.items():
+            timed |= {
+                "latency_ms_p50_b32": float(np.percentile(many[name], 50)),
+                "latency_ms_p95_b32": float(np.percentile(many[name], 95)),
+                "throughput_b32": float(32 * len(many[name]) / (sum(many[name]) / 1000)),
+            }
+    return found
 
 
 def _timed(predict: Callable[[list[str]], object], calls: list[list[str]]) -> list[float]:
@@ -80,8 +86,10 @@ def size_mb(paths: Sequence[Path]) -> float:
 
 
 def ratios(variants: dict[str, dict]) -> dict[str, dict[str, float]]:
-    """INT8 against the teacher (size, speed, macro-F1 kept) and against FP32 (speed-up)."""
-    teacher, int8, fp32 = variants["teacher"], variants["onnx_int8"], variants["onnx_fp32"]
+    """INT8 against the teacher as it would be served, its FP32 ONNX file (size, speed,
+    macro-F1 kept), and against FP32 (speed-up)."""
+    teacher = variants.get("onnx_teacher", variants["teacher"])
+    int8, fp32 = variants["onnx_int8"], variants["onnx_fp32"]
     return {
         "int8_vs_teacher": {
             "size_ratio": teacher["size_mb"] / int8["size_mb"],

@@ -281,7 +281,7 @@ def _measure(spec: TrialSpec, runtime, texts: list[str], truth: list[int]) -> di
     from components.deploy import evaluation as ev
 
     predicted = runtime.logits(texts).argmax(-1).tolist()
-    timing = ev.latency({"trial": runtime.logits}, texts, spec.evaluate)["trial"]
+    timing = ev.latency({"trial": runtime.logits}, texts, spec.evaluate, batched=False)["trial"]
     return {
         "val_macro_f1": ev.quality(truth, predicted, runtime.labels)["macro_f1"],
         "latency_ms_p50_b1": timing["latency_ms_p50_b1"],

@@ -66,9 +66,11 @@ def logits_of(model: nn.Module, batches, own_tokens: str = "") -> np.ndarray:
     out = []
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     with torch.no_grad():
         for batch in batches:
             key = own_tokens if f"{own_tokens}input_ids" in batch else ""
-            out.append(model(input_ids=batch[f"{key}input_ids"], attention_mask=batch[f"{key}attention_mask"]).logits)
+            inputs = {name: batch[f"{key}{name}"].to(device) for name in ("input_ids", "attention_mask")}
+            out.append(model(**inputs).logits.cpu())
     model.train(was_training)
     return torch.cat(out).float().numpy()

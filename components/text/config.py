@@ -2,6 +2,7 @@
 knobs. Plain pydantic and nothing else, so that reading `params.yaml` (which every
 `kiln` command does) never pays for importing torch or Lightning."""
 
+import math
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -61,7 +62,7 @@ class HardwareConfig(_Config):
     accelerator: str = "auto"
     devices: int | str = "auto"
     strategy: str = "auto"
-    precision: str = "32-true"
+    precision: str = Field("auto", description="auto: bf16-mixed where the hardware runs bf16 natively, else 32-true")
     num_nodes: int = Field(1, ge=1)
     seed: int = 42
 
@@ -148,7 +149,7 @@ class AutoStart(_Config):
 
 class PretrainConfig(_Config):
     init: str | None = Field(
-        None,
+        "auto",
         description="auto (the checkpoint of `auto` when its vocabulary fits the train texts, else from scratch), "
         "all-MiniLM-L6-v2 (shipped), a local path or a hub name to start from; None: from scratch",
     )
@@ -162,7 +163,13 @@ class PretrainConfig(_Config):
         "reported as having learned little about context",
     )
     val_windows: int = Field(
-        1024, ge=1, description="val windows scored at each check; a fixed sample of them when there are more"
+        512, ge=1, description="val windows scored at each check; a fixed sample of them when there are more"
+    )
+    adapt_steps: int = Field(
+        20,
+        ge=0,
+        description="domain-adaptive masked-LM steps on the train texts from a pretrained checkpoint (loop.max_steps "
+        "is for an encoder trained from scratch); 0 uses the checkpoint as it is",
     )
     max_texts: int | None = Field(
         20_000,
@@ -187,8 +194,25 @@ class FinetuneConfig(_Config):
         description="learning rate of a teacher whose encoder started from a pretrained checkpoint "
         "(optim.lr is for one trained here): a pretrained encoder is finetuned gently",
     )
+    pretrained_epochs: int = Field(
+        1, ge=1, description="loop.max_epochs of a teacher whose encoder started from a pretrained checkpoint"
+    )
+    pretrained_min_steps: int = Field(
+        100, ge=0, description="...but as many epochs as make at least this many steps, for small data"
+    )
+    pretrained_batch_size: int = Field(
+        16, ge=1, description="loop.batch_size of a teacher whose encoder started from a pretrained checkpoint"
+    )
     loop: MonitoredLoop = LoopConfig(max_epochs=2)
     optim: OptimConfig = OptimConfig(lr=1e-3)
+
+    def pretrained(self, rows: int) -> tuple[LoopConfig, OptimConfig]:
+        """(loop, optim) of a teacher whose encoder starts from a pretrained checkpoint and
+        learns from `rows` train rows."""
+        steps = math.ceil(rows / self.pretrained_batch_size)
+        epochs = max(self.pretrained_epochs, math.ceil(self.pretrained_min_steps / max(steps, 1)))
+        loop = self.loop.model_copy(update={"max_epochs": epochs, "batch_size": self.pretrained_batch_size})
+        return loop, self.optim.model_copy(update={"lr": self.pretrained_lr})
 
 
 class DistillConfig(_Config):
@@ -224,5 +248,6 @@ class PruneConfig(_Config):
     alpha: float = Field(0.5, ge=0, le=1, description="recovery: weight of the hard-label loss")
     temperature: float = Field(2.0, gt=0)
     class_weight: ClassWeight = Field("balanced", description=f"recovery: {_CLASS_WEIGHT}, in the hard-label loss")
+    augmented: bool = Field(False, description="recovery also reads the augmented copies of the train rows")
     loop: MonitoredLoop = LoopConfig(max_epochs=1, full_epochs_rows=4000, log_every=20)
     optim: OptimConfig = OptimConfig(lr=5e-4)

@@ -156,6 +156,29 @@ def budgeted(loop: LoopConfig, rows: int) -> LoopConfig:
     return loop.model_copy(update={"max_steps": steps, "val_every_steps": every})
 
 
+def precision(hardware: HardwareConfig) -> str:
+    """Lightning's precision for `hardware.precision`; `auto` is bf16-mixed where the
+    hardware multiplies bf16 natively (a CUDA GPU that supports it; a CPU with AVX-512
+    BF16 or AMX: on 2 cores of an AMD EPYC with AVX-512 BF16 a MiniLM step of 32 x 128
+    tokens took 2.0 s against 2.6 s in fp32), else 32-true, since emulated bf16 is
+    slower than fp32."""
+    if hardware.precision != "auto":
+        return hardware.precision
+    if hardware.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    if hardware.accelerator in ("auto", "cpu") and _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        return "bf16-mixed"
+    return "32-true"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no way to tell, so no bf16
+        return set()
+    return {flag for line in info.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
 def build_trainer(
     name: str,
     hardware: HardwareConfig,
@@ -197,7 +220,7 @@ def build_trainer(
         accelerator=hardware.accelerator,
         devices=hardware.devices,
         strategy=hardware.strategy,
-        precision=hardware.precision,
+        precision=precision(hardware),
         num_nodes=hardware.num_nodes,
         max_epochs=loop.max_epochs,
         max_steps=loop.max_steps,

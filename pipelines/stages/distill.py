@@ -20,7 +20,16 @@ from components.text.modules import class_weights
 from components.text.tokenizer import cut_vocabulary, used_tokens
 from pipelines.contract import StageContext, StageResult
 from pipelines.majority import checked
-from pipelines.training import card, fit, load_model, save_model, score, teacher_tokens, with_augmented
+from pipelines.training import (
+    card,
+    fit,
+    load_model,
+    save_model,
+    score,
+    teacher_logits,
+    teacher_tokens,
+    with_augmented,
+)
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -42,17 +51,23 @@ def run(ctx: StageContext) -> StageResult:
         student = _sized(teacher, tokenizer, cfg.student)
     described = card(ctx, tokenizer_id, {}, taught.labels, {"teacher": taught.metrics})
     described = described.model_copy(update={"start": taught.start})
+    length = teacher.config.max_position_embeddings
+    # Hidden-state matching needs the teacher at each step; logits alone are computed once.
+    cached = cfg.hidden_weight == 0
+    frames = {"train": split["train"], "val": split["val"]} if cached else {"val": split["val"]}
+    answers = teacher_logits(teacher, teacher_tokenizer, frames, taught.labels, length, params.hardware)
     data = ClassificationData(
         split,
         taught.labels,
         tokenizer,
-        teacher.config.max_position_embeddings,
+        length,
         cfg.loop.batch_size,
         params.hardware.seed,
-        teacher_tokenizer=teacher_tokens(described, taught, teacher_tokenizer),
+        teacher_tokenizer=None if cached else teacher_tokens(described, taught, teacher_tokenizer),
+        teacher_logits={"train": answers["train"]} if cached else None,
     )
     weight = class_weights(cfg.class_weight, labelled["label"].map(taught.labels), len(taught.labels))
-    module = Distiller(student, teacher, cfg, described.model_dump(), len(taught.labels), weight)
+    module = Distiller(student, None if cached else teacher, cfg, described.model_dump(), len(taught.labels), weight)
     trainer = fit(ctx, module, data, "student", cfg.loop, monitor="val/macro_f1")
     scores = score(trainer, module, data)
     teacher_f1 = taught.metrics["test/macro_f1"]
@@ -68,10 +83,11 @@ def run(ctx: StageContext) -> StageResult:
         "test/macro_f1_retention": scores["test/macro_f1"] / teacher_f1 if teacher_f1 else 0.0,
     }
     save_model(ctx, student, tokenizer, described.model_copy(update={"metrics": metrics}), paths.student)
-    result = StageResult(metrics=metrics, summary=_above_teacher(student, teacher, data, taught.metrics))
+    truth, mine = predict_labels(student, data.val_dataloader())
+    theirs = answers["val"].argmax(-1).tolist()
+    result = StageResult(metrics=metrics, summary=_above_teacher(truth, mine, theirs, taught.metrics))
     names = taught.label_list
-    truth, predicted = ([names[i] for i in ids] for ids in predict_labels(student, data.val_dataloader()))
-    return checked(ctx, result, "student", labelled["label"], truth, predicted)
+    return checked(ctx, result, "student", labelled["label"], [names[i] for i in truth], [names[i] for i in mine])
 
 
 def _unlabeled(ctx: StageContext) -> pd.DataFrame:
@@ -109,11 +125,10 @@ def _inherited(teacher: MeanPoolClassifier, teacher_tokenizer, train: list[str])
     return inherited_student(teacher, keep), tokenizer, hashlib.sha256(cut.to_str().encode()).hexdigest()
 
 
-def _above_teacher(student, teacher, data, taught: dict[str, float]) -> list[str]:
-    """Why not, when the student scores above its teacher on val: the paired difference
-    on the same val texts, and whether it is more than their noise."""
-    truth, mine = predict_labels(student, data.val_dataloader())
-    _, theirs = predict_labels(teacher, data.val_dataloader(), "teacher_")
+def _above_teacher(truth: list[int], mine: list[int], theirs: list[int], taught: dict[str, float]) -> list[str]:
+    """Why not, when the student (predicting `mine` on val) scores above its teacher
+    (`theirs`): the paired difference on the same val texts, and whether it is more than
+    their noise."""
     d = stats.paired(truth, mine, theirs).macro_f1_difference
     if d.estimate <= 0:
         return []

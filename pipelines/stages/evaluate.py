@@ -109,11 +109,17 @@ def run(ctx: StageContext) -> StageResult:
     base, why = selection.baseline()
     baseline = {"name": base, "family": selection.baseline_family, "why": why}
     comparisons = {}
-    for group, other in ((f"selected_vs_{baseline['family']}", base), ("selected_vs_teacher", "teacher")):
-        found = stats.paired(truth, predicted[selection.selected], predicted[other], cfg.resamples, cfg.bootstrap_seed)
+    pairs = [
+        (f"selected_vs_{baseline['family']}", selection.selected, base),
+        ("selected_vs_teacher", selection.selected, "teacher"),
+    ]
+    if "onnx_int8" in predicted:  # what compression cost: the shipped INT8 student against its teacher
+        pairs.append(("int8_vs_teacher", "onnx_int8", "teacher"))
+    for group, model, other in pairs:
+        found = stats.paired(truth, predicted[model], predicted[other], cfg.resamples, cfg.bootstrap_seed)
         d = found.macro_f1_difference
         comparisons[group] = {
-            "selected": selection.selected,
+            "model": model,
             "other": other,
             "delta_macro_f1": d.estimate,
             "ci95": [d.low, d.high],
@@ -174,15 +180,9 @@ def run(ctx: StageContext) -> StageResult:
         }
     )
     for group, c in comparisons.items():
-        metrics.update(
-            {
-                f"{group}/delta_macro_f1": c["delta_macro_f1"],
-                f"{group}/ci_lo": c["ci95"][0],
-                f"{group}/ci_hi": c["ci95"][1],
-                f"{group}/p_value": c["p_value"],
-                f"{group}/discordant": c["n_discordant"],
-            }
-        )
+        figures = {"delta_macro_f1": c["delta_macro_f1"], "ci_lo": c["ci95"][0], "ci_hi": c["ci95"][1]}
+        figures |= {"p_value": c["p_value"], "discordant": c["n_discordant"]}
+        metrics.update({f"{group}/{key}": value for key, value in figures.items()})
     metrics.update({f"{group}/{key}": value for group, values in ratios.items() for key, value in values.items()})
     metrics["selected/test_macro_f1"] = variants[selection.selected]["macro_f1"]
     metrics.update(
@@ -228,7 +228,7 @@ def markdown(
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     lines += [
-        f"| {name} ({c['selected']} vs {c['other']}) | {c['delta_macro_f1']:+.4f} "
+        f"| {name} ({c['model']} vs {c['other']}) | {c['delta_macro_f1']:+.4f} "
         f"| [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {c['p_value']:.3g} | {c['n_discordant']} |"
         for name, c in comparisons.items()
     ]

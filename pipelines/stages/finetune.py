@@ -1,15 +1,18 @@
 """finetune: the teacher, a sequence classifier initialised from the pretrained encoder;
-with `ablation`, the same classifier from scratch beside it."""
+with `ablation`, the same classifier from scratch beside it, and from the checkpoint as
+it came when pretrain adapted one to these texts."""
 
 import lightning as L
-from transformers import BertForMaskedLM
+from transformers import AutoModelForMaskedLM, BertForMaskedLM
 
+from components.deploy import stats
 from components.text.classifier import MeanPoolClassifier, predict_labels
 from components.text.data import ClassificationData, label_map, stratified_fraction
-from components.text.model import count_parameters
+from components.text.model import count_parameters, keep_positions
 from components.text.modules import Classifier, class_weights
 from pipelines.contract import StageContext, StageResult
 from pipelines.majority import checked
+from pipelines.pretrained import resolve as pretrained_source
 from pipelines.training import card, fit, load_model, save_model, score, with_augmented
 
 
@@ -22,9 +25,9 @@ def run(ctx: StageContext) -> StageResult:
     split["train"] = stratified_fraction(split["train"], cfg.label_fraction, params.hardware.seed)
     if cfg.augmented:
         split["train"] = with_augmented(ctx, split["train"])
-    data = ClassificationData(
-        split, labels, tokenizer, encoder.config.max_position_embeddings, cfg.loop.batch_size, params.hardware.seed
-    )
+    loop, optim = (cfg.loop, cfg.optim) if pretrained.start is None else cfg.pretrained(len(split["train"]))
+    length = encoder.config.max_position_embeddings
+    data = ClassificationData(split, labels, tokenizer, length, loop.batch_size, params.hardware.seed)
 
     def classifier() -> MeanPoolClassifier:
         config = encoder.config.__class__.from_dict(
@@ -43,9 +46,8 @@ def run(ctx: StageContext) -> StageResult:
     # The encoder's weights; its MLM head stays behind, the classifier layer starts fresh.
     teacher.bert.load_state_dict(encoder.bert.state_dict())
     weight = class_weights(cfg.class_weight, split["train"]["label"].map(labels), len(labels))
-    optim = cfg.optim if pretrained.start is None else cfg.optim.model_copy(update={"lr": cfg.pretrained_lr})
     module = Classifier(teacher, optim, described.model_dump(), len(labels), weight)
-    trainer = fit(ctx, module, data, "teacher", cfg.loop, monitor="val/macro_f1", patience=cfg.patience)
+    trainer = fit(ctx, module, data, "teacher", loop, monitor="val/macro_f1", patience=cfg.patience)
     scores = score(trainer, module, data)
     metrics = {
         **{k: scores[k] for k in ("val/macro_f1", "val/accuracy", "test/macro_f1", "test/accuracy")},
@@ -55,31 +57,42 @@ def run(ctx: StageContext) -> StageResult:
         "model/params": count_parameters(teacher),
         "model/params_non_embedding": count_parameters(teacher, embeddings=False),
     }
+    truth, predicted = predict_labels(module.model, data.val_dataloader())
     if cfg.ablation:
-        L.seed_everything(params.hardware.seed, workers=True, verbose=False)
-        scratch = Classifier(classifier(), cfg.optim, {**described.model_dump(), "ablation": True}, len(labels), weight)
-        found = score(
-            fit(
-                ctx,
-                scratch,
-                data,
-                "scratch",
-                cfg.loop,
-                monitor="val/macro_f1",
-                patience=cfg.patience,
-                log_to_mlflow=False,
-            ),
-            scratch,
-            data,
-        )
-        metrics.update(
-            {
-                "ablation/scratch_val_macro_f1": found["val/macro_f1"],
-                "ablation/scratch_test_macro_f1": found["test/macro_f1"],
-                "ablation/pretraining_gain": scores["test/macro_f1"] - found["test/macro_f1"],
-            }
-        )
+        metrics |= _ablation(ctx, split, labels, tokenizer, length, classifier, weight, pretrained, truth, predicted)
+        metrics["ablation/pretraining_gain"] = scores["test/macro_f1"] - metrics["ablation/scratch_test_macro_f1"]
     save_model(ctx, module.model, tokenizer, described.model_copy(update={"metrics": metrics}), paths.teacher)
     names = described.label_list
-    truth, predicted = ([names[i] for i in ids] for ids in predict_labels(module.model, data.val_dataloader()))
+    truth, predicted = [names[i] for i in truth], [names[i] for i in predicted]
     return checked(ctx, StageResult(metrics=metrics), "teacher", split["train"]["label"], truth, predicted)
+
+
+def _ablation(ctx, split, labels, tokenizer, length, classifier, weight, pretrained, truth, predicted) -> dict:
+    """The teacher's rivals on the same texts: the same classifier from scratch (what
+    pretraining gains) and, when pretrain adapted a checkpoint to these texts, the
+    classifier finetuned from the checkpoint as it came (what those steps gain); each
+    with the paired difference of the teacher minus it on val."""
+    params, cfg = ctx.params, ctx.params.finetune
+    rivals = {"scratch": (classifier(), cfg.loop, cfg.optim)}
+    if pretrained.start is not None and pretrained.metrics.get("train/steps", 0) > 0:
+        as_it_came = classifier()
+        checkpoint = AutoModelForMaskedLM.from_pretrained(pretrained_source(pretrained.start, ctx.root))
+        keep_positions(checkpoint, length)
+        as_it_came.bert.load_state_dict(checkpoint.bert.state_dict())
+        rivals["unadapted"] = (as_it_came, *cfg.pretrained(len(split["train"])))
+    found = {}
+    for name, (model, loop, optim) in rivals.items():
+        L.seed_everything(params.hardware.seed, workers=True, verbose=False)
+        data = ClassificationData(split, labels, tokenizer, length, loop.batch_size, params.hardware.seed)
+        module = Classifier(model, optim, {"ablation": name}, len(labels), weight)
+        trainer = fit(ctx, module, data, name, loop, monitor="val/macro_f1", patience=cfg.patience, log_to_mlflow=False)
+        scores = score(trainer, module, data)
+        d = stats.paired(truth, predicted, predict_labels(model, data.val_dataloader())[1]).macro_f1_difference
+        found |= {
+            f"ablation/{name}_val_macro_f1": scores["val/macro_f1"],
+            f"ablation/{name}_test_macro_f1": scores["test/macro_f1"],
+            f"ablation/{name}_val_gain": d.estimate,
+            f"ablation/{name}_val_gain_lo": d.low,
+            f"ablation/{name}_val_gain_hi": d.high,
+        }
+    return found

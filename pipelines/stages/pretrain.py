@@ -44,11 +44,14 @@ def _auto(ctx: StageContext, texts: list[str]) -> tuple[str | None, dict[str, fl
 def _judged(ctx: StageContext, perplexity: float, unigram: float, start: float | None, steps: int) -> list[str]:
     """What the masked-LM steps did, in words: the val perplexity beside what token
     frequencies alone score (and, from a checkpoint, its own before the steps), and a
-    warning where the encoder learned little about context."""
+    warning where an encoder trained here learned little about context, or where the
+    steps did not lower a checkpoint's perplexity. A checkpoint's encoder is trained
+    whatever its perplexity: one that came without a masked-LM head gets a new one, and
+    its first steps mostly train that head."""
     since = f", {start:.1f} before these {steps} steps" if start is not None else f" after {steps} steps"
     lines = [f"encoder: val perplexity {perplexity:.1f}{since}; token frequencies alone: {unigram:.1f}"]
     ratio = ctx.params.pretrain.unigram_ratio
-    if perplexity > ratio * unigram:
+    if start is None and perplexity > ratio * unigram:
         warning = (
             f"encoder learned little about context: its val perplexity is more than {ratio:.0%} of what token "
             "frequencies alone score, so it is not a trained encoder (more pretrain steps, or pretrain.init "
@@ -94,6 +97,14 @@ def _start(ctx: StageContext, texts: list[str], init: str | None):
     return model, tokenizer, tokenizer_id, fresh_head
 
 
+def _adapting(cfg):
+    """The loop of domain-adaptive steps from a checkpoint: `adapt_steps` of them, with a
+    val check at the end (and at loop.val_every_steps, if sooner)."""
+    steps = cfg.adapt_steps
+    every = min(cfg.loop.val_every_steps or steps, steps) or None
+    return cfg.loop.model_copy(update={"max_steps": steps, "val_every_steps": every})
+
+
 def run(ctx: StageContext) -> StageResult:
     params, paths, cfg = ctx.params, ctx.params.paths, ctx.params.pretrain
     L.seed_everything(params.hardware.seed, workers=True, verbose=False)
@@ -110,7 +121,8 @@ def run(ctx: StageContext) -> StageResult:
     model, tokenizer, tokenizer_id, fresh_head = _start(ctx, texts, init)
     length = model.config.max_position_embeddings
     described = card(ctx, tokenizer_id, {}).model_copy(update={"start": init})
-    if cfg.loop.max_steps == 0:
+    loop = cfg.loop if init is None else _adapting(cfg)
+    if loop.max_steps == 0:
         # A checkpoint used as it is: nothing to train, and the val loss of a head it came
         # without would say nothing about its encoder.
         metrics = {**chosen, "train/steps": 0, "model/params": count_parameters(model), "model/max_length": length}
@@ -135,7 +147,7 @@ def run(ctx: StageContext) -> StageResult:
     if init is not None:  # a checkpoint's own perplexity on these texts, before adapting it to them
         before = {"val/perplexity_start": masked_lm_perplexity(model, data.val_batches)}
     module = MaskedLM(model, cfg.optim, described.model_dump())
-    trainer = fit(ctx, module, data, "encoder", cfg.loop)
+    trainer = fit(ctx, module, data, "encoder", loop)
     final = trainer.validate(module, datamodule=data, verbose=False)[0]
     unigram = unigram_perplexity(train_windows, model.config.vocab_size, data.val_batches)
     said += _judged(ctx, final["val/perplexity"], unigram, before.get("val/perplexity_start"), trainer.global_step)

@@ -33,7 +33,8 @@ def run(ctx: StageContext) -> StageResult:
     teacher, teacher_tokenizer, taught = load_model(ctx, paths.teacher, MeanPoolClassifier)
     labels = made.labels
     split = ctx.read_split()
-    split["train"] = with_augmented(ctx, split["train"])
+    if cfg.augmented:
+        split["train"] = with_augmented(ctx, split["train"])
     data = ClassificationData(
         split,
         labels,

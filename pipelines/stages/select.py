@@ -58,7 +58,8 @@ def run(ctx: StageContext) -> StageResult:
         if runtime.labels != labels:
             raise KilnError(f"select: {name} has labels {runtime.labels}, the others {labels}")
     truth = [labels.index(label) for label in val["label"]]
-    timing = ev.latency({name: r.logits for name, r in runtimes.items()}, texts, params.evaluate)
+    # The gate's budget is batch-1 latency: batches of 32 are timed by evaluate alone.
+    timing = ev.latency({name: r.logits for name, r in runtimes.items()}, texts, params.evaluate, batched=False)
     measured = {
         name: Measured(
             family=front.members[name].family if name in front.members else _family(name),
