@@ -189,6 +189,17 @@ def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_bf16(monkeypatch):
     assert training.precision(HardwareConfig()) == "bf16-mixed"
 
 
+def test_a_pretrained_teacher_gets_its_own_loop_with_enough_steps_for_small_data():
+    from components.text.config import FinetuneConfig
+
+    cfg = FinetuneConfig()
+    loop, optim = cfg.pretrained(1734)  # BBC's train split: one epoch is 109 steps of 16
+    assert (loop.max_epochs, loop.batch_size, optim.lr) == (1, 16, 1e-4)
+    assert cfg.pretrained(500)[0].max_epochs == 4  # 32 steps an epoch: four make the 100 steps asked
+    assert cfg.pretrained(10)[0].max_epochs == 100  # one step an epoch
+    assert cfg.loop.max_epochs == 2 and cfg.optim.lr == 1e-3  # an encoder trained here keeps its own
+
+
 def test_steps_grow_as_a_power_of_the_rows_beyond_full_epochs_rows():
     from components.text.config import LoopConfig
     from components.text.training import budgeted

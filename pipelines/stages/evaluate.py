@@ -180,9 +180,9 @@ def run(ctx: StageContext) -> StageResult:
         }
     )
     for group, c in comparisons.items():
-        figures = {"delta_macro_f1": c["delta_macro_f1"], "ci_lo": c["ci95"][0], "ci_hi": c["ci95"][1]}
-        figures |= {"p_value": c["p_value"], "discordant": c["n_discordant"]}
-        metrics.update({f"{group}/{key}": value for key, value in figures.items()})
+        found = {"delta_macro_f1": c["delta_macro_f1"], "ci_lo": c["ci95"][0], "ci_hi": c["ci95"][1]}
+        found |= {"p_value": c["p_value"], "discordant": c["n_discordant"]}
+        metrics.update({f"{group}/{key}": value for key, value in found.items()})
     metrics.update({f"{group}/{key}": value for group, values in ratios.items() for key, value in values.items()})
     metrics["selected/test_macro_f1"] = variants[selection.selected]["macro_f1"]
     metrics.update(
