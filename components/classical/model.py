@@ -42,6 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 import onnx
+from joblib import Parallel, delayed
 from onnx import helper, numpy_helper
 from scipy.special import softmax
 from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
@@ -164,14 +165,13 @@ def select(
             for sublinear in cfg.sublinear_tf:
                 tfidf = TfidfTransformer(sublinear_tf=sublinear).fit(x_train[:, columns])
                 a_train, a_val = tfidf.transform(x_train[:, columns]), tfidf.transform(x_val[:, columns])
-                for c, weighting in product(cfg.c, cfg.class_weight):
-                    # lbfgs is deterministic; the seed only matters to solvers that shuffle.
-                    model = LogisticRegression(
-                        C=c,
-                        class_weight=None if weighting == "none" else "balanced",
-                        max_iter=cfg.max_iter,
-                        random_state=seed,
-                    ).fit(a_train, y_train)
+                points = list(product(cfg.c, cfg.class_weight))
+                # The fits of one feature set are independent: one per core (most of the
+                # grid's time; 2 cores fit BBC's char grid in 5.8 s instead of 13.7).
+                models = Parallel(n_jobs=-1)(
+                    delayed(_fit)(a_train, y_train, c, weighting, cfg.max_iter, seed) for c, weighting in points
+                )
+                for (c, weighting), model in zip(points, models):
                     predicted = model.predict(a_val)
                     score = GridScore(
                         analyzer,
@@ -190,6 +190,12 @@ def select(
     if best is None:
         raise KilnError(f"classical: no grid point has a feature (min_df {cfg.min_df}): {'; '.join(skipped)}")
     return Selection(best[1], labels, best[0], table, skipped, time.perf_counter() - start, len(train_texts))
+
+
+def _fit(x, y, c: float, weighting: ClassWeight, max_iter: int, seed: int) -> LogisticRegression:
+    # lbfgs is deterministic; the seed only matters to solvers that shuffle.
+    weight = None if weighting == "none" else "balanced"
+    return LogisticRegression(C=c, class_weight=weight, max_iter=max_iter, random_state=seed).fit(x, y)
 
 
 def stratified_sample(labels: Sequence[str], n: int, seed: int) -> list[int]:

@@ -103,6 +103,8 @@ class MaskedLM(_Trained):
         loss = self.trainer.callback_metrics.get("val/loss")
         if loss is not None:
             self.log("val/perplexity", math.exp(min(float(loss), 50.0)), sync_dist=True)
+            # The weights these figures score: a fit that ends on a val check needs no other.
+            self.scored = {"step": self.global_step, "val/loss": float(loss)}
 
 
 class Classifier(_Trained):
