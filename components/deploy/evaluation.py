@@ -158,10 +158,11 @@ def markdown(variants: dict[str, dict]) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, v in variants.items():
+        # A model timed at batch 1 alone (the PyTorch ones) has no batch-32 figures.
+        b32 = f"{v['latency_ms_p50_b32']:.1f} | {v['throughput_b32']:.0f}" if "throughput_b32" in v else "- | -"
         rows.append(
             f"| {name} | {v['macro_f1']:.4f} | [{v['macro_f1_ci95'][0]:.4f}, {v['macro_f1_ci95'][1]:.4f}] "
-            f"| {v['accuracy']:.4f} | {v['latency_ms_p50_b1']:.2f} | "
-            f"{v['latency_ms_p95_b1']:.2f} | {v['latency_ms_p50_b32']:.1f} | {v['throughput_b32']:.0f} | "
+            f"| {v['accuracy']:.4f} | {v['latency_ms_p50_b1']:.2f} | {v['latency_ms_p95_b1']:.2f} | {b32} | "
             f"{v['size_mb']:.2f} | {v['params']:,} |"
         )
     return "\n".join(rows) + "\n"
