@@ -163,7 +163,7 @@ class PretrainConfig(_Config):
         "reported as having learned little about context",
     )
     val_windows: int = Field(
-        512, ge=1, description="val windows scored at each check; a fixed sample of them when there are more"
+        256, ge=1, description="val windows scored at each check; a fixed sample of them when there are more"
     )
     adapt_steps: int = Field(
         20,

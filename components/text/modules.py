@@ -76,12 +76,14 @@ def masked_lm_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     return nn.functional.cross_entropy(logits, batch["labels"][chosen])
 
 
-def masked_lm_perplexity(model: nn.Module, batches: Iterable[dict]) -> float:
+def masked_lm_perplexity(model: nn.Module, batches: Iterable[dict], bf16: bool = False) -> float:
     """val/perplexity as MaskedLM's validation computes it, outside a Trainer: for a
-    checkpoint before any step on these texts."""
+    checkpoint before any step on these texts. `bf16`: under bf16 autocast, as a Trainer
+    of bf16-mixed precision would score it."""
     was_training = model.training
     model.eval()
-    with torch.no_grad():
+    device = next(model.parameters()).device.type
+    with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
         found = perplexity((masked_lm_loss(model, b).item(), b["input_ids"].shape[0]) for b in batches)
     model.train(was_training)
     return found

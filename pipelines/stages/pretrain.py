@@ -11,6 +11,7 @@ from components.text.data import MaskedLMData, file_hash, load_tokenizer
 from components.text.model import bert_config, count_parameters, keep_positions, unigram_bias, unigram_perplexity
 from components.text.modules import MaskedLM, masked_lm_perplexity
 from components.text.tokenizer import choose_max_length, token_counts, vocabulary_fit
+from components.text.training import precision
 from pipelines import pretrained
 from pipelines.contract import StageContext, StageResult
 from pipelines.training import card, fit, save_model
@@ -147,7 +148,8 @@ def run(ctx: StageContext) -> StageResult:
         model.cls.predictions.decoder.bias.data.copy_(unigram_bias(train_windows, model.config.vocab_size))
     before = {}
     if init is not None:  # a checkpoint's own perplexity on these texts, before adapting it to them
-        before = {"val/perplexity_start": masked_lm_perplexity(model, data.val_batches)}
+        bf16 = precision(params.hardware) == "bf16-mixed"
+        before = {"val/perplexity_start": masked_lm_perplexity(model, data.val_batches, bf16)}
     module = MaskedLM(model, cfg.optim, described.model_dump())
     trainer = fit(ctx, module, data, "encoder", loop)
     scored = getattr(module, "scored", {})
