@@ -166,7 +166,7 @@ class PretrainConfig(_Config):
         256, ge=1, description="val windows scored at each check; a fixed sample of them when there are more"
     )
     adapt_steps: int = Field(
-        20,
+        10,
         ge=0,
         description="domain-adaptive masked-LM steps on the train texts from a pretrained checkpoint (loop.max_steps "
         "is for an encoder trained from scratch); 0 uses the checkpoint as it is",
@@ -202,6 +202,12 @@ class FinetuneConfig(_Config):
     )
     pretrained_batch_size: int = Field(
         16, ge=1, description="loop.batch_size of a teacher whose encoder started from a pretrained checkpoint"
+    )
+    pretrained_frozen_layers: int = Field(
+        3,
+        ge=0,
+        description="a teacher whose encoder started from a pretrained checkpoint keeps its embeddings and this "
+        "many lowest layers as they are (their backward pass and optimizer steps are saved); 0 trains them all",
     )
     loop: MonitoredLoop = LoopConfig(max_epochs=2)
     optim: OptimConfig = OptimConfig(lr=1e-3)

@@ -45,6 +45,8 @@ def run(ctx: StageContext) -> StageResult:
     teacher = classifier()
     # The encoder's weights; its MLM head stays behind, the classifier layer starts fresh.
     teacher.bert.load_state_dict(encoder.bert.state_dict())
+    if pretrained.start is not None:
+        frozen(teacher, cfg.pretrained_frozen_layers)
     weight = class_weights(cfg.class_weight, split["train"]["label"].map(labels), len(labels))
     module = Classifier(teacher, optim, described.model_dump(), len(labels), weight)
     trainer = fit(ctx, module, data, "teacher", loop, monitor="val/macro_f1", patience=cfg.patience)
@@ -67,6 +69,13 @@ def run(ctx: StageContext) -> StageResult:
     return checked(ctx, StageResult(metrics=metrics), "teacher", split["train"]["label"], truth, predicted)
 
 
+def frozen(model: MeanPoolClassifier, layers: int) -> None:
+    """Keep `model`'s embeddings and its `layers` lowest encoder layers as they are."""
+    if layers > 0:
+        for part in [model.bert.embeddings, *model.bert.encoder.layer[:layers]]:
+            part.requires_grad_(False)
+
+
 def _ablation(ctx, split, labels, tokenizer, length, classifier, weight, pretrained, truth, predicted) -> dict:
     """The teacher's rivals on the same texts: the same classifier from scratch (what
     pretraining gains) and, when pretrain adapted a checkpoint to these texts, the
@@ -79,6 +88,7 @@ def _ablation(ctx, split, labels, tokenizer, length, classifier, weight, pretrai
         checkpoint = AutoModelForMaskedLM.from_pretrained(pretrained_source(pretrained.start, ctx.root))
         keep_positions(checkpoint, length)
         as_it_came.bert.load_state_dict(checkpoint.bert.state_dict())
+        frozen(as_it_came, cfg.pretrained_frozen_layers)
         rivals["unadapted"] = (as_it_came, *cfg.pretrained(len(split["train"])))
     found = {}
     for name, (model, loop, optim) in rivals.items():
