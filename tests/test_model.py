@@ -200,6 +200,27 @@ def test_a_pretrained_teacher_gets_its_own_loop_with_enough_steps_for_small_data
     assert cfg.loop.max_epochs == 2 and cfg.optim.lr == 1e-3  # an encoder trained here keeps its own
 
 
+def test_a_frozen_pretrained_teacher_trains_only_its_upper_layers_and_head():
+    from components.text.classifier import MeanPoolClassifier
+    from components.text.config import EncoderConfig
+    from components.text.model import bert_config
+    from pipelines.stages.finetune import frozen
+
+    config = bert_config(EncoderConfig(layers=4, hidden=32, heads=2, intermediate=64, max_length=16), 50, 0)
+    config.num_labels = 3
+    model = MeanPoolClassifier(config)
+    frozen(model, 3)
+    trained = {
+        name.split(".")[3] if name.startswith("bert.encoder") else name.split(".")[0]
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
+    assert trained == {"3", "classifier"}  # the top layer and the classifier layer
+    assert not any(p.requires_grad for p in model.bert.embeddings.parameters())
+    frozen(unfrozen := MeanPoolClassifier(config), 0)
+    assert all(p.requires_grad for p in unfrozen.parameters())
+
+
 def test_steps_grow_as_a_power_of_the_rows_beyond_full_epochs_rows():
     from components.text.config import LoopConfig
     from components.text.training import budgeted
