@@ -16,7 +16,7 @@ from typing import Any
 
 from components.errors import KilnError
 from components.text.config import check_validates
-from components.text.training import best_state, budgeted, build_trainer, precision, resume_point
+from components.text.training import best_state, budgeted, build_trainer, device, precision, resume_point
 from pipelines import console
 from pipelines.contract import StageContext
 from pipelines.io import atomic, remove
@@ -169,11 +169,10 @@ def teacher_logits(teacher, tokenizer, frames: dict, labels: dict[str, int], len
     from components.text.classifier import logits_of
     from components.text.data import ClassificationData
 
-    gpu = hardware.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    device = "cuda" if gpu else "cpu"
+    where = device(hardware)
     data = ClassificationData(frames, labels, tokenizer, length, 64, 0)
-    model = teacher.to(device)
-    with torch.autocast(device, dtype=torch.bfloat16, enabled=precision(hardware) == "bf16-mixed"):
+    model = teacher.to(where)
+    with torch.autocast(where, dtype=torch.bfloat16, enabled=precision(hardware) == "bf16-mixed"):
         found = {name: logits_of(model, data.loader(name)) for name in frames}
     teacher.to("cpu")
     return found

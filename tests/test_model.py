@@ -201,10 +201,9 @@ def test_a_pretrained_teacher_gets_its_own_loop_with_enough_steps_for_small_data
 
 
 def test_a_frozen_pretrained_teacher_trains_only_its_upper_layers_and_head():
-    from components.text.classifier import MeanPoolClassifier
+    from components.text.classifier import MeanPoolClassifier, frozen
     from components.text.config import EncoderConfig
     from components.text.model import bert_config
-    from pipelines.stages.finetune import frozen
 
     config = bert_config(EncoderConfig(layers=4, hidden=32, heads=2, intermediate=64, max_length=16), 50, 0)
     config.num_labels = 3

@@ -43,6 +43,13 @@ class MeanPoolClassifier(BertPreTrainedModel):
         return SequenceClassifierOutput(logits=logits, hidden_states=out.hidden_states)
 
 
+def frozen(model: MeanPoolClassifier, layers: int) -> None:
+    """Keep `model`'s embeddings and its `layers` lowest encoder layers as they are."""
+    if layers > 0:
+        for part in [model.bert.embeddings, *model.bert.encoder.layer[:layers]]:
+            part.requires_grad_(False)
+
+
 def predict_labels(model: nn.Module, batches, own_tokens: str = "") -> tuple[list[int], list[int]]:
     """(true, predicted) label ids of `model` over `batches`. `own_tokens` names the batch
     fields' prefix of a model that reads its own vocabulary ("teacher_" for a teacher with

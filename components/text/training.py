@@ -164,11 +164,16 @@ def precision(hardware: HardwareConfig) -> str:
     slower than fp32."""
     if hardware.precision != "auto":
         return hardware.precision
-    if hardware.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+    if device(hardware) == "cuda":
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
     if hardware.accelerator in ("auto", "cpu") and _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
         return "bf16-mixed"
     return "32-true"
+
+
+def device(hardware: HardwareConfig) -> str:
+    """Where `hardware` puts a model: "cuda" when it takes a GPU and there is one, else "cpu"."""
+    return "cuda" if hardware.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "cpu"
 
 
 def _cpu_flags() -> set[str]:

@@ -6,7 +6,7 @@ import lightning as L
 from transformers import AutoModelForMaskedLM, BertForMaskedLM
 
 from components.deploy import stats
-from components.text.classifier import MeanPoolClassifier, predict_labels
+from components.text.classifier import MeanPoolClassifier, frozen, predict_labels
 from components.text.data import ClassificationData, label_map, stratified_fraction
 from components.text.model import count_parameters, keep_positions
 from components.text.modules import Classifier, class_weights
@@ -67,13 +67,6 @@ def run(ctx: StageContext) -> StageResult:
     names = described.label_list
     truth, predicted = [names[i] for i in truth], [names[i] for i in predicted]
     return checked(ctx, StageResult(metrics=metrics), "teacher", split["train"]["label"], truth, predicted)
-
-
-def frozen(model: MeanPoolClassifier, layers: int) -> None:
-    """Keep `model`'s embeddings and its `layers` lowest encoder layers as they are."""
-    if layers > 0:
-        for part in [model.bert.embeddings, *model.bert.encoder.layer[:layers]]:
-            part.requires_grad_(False)
 
 
 def _ablation(ctx, split, labels, tokenizer, length, classifier, weight, pretrained, truth, predicted) -> dict:

@@ -44,10 +44,10 @@ def _search(ctx: StageContext) -> StageResult:
     import numpy as np
 
     from components.search.trial import MODEL_FILE, TrialSpec
-    from components.text.classifier import MeanPoolClassifier, logits_of
-    from components.text.data import ClassificationData, file_hash, load_tokenizer
+    from components.text.classifier import MeanPoolClassifier
+    from components.text.data import file_hash, load_tokenizer
     from pipelines import search, study
-    from pipelines.training import CHECKPOINTS, fingerprint, load_model
+    from pipelines.training import CHECKPOINTS, fingerprint, load_model, teacher_logits
 
     start = time.time()
     params, paths, cfg = ctx.params, ctx.params.paths, ctx.params.search
@@ -56,7 +56,7 @@ def _search(ctx: StageContext) -> StageResult:
     teacher, teacher_tokenizer, taught = load_model(ctx, paths.teacher, MeanPoolClassifier)
     tokenizer_path = ctx.input(paths.tokenizer, "tokenizer")
     tokenizer_id = file_hash(tokenizer_path)
-    tokenizer = load_tokenizer(tokenizer_path, ctx.name)
+    load_tokenizer(tokenizer_path, ctx.name)  # a corrupt file fails here, before any trial starts
     split = ctx.read_split("train", "val")
     work = ctx.root / CHECKPOINTS / ctx.name
     prefix = f"kiln-search-{fingerprint(ctx)[:12]}"
@@ -65,17 +65,8 @@ def _search(ctx: StageContext) -> StageResult:
     # The teacher's logits on every train text, once: each trial distils from them.
     cached = work / f"{prefix}.teacher_logits.npy"
     if not cached.is_file():
-        data = ClassificationData(
-            {"train": split["train"]},
-            taught.labels,
-            tokenizer,
-            length,
-            64,
-            params.hardware.seed,
-            # A teacher from a pretrained checkpoint reads its own vocabulary.
-            teacher_tokenizer=None if taught.tokenizer == tokenizer_id else teacher_tokenizer,
-        )
-        logits = logits_of(teacher, data.loader("train"), "teacher_")
+        frames = {"train": split["train"]}
+        logits = teacher_logits(teacher, teacher_tokenizer, frames, taught.labels, length, params.hardware)["train"]
         with atomic(cached) as tmp, open(tmp, "wb") as handle:
             np.save(handle, logits)
     del teacher
