@@ -135,20 +135,38 @@ def _finish(summary: Summary, run_id: str, failure: str | None) -> None:
     mlflow.set_terminated(run_id, "FAILED" if failure else "FINISHED")
 
 
-def serve(params: Params) -> None:
-    """Serve the `retrain` deployment on the schedule of params.yaml until stopped: at
-    most one run at a time, and a run due while another runs is cancelled, not queued."""
+def runner(params: Params):
+    """A Prefect runner holding the `retrain` deployment on the schedule of params.yaml
+    (created or updated on the server): at most one run at a time, and a run due while
+    another runs is cancelled, not queued. `serve` runs it."""
     from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.deployments.runner import EntrypointType
+    from prefect.runner import Runner
     from prefect.schedules import Cron
 
     cfg = params.retrain
-    retrain.serve(
+    served = Runner(name=DEPLOYMENT, pause_on_shutdown=True)
+    served.add_flow(
+        retrain,
         name=DEPLOYMENT,
         schedules=[Cron(cfg.cron, timezone=cfg.timezone)],
-        global_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+        concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
         description="New batches in, drift and validation checks, the DAG, the promotion gate.",
         tags=["kiln"],
         # By module, not file path: runs start in the repository, where kiln is installed.
         entrypoint_type=EntrypointType.MODULE_PATH,
     )
+    return served
+
+
+def serve(served) -> None:
+    """Run `served` (see `runner`) until Ctrl-C or SIGTERM, which both pause its schedule
+    on the way out."""
+    import asyncio
+    import signal
+
+    # The runner's own SIGTERM handler raises SystemExit wherever the event loop happens to
+    # be, and the shutdown then hung pausing the schedule (Prefect 3.8). SIGINT is asyncio's
+    # way out: it cancels the runner's task, which pauses the schedule and returns.
+    served.handle_sigterm = lambda *_: signal.raise_signal(signal.SIGINT)
+    asyncio.run(served.start())

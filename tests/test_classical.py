@@ -265,3 +265,22 @@ def test_patterns_find_pythons_tokens_on_every_known_code_point(analyzer):
     text = " ".join(c * 2 for c in known)
     pattern = TOKENS[analyzer]
     assert _onnx_tokens(text, pattern.re2) == re.findall(pattern.python, text)
+
+
+def _grid() -> None:
+    _select(english)
+
+
+def test_a_process_that_multiprocessing_started_ends_when_its_grid_does():
+    """joblib's workers idle 5 minutes for more work, and a process started by
+    multiprocessing (a search trial's worker, a served flow run) waits for them when it
+    ends: `kiln serve` and the search hung that long."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(target=_grid)
+    child.start()
+    child.join(timeout=120)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung and child.exitcode == 0

@@ -33,6 +33,7 @@ What skl2onnx 1.20's TfidfVectorizer converter can express, and what Kiln does i
   its batch mates. Kiln mends both in the exported graph.
 """
 
+import multiprocessing
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from typing import NamedTuple
 import numpy as np
 import onnx
 from joblib import Parallel, delayed
+from joblib.externals.loky import get_reusable_executor
 from onnx import helper, numpy_helper
 from scipy.special import softmax
 from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
@@ -122,6 +124,25 @@ def select(
     on val. The best has the highest val macro-F1, then the fewest parameters, then comes
     first in grid order; each point is fitted from scratch, so its score does not depend
     on the points before it."""
+    try:
+        return _select(train_texts, train_labels, val_texts, val_labels, cfg, seed)
+    finally:
+        # joblib keeps its worker processes 5 minutes for more work, and a process that
+        # multiprocessing started (a search trial's worker, a flow run of `kiln serve`)
+        # waits for its children when it ends, before joblib's own exit hook can stop
+        # them: there they go now. Elsewhere they stay for the next grid.
+        if multiprocessing.parent_process() is not None:
+            get_reusable_executor().shutdown(wait=True)
+
+
+def _select(
+    train_texts: Sequence[str],
+    train_labels: Sequence[str],
+    val_texts: Sequence[str],
+    val_labels: Sequence[str],
+    cfg: ClassicalConfig,
+    seed: int,
+) -> Selection:
     start = time.perf_counter()
     labels = sorted(set(train_labels))
     if len(labels) < 2:

@@ -74,7 +74,7 @@ def serve() -> None:
     """Serve the scheduled `retrain` deployment (cron from params.yaml) until stopped."""
     root = repo_root()
     from pipelines.params import load
-    from pipelines.retrain import DEPLOYMENT
+    from pipelines.retrain import DEPLOYMENT, FLOW, runner
     from pipelines.retrain import serve as serve_deployment
 
     params = load(root / "params.yaml")
@@ -82,11 +82,12 @@ def serve() -> None:
         raise KilnError(
             "kiln serve needs a Prefect server to hold the schedule: start one with `kiln up` or set PREFECT_API_URL"
         )
+    served = runner(params)
     typer.echo(
-        f"serving deployment '{DEPLOYMENT}' (cron '{params.retrain.cron}' {params.retrain.timezone}) "
+        f"deployment '{FLOW}/{DEPLOYMENT}' is being served (cron '{params.retrain.cron}' {params.retrain.timezone}) "
         f"on {os.environ['PREFECT_API_URL']}; Ctrl-C stops it"
     )
-    serve_deployment(params)
+    serve_deployment(served)
 
 
 @app.command()
