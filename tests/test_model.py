@@ -189,15 +189,21 @@ def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_bf16(monkeypatch):
     assert training.precision(HardwareConfig()) == "bf16-mixed"
 
 
-def test_a_pretrained_teacher_gets_its_own_loop_with_enough_steps_for_small_data():
-    from components.text.config import FinetuneConfig
+def test_a_pretrained_teacher_gets_its_own_loop_and_small_data_enough_steps():
+    from components.text.config import FinetuneConfig, LoopConfig
+    from components.text.training import budgeted
 
     cfg = FinetuneConfig()
-    loop, optim = cfg.pretrained(1734)  # BBC's train split: one epoch is 109 steps of 16
-    assert (loop.max_epochs, loop.batch_size, optim.lr) == (1, 16, 1e-4)
-    assert cfg.pretrained(500)[0].max_epochs == 4  # 32 steps an epoch: four make the 100 steps asked
-    assert cfg.pretrained(10)[0].max_epochs == 100  # one step an epoch
+    loop, optim = cfg.pretrained()
+    assert (loop.max_epochs, loop.min_steps, loop.batch_size, optim.lr) == (1, 100, 16, 1e-4)
+    assert budgeted(loop, 1734).max_epochs == 1  # BBC's train split: one epoch is 109 steps of 16
+    assert budgeted(loop, 500).max_epochs == 4  # 32 steps an epoch: four make the 100 steps asked
+    assert budgeted(loop, 10).max_epochs == 100  # one step an epoch
     assert cfg.loop.max_epochs == 2 and cfg.optim.lr == 1e-3  # an encoder trained here keeps its own
+    assert budgeted(cfg.loop, 173).max_epochs == 17  # 6 steps of 32 an epoch: 2 epochs would be 12 steps
+    capped = LoopConfig(max_epochs=2, min_steps=100, max_steps=50)
+    assert budgeted(capped, 173).max_steps == 50  # max_steps still ends it
+    assert budgeted(LoopConfig(max_epochs=2), 173).max_epochs == 2  # min_steps 0: epochs as given
 
 
 def test_a_frozen_pretrained_teacher_trains_only_its_upper_layers_and_head():

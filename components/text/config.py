@@ -2,7 +2,6 @@
 knobs. Plain pydantic and nothing else, so that reading `params.yaml` (which every
 `kiln` command does) never pays for importing torch or Lightning."""
 
-import math
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -72,6 +71,12 @@ class LoopConfig(_Config):
 
     max_epochs: int = Field(3, ge=1)
     max_steps: int = Field(-1, ge=-1, description="-1: no step limit")
+    min_steps: int = Field(
+        0,
+        ge=0,
+        description="as many more epochs as make at least this many steps, for small data (a few hundred rows "
+        "are a handful of steps an epoch, too few to leave the majority class); max_steps still caps them",
+    )
     batch_size: int = Field(32, ge=1)
     val_every_steps: int | None = Field(None, ge=1, description="None: validate at each epoch's end")
     checkpoint_every: int = Field(20, ge=1, description="steps between resumable checkpoints")
@@ -198,7 +203,7 @@ class FinetuneConfig(_Config):
         1, ge=1, description="loop.max_epochs of a teacher whose encoder started from a pretrained checkpoint"
     )
     pretrained_min_steps: int = Field(
-        100, ge=0, description="...but as many epochs as make at least this many steps, for small data"
+        100, ge=0, description="loop.min_steps of a teacher whose encoder started from a pretrained checkpoint"
     )
     pretrained_batch_size: int = Field(
         16, ge=1, description="loop.batch_size of a teacher whose encoder started from a pretrained checkpoint"
@@ -209,15 +214,18 @@ class FinetuneConfig(_Config):
         description="a teacher whose encoder started from a pretrained checkpoint keeps its embeddings and this "
         "many lowest layers as they are (their backward pass and optimizer steps are saved); 0 trains them all",
     )
-    loop: MonitoredLoop = LoopConfig(max_epochs=2)
+    loop: MonitoredLoop = LoopConfig(max_epochs=2, min_steps=100)
     optim: OptimConfig = OptimConfig(lr=1e-3)
 
-    def pretrained(self, rows: int) -> tuple[LoopConfig, OptimConfig]:
-        """(loop, optim) of a teacher whose encoder starts from a pretrained checkpoint and
-        learns from `rows` train rows."""
-        steps = math.ceil(rows / self.pretrained_batch_size)
-        epochs = max(self.pretrained_epochs, math.ceil(self.pretrained_min_steps / max(steps, 1)))
-        loop = self.loop.model_copy(update={"max_epochs": epochs, "batch_size": self.pretrained_batch_size})
+    def pretrained(self) -> tuple[LoopConfig, OptimConfig]:
+        """(loop, optim) of a teacher whose encoder starts from a pretrained checkpoint."""
+        loop = self.loop.model_copy(
+            update={
+                "max_epochs": self.pretrained_epochs,
+                "min_steps": self.pretrained_min_steps,
+                "batch_size": self.pretrained_batch_size,
+            }
+        )
         return loop, self.optim.model_copy(update={"lr": self.pretrained_lr})
 
 
@@ -239,7 +247,7 @@ class DistillConfig(_Config):
         description="unlabelled texts (the unlabeled stage's) added to the transfer set, with the teacher's "
         "answers and no label; a seeded sample beyond; 0: none",
     )
-    loop: MonitoredLoop = LoopConfig(max_epochs=2, log_every=20)
+    loop: MonitoredLoop = LoopConfig(max_epochs=2, min_steps=100, log_every=20)
     optim: OptimConfig = OptimConfig(lr=2e-3)
 
 

@@ -139,12 +139,17 @@ def _reason(err: BaseException) -> str:
 
 def budgeted(loop: LoopConfig, rows: int) -> LoopConfig:
     """`loop` bounded for `rows` training rows (counted as on one device: under DDP the
-    steps are not divided by the number of processes). Up to `full_epochs_rows`
-    nothing changes. Beyond, the steps are those of `max_epochs` epochs of
+    steps are not divided by the number of processes). Where `max_epochs` epochs make
+    fewer than `min_steps` steps, as many more epochs as make them (early stopping and the
+    best checkpoint still look at each epoch's end). Up to `full_epochs_rows` nothing else
+    changes. Beyond, the steps are those of `max_epochs` epochs of
     `full_epochs_rows` rows times (rows / full_epochs_rows) ** `steps_growth`, so a fit
     on ten times the rows takes about twice as long (growth 1/3), not ten times; val then
     runs at `max_epochs` evenly spaced steps, so early stopping and the best checkpoint
     get as many checks as the epochs would have given."""
+    epoch = math.ceil(rows / loop.batch_size)
+    if epoch > 0 and loop.max_epochs * epoch < loop.min_steps:
+        loop = loop.model_copy(update={"max_epochs": math.ceil(loop.min_steps / epoch)})
     limit = loop.full_epochs_rows
     if limit is None or rows <= limit:
         return loop

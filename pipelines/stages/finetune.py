@@ -25,7 +25,7 @@ def run(ctx: StageContext) -> StageResult:
     split["train"] = stratified_fraction(split["train"], cfg.label_fraction, params.hardware.seed)
     if cfg.augmented:
         split["train"] = with_augmented(ctx, split["train"])
-    loop, optim = (cfg.loop, cfg.optim) if pretrained.start is None else cfg.pretrained(len(split["train"]))
+    loop, optim = (cfg.loop, cfg.optim) if pretrained.start is None else cfg.pretrained()
     length = encoder.config.max_position_embeddings
     data = ClassificationData(split, labels, tokenizer, length, loop.batch_size, params.hardware.seed)
 
@@ -82,7 +82,7 @@ def _ablation(ctx, split, labels, tokenizer, length, classifier, weight, pretrai
         keep_positions(checkpoint, length)
         as_it_came.bert.load_state_dict(checkpoint.bert.state_dict())
         frozen(as_it_came, cfg.pretrained_frozen_layers)
-        rivals["unadapted"] = (as_it_came, *cfg.pretrained(len(split["train"])))
+        rivals["unadapted"] = (as_it_came, *cfg.pretrained())
     found = {}
     for name, (model, loop, optim) in rivals.items():
         L.seed_everything(params.hardware.seed, workers=True, verbose=False)
