@@ -203,6 +203,7 @@ TINY_TRAINING = {
     # No more epochs for small data (min_steps): the tiny models' margins were set without them.
     "finetune": {
         "augmented": True,
+        "pretrained_min_steps": 0,
         "loop": {"max_epochs": 2, "min_steps": 0, "batch_size": 8, "checkpoint_every": 2, "log_every": 1},
         "optim": {"lr": 5e-4},
     },
@@ -325,19 +326,22 @@ def webhook():
 # long file waits behind the other; then the rest, longest first (as measured).
 LONGEST_FIRST = [
     "test_faults.py",
-    "test_pipeline.py",
+    "test_operations.py",
     "test_params.py",
     "test_layout.py",
+    "test_pipeline.py",
     "test_training_stages.py",
-    "test_generality.py",
     "test_search.py",
-    "test_operations.py",
+    "test_generality.py",
+    "test_pretrained.py",
     "test_retrain.py",
+    "test_roles.py",
     "test_stages.py",
-    "test_cli.py",
-    "test_pii_pipeline.py",
-    "test_tokenizer.py",
     "test_registry.py",
+    "test_audit.py",
+    "test_pii_pipeline.py",
+    "test_cli.py",
+    "test_tokenizer.py",
 ]
 
 

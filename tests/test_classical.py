@@ -271,6 +271,7 @@ def _grid() -> None:
     _select(english)
 
 
+@pytest.mark.slow  # a fresh interpreter importing scikit-learn: seconds the fast tier need not wait
 def test_a_process_that_multiprocessing_started_ends_when_its_grid_does():
     """joblib's workers idle 5 minutes for more work, and a process started by
     multiprocessing (a search trial's worker, a served flow run) waits for them when it

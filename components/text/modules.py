@@ -90,7 +90,12 @@ def masked_lm_perplexity(model: nn.Module, batches: Iterable[dict], bf16: bool =
 
 
 class MaskedLM(_Trained):
-    """Masked-language-model pretraining of a BertForMaskedLM."""
+    """Masked-language-model pretraining of a BertForMaskedLM. `scored` holds the last
+    val check's step and val/loss (empty before the first)."""
+
+    def __init__(self, model: nn.Module, optim: OptimConfig, describe: dict[str, Any]):
+        super().__init__(model, optim, describe)
+        self.scored: dict[str, float] = {}
 
     def training_step(self, batch: dict, _index: int) -> torch.Tensor:
         loss = masked_lm_loss(self.model, batch)

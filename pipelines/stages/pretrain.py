@@ -152,7 +152,7 @@ def run(ctx: StageContext) -> StageResult:
         before = {"val/perplexity_start": masked_lm_perplexity(model, data.val_batches, bf16)}
     module = MaskedLM(model, cfg.optim, described.model_dump())
     trainer = fit(ctx, module, data, "encoder", loop)
-    scored = getattr(module, "scored", {})
+    scored = module.scored
     if scored.get("step") != trainer.global_step:  # the last val check was before the last step
         scored = trainer.validate(module, datamodule=data, verbose=False)[0]
     final = {"val/loss": scored["val/loss"], "val/perplexity": math.exp(min(scored["val/loss"], 50.0))}
