@@ -14,6 +14,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from contextlib import suppress
 
 PR_SET_PDEATHSIG = 1
 
@@ -34,6 +36,25 @@ def stopped(err: BaseException | None) -> bool:
             return True
         err = err.__cause__ or err.__context__
     return False
+
+
+def bookkeeping(failure: BaseException | None, work: Callable[[], None], seconds: float = 5.0) -> None:
+    """Run `work`, the bookkeeping after a command that ended with `failure` (None: it did
+    not). After a stop, in a thread it waits for `seconds` at most, swallowing its errors:
+    a SIGTERM that lands inside an SQLite write can leave the store locked by the write
+    it cut, and MLflow then waits 20 s on every write after it; runs a stop could not end
+    are marked KILLED by the next run."""
+    if not stopped(failure):
+        work()
+        return
+
+    def quietly() -> None:
+        with suppress(Exception):
+            work()
+
+    thread = threading.Thread(target=quietly, daemon=True, name="stop-bookkeeping")
+    thread.start()
+    thread.join(seconds)
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:

@@ -21,16 +21,14 @@ from typing import TYPE_CHECKING, Any
 from components.errors import KilnError
 from pipelines.auth import refused
 from pipelines.env import local_tracking_uri
-from pipelines.lifecycle import stopped
+from pipelines.lifecycle import bookkeeping, stopped
 from pipelines.owners import dvc_ancestor, owner, reap
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-EXECUTION_ENV = "KILN_EXECUTION_ID"
-FLOW_RUN_ENV = "KILN_PREFECT_FLOW_RUN_ID"
-EXECUTION_TAG = "kiln.execution"
-PARENT_TAG = "mlflow.parentRunId"
+EXECUTION_ENV, FLOW_RUN_ENV = "KILN_EXECUTION_ID", "KILN_PREFECT_FLOW_RUN_ID"
+EXECUTION_TAG, PARENT_TAG = "kiln.execution", "mlflow.parentRunId"
 # MLflow caps a param value at 6000 characters.
 PARAM_LIMIT = 6000
 # Opens the experiment on its training runs in MLflow 3's UI, not on the GenAI view.
@@ -133,9 +131,8 @@ def run_tags(trigger: str, git: tuple[str, bool]) -> dict[str, str]:
 
 
 def end(mlflow: "MlflowClient", run_id: str, status: str) -> None:
-    """End a run if the tracking server is still there; if it is gone, the run stays
-    RUNNING until the next run marks it KILLED, and the error that matters is the one
-    the run already has."""
+    """End a run if the tracking server is still there; if not, the next run marks it
+    KILLED (the error that matters is the one the run already has)."""
     from mlflow.exceptions import MlflowException
 
     with suppress(MlflowException, OSError):
@@ -201,19 +198,22 @@ def stage_run(
     run = mlflow.create_run(experiment, run_name=name, tags={PARENT_TAG: parent, "kiln.stage": name, **base, **tags})
     mlflow.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flatten(params).items()])
     failure: BaseException | None = None
+
+    def close() -> None:
+        if failure is not None:
+            with suppress(Exception):  # best effort, as `end`; see lifecycle.bookkeeping
+                mlflow.set_tag(run.info.run_id, "kiln.error", str(failure)[:5000])
+        end(mlflow, run.info.run_id, _status(failure))
+        if owned:
+            end(mlflow, parent, _status(failure))
+
     try:
         yield StageRun(mlflow, run.info.run_id, parent)
     except BaseException as err:
         failure = err
-        # Best effort, as `end`: a SIGTERM that lands inside one of MLflow's SQLite writes
-        # can leave the store locked, and the stop must still end the command as a stop.
-        with suppress(Exception):
-            mlflow.set_tag(run.info.run_id, "kiln.error", str(err)[:5000])
         raise
     finally:
-        end(mlflow, run.info.run_id, _status(failure))
-        if owned:
-            end(mlflow, parent, _status(failure))
+        bookkeeping(failure, close)
 
 
 @contextmanager

@@ -296,3 +296,25 @@ def test_a_model_that_learned_nothing_says_so_in_a_line_a_metric_and_a_tag():
     ctx.run = Run()
     result = checked(ctx, StageResult({}), "student", train, val, val)
     assert result.metrics["val/learned"] == 1 and result.summary == [] and ctx.run.tags == {}
+
+
+def test_a_stops_bookkeeping_waits_seconds_at_most_and_any_other_runs_to_the_end():
+    """A SIGTERM inside an SQLite write can leave MLflow's store locked for 20 s a write:
+    a stop's bookkeeping must not hold the stop up that long."""
+    import threading
+    import time
+
+    from pipelines.lifecycle import bookkeeping
+
+    release = threading.Event()
+    start = time.monotonic()
+    bookkeeping(KeyboardInterrupt("terminated"), lambda: release.wait(60), seconds=0.5)
+    assert time.monotonic() - start < 30  # gave up on the locked store, not 60 s later
+    release.set()
+    bookkeeping(KeyboardInterrupt("terminated"), lambda: 1 / 0, seconds=5)  # a stop swallows its errors
+    done = []
+    bookkeeping(None, lambda: done.append(1))
+    bookkeeping(ValueError("a failure"), lambda: done.append(2))
+    assert done == [1, 2]  # anything else runs to the end, in this thread
+    with pytest.raises(ZeroDivisionError):
+        bookkeeping(None, lambda: 1 / 0)
