@@ -20,7 +20,7 @@ from components.errors import KilnError
 from pipelines import console, dag, executor, metrics, tracking
 from pipelines.env import find_root
 from pipelines.io import chain, user_error
-from pipelines.lifecycle import tied_api_server
+from pipelines.lifecycle import API_START_S, tied_api_server
 from pipelines.params import load
 from pipelines.records import Promotion
 
@@ -169,7 +169,8 @@ def _start_api():
     healthy = threading.Event()
 
     def wait() -> None:
-        deadline = time.monotonic() + 120
+        # As long as a busy machine needs while the server lives (see API_START_S).
+        deadline = time.monotonic() + API_START_S
         while time.monotonic() < deadline and server.server_process and server.server_process.poll() is None:
             try:
                 if httpx.get(f"{server.api_url}/health", timeout=2).status_code == 200:
@@ -192,7 +193,12 @@ def run_flow(fn, **parameters):
         import mlflow  # noqa: F401  (needed by every stage; imported while the server starts)
 
         if api is not None:
-            api[1].join()
+            began = time.monotonic()
+            while api[1].is_alive():
+                api[1].join(5)
+                if api[1].is_alive():
+                    waited = time.monotonic() - began
+                    console.get().progress("prefect-api", f"starting Prefect's temporary API ({waited:.0f} s)")
             if not api[2].is_set():
                 raise KilnError(f"Prefect's temporary API server did not start; its output is in {console.get().log}")
         return fn(**parameters, return_state=True)

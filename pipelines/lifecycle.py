@@ -18,6 +18,9 @@ from collections.abc import Callable
 from contextlib import suppress
 
 PR_SET_PDEATHSIG = 1
+# How long the temporary Prefect API may take to answer while its process lives: a busy
+# machine (load 10 on 2 cores) took it past 2 minutes.
+API_START_S = 900.0
 
 
 def interrupt_on_sigterm() -> None:

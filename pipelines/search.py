@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from components.search.config import SearchConfig
 from components.search.space import OBJECTIVES, suggest
 from components.search.trial import TrialSpec, run_trial
-from pipelines.lifecycle import die_with_parent, tied_api_server
+from pipelines.lifecycle import API_START_S, die_with_parent, tied_api_server
 from pipelines.study import Study, TrialLog
 
 # A trial is not started with less time than this left: it could not train.
@@ -152,7 +152,7 @@ def shared_api() -> Iterator[None]:
         return
     server = tied_api_server()
     started = not server.running
-    server.start(timeout=120)  # as kiln run waits for its own: a busy machine starts it slowly
+    server.start(timeout=int(API_START_S))  # as kiln run waits for its own: a busy machine starts it slowly
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
         yield
