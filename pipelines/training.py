@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.loggers import MLFlowLogger
+
 from components.errors import KilnError
 from components.text.config import check_validates
 from components.text.training import best_state, budgeted, build_trainer, device, precision, resume_point
@@ -50,15 +52,23 @@ def _resume(ctx: StageContext, part: str) -> Path | None:
     return last
 
 
-def mlflow_logger(ctx: StageContext) -> list:
-    """Lightning's MLFlowLogger writing into this stage's child run (none in a
-    distributed worker, which does not log)."""
-    from lightning.pytorch.loggers import MLFlowLogger
+class StageLogger(MLFlowLogger):
+    """Lightning's MLFlowLogger writing into a stage's child run, which it leaves open:
+    the executor ends it once the stage is done, with the stage's status. Lightning's
+    own end of it, mid-stage, marked it FINISHED before the stage was, and on a stop
+    (which may find the store locked: see lifecycle.bookkeeping) waited 20 s a write
+    and replaced the stop with MLflow's error."""
 
+    def finalize(self, status: str = "success") -> None:
+        pass
+
+
+def mlflow_logger(ctx: StageContext) -> list:
+    """A StageLogger (none in a distributed worker, which does not log)."""
     if not ctx.is_main:
         return []
     # The run id alone places it: the logger reads the run's experiment from the run.
-    return [MLFlowLogger(tracking_uri=os.environ["MLFLOW_TRACKING_URI"], run_id=ctx.run.run_id)]
+    return [StageLogger(tracking_uri=os.environ["MLFLOW_TRACKING_URI"], run_id=ctx.run.run_id)]
 
 
 def fit(
