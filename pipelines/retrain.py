@@ -15,6 +15,7 @@ import os
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -28,6 +29,9 @@ from pipelines.notify import on_failure
 from pipelines.params import Params, load
 from pipelines.registry import champion_reference
 from pipelines.summary import StageLine, Summary
+
+if TYPE_CHECKING:
+    from prefect.runner import Runner
 
 DEPLOYMENT = "retrain"
 FLOW = "kiln-retrain"
@@ -135,7 +139,7 @@ def _finish(summary: Summary, run_id: str, failure: str | None) -> None:
     mlflow.set_terminated(run_id, "FAILED" if failure else "FINISHED")
 
 
-def runner(params: Params):
+def runner(params: Params) -> "Runner":
     """A Prefect runner holding the `retrain` deployment on the schedule of params.yaml
     (created or updated on the server): at most one run at a time, and a run due while
     another runs is cancelled, not queued. `serve` runs it."""
@@ -159,7 +163,7 @@ def runner(params: Params):
     return served
 
 
-def serve(served) -> None:
+def serve(served: "Runner") -> None:
     """Run `served` (see `runner`) until Ctrl-C or SIGTERM, which both pause its schedule
     on the way out."""
     import asyncio
