@@ -106,9 +106,10 @@ def fit(
 
 
 def score(trainer, module, data) -> dict[str, float]:
-    """val/ and test/ metrics of the module as it is now."""
-    val = trainer.validate(module, datamodule=data, verbose=False)[0]
-    test = trainer.test(module, datamodule=data, verbose=False)[0]
+    """val/ and test/ metrics of the module as it is now, on the whole of each split (the
+    checks while training may have scored a sample of val)."""
+    val = trainer.validate(module, dataloaders=data.loader("val"), verbose=False)[0]
+    test = trainer.test(module, dataloaders=data.loader("test"), verbose=False)[0]
     return {**val, **test}
 
 

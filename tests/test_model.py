@@ -90,6 +90,26 @@ def test_a_val_check_scores_at_most_val_windows(tokenizer):
     assert scored(40) == scored(40)  # the same sample at every check and run
 
 
+def test_a_classifiers_val_check_scores_a_sample_keeping_label_shares_and_the_split_stays_whole(tokenizer):
+    import pandas as pd
+
+    from components.deploy.stats import stratified_sample
+    from components.text.data import ClassificationData
+
+    # 65 / 25 / 10 %, the skew the checks must keep: a check of 40 texts holds 26 / 10 / 4.
+    labels = ["a"] * 130 + ["b"] * 50 + ["c"] * 20
+    val = pd.DataFrame({"text": [f"text number {i}" for i in range(200)], "label": labels})
+    data = ClassificationData({"val": val}, {"a": 0, "b": 1, "c": 2}, tokenizer, 16, 8, 0, val_texts=40)
+    checked = [int(y) for batch in data.val_dataloader() for y in batch["labels"]]
+    assert [checked.count(i) for i in range(3)] == [26, 10, 4]
+    assert sum(len(batch["labels"]) for batch in data.loader("val")) == 200
+    assert stratified_sample(labels, 40, 0) == stratified_sample(labels, 40, 0)  # the same at every check and run
+    assert stratified_sample(labels, 40, 0) != stratified_sample(labels, 40, 1)
+    assert stratified_sample(["a"] * 99 + ["rare"], 10, 0)[-1] == 99  # every label keeps one text
+    whole = ClassificationData({"val": val}, {"a": 0, "b": 1, "c": 2}, tokenizer, 16, 8, 0, val_texts=200)
+    assert sum(len(batch["labels"]) for batch in whole.val_dataloader()) == 200
+
+
 def test_kd_loss_matches_a_hand_computation():
     import math
 

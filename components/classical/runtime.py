@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.deploy.runtime import OnnxClassifier, predictions
+from components.deploy.runtime import OnnxClassifier, predictions, session
 from components.errors import KilnError
 
 
@@ -19,8 +19,6 @@ class ClassicalClassifier:
     check = staticmethod(OnnxClassifier.check)
 
     def __init__(self, model: Path, threads: int | None = None):
-        import onnxruntime as ort
-
         from components.deploy.metadata import read_metadata
 
         meta = read_metadata(model)
@@ -32,15 +30,7 @@ class ClassicalClassifier:
         labels: dict[str, int] = meta["labels"]  # type: ignore[assignment]
         self.labels = [label for label, _ in sorted(labels.items(), key=lambda item: item[1])]
         self.metadata = meta
-        options = ort.SessionOptions()
-        if threads:
-            # A fixed thread count makes latencies comparable between models and runs.
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime's Fail / InvalidGraph / NoSuchFile
-            raise KilnError(f"ONNX model {model} cannot be loaded ({err})") from None
+        self.session = session(model, threads)
 
     def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Batches bound the tokenizer's padded [batch, longest text] tensor of strings."""

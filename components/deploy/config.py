@@ -43,6 +43,13 @@ class SelectConfig(BaseModel):
     family: Literal["any", "transformer", "classical"] = Field(
         "any", description="the family the shipped model must come from; any: the best on val"
     )
+    max_texts: int | None = Field(
+        10_000,
+        ge=1,
+        description="val texts every candidate is scored on: beyond, a sample drawn with `seed` keeping each "
+        "label's share (the paired intervals are then about a point wide); None: all of them",
+    )
+    seed: int = 0
 
 
 class GateConfig(BaseModel):

@@ -16,6 +16,31 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 1024
 
 
+def cores() -> int:
+    """Threads for bulk work (predicting a whole split): OMP_NUM_THREADS where it is set, as
+    torch reads it, else every core this process may run on."""
+    import os
+
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def session(model: Path, threads: int | None = None):
+    """An ONNX Runtime CPU session of `model` on `threads` intra-op threads: a fixed count,
+    for latencies comparable between models and runs; None: cores(), for bulk predictions."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or cores()
+    options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime's Fail / InvalidGraph / NoSuchFile
+        raise KilnError(f"ONNX model {model} cannot be loaded ({err})") from None
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(-1, keepdims=True))
     return shifted / shifted.sum(-1, keepdims=True)
@@ -80,8 +105,6 @@ class OnnxClassifier:
     the ONNX file's own metadata."""
 
     def __init__(self, model: Path, tokenizer: Path, threads: int | None = None):
-        import onnxruntime as ort
-
         from components.deploy.metadata import read_metadata
 
         meta = read_metadata(model)
@@ -92,15 +115,7 @@ class OnnxClassifier:
         self.max_length = int(meta["max_length"])  # type: ignore[arg-type]
         self.metadata = meta
         self.encoder = TextEncoder(tokenizer, self.max_length)
-        options = ort.SessionOptions()
-        if threads:
-            # A fixed thread count makes latencies comparable between models and runs.
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime's Fail / InvalidGraph / NoSuchFile
-            raise KilnError(f"ONNX model {model} cannot be loaded ({err})") from None
+        self.session = session(model, threads)
 
     @staticmethod
     def check(texts: object) -> list[str]:

@@ -226,6 +226,22 @@ def _interval(estimate: float, values: np.ndarray, level: float) -> Interval:
     return Interval(estimate, float(low), float(high))
 
 
+def stratified_sample(labels: Sequence, k: int, seed: int) -> list[int]:
+    """Positions of about `k` of `labels` drawn with `seed`, each label keeping its share
+    (at least one), in their order; all of them when there are no more than `k`."""
+    if len(labels) <= k:
+        return list(range(len(labels)))
+    rng = np.random.default_rng(seed)
+    where: dict = {}
+    for i, label in enumerate(labels):
+        where.setdefault(label, []).append(i)
+    kept = []
+    for label in sorted(where, key=str):
+        found = where[label]
+        kept += rng.choice(found, max(1, round(len(found) * k / len(labels))), replace=False).tolist()
+    return sorted(kept)
+
+
 def seeded_sample(items: Sequence, k: int, seed: int) -> list:
     """`k` of `items` drawn with `seed`, in their order; all of them when there are no more."""
     if len(items) <= k:

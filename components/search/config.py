@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from components.text.config import LoopConfig, MonitoredLoop, OptimConfig
+from components.text.config import ClassifierLoop, MonitoredLoop, OptimConfig
 
 
 class _Config(BaseModel):
@@ -89,7 +89,7 @@ class SearchConfig(_Config):
     space: SearchSpace = SearchSpace()
     # One trial's training: distillation from the cached teacher logits, then, when it
     # prunes, a recovery of `recovery_epochs`.
-    loop: MonitoredLoop = LoopConfig(max_epochs=2, checkpoint_every=1000, log_every=1000)
+    loop: MonitoredLoop = ClassifierLoop(max_epochs=2, checkpoint_every=1000, log_every=1000)
     recovery_epochs: int = Field(1, ge=0)
     optim: OptimConfig = OptimConfig(lr=2e-3)
 

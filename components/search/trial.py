@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from components.classical.config import ClassicalConfig
 from components.deploy.config import EvaluateConfig, ExportConfig, QuantizeConfig
-from components.text.config import DistillConfig, HardwareConfig, LoopConfig, OptimConfig, StudentConfig
+from components.text.config import ClassifierLoop, DistillConfig, HardwareConfig, LoopConfig, OptimConfig, StudentConfig
 
 # What each family's servable file is called inside a trial's folder.
 MODEL_FILE = "model.onnx"
@@ -44,7 +44,7 @@ class TrialSpec(BaseModel):
     threads: int | None  # torch threads; None: those the worker has (a Dask worker's)
     deadline: float  # time.time() by which the trial must have stopped training
     hardware: HardwareConfig
-    loop: LoopConfig
+    loop: ClassifierLoop
     optim: OptimConfig
     recovery_epochs: int
     importance_batches: int
@@ -157,6 +157,7 @@ def _transformer(spec: TrialSpec) -> TrialResult:
         spec.loop.batch_size,
         spec.seed,
         teacher_logits={"train": np.load(spec.teacher_logits)},
+        val_texts=spec.loop.val_texts,
     )
     student = MeanPoolClassifier(config)
     recipe = DistillConfig(

@@ -112,8 +112,20 @@ def _validates(loop: LoopConfig) -> LoopConfig:
     return loop
 
 
-# The loop of a stage that early-stops on a val metric or keeps its best checkpoint by one.
-MonitoredLoop = Annotated[LoopConfig, AfterValidator(_validates)]
+class ClassifierLoop(LoopConfig):
+    """The loop of a classifier's fit, which scores val texts at each check."""
+
+    val_texts: int | None = Field(
+        2000,
+        ge=1,
+        description="val texts each check while training scores: beyond, a seeded sample keeping each label's "
+        "share (at 100 times BBC's rows, checks on the whole split cost more than the steps); the stage's final "
+        "scores read the whole split; None: all of them",
+    )
+
+
+# The loop of a classifier that early-stops on a val metric or keeps its best checkpoint by one.
+MonitoredLoop = Annotated[ClassifierLoop, AfterValidator(_validates)]
 
 
 def check_validates(stage: str, loop: LoopConfig, bounded: LoopConfig, epoch_steps: int) -> None:
@@ -214,7 +226,7 @@ class FinetuneConfig(_Config):
         description="a teacher whose encoder started from a pretrained checkpoint keeps its embeddings and this "
         "many lowest layers as they are (their backward pass and optimizer steps are saved); 0 trains them all",
     )
-    loop: MonitoredLoop = LoopConfig(max_epochs=2, min_steps=100)
+    loop: MonitoredLoop = ClassifierLoop(max_epochs=2, min_steps=100)
     optim: OptimConfig = OptimConfig(lr=1e-3)
 
     def pretrained(self) -> tuple[LoopConfig, OptimConfig]:
@@ -247,7 +259,7 @@ class DistillConfig(_Config):
         description="unlabelled texts (the unlabeled stage's) added to the transfer set, with the teacher's "
         "answers and no label; a seeded sample beyond; 0: none",
     )
-    loop: MonitoredLoop = LoopConfig(max_epochs=2, min_steps=100, log_every=20)
+    loop: MonitoredLoop = ClassifierLoop(max_epochs=2, min_steps=100, log_every=20)
     optim: OptimConfig = OptimConfig(lr=2e-3)
 
 
@@ -263,5 +275,5 @@ class PruneConfig(_Config):
     temperature: float = Field(2.0, gt=0)
     class_weight: ClassWeight = Field("balanced", description=f"recovery: {_CLASS_WEIGHT}, in the hard-label loss")
     augmented: bool = Field(False, description="recovery also reads the augmented copies of the train rows")
-    loop: MonitoredLoop = LoopConfig(max_epochs=1, full_epochs_rows=4000, log_every=20)
+    loop: MonitoredLoop = ClassifierLoop(max_epochs=1, full_epochs_rows=4000, log_every=20)
     optim: OptimConfig = OptimConfig(lr=5e-4)

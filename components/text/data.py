@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, PreTrainedTokenizerFast
 
-from components.deploy.stats import seeded_sample
+from components.deploy.stats import seeded_sample, stratified_sample
 from components.errors import KilnError
 
 # The special tokens of a BERT-style tokenizer, by the names transformers gives them.
@@ -160,7 +160,9 @@ class ClassificationData(L.LightningDataModule):
     `teacher_tokenizer` (distilling from a teacher whose vocabulary is not the student's),
     each row also holds the teacher's own tokens of the same text, as `teacher_input_ids`
     and `teacher_attention_mask`. With `teacher_logits` (by split, a row per text), each
-    row holds the teacher's logits of its text instead, as `teacher_logits`."""
+    row holds the teacher's logits of its text instead, as `teacher_logits`. With
+    `val_texts`, the checks while training (`val_dataloader`) score at most that many val
+    texts, a seeded sample keeping each label's share; `loader("val")` is the whole split."""
 
     def __init__(
         self,
@@ -172,6 +174,7 @@ class ClassificationData(L.LightningDataModule):
         seed: int,
         teacher_tokenizer: PreTrainedTokenizerFast | None = None,
         teacher_logits: dict[str, np.ndarray] | None = None,
+        val_texts: int | None = None,
     ):
         super().__init__()
         self.batch_size = batch_size
@@ -195,6 +198,9 @@ class ClassificationData(L.LightningDataModule):
                 for row, logits in zip(rows, given.tolist()):
                     row["teacher_logits"] = logits
             self.sets[name] = _Rows(rows)
+        if val_texts is not None and "val" in splits and len(splits["val"]) > val_texts:
+            kept = stratified_sample(splits["val"]["label"].tolist(), val_texts, seed)
+            self.sets["val_check"] = _Rows([self.sets["val"][i] for i in kept])
 
     @staticmethod
     def encode(frame: pd.DataFrame, labels: dict[str, int], tokenizer, length: int) -> list[dict]:
@@ -218,7 +224,7 @@ class ClassificationData(L.LightningDataModule):
         return self.loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self.loader("val")
+        return self.loader("val_check" if "val_check" in self.sets else "val")
 
     def test_dataloader(self) -> DataLoader:
         return self.loader("test")

@@ -65,6 +65,7 @@ def run(ctx: StageContext) -> StageResult:
         params.hardware.seed,
         teacher_tokenizer=None if cached else teacher_tokens(described, taught, teacher_tokenizer),
         teacher_logits={"train": answers["train"]} if cached else None,
+        val_texts=cfg.loop.val_texts,
     )
     weight = class_weights(cfg.class_weight, labelled["label"].map(taught.labels), len(taught.labels))
     module = Distiller(student, None if cached else teacher, cfg, described.model_dump(), len(taught.labels), weight)
@@ -83,7 +84,7 @@ def run(ctx: StageContext) -> StageResult:
         "test/macro_f1_retention": scores["test/macro_f1"] / teacher_f1 if teacher_f1 else 0.0,
     }
     save_model(ctx, student, tokenizer, described.model_copy(update={"metrics": metrics}), paths.student)
-    truth, mine = predict_labels(student, data.val_dataloader())
+    truth, mine = predict_labels(student, data.loader("val"))
     theirs = answers["val"].argmax(-1).tolist()
     result = StageResult(metrics=metrics, summary=_above_teacher(truth, mine, theirs, taught.metrics))
     names = taught.label_list

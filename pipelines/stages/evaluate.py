@@ -6,10 +6,10 @@ transformer) and the teacher; a JSON report (DVC metrics), a Markdown table and 
 file select left out (a refused INT8) is measured too, and the report says why it was out."""
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
-from components.classical.runtime import ClassicalClassifier
 from components.deploy import evaluation as ev
 from components.deploy import stats
 from components.deploy.parity import TorchClassifier
@@ -32,40 +32,47 @@ SCALARS = {"macro_f1": "test_macro_f1", "accuracy": "test_accuracy"} | {
 }
 
 
-def _runtimes(ctx: StageContext, labels: list[str], selection: Selection) -> dict[str, tuple[Callable, float, int]]:
-    """(logits function, size in MB, parameters) of every variant, and of the selected
-    candidate and its baseline when they are models of the search's front."""
+class Variant(NamedTuple):
+    """A model under evaluation: its logits on every core (the whole split), its logits on
+    `evaluate.threads` (timing), its size in MB and its parameters."""
+
+    logits: Callable
+    timed: Callable
+    size_mb: float
+    params: int
+
+
+def _runtimes(ctx: StageContext, labels: list[str], selection: Selection) -> dict[str, Variant]:
+    """Every variant, and the selected candidate and its baseline when they are models of
+    the search's front."""
     cfg, paths = ctx.params.evaluate, ctx.params.paths
-    found: dict[str, tuple[Callable, float, int]] = {}
+    found: dict[str, Variant] = {}
     for name in TORCH:
         folder = getattr(paths, name)
         model, _, card = load_model(ctx, folder, MeanPoolClassifier)
-        runtime = TorchClassifier(model, ctx.path(folder) / "tokenizer.json", card.label_list)
-        found[name] = (runtime.logits, ev.size_mb([ctx.path(folder) / "model.safetensors"]), count_parameters(model))
-    files = {  # (model, the model it was exported from)
-        "onnx_fp32": (f"{paths.onnx}/pruned.onnx", "pruned"),
-        "onnx_int8": (paths.quantized, "pruned"),
-        "onnx_teacher": (f"{paths.onnx}/teacher.onnx", "teacher"),
+        logits = TorchClassifier(model, ctx.path(folder) / "tokenizer.json", card.label_list).logits
+        # torch's thread count is set to evaluate.threads around the timing.
+        size = ev.size_mb([ctx.path(folder) / "model.safetensors"])
+        found[name] = Variant(logits, logits, size, count_parameters(model))
+    files = {  # (model, its tokenizer)
+        "onnx_fp32": (ctx.input(f"{paths.onnx}/pruned.onnx", "ONNX model"), paths.onnx_tokenizer("pruned")),
+        "onnx_int8": (ctx.input(paths.quantized, "ONNX model"), paths.onnx_tokenizer("pruned")),
+        "onnx_teacher": (ctx.input(f"{paths.onnx}/teacher.onnx", "ONNX model"), paths.onnx_tokenizer("teacher")),
+        "classical": (ctx.input(f"{paths.classical}/model.onnx", "classical model"), None),
     }
-    for name, (relative, source) in files.items():
-        file = ctx.input(relative, "ONNX model")
-        found[name] = (
-            OnnxClassifier(file, ctx.input(paths.onnx_tokenizer(source), "tokenizer"), threads=cfg.threads).logits,
-            ev.size_mb([file]),
-            ev.onnx_params(file),
-        )
-    file = ctx.input(f"{paths.classical}/model.onnx", "classical model")
-    classical = ClassicalClassifier(file, threads=cfg.threads)
-    if classical.labels != labels:
-        raise KilnError(f"evaluate: the classical model's labels {classical.labels} differ from {labels}")
-    # The classical file keeps its weights in node attributes: the count comes from its metadata.
-    found["classical"] = (classical.logits, ev.size_mb([file]), int(classical.metadata["grid_point"]["params"]))
-    for name in sorted({selection.selected, selection.baseline()[0]} - found.keys()):  # of the search's front
+    for name in sorted({selection.selected, selection.baseline()[0]} - found.keys() - files.keys()):  # the front's
         chosen = selection.candidates[name]
-        file = ctx.input(chosen.file, "candidate model")
-        runtime = load_classifier(file, ctx.input(chosen.tokenizer) if chosen.tokenizer else None, threads=cfg.threads)
-        count = int(runtime.metadata["grid_point"]["params"]) if chosen.family == "classical" else ev.onnx_params(file)
-        found[name] = (runtime.logits, ev.size_mb([file]), count)
+        files[name] = (ctx.input(chosen.file, "candidate model"), chosen.tokenizer)
+    for name, (file, tokenizer) in files.items():
+        where = (file, ctx.input(tokenizer, "tokenizer") if tokenizer else None)
+        runtime = load_classifier(*where)
+        if runtime.labels != labels:
+            raise KilnError(f"evaluate: {name}'s labels {runtime.labels} differ from {labels}")
+        # A classical file keeps its weights in node attributes: the count comes from its metadata.
+        classical = runtime.metadata.get("family") == "classical"
+        count = int(runtime.metadata["grid_point"]["params"]) if classical else ev.onnx_params(file)
+        timed = load_classifier(*where, threads=cfg.threads).logits
+        found[name] = Variant(runtime.logits, timed, ev.size_mb([file]), count)
     return found
 
 
@@ -82,7 +89,7 @@ def run(ctx: StageContext) -> StageResult:
     runtimes = _runtimes(ctx, labels, selection)
     predicted: dict[str, list[int]] = {}
     variants: dict[str, dict] = {}
-    for name, (logits, size, params) in runtimes.items():
+    for name, (logits, _, size, params) in runtimes.items():
         predicted[name] = logits(texts).argmax(-1).tolist()
         ci = stats.bootstrap(truth, predicted[name], cfg.resamples, cfg.bootstrap_seed)
         variants[name] = {
@@ -98,7 +105,7 @@ def run(ctx: StageContext) -> StageResult:
         # The PyTorch models are not served: batch 1 places them beside their ONNX files,
         # and their batches of 32 would be most of this stage's time with a MiniLM teacher.
         for torch_models in (False, True):
-            timed = {n: r[0] for n, r in runtimes.items() if (n in TORCH) == torch_models}
+            timed = {n: r.timed for n, r in runtimes.items() if (n in TORCH) == torch_models}
             for name, timing in ev.latency(timed, texts, cfg, batched=not torch_models).items():
                 variants[name].update(timing)
     finally:
@@ -124,7 +131,8 @@ def run(ctx: StageContext) -> StageResult:
             "p_value": found.mcnemar_p,
             "n_discordant": found.discordant,
         }
-    explained, html = explaining.run(ctx, selection, labels, {n: r[0] for n, r in runtimes.items()}, split["val"], test)
+    bulk = {n: r.logits for n, r in runtimes.items()}
+    explained, html = explaining.run(ctx, selection, labels, bulk, split["val"], test)
     ratios = ev.ratios(variants)
     reports = ctx.path(paths.reports)
     figures = reports / "evaluation"

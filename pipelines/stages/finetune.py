@@ -27,7 +27,9 @@ def run(ctx: StageContext) -> StageResult:
         split["train"] = with_augmented(ctx, split["train"])
     loop, optim = (cfg.loop, cfg.optim) if pretrained.start is None else cfg.pretrained()
     length = encoder.config.max_position_embeddings
-    data = ClassificationData(split, labels, tokenizer, length, loop.batch_size, params.hardware.seed)
+    data = ClassificationData(
+        split, labels, tokenizer, length, loop.batch_size, params.hardware.seed, val_texts=loop.val_texts
+    )
 
     def classifier() -> MeanPoolClassifier:
         config = encoder.config.__class__.from_dict(
@@ -59,7 +61,7 @@ def run(ctx: StageContext) -> StageResult:
         "model/params": count_parameters(teacher),
         "model/params_non_embedding": count_parameters(teacher, embeddings=False),
     }
-    truth, predicted = predict_labels(module.model, data.val_dataloader())
+    truth, predicted = predict_labels(module.model, data.loader("val"))
     if cfg.ablation:
         metrics |= _ablation(ctx, split, labels, tokenizer, length, classifier, weight, pretrained, truth, predicted)
         metrics["ablation/pretraining_gain"] = scores["test/macro_f1"] - metrics["ablation/scratch_test_macro_f1"]
@@ -86,11 +88,13 @@ def _ablation(ctx, split, labels, tokenizer, length, classifier, weight, pretrai
     found = {}
     for name, (model, loop, optim) in rivals.items():
         L.seed_everything(params.hardware.seed, workers=True, verbose=False)
-        data = ClassificationData(split, labels, tokenizer, length, loop.batch_size, params.hardware.seed)
+        data = ClassificationData(
+            split, labels, tokenizer, length, loop.batch_size, params.hardware.seed, val_texts=loop.val_texts
+        )
         module = Classifier(model, optim, {"ablation": name}, len(labels), weight)
         trainer = fit(ctx, module, data, name, loop, monitor="val/macro_f1", patience=cfg.patience, log_to_mlflow=False)
         scores = score(trainer, module, data)
-        d = stats.paired(truth, predicted, predict_labels(model, data.val_dataloader())[1]).macro_f1_difference
+        d = stats.paired(truth, predicted, predict_labels(model, data.loader("val"))[1]).macro_f1_difference
         found |= {
             f"ablation/{name}_val_macro_f1": scores["val/macro_f1"],
             f"ablation/{name}_test_macro_f1": scores["test/macro_f1"],

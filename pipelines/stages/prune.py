@@ -20,6 +20,7 @@ from pipelines.training import card, fit, load_model, save_model, score, teacher
 
 
 def _val_f1(model, data: ClassificationData, labels: dict) -> float:
+    """Macro-F1 on the texts a val check scores (loop.val_texts): a point of the curve."""
     from torchmetrics.functional.classification import multiclass_f1_score
 
     truth, predicted = predict_labels(model, data.val_dataloader())
@@ -43,6 +44,7 @@ def run(ctx: StageContext) -> StageResult:
         cfg.loop.batch_size,
         params.hardware.seed,
         teacher_tokenizer=teacher_tokens(made, taught, teacher_tokenizer),
+        val_texts=cfg.loop.val_texts,
     )
 
     loader = data.train_dataloader()
@@ -93,6 +95,6 @@ def run(ctx: StageContext) -> StageResult:
     }
     save_model(ctx, student, tokenizer, described.model_copy(update={"metrics": metrics}), paths.pruned)
     names = made.label_list
-    truth, predicted = ([names[i] for i in ids] for ids in predict_labels(student, data.val_dataloader()))
+    truth, predicted = ([names[i] for i in ids] for ids in predict_labels(student, data.loader("val")))
     result = StageResult(metrics=metrics, artifacts={"prune": curve_path})
     return checked(ctx, result, "pruned student", split["train"]["label"], truth, predicted)

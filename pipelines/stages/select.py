@@ -1,16 +1,16 @@
 """select: the candidate to ship, chosen on val among every family's servable files (INT8
 and FP32 ONNX of the pruned student, the teacher's ONNX, the classical model, and the
-models of the search's Pareto front when the search is on): the best
-val macro-F1 within promote's latency and size budgets, and of those tied with it within
-the paired 95 % interval, the smallest and fastest. An INT8 file quantize's gate refused
-is left out, with the reason, and so is a candidate that learned nothing (no better on val
-than always the commonest train label); with none left, nothing is shipped. Test is not
-read."""
+models of the search's Pareto front when the search is on): the best val macro-F1 (on at
+most select.max_texts val texts) within promote's latency and size budgets, and of those
+tied with it within the paired 95 % interval, the smallest and fastest. An INT8 file
+quantize's gate refused is left out, with the reason, and so is a candidate that learned
+nothing (no better on val than always the commonest train label); with none left,
+nothing is shipped. Test is not read."""
 
 from components.deploy import evaluation as ev
 from components.deploy.runtime import load_classifier
 from components.deploy.selection import Measured, choose, learned
-from components.deploy.stats import majority_label
+from components.deploy.stats import majority_label, stratified_sample
 from components.errors import KilnError
 from pipelines.contract import StageContext, StageResult
 from pipelines.records import Candidate, Front, Selection
@@ -40,17 +40,19 @@ def run(ctx: StageContext) -> StageResult:
     params = ctx.params
     split = ctx.read_split("train", "val")
     val = split["val"]
+    if params.select.max_texts is not None:
+        val = val.iloc[stratified_sample(val["label"].tolist(), params.select.max_texts, params.select.seed)]
     texts = val["text"].tolist()
     files, front = candidates(ctx)
     int8 = quantize.report(ctx)
     excluded = {} if int8.passed else {"onnx_int8": f"refused by quantize's gate: {int8.verdict}"}
     files = {name: file for name, file in files.items() if name not in excluded}
-    runtimes = {
-        name: load_classifier(
-            ctx.input(model), ctx.input(tokenizer) if tokenizer else None, threads=params.evaluate.threads
-        )
+    located = {
+        name: (ctx.input(model), ctx.input(tokenizer) if tokenizer else None)
         for name, (model, tokenizer) in files.items()
     }
+    # The whole split on every core; the latency on evaluate.threads, as evaluate times it.
+    runtimes = {name: load_classifier(*where) for name, where in located.items()}
     labels = runtimes["onnx_fp32"].labels
     if unknown := sorted(set(val["label"]) - set(labels)):
         raise KilnError(f"select: val labels {unknown} are not in the models' label map {labels}")
@@ -59,7 +61,8 @@ def run(ctx: StageContext) -> StageResult:
             raise KilnError(f"select: {name} has labels {runtime.labels}, the others {labels}")
     truth = [labels.index(label) for label in val["label"]]
     # The gate's budget is batch-1 latency: batches of 32 are timed by evaluate alone.
-    timing = ev.latency({name: r.logits for name, r in runtimes.items()}, texts, params.evaluate, batched=False)
+    timed = {name: load_classifier(*where, threads=params.evaluate.threads).logits for name, where in located.items()}
+    timing = ev.latency(timed, texts, params.evaluate, batched=False)
     measured = {
         name: Measured(
             family=front.members[name].family if name in front.members else _family(name),

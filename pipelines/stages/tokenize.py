@@ -1,5 +1,7 @@
-"""tokenize: a WordPiece tokenizer learned from the train split alone."""
+"""tokenize: a WordPiece tokenizer learned from the train split alone (at most
+`tokenize.max_texts` of its texts)."""
 
+from components.deploy.stats import seeded_sample
 from components.text.tokenizer import coverage, train_tokenizer
 from pipelines.contract import StageContext, StageResult
 from pipelines.io import atomic
@@ -8,7 +10,10 @@ from pipelines.io import atomic
 def run(ctx: StageContext) -> StageResult:
     # Train split only: a tokenizer that saw val or test words would leak them.
     texts = ctx.read(f"{ctx.params.paths.split}/train.parquet")["text"].tolist()
-    tokenizer = train_tokenizer(texts, ctx.params.tokenize)
+    cfg = ctx.params.tokenize
+    if cfg.max_texts is not None:
+        texts = seeded_sample(texts, cfg.max_texts, cfg.seed)
+    tokenizer = train_tokenizer(texts, cfg)
     with atomic(ctx.path(ctx.params.paths.tokenizer)) as tmp:
         tokenizer.save(str(tmp))
     stats = coverage(tokenizer, texts)
