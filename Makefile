@@ -42,6 +42,9 @@ $(STAMP): pyproject.toml constraints.txt
 	# transformers other than BERT (a quarter of the files: 57 s -> 42 s on 2 cores).
 	$(BIN)/python -c "import compileall, re, sys; compileall.compile_dir(sys.prefix + '/lib', quiet=2, workers=0, \
 		rx=re.compile(r'/tests?/|/transformers/models/(?!bert/|auto/)'))"
+	# The database of the Prefect API each `kiln run` starts for itself, created once here:
+	# its ~150 migrations were 5 s of the first run's start.
+	PREFECT_HOME=$${PREFECT_HOME:-.prefect} $(BIN)/prefect server database upgrade -y > /dev/null
 	touch $@
 
 ui: $(STAMP)

@@ -5,9 +5,11 @@ what is stale and records what ran, so `kiln run` skips and leaves dvc.lock exac
 `dvc repro` would.
 """
 
+import importlib
 import os
-import threading
+import pkgutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psutil
@@ -20,7 +22,7 @@ from components.errors import KilnError
 from pipelines import console, dag, executor, metrics, tracking
 from pipelines.env import find_root
 from pipelines.io import chain, user_error
-from pipelines.lifecycle import API_START_S, tied_api_server
+from pipelines.lifecycle import TemporaryApi
 from pipelines.params import load
 from pipelines.records import Promotion
 
@@ -150,62 +152,56 @@ def footer(rows: list[StageRow], wall: float) -> str:
     return f"stage work {work:.1f} s, overhead {overhead:.1f} s{share}, total {wall:.1f} s"
 
 
-def _start_api():
-    """Start Prefect's temporary API server from this (the main) thread, tied to this
-    process so the kernel stops it however the run ends; returns the server and a thread
-    that waits for it, so its ~10 s start overlaps the imports the flow needs first.
-    Prefect finds it again as its one temporary server (`SubprocessASGIServer()`)."""
-    if os.environ.get("PREFECT_API_URL"):
-        return None
-    import atexit
+def _warm_up() -> Iterator[None]:
+    """What a run needs first, a step at a time, while its API server starts: on 2 cores
+    these imports take one core while the server starts on the other (a default run spent
+    9 s waiting for the server, then 6 s importing its stages)."""
+    import mlflow  # noqa: F401
 
-    import httpx
+    yield
+    tracking.client()  # MLflow keeps the store it opens, and its check of the schema
+    yield
+    import dvc.repo  # noqa: F401
 
-    server = tied_api_server()
-    server.port = server.find_available_port()
-    server.running = True
-    server.server_process = server._run_uvicorn_command()
-    atexit.register(server.stop)
-    healthy = threading.Event()
+    yield
+    from pipelines import stages
 
-    def wait() -> None:
-        # As long as a busy machine needs while the server lives (see API_START_S).
-        deadline = time.monotonic() + API_START_S
-        while time.monotonic() < deadline and server.server_process and server.server_process.poll() is None:
-            try:
-                if httpx.get(f"{server.api_url}/health", timeout=2).status_code == 200:
-                    healthy.set()
-                    return
-            except httpx.HTTPError:
-                pass
+    for found in pkgutil.iter_modules(stages.__path__):
+        importlib.import_module(f"{stages.__name__}.{found.name}")
+        yield
+
+
+def run_flow(fn, api: TemporaryApi | None, **parameters):
+    """Run a flow in this process and return its final state: on `api`, a temporary server
+    started before Prefect was imported (see lifecycle.temporary_api), or on the server
+    PREFECT_API_URL names when `api` is None."""
+    if api is None:
+        return fn(**parameters, return_state=True)
+    steps = _warm_up()
+    said = 0
+
+    def meanwhile(waited: float) -> None:
+        nonlocal said
+        if next(steps, StopIteration) is StopIteration:
+            if waited // 5 > said:
+                said = int(waited // 5)
+                console.get().progress("prefect-api", f"starting Prefect's temporary API ({waited:.0f} s)")
             time.sleep(0.1)
 
-    waiter = threading.Thread(target=wait, daemon=True, name="prefect-api")
-    waiter.start()
-    return server, waiter, healthy
-
-
-def run_flow(fn, **parameters):
-    """Run a flow in this process, on Prefect's temporary API unless a server is set;
-    returns its final state."""
-    api = _start_api()
     try:
-        import mlflow  # noqa: F401  (needed by every stage; imported while the server starts)
+        api.wait(meanwhile)
+    except RuntimeError as err:
+        raise KilnError(f"{err}; its output is in {console.get().log}") from None
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        if api is not None:
-            began = time.monotonic()
-            while api[1].is_alive():
-                api[1].join(5)
-                if api[1].is_alive():
-                    waited = time.monotonic() - began
-                    console.get().progress("prefect-api", f"starting Prefect's temporary API ({waited:.0f} s)")
-            if not api[2].is_set():
-                raise KilnError(f"Prefect's temporary API server did not start; its output is in {console.get().log}")
-        return fn(**parameters, return_state=True)
+    # The environment names it to the processes the run starts (the search's workers).
+    os.environ["PREFECT_API_URL"] = api.url
+    try:
+        with temporary_settings({PREFECT_API_URL: api.url}):
+            try:
+                return fn(**parameters, return_state=True)
+            finally:
+                APILogWorker.drain_all()  # the flow's last log lines, before the server stops
     finally:
-        if api is not None:
-            # The flow's last log lines go to the API before it stops.
-            from prefect.logging.handlers import APILogWorker
-
-            APILogWorker.drain_all()
-            api[0].stop()
+        os.environ.pop("PREFECT_API_URL", None)

@@ -16,8 +16,8 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 
 PR_SET_PDEATHSIG = 1
 # How long the temporary Prefect API may take to answer while its process lives: a busy
@@ -75,24 +75,77 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
 
 
-def tied_api_server():
-    """Prefect's temporary API server of this process (Prefect keeps one), as a child that
-    ends with it: started from here (or by whoever got it first), it is asked for SIGTERM
-    when this process dies."""
-    import subprocess
+class TemporaryApi:
+    """A Prefect API server for this process alone, on a free local port: Prefect's own
+    `prefect server start`, without its UI and background services (a run in this process
+    needs the API alone), as a child that ends with this process however it ends. Started
+    before the run imports Prefect, so its few seconds overlap that work (see
+    flow.run_flow); its output goes where this process's does (the run's log)."""
 
-    from prefect.server.api.server import SubprocessASGIServer
+    def __init__(self) -> None:
+        import socket
+        import subprocess
+        import sys
 
-    class TiedServer(SubprocessASGIServer):
-        def _run_uvicorn_command(self) -> subprocess.Popen:
-            popen = subprocess.Popen
-            subprocess.Popen = lambda *args, **kwargs: popen(*args, preexec_fn=die_with_parent, **kwargs)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/api"
+        env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+            + ["--no-services", "--no-ui"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
+        )
+
+    def healthy(self) -> bool:
+        """Whether the server answers its health check now."""
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=2) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    def wait(self, meanwhile: Callable[[float], None]) -> None:
+        """Until the server answers, calling `meanwhile(seconds waited)` between checks (a
+        step of other work, or a pause); as long as a busy machine needs while the server
+        lives (API_START_S). Raises RuntimeError if it ends or never answers."""
+        began = time.monotonic()
+        while not self.healthy():
+            waited = time.monotonic() - began
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Prefect's temporary API server ended (exit {self.process.returncode})")
+            if waited > API_START_S:
+                raise RuntimeError(f"Prefect's temporary API server did not answer in {waited:.0f} s")
+            meanwhile(waited)
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.terminate()
             try:
-                return super()._run_uvicorn_command()
-            finally:
-                subprocess.Popen = popen
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
-    return TiedServer()
+
+@contextmanager
+def temporary_api() -> Iterator[TemporaryApi | None]:
+    """A TemporaryApi, stopped on the way out; None where PREFECT_API_URL names a server."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield None
+        return
+    api = TemporaryApi()
+    try:
+        yield api
+    finally:
+        api.stop()
 
 
 def watch(pid: int, started: float, every: float = 1.0) -> None:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from components.search.config import SearchConfig
 from components.search.space import OBJECTIVES, suggest
 from components.search.trial import TrialSpec, run_trial
-from pipelines.lifecycle import API_START_S, die_with_parent, tied_api_server
+from pipelines.lifecycle import die_with_parent, temporary_api
 from pipelines.study import Study, TrialLog
 
 # A trial is not started with less time than this left: it could not train.
@@ -147,26 +147,29 @@ def shared_api() -> Iterator[None]:
     """Trials in other processes report to the flow's Prefect API. Without an API URL in
     the environment, each worker process would start a temporary server of its own: the
     flow's temporary server (`kiln run`'s, or one started here) is named to them."""
-    if os.environ.get("PREFECT_API_URL"):
-        yield
-        return
-    server = tied_api_server()
-    started = not server.running
-    server.start(timeout=int(API_START_S))  # as kiln run waits for its own: a busy machine starts it slowly
-    os.environ["PREFECT_API_URL"] = server.api_url
-    try:
-        yield
-    finally:
-        os.environ.pop("PREFECT_API_URL", None)
-        if started:
-            # Stopped here, while its log lines still go to the log file, once the flow's
-            # logs are sent (a log worker left holding some would retry a gone server).
-            from prefect.events.worker import EventsWorker
-            from prefect.logging.handlers import APILogWorker
+    with temporary_api() as api:
+        if api is None:
+            yield
+            return
+        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-            APILogWorker.drain_all(timeout=10)
-            EventsWorker.drain_all(timeout=10)
-            server.stop()
+        api.wait(lambda _: time.sleep(0.1))  # as kiln run waits for its own: a busy machine starts it slowly
+        os.environ["PREFECT_API_URL"] = api.url
+        try:
+            with temporary_settings({PREFECT_API_URL: api.url}):
+                try:
+                    yield
+                finally:
+                    # The server stops once the flow's logs are sent (a log worker left
+                    # holding some would retry a gone server), while its log lines still
+                    # go to the log file.
+                    from prefect.events.worker import EventsWorker
+                    from prefect.logging.handlers import APILogWorker
+
+                    APILogWorker.drain_all(timeout=10)
+                    EventsWorker.drain_all(timeout=10)
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)
 
 
 def run(plan: SearchPlan) -> dict[str, Any]:

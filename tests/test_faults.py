@@ -81,7 +81,7 @@ def test_one_run_at_a_time_and_a_stopped_run_takes_its_server_with_it(prepared):
     # A finetune that lasts until it is stopped.
     set_params(prepared, finetune={"patience": 1000, "loop": {"max_epochs": 1000, "max_steps": 100000}})
     first = start([str(BIN / "kiln"), "run"], prepared)
-    server = wait_for(lambda: children(first.pid, "uvicorn"), "temporary Prefect server", proc=first)[0]
+    server = wait_for(lambda: children(first.pid, "prefect server start"), "temporary Prefect server", proc=first)[0]
     wait_for(lambda: (prepared / "checkpoints").exists(), "a training stage", proc=first)
     second = kiln("run", cwd=prepared)
     assert second.returncode == 1
@@ -101,7 +101,7 @@ def test_one_run_at_a_time_and_a_stopped_run_takes_its_server_with_it(prepared):
     assert not (runs(prepared)["status"] == "RUNNING").any()
 
     again = start([str(BIN / "kiln"), "run"], prepared)
-    server = wait_for(lambda: children(again.pid, "uvicorn"), "temporary Prefect server", proc=again)[0]
+    server = wait_for(lambda: children(again.pid, "prefect server start"), "temporary Prefect server", proc=again)[0]
     wait_for(lambda: (runs(prepared)["status"] == "RUNNING").any(), "a stage's MLflow run", proc=again)
     again.kill()  # kill -9 of the run alone, not its process group
     again.wait()

@@ -35,13 +35,15 @@ def run(
     """Run the pipeline as a Prefect flow; up-to-date stages are skipped as `dvc repro` would."""
     root = repo_root()
     from pipelines import lock, tracking
-    from pipelines.flow import pipeline, run_flow
+    from pipelines.lifecycle import temporary_api
     from pipelines.params import load
 
     load(root / "params.yaml")  # a typo in params.yaml fails here, before any work
-    with lock.hold(root, "kiln run"), running(root, "run"):
+    with lock.hold(root, "kiln run"), running(root, "run"), temporary_api() as api:
+        from pipelines.flow import pipeline, run_flow  # Prefect's import overlaps the server's start
+
         tracking.check()
-        state = run_flow(pipeline, targets=targets or None, force=force)
+        state = run_flow(pipeline, api, targets=targets or None, force=force)
         if state.is_crashed():  # stopped by a signal: the same ending as Ctrl-C
             raise KeyboardInterrupt(state.message)
         state.result()  # a failed stage's user error is raised as that KilnError
@@ -51,13 +53,15 @@ def run(
 def retrain() -> None:
     """Retrain once now: check new batches, rerun the DAG, let the gate decide."""
     root = repo_root()
-    from pipelines.flow import run_flow
+    from pipelines.lifecycle import temporary_api
     from pipelines.params import load
-    from pipelines.retrain import retrain as flow
 
     load(root / "params.yaml")
-    with running(root, "retrain") as shown:
-        state = run_flow(flow)
+    with running(root, "retrain") as shown, temporary_api() as api:
+        from pipelines.flow import run_flow  # Prefect's import overlaps the server's start
+        from pipelines.retrain import retrain as flow
+
+        state = run_flow(flow, api)
         if state.is_crashed():
             raise KeyboardInterrupt(state.message)
         result = state.result(raise_on_failure=False)
