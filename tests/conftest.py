@@ -320,31 +320,35 @@ def webhook():
     server.shutdown()
 
 
-# The order `make test`'s two workers take whole files in (with --no-loadscope-reorder).
-# xdist hands each worker two files at first, then one more each time it finishes one: so
-# the two longest go first, one to each worker, and two short ones next, so that neither
-# long file waits behind the other; then the rest, longest first (as measured).
-LONGEST_FIRST = [
+# The order `make test`'s workers take whole files in (with --no-loadscope-reorder), longest
+# first (as measured). xdist hands each worker one file, then another whenever it is down
+# to two tests: a file of one or two long tests is followed by a short one, which its
+# worker takes at once and runs after it, so that no long file waits behind another.
+ORDER = [
     "test_faults.py",
-    "test_operations.py",
-    "test_params.py",
-    "test_layout.py",
-    "test_pipeline.py",
+    "test_operations.py",  # 2 tests
     "test_training_stages.py",
+    "test_params.py",
+    "test_pipeline.py",  # 1 test
+    "test_layout.py",
     "test_search.py",
-    "test_generality.py",
-    "test_pretrained.py",
+    "test_generality.py",  # 2 tests
+    "test_stats.py",
+    "test_pretrained.py",  # 1 test
+    "test_split.py",
     "test_retrain.py",
-    "test_roles.py",
+    "test_roles.py",  # 2 tests
+    "test_sources.py",
     "test_stages.py",
     "test_registry.py",
     "test_audit.py",
-    "test_pii_pipeline.py",
+    "test_pii_pipeline.py",  # 1 test
+    "test_selection.py",
     "test_cli.py",
     "test_tokenizer.py",
 ]
 
 
 def pytest_collection_modifyitems(items: list) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    rank = {name: i for i, name in enumerate(ORDER)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

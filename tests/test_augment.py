@@ -62,6 +62,14 @@ def test_seeded_and_order_independent(train):
     assert list(a.columns) == ["id", "text", "label", "source", "origin_id", "op"]
 
 
+def test_beyond_max_rows_the_same_rows_get_copies_whatever_their_order(train):
+    cfg = AugmentConfig(max_rows=7)
+    first = augment(train, cfg).frame
+    again = augment(train.iloc[::-1], cfg).frame
+    assert len(first) == 7 and set(first["origin_id"]) == set(again["origin_id"])
+    assert set(augment(train, AugmentConfig(max_rows=7, seed=14)).frame["origin_id"]) != set(first["origin_id"])
+
+
 def test_a_rows_copies_do_not_depend_on_the_other_rows():
     train = chinese_reviews(40)
     cfg = AugmentConfig(factor=2, ops=["delete", "swap", "mask"])

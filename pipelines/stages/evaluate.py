@@ -1,9 +1,9 @@
-"""evaluate: every variant of both families on the same test split, the same way: quality
-with 95 % bootstrap intervals, latency at batch 1 and 32 with a fixed thread count,
-throughput, size and parameters; the selected candidate compared, text by text, with its
-baseline (`Selection.baseline`: the classical model, or for a classical model the best
-transformer) and the teacher; a JSON report (DVC metrics), a Markdown table and plots. A
-file select left out (a refused INT8) is measured too, and the report says why it was out."""
+"""evaluate: every variant of both families on the same test split (on every core), the
+same way: quality with 95 % bootstrap intervals, latency at batch 1 and 32 on
+evaluate.threads, throughput, size and parameters; the selected candidate compared, text by
+text, with its baseline (`Selection.baseline`: the classical model, or for a classical model
+the best transformer) and the teacher; a JSON report, a Markdown table and plots. A file
+select left out (a refused INT8) is measured too, and the report says why."""
 
 from collections.abc import Callable
 from typing import NamedTuple
@@ -33,8 +33,7 @@ SCALARS = {"macro_f1": "test_macro_f1", "accuracy": "test_accuracy"} | {
 
 
 class Variant(NamedTuple):
-    """A model under evaluation: its logits on every core (the whole split), its logits on
-    `evaluate.threads` (timing), its size in MB and its parameters."""
+    """Logits on every core (whole splits), logits on `evaluate.threads` (timing), MB, parameters."""
 
     logits: Callable
     timed: Callable
@@ -43,18 +42,16 @@ class Variant(NamedTuple):
 
 
 def _runtimes(ctx: StageContext, labels: list[str], selection: Selection) -> dict[str, Variant]:
-    """Every variant, and the selected candidate and its baseline when they are models of
-    the search's front."""
+    """Every variant, and the selected candidate and its baseline if of the search's front."""
     cfg, paths = ctx.params.evaluate, ctx.params.paths
     found: dict[str, Variant] = {}
     for name in TORCH:
         folder = getattr(paths, name)
         model, _, card = load_model(ctx, folder, MeanPoolClassifier)
         logits = TorchClassifier(model, ctx.path(folder) / "tokenizer.json", card.label_list).logits
-        # torch's thread count is set to evaluate.threads around the timing.
         size = ev.size_mb([ctx.path(folder) / "model.safetensors"])
-        found[name] = Variant(logits, logits, size, count_parameters(model))
-    files = {  # (model, its tokenizer)
+        found[name] = Variant(logits, logits, size, count_parameters(model))  # torch's threads: set around timing
+    files = {
         "onnx_fp32": (ctx.input(f"{paths.onnx}/pruned.onnx", "ONNX model"), paths.onnx_tokenizer("pruned")),
         "onnx_int8": (ctx.input(paths.quantized, "ONNX model"), paths.onnx_tokenizer("pruned")),
         "onnx_teacher": (ctx.input(f"{paths.onnx}/teacher.onnx", "ONNX model"), paths.onnx_tokenizer("teacher")),
