@@ -192,16 +192,16 @@ def run_flow(fn, api: TemporaryApi | None, **parameters):
         api.wait(meanwhile)
     except RuntimeError as err:
         raise KilnError(f"{err}; its output is in {console.get().log}") from None
+    from prefect.context import refresh_global_settings_context
     from prefect.logging.handlers import APILogWorker
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    # The environment names it to the processes the run starts (the search's workers).
+    # Named in the environment, for the processes the run starts (the search's workers), and
+    # in Prefect's global settings, which its own threads (log and event workers) read.
     os.environ["PREFECT_API_URL"] = api.url
+    refresh_global_settings_context()
     try:
-        with temporary_settings({PREFECT_API_URL: api.url}):
-            try:
-                return fn(**parameters, return_state=True)
-            finally:
-                APILogWorker.drain_all()  # the flow's last log lines, before the server stops
+        return fn(**parameters, return_state=True)
     finally:
+        APILogWorker.drain_all()  # the flow's last log lines, before the server stops
         os.environ.pop("PREFECT_API_URL", None)
+        refresh_global_settings_context()

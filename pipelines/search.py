@@ -151,25 +151,23 @@ def shared_api() -> Iterator[None]:
         if api is None:
             yield
             return
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.context import refresh_global_settings_context
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
 
         api.wait(lambda _: time.sleep(0.1))  # as kiln run waits for its own: a busy machine starts it slowly
+        # In the environment for the workers, in Prefect's global settings for its own threads.
         os.environ["PREFECT_API_URL"] = api.url
+        refresh_global_settings_context()
         try:
-            with temporary_settings({PREFECT_API_URL: api.url}):
-                try:
-                    yield
-                finally:
-                    # The server stops once the flow's logs are sent (a log worker left
-                    # holding some would retry a gone server), while its log lines still
-                    # go to the log file.
-                    from prefect.events.worker import EventsWorker
-                    from prefect.logging.handlers import APILogWorker
-
-                    APILogWorker.drain_all(timeout=10)
-                    EventsWorker.drain_all(timeout=10)
+            yield
         finally:
+            # The server stops once the flow's logs are sent (a log worker left holding some
+            # would retry a gone server), while its log lines still go to the log file.
+            APILogWorker.drain_all(timeout=10)
+            EventsWorker.drain_all(timeout=10)
             os.environ.pop("PREFECT_API_URL", None)
+            refresh_global_settings_context()
 
 
 def run(plan: SearchPlan) -> dict[str, Any]:
