@@ -82,16 +82,20 @@ def test_rows_already_in_the_dataset_are_dropped(tmp_path, tokenizer):
 def test_a_quarantined_batch_leaves_no_text_of_it_in_the_audit_trail(tmp_path, monkeypatch):
     """The reasons beside the quarantined file quote the batch; its audit entry and the
     entry's MLflow copy hold counts, row ids and the kinds of reason only."""
-    from pipelines import audit, audit_copy, tracking
+    from mlflow import MlflowClient
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    from pipelines import audit, audit_copy
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(uri)  # this store, whatever tracking URI an earlier test set in this process
     # Control characters mark a wrong encoding; a validation line quotes such texts.
     garbage = good_batch().assign(text=[f"\x01\x02 SECRET-{i} scrambled" for i in range(20)])
     outcome = _check(tmp_path, "b.csv", garbage)
     assert not outcome.accepted and any("SECRET-" in reason for reason in outcome.reasons)
-    audit.batch(tmp_path, tracking.client(), "kiln-mine", outcome, outcome.path, learned=False)
+    audit.batch(tmp_path, client, "kiln-mine", outcome, outcome.path, learned=False)
     (entry,) = audit.read(tmp_path)
-    (copy,) = audit_copy.copies(tracking.client())
+    (copy,) = audit_copy.copies(client)
     for held in (json.dumps(entry), json.dumps(copy.entry)):
         assert "SECRET" not in held and "\\u0001" not in held and "scrambled" not in held
     assert {"kind": "validation", "rows": 20, "ids": ["b.csv:2", "b.csv:3", "b.csv:4"]}.items() <= next(
