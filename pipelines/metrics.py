@@ -44,6 +44,7 @@ TABLE: dict[str, str] = {
     "train/windows": "token windows masked-LM pretraining trains on",
     "train/texts": "train texts those windows are cut from (pretrain.max_texts bounds them)",
     "train/examples": "texts a classifier trains on: its train rows plus their augmented copies",
+    "train/labelled": "labelled train rows among a student's examples, copies aside (distill.max_rows bounds them)",
     "train/unlabeled": "unlabelled texts among a student's examples, learned from the teacher's answers alone",
     "train/steps": "optimizer steps taken",
     "train/lr": "peak learning rate of the classifier (finetune: optim.lr, or pretrained_lr from a pretrained start)",

@@ -21,10 +21,10 @@ from components.classical.model import (
     parity,
     parity_gate,
     select,
-    stratified_sample,
 )
 from components.classical.runtime import ClassicalClassifier
 from components.deploy.metadata import read_metadata
+from components.deploy.stats import stratified_sample
 from components.errors import KilnError
 from tests.conftest import ROOT
 

@@ -114,12 +114,16 @@ def test_unlabeled_texts_teach_the_student_and_none_of_val_or_test_is_among_them
     found = json.loads((trained / "reports/unlabeled.json").read_text())
     assert found["unlabeled/in_splits_dropped"] == 2 and found["unlabeled/duplicates_dropped"] == 1
 
-    # At most distill.unlabeled_max of them join the labelled train texts (and their copies).
-    set_params(trained, distill={"unlabeled_max": 15})
-    stage(trained, "distill")
+    # At most distill.unlabeled_max of them join at most distill.max_rows labelled train
+    # texts (a sample keeping each label's share) and their copies.
+    set_params(trained, distill={"unlabeled_max": 15, "max_rows": 40})
+    said = stage(trained, "distill").stdout
     student = card(trained, "student")["metrics"]
     train_rows = json.loads((trained / "reports/split.json").read_text())["split/train_rows"]
-    assert student["train/unlabeled"] == 15 and student["train/examples"] == 2 * train_rows + 15
+    labelled = int(student["train/labelled"])
+    assert abs(labelled - 40) <= 5 and labelled < train_rows and student["train/unlabeled"] == 15, student
+    assert student["train/examples"] == 2 * labelled + 15
+    assert f"{labelled:,} of {train_rows:,} train rows in the transfer set (distill.max_rows)" in said, said
 
 
 def test_prune_removes_parameters_and_writes_its_curve(trained_template):

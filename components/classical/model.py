@@ -57,6 +57,7 @@ from components.classical.runtime import ClassicalClassifier
 from components.deploy.metadata import stamp
 from components.deploy.parity import Parity
 from components.deploy.parity import parity as compare
+from components.deploy.stats import stratified_sample
 from components.errors import KilnError
 
 
@@ -217,21 +218,6 @@ def _fit(x, y, c: float, weighting: ClassWeight, max_iter: int, seed: int) -> Lo
     # lbfgs is deterministic; the seed only matters to solvers that shuffle.
     weight = None if weighting == "none" else "balanced"
     return LogisticRegression(C=c, class_weight=weight, max_iter=max_iter, random_state=seed).fit(x, y)
-
-
-def stratified_sample(labels: Sequence[str], n: int, seed: int) -> list[int]:
-    """Indices of about `n` of the rows, in their order, each label keeping its share
-    (and at least one row), drawn with `seed`."""
-    rng = np.random.default_rng(seed)
-    by_label: dict[str, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_label.setdefault(label, []).append(i)
-    keep: list[int] = []
-    for label in sorted(by_label):
-        rows = by_label[label]
-        take = max(1, round(len(rows) * n / len(labels)))
-        keep.extend(rng.choice(rows, size=min(take, len(rows)), replace=False).tolist())
-    return sorted(keep)
 
 
 def _columns(grams: list[tuple[str, ...]], x_train, ngram_range: tuple[int, int], limit: int) -> np.ndarray:

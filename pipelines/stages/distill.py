@@ -40,6 +40,11 @@ def run(ctx: StageContext) -> StageResult:
     tokenizer_id = file_hash(path)
     tokenizer = teacher_tokenizer if taught.tokenizer == tokenizer_id else load_tokenizer(path, ctx.name)
     split = ctx.read_split()
+    rows = len(split["train"])
+    if cfg.max_rows is not None and rows > cfg.max_rows:
+        kept = stats.stratified_sample(split["train"]["label"].tolist(), cfg.max_rows, params.hardware.seed)
+        split["train"] = split["train"].iloc[kept].reset_index(drop=True)
+    sampled = len(split["train"])
     if cfg.augmented:
         split["train"] = with_augmented(ctx, split["train"])
     labelled = split["train"]
@@ -75,6 +80,7 @@ def run(ctx: StageContext) -> StageResult:
     metrics = {
         **{k: scores[k] for k in ("val/macro_f1", "val/accuracy", "test/macro_f1", "test/accuracy")},
         "train/examples": len(split["train"]),
+        "train/labelled": sampled,
         "train/unlabeled": len(unlabeled),
         "train/steps": trainer.global_step,
         "model/params": count_parameters(student),
@@ -86,7 +92,9 @@ def run(ctx: StageContext) -> StageResult:
     save_model(ctx, student, tokenizer, described.model_copy(update={"metrics": metrics}), paths.student)
     truth, mine = predict_labels(student, data.loader("val"))
     theirs = answers["val"].argmax(-1).tolist()
-    result = StageResult(metrics=metrics, summary=_above_teacher(truth, mine, theirs, taught.metrics))
+    bounded = [f"{sampled:,} of {rows:,} train rows in the transfer set (distill.max_rows)"]
+    summary = (bounded if sampled < rows else []) + _above_teacher(truth, mine, theirs, taught.metrics)
+    result = StageResult(metrics=metrics, summary=summary)
     names = taught.label_list
     return checked(ctx, result, "student", labelled["label"], [names[i] for i in truth], [names[i] for i in mine])
 
