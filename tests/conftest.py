@@ -128,7 +128,10 @@ def prefect_api(request, tmp_path_factory):
     )
     with open(home / "server.log", "w") as log:
         server = subprocess.Popen(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            # As `kiln run` starts its own (lifecycle.TemporaryApi): runs need the API alone,
+            # and the background services would take CPU from the tests all session.
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+            + ["--no-services", "--no-ui"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
