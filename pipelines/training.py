@@ -12,7 +12,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from lightning.pytorch.loggers import MLFlowLogger
 
@@ -105,12 +105,25 @@ def fit(
     return trainer
 
 
-def score(trainer, module, data) -> dict[str, float]:
+class Scores(NamedTuple):
+    metrics: dict[str, float]  # val/ and test/
+    truth: list[int]  # val's label ids, in the split's order
+    predicted: list[int]  # the model's predictions of them
+
+
+def score(trainer, module, data) -> Scores:
     """val/ and test/ metrics of the module as it is now, on the whole of each split (the
-    checks while training may have scored a sample of val)."""
+    checks while training may have scored a sample of val), and its val predictions: read
+    off that pass in one process (a second pass over a large val split costs as much as
+    the first), predicted again under DDP, where each process scored a shard."""
+    from components.text.classifier import predict_labels
+
     val = trainer.validate(module, dataloaders=data.loader("val"), verbose=False)[0]
     test = trainer.test(module, dataloaders=data.loader("test"), verbose=False)[0]
-    return {**val, **test}
+    if trainer.world_size > 1:
+        return Scores({**val, **test}, *predict_labels(module.model, data.loader("val")))
+    truth, predicted = module.seen["val"]
+    return Scores({**val, **test}, truth, predicted)
 
 
 def card(

@@ -110,6 +110,32 @@ def test_a_classifiers_val_check_scores_a_sample_keeping_label_shares_and_the_sp
     assert sum(len(batch["labels"]) for batch in whole.val_dataloader()) == 200
 
 
+def test_the_final_score_reads_val_predictions_off_its_own_pass(tokenizer):
+    import lightning as L
+
+    from components.text.classifier import predict_labels
+    from components.text.data import ClassificationData
+    from components.text.modules import Classifier
+    from pipelines.training import score
+
+    frame = tiny_frame()
+    names = sorted(set(frame["label"]))
+    val = frame.iloc[::2].reset_index(drop=True)
+    data = ClassificationData(
+        {"val": val, "test": frame.iloc[1::2]}, {n: i for i, n in enumerate(names)}, tokenizer, 16, 8, 0, val_texts=10
+    )
+    model = _bert(len(tokenizer), 16, 1, 32, len(names))
+    module = Classifier(model, OptimConfig(), {}, len(names))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    scored = score(trainer, module, data)
+    # The whole split in its order (not the check's sample), as a second pass would predict it.
+    assert (scored.truth, scored.predicted) == predict_labels(model, data.loader("val"))
+    assert len(scored.truth) == len(val) > 10
+    right = sum(t == p for t, p in zip(scored.truth, scored.predicted))
+    assert scored.metrics["val/accuracy"] == pytest.approx(right / len(val))
+    assert {"val/macro_f1", "test/macro_f1", "test/accuracy"} <= set(scored.metrics)
+
+
 def test_kd_loss_matches_a_hand_computation():
     import math
 

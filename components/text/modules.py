@@ -132,6 +132,9 @@ class Classifier(_Trained):
         self.register_buffer("class_weight", class_weight, persistent=False)
         self.f1 = nn.ModuleDict({s: MulticlassF1Score(num_labels, average="macro") for s in ("val", "test")})
         self.accuracy = nn.ModuleDict({s: MulticlassAccuracy(num_labels, average="micro") for s in ("val", "test")})
+        # Each split's (true, predicted) label ids in its last evaluation, in batch order: a
+        # stage reads its val predictions off its final scoring pass instead of a second one.
+        self.seen: dict[str, tuple[list[int], list[int]]] = {}
 
     def loss(self, batch: dict, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
@@ -145,6 +148,9 @@ class Classifier(_Trained):
     def _evaluate(self, split: str, batch: dict) -> None:
         loss, logits = self.loss(batch)
         preds = logits.argmax(-1)
+        truth, predicted = self.seen.setdefault(split, ([], []))
+        truth += batch["labels"].tolist()
+        predicted += preds.tolist()
         self.f1[split].update(preds, batch["labels"])
         self.accuracy[split].update(preds, batch["labels"])
         self.log(f"{split}/loss", loss, batch_size=batch["labels"].shape[0], sync_dist=True)
@@ -155,11 +161,17 @@ class Classifier(_Trained):
         self.f1[split].reset()
         self.accuracy[split].reset()
 
+    def on_validation_epoch_start(self) -> None:
+        self.seen["val"] = ([], [])
+
     def validation_step(self, batch: dict, _index: int) -> None:
         self._evaluate("val", batch)
 
     def on_validation_epoch_end(self) -> None:
         self._epoch_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.seen["test"] = ([], [])
 
     def test_step(self, batch: dict, _index: int) -> None:
         self._evaluate("test", batch)

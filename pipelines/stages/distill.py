@@ -11,7 +11,7 @@ import pandas as pd
 from transformers import PreTrainedTokenizerFast
 
 from components.deploy import stats
-from components.text.classifier import MeanPoolClassifier, predict_labels
+from components.text.classifier import MeanPoolClassifier
 from components.text.config import StudentConfig
 from components.text.data import BERT_SPECIAL, ClassificationData, file_hash, load_tokenizer
 from components.text.distill import Distiller, inherited_student
@@ -75,7 +75,8 @@ def run(ctx: StageContext) -> StageResult:
     weight = class_weights(cfg.class_weight, labelled["label"].map(taught.labels), len(taught.labels))
     module = Distiller(student, None if cached else teacher, cfg, described.model_dump(), len(taught.labels), weight)
     trainer = fit(ctx, module, data, "student", cfg.loop, monitor="val/macro_f1")
-    scores = score(trainer, module, data)
+    scored = score(trainer, module, data)
+    scores = scored.metrics
     teacher_f1 = taught.metrics["test/macro_f1"]
     metrics = {
         **{k: scores[k] for k in ("val/macro_f1", "val/accuracy", "test/macro_f1", "test/accuracy")},
@@ -90,7 +91,7 @@ def run(ctx: StageContext) -> StageResult:
         "test/macro_f1_retention": scores["test/macro_f1"] / teacher_f1 if teacher_f1 else 0.0,
     }
     save_model(ctx, student, tokenizer, described.model_copy(update={"metrics": metrics}), paths.student)
-    truth, mine = predict_labels(student, data.loader("val"))
+    truth, mine = scored.truth, scored.predicted
     theirs = answers["val"].argmax(-1).tolist()
     bounded = [f"{sampled:,} of {rows:,} train rows in the transfer set (distill.max_rows)"]
     summary = (bounded if sampled < rows else []) + _above_teacher(truth, mine, theirs, taught.metrics)

@@ -6,7 +6,7 @@ import lightning as L
 from transformers import AutoModelForMaskedLM, BertForMaskedLM
 
 from components.deploy import stats
-from components.text.classifier import MeanPoolClassifier, frozen, predict_labels
+from components.text.classifier import MeanPoolClassifier, frozen
 from components.text.data import ClassificationData, label_map, stratified_fraction
 from components.text.model import count_parameters, keep_positions
 from components.text.modules import Classifier, class_weights
@@ -52,7 +52,8 @@ def run(ctx: StageContext) -> StageResult:
     weight = class_weights(cfg.class_weight, split["train"]["label"].map(labels), len(labels))
     module = Classifier(teacher, optim, described.model_dump(), len(labels), weight)
     trainer = fit(ctx, module, data, "teacher", loop, monitor="val/macro_f1", patience=cfg.patience)
-    scores = score(trainer, module, data)
+    scored = score(trainer, module, data)
+    scores = scored.metrics
     metrics = {
         **{k: scores[k] for k in ("val/macro_f1", "val/accuracy", "test/macro_f1", "test/accuracy")},
         "train/examples": len(split["train"]),
@@ -61,7 +62,7 @@ def run(ctx: StageContext) -> StageResult:
         "model/params": count_parameters(teacher),
         "model/params_non_embedding": count_parameters(teacher, embeddings=False),
     }
-    truth, predicted = predict_labels(module.model, data.loader("val"))
+    truth, predicted = scored.truth, scored.predicted
     if cfg.ablation:
         metrics |= _ablation(ctx, split, labels, tokenizer, length, classifier, weight, pretrained, truth, predicted)
         metrics["ablation/pretraining_gain"] = scores["test/macro_f1"] - metrics["ablation/scratch_test_macro_f1"]
@@ -93,8 +94,9 @@ def _ablation(ctx, split, labels, tokenizer, length, classifier, weight, pretrai
         )
         module = Classifier(model, optim, {"ablation": name}, len(labels), weight)
         trainer = fit(ctx, module, data, name, loop, monitor="val/macro_f1", patience=cfg.patience, log_to_mlflow=False)
-        scores = score(trainer, module, data)
-        d = stats.paired(truth, predicted, predict_labels(model, data.loader("val"))[1]).macro_f1_difference
+        scored = score(trainer, module, data)
+        scores = scored.metrics
+        d = stats.paired(truth, predicted, scored.predicted).macro_f1_difference
         found |= {
             f"ablation/{name}_val_macro_f1": scores["val/macro_f1"],
             f"ablation/{name}_test_macro_f1": scores["test/macro_f1"],

@@ -79,7 +79,8 @@ def run(ctx: StageContext) -> StageResult:
     weight = class_weights(cfg.class_weight, split["train"]["label"].map(labels), len(labels))
     module = Distiller(student, teacher, recovery, described.model_dump(), len(labels), weight)
     trainer = fit(ctx, module, data, "recovery", cfg.loop, monitor="val/macro_f1")
-    scores = score(trainer, module, data)
+    scored = score(trainer, module, data)
+    scores = scored.metrics
     student_f1 = made.metrics["test/macro_f1"]
     metrics = {
         **{k: scores[k] for k in ("val/macro_f1", "val/accuracy", "test/macro_f1", "test/accuracy")},
@@ -95,6 +96,6 @@ def run(ctx: StageContext) -> StageResult:
     }
     save_model(ctx, student, tokenizer, described.model_copy(update={"metrics": metrics}), paths.pruned)
     names = made.label_list
-    truth, predicted = ([names[i] for i in ids] for ids in predict_labels(student, data.loader("val")))
+    truth, predicted = ([names[i] for i in ids] for ids in (scored.truth, scored.predicted))
     result = StageResult(metrics=metrics, artifacts={"prune": curve_path})
     return checked(ctx, result, "pruned student", split["train"]["label"], truth, predicted)
