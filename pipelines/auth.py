@@ -65,10 +65,19 @@ def write_private(path: Path, text: str) -> None:
     os.replace(staged, path)
 
 
+# How long MLflow's auth app trusts a password it has checked. Each check is a deliberately
+# slow hash, and without the cache MLflow makes one or two for every request: a tiny
+# retrain under `kiln up` kept the server at a full core, the run waiting on it. The
+# server has one worker, so a password change or deletion through its API (`kiln users`)
+# takes effect at once; one made in its database directly, within this time.
+AUTH_CACHE_S = 60
+
+
 def server_config(root: Path, database_uri: str) -> Path:
     """MLflow's auth app config: its user table in `database_uri`, READ for any signed-in
     user without a grant, the admin named ADMIN (its password comes from the environment
-    on first start). Mode 0600: a PostgreSQL URL holds the database password."""
+    on first start), checked passwords trusted for AUTH_CACHE_S. Mode 0600: a PostgreSQL
+    URL holds the database password."""
     path = root / STATE_DIR / "mlflow-auth.ini"
     write_private(
         path,
@@ -76,7 +85,8 @@ def server_config(root: Path, database_uri: str) -> Path:
         "default_permission = READ\n"
         f"database_uri = {database_uri}\n"
         f"admin_username = {ADMIN}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_S}\n",
     )
     return path
 

@@ -52,6 +52,15 @@ def test_the_auth_app_config_names_its_database_and_holds_no_password(tmp_path):
     assert config.stat().st_mode & 0o777 == 0o600
 
 
+def test_the_auth_app_trusts_a_checked_password_for_a_minute(tmp_path, monkeypatch):
+    from mlflow.server.auth.config import read_auth_config
+
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(auth.server_config(tmp_path, "sqlite:///users.db")))
+    read = read_auth_config()  # as the server reads it
+    assert read.auth_cache_ttl_seconds == auth.AUTH_CACHE_S == 60
+    assert read.authorization_function == "mlflow.server.auth:authenticate_request_basic_auth"
+
+
 def test_kiln_signs_in_to_its_own_servers_as_admin(tmp_path, signed_out):
     made = auth.ensure(tmp_path)
     signed_out.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
