@@ -27,6 +27,11 @@ TRACKING_TIMEOUTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
 }
 
+# MLflow's server starts a job runner and seven consumer processes (about 250 MB and 2 s of
+# CPU each) for its GenAI jobs, which Kiln never submits: the servers `kiln up` and `kiln ui`
+# start, which inherit Kiln's environment, run without them.
+SERVER_JOBS_OFF = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
 # Kiln's own state in a repository: the run lock, run logs, and `kiln up`'s logs and addresses.
 STATE_DIR = ".kiln"
 
@@ -50,6 +55,7 @@ VARIABLES = {
         for key in TRACKING_TIMEOUTS
     },
     "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false: no model is ever unpickled",
+    **{key: "off: the MLflow server's GenAI job processes, which Kiln never uses" for key in SERVER_JOBS_OFF},
     "MLFLOW_TRACKING_USERNAME": "who kiln commands sign in to MLflow as (default under kiln up: admin)",
     "MLFLOW_TRACKING_PASSWORD": "that user's MLflow password (default under kiln up: .kiln/auth.json)",
     "PREFECT_API_AUTH_STRING": "user:password kiln commands and workers send to the Prefect API",
@@ -98,8 +104,8 @@ def configure(root: Path) -> None:
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
     # MLflow retries an unreachable server 7 times with a doubling back-off and a 120 s
     # timeout: a run would hang for half an hour before saying the server is gone. Three
-    # tries within seconds tell a blip from an outage.
-    for key, value in TRACKING_TIMEOUTS.items():
+    # tries within seconds tell a blip from an outage. (And see SERVER_JOBS_OFF.)
+    for key, value in {**TRACKING_TIMEOUTS, **SERVER_JOBS_OFF}.items():
         os.environ.setdefault(key, value)
 
 

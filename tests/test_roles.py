@@ -124,6 +124,17 @@ def test_a_reader_creates_nothing_and_a_promoter_may(servers):
     assert call(promoter, "POST", "/api/2.0/mlflow/runs/create", {"experiment_id": experiment}) == 200
 
 
+def test_kiln_ups_mlflow_runs_without_processes_for_genai_jobs(servers):
+    import psutil
+
+    repo, _ = servers
+    state = json.loads((repo / ".kiln" / "servers.json").read_text())
+    started = psutil.Process(state["servers"]["mlflow"]["pid"]).children(recursive=True)
+    commands = [" ".join(p.cmdline()) for p in started]
+    assert any("uvicorn" in c for c in commands), commands  # the server's own worker
+    assert not [c for c in commands if "mlflow.server.jobs" in c or "huey" in c], commands
+
+
 def test_kiln_up_starts_again_the_server_that_died(servers):
     repo, url = servers
     state = json.loads((repo / ".kiln" / "servers.json").read_text())
