@@ -124,6 +124,25 @@ def test_a_reader_creates_nothing_and_a_promoter_may(servers):
     assert call(promoter, "POST", "/api/2.0/mlflow/runs/create", {"experiment_id": experiment}) == 200
 
 
+def test_a_removed_user_is_refused_at_once_though_checked_passwords_are_trusted_a_minute(servers):
+    repo, url = servers
+    added = subprocess.run(
+        [str(BIN / "kiln"), "users", "add", "tess", "--role", "reader", "--password-stdin"],
+        cwd=repo,
+        env=clean_env(),
+        input=_as("tess")[1] + "\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert added.returncode == 0, added.stdout + added.stderr
+    me = f"{url}/api/2.0/mlflow/users/current"
+    assert requests.get(me, auth=_as("tess"), timeout=10).status_code == 200  # checked, so trusted
+    removed = kiln("users", "remove", "tess", cwd=repo)
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert requests.get(me, auth=_as("tess"), timeout=10).status_code == 401
+
+
 def test_kiln_ups_mlflow_runs_without_processes_for_genai_jobs(servers):
     import psutil
 
