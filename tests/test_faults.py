@@ -18,6 +18,7 @@ import mlflow
 import psutil
 import pytest
 
+from pipelines.env import SERVER_JOBS_OFF
 from tests.conftest import BIN, clean_env, kiln, run, set_params
 
 pytestmark = pytest.mark.slow
@@ -150,7 +151,7 @@ def _tracking_server(repo: Path, port: int) -> subprocess.Popen:
         cwd=repo,
         # Without MLflow's GenAI job processes, as `kiln up` starts its server: seven
         # fewer interpreters starting on two cores.
-        env=clean_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+        env=clean_env(**SERVER_JOBS_OFF),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
