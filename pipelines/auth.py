@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.errors import KilnError
-from pipelines.env import STATE_DIR
+from pipelines.env import STATE_DIR, read_servers
 
 ADMIN = "admin"
 
@@ -99,6 +99,13 @@ def server_env(root: Path, database_uri: str, credentials: Credentials) -> dict[
         "MLFLOW_AUTH_ADMIN_PASSWORD": credentials.password,
         "MLFLOW_FLASK_SERVER_SECRET_KEY": credentials.secret_key,
     }
+
+
+def sign_in(root: Path) -> None:
+    """After `env.configure`: sign requests to the servers `kiln up` started, if it turned
+    their auth on."""
+    if (state := read_servers(root)) and state.get("auth"):
+        configure_client(root, state)
 
 
 def configure_client(root: Path, state: dict) -> None:

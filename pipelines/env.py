@@ -79,19 +79,20 @@ def local_tracking_uri(root: Path) -> str:
     return f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
 
 
+def tracking_uri() -> str:
+    """The MLflow tracking URI this process uses (`configure` sets it)."""
+    return os.environ.get("MLFLOW_TRACKING_URI", "(default)")
+
+
 def configure(root: Path) -> None:
     """Embedded defaults, each overridable by the variable a user already knows:
     MLFLOW_TRACKING_URI, PREFECT_API_URL, PREFECT_HOME. Servers started by `kiln up` come
-    before the embedded ones."""
+    before the embedded ones (`auth.sign_in` then signs requests to them)."""
     for key, value in TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
     if state := read_servers(root):
         os.environ.setdefault("MLFLOW_TRACKING_URI", state["servers"]["mlflow"]["url"])
         os.environ.setdefault("PREFECT_API_URL", state["servers"]["prefect"]["url"])
-        if state.get("auth"):
-            from pipelines import auth
-
-            auth.configure_client(root, state)
     os.environ.setdefault("MLFLOW_TRACKING_URI", local_tracking_uri(root))
     # Prefect's profile and the temporary API's database live beside the project.
     os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from components.errors import KilnError
-from pipelines.tracking import uri
+from pipelines.env import tracking_uri
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,7 +48,7 @@ def store_error(err: BaseException) -> KilnError | None:
 
     if not isinstance(err, MlflowException):
         return None
-    store = uri().removeprefix("sqlite:///")
+    store = tracking_uri().removeprefix("sqlite:///")
     return KilnError(f"the MLflow tracking store {store} failed: {found} ({found.sqlite_errorname}); check its disk")
 
 

@@ -13,7 +13,8 @@ import pandas as pd
 
 from components.deploy.gate import Check, Decision
 from components.errors import KilnError
-from pipelines import roles, tracking
+from pipelines import roles
+from pipelines.env import tracking_uri
 from pipelines.gating import Bounds, gate
 from pipelines.records import Promotion
 from pipelines.registry import CHAMPION, alias, version, who
@@ -120,7 +121,7 @@ def promote(
     why: str | None = None,
 ) -> Promotion:
     """Promote version `number` through the gate, or past it with action "force"."""
-    roles.require_manage(tracking.uri(), name, f"{'force' if action == 'force' else 'promote'} version {number}")
+    roles.require_manage(tracking_uri(), name, f"{'force' if action == 'force' else 'promote'} version {number}")
     challenger = version(client, name, number)
     champion = alias(client, name, CHAMPION)
     if champion is not None and str(champion.version) == str(challenger.version):
@@ -153,7 +154,7 @@ def promote(
 def rollback(client: "MlflowClient", name: str, why: str | None) -> Promotion:
     """Move `champion` back to the version it replaced (rollbacks skipped, so rolling
     back twice goes two steps back)."""
-    roles.require_manage(tracking.uri(), name, "rollback")
+    roles.require_manage(tracking_uri(), name, "rollback")
     champion = alias(client, name, CHAMPION)
     if champion is None:
         raise KilnError(f"'{name}' has no champion to roll back")

@@ -17,6 +17,7 @@ import pandas as pd
 from components.errors import KilnError
 from pipelines import tracking
 from pipelines.auth import refused
+from pipelines.env import tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -38,10 +39,10 @@ def registry_errors(what: str) -> Iterator[None]:
     try:
         yield
     except MlflowException as err:
-        raise KilnError(f"{what}: {refused(err, tracking.uri()) or err.message}") from None
+        raise KilnError(f"{what}: {refused(err, tracking_uri()) or err.message}") from None
     except OSError as err:  # connection refused, DNS, timeouts (requests' errors are OSErrors)
         raise KilnError(
-            f"{what}: the MLflow registry at {tracking.uri()} is unreachable ({err.__class__.__name__})"
+            f"{what}: the MLflow registry at {tracking_uri()} is unreachable ({err.__class__.__name__})"
         ) from None
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from components.errors import KilnError
 from pipelines.auth import refused
-from pipelines.env import local_tracking_uri
+from pipelines.env import local_tracking_uri, tracking_uri
 from pipelines.lifecycle import bookkeeping, stopped
 from pipelines.owners import dvc_ancestor, owner, reap
 
@@ -41,16 +41,12 @@ def client() -> "MlflowClient":
     return MlflowClient()
 
 
-def uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI", "(default)")
-
-
 def check() -> None:
     """Fail fast, naming the URI, when the tracking server is not there: a run that finds
     out at the register stage has spent its training time for nothing."""
     import requests
 
-    where = uri()
+    where = tracking_uri()
     if where.startswith(("http://", "https://")):
         try:
             answer = requests.get(where.rstrip("/") + "/health", timeout=10)
@@ -68,7 +64,7 @@ def experiment_id(mlflow: "MlflowClient", name: str, root: Path) -> str:
     under mlflow/artifacts/ (the SQLite store would otherwise use ./mlruns of the cwd)."""
     from mlflow.exceptions import MlflowException
 
-    location = (root / "mlflow" / "artifacts").as_uri() if uri() == local_tracking_uri(root) else None
+    location = (root / "mlflow" / "artifacts").as_uri() if tracking_uri() == local_tracking_uri(root) else None
     try:
         found = mlflow.get_experiment_by_name(name)
         if found is None:
@@ -84,7 +80,8 @@ def experiment_id(mlflow: "MlflowClient", name: str, root: Path) -> str:
         return found.experiment_id
     except MlflowException as err:
         check()  # a server that is gone is said so, in one line
-        raise KilnError(refused(err, uri()) or f"MLflow tracking at {uri()} failed: {err.message}") from None
+        where = tracking_uri()
+        raise KilnError(refused(err, where) or f"MLflow tracking at {where} failed: {err.message}") from None
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:

@@ -89,15 +89,17 @@ def test_the_admin_password_never_goes_to_another_server(tmp_path, signed_out):
     assert "MLFLOW_TRACKING_PASSWORD" not in os.environ and "PREFECT_API_AUTH_STRING" not in os.environ
 
 
-def test_configure_reads_the_credentials_only_when_kiln_up_turned_auth_on(tmp_path, signed_out):
+def test_sign_in_reads_the_credentials_only_when_kiln_up_turned_auth_on(tmp_path, signed_out):
     auth.ensure(tmp_path)
     env.servers_file(tmp_path).write_text(json.dumps({**STATE, "auth": False}))
     signed_out.setenv("PREFECT_HOME", str(tmp_path / ".prefect"))
     env.configure(tmp_path)
+    auth.sign_in(tmp_path)
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
     assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
     env.servers_file(tmp_path).write_text(json.dumps(STATE))
     env.configure(tmp_path)
+    auth.sign_in(tmp_path)
     assert os.environ["MLFLOW_TRACKING_USERNAME"] == "admin"
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pipelines import console, env, lifecycle
+from pipelines import auth, console, env, lifecycle
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Kiln: raw labelled text to a small, fast, validated model."
@@ -17,6 +17,7 @@ app = typer.Typer(
 def repo_root() -> Path:
     root = env.find_root()
     env.configure(root)
+    auth.sign_in(root)
     return root
 
 

@@ -161,9 +161,10 @@ def predict(
 
 def local_folder(root: Path, found, command: str) -> Path:
     """A registered version's files in the repository's cache, checked to be Kiln's own."""
-    from pipelines import local_model, tracking, versions
+    from pipelines import local_model, versions
+    from pipelines.env import tracking_uri
 
-    folder = local_model.version_folder(root, tracking.uri(), found.name, str(found.version))
+    folder = local_model.version_folder(root, tracking_uri(), found.name, str(found.version))
     return versions.fetch(found, folder, command)
 
 

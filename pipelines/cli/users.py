@@ -9,6 +9,7 @@ import typer
 
 from components.errors import KilnError
 from pipelines.cli.app import app, repo_root
+from pipelines.env import tracking_uri
 from pipelines.roles import ROLES
 
 users = typer.Typer(no_args_is_help=True, help="Users of the MLflow server and their roles (reader, promoter, admin).")
@@ -41,9 +42,9 @@ def add(
     root = repo_root()
     from pipelines import audit, roles, tracking
 
-    roles.service(tracking.uri())  # a local store has no users: say so before asking anything
+    roles.service(tracking_uri())  # a local store has no users: say so before asking anything
     password = _password(password_stdin)
-    roles.add_user(tracking.uri(), name, role.value, password)
+    roles.add_user(tracking_uri(), name, role.value, password)
     audit.record(root, tracking.client(), "user-add", None, user=name, role=role.value)
     typer.echo(
         f"user '{name}' added as {role.value}; they sign in with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
@@ -54,9 +55,9 @@ def add(
 def list_users() -> None:
     """Every user of the MLflow server and their Kiln role."""
     repo_root()
-    from pipelines import roles, tracking
+    from pipelines import roles
 
-    for name, role in roles.users(tracking.uri()):
+    for name, role in roles.users(tracking_uri()):
         typer.echo(f"{name:<24} {role}")
 
 
@@ -66,6 +67,6 @@ def remove(name: Annotated[str, typer.Argument(help="user to remove")]) -> None:
     root = repo_root()
     from pipelines import audit, roles, tracking
 
-    roles.remove_user(tracking.uri(), name)
+    roles.remove_user(tracking_uri(), name)
     audit.record(root, tracking.client(), "user-remove", None, user=name)
     typer.echo(f"user '{name}' removed")
