@@ -22,7 +22,7 @@ from components.deploy import evaluation as ev
 from components.deploy.parity import TorchClassifier
 from components.deploy.runtime import OnnxClassifier
 from components.text.classifier import MeanPoolClassifier
-from pipelines.params import load
+from pipelines.core.params import load
 
 ROOT = Path(__file__).resolve().parents[1]
 

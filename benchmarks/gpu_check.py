@@ -88,7 +88,7 @@ from components.text.model import bert_config  # noqa: E402
 from components.text.modules import Classifier, MaskedLM  # noqa: E402
 from components.text.tokenizer import choose_max_length, token_counts, train_tokenizer  # noqa: E402
 from components.text.training import build_trainer  # noqa: E402
-from pipelines.params import Params, parse  # noqa: E402
+from pipelines.core.params import Params, parse  # noqa: E402
 
 # Lightning's hints (DataLoader workers, Tensor Cores) are about Kiln's choices, not this check's.
 warnings.filterwarnings("ignore", module="lightning")
@@ -414,7 +414,7 @@ def _copy_model(source: Path, target: Path, dtype: torch.dtype) -> None:
 
 
 def pack(out: Path, params: Params) -> None:
-    from pipelines.pretrained import resolve
+    from pipelines.stagekit.pretrained import resolve
 
     out.mkdir(parents=True, exist_ok=True)
     dataset(params, None).to_parquet(out / "dataset.parquet", index=False)
@@ -424,9 +424,9 @@ def pack(out: Path, params: Params) -> None:
 
 
 def chain(params: Params, tiny: bool, packed: Path | None) -> None:
-    from pipelines import training
-    from pipelines.contract import StageContext, StageParams
-    from pipelines.tracking import StageRun
+    from pipelines.stagekit import training
+    from pipelines.stagekit.contract import StageContext, StageParams
+    from pipelines.tracking.runs import StageRun
 
     # No MLflow there: the fits log nowhere, as in a distributed worker (StageRun.offline).
     training.mlflow_logger = lambda _ctx: []
@@ -436,7 +436,7 @@ def chain(params: Params, tiny: bool, packed: Path | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         if packed:
-            # Where pipelines.pretrained.resolve looks before it extracts the package.
+            # Where pipelines.stagekit.pretrained.resolve looks before it extracts the package.
             _copy_model(packed / "minilm", root / ".kiln" / "models" / MINILM, torch.float32)
         for name in ("ingest", *ADAPTED):
             start = time.perf_counter()

@@ -20,7 +20,7 @@ from components.text.config import HardwareConfig, LoopConfig, OptimConfig
 from components.text.model import bert_config
 from components.text.modules import MaskedLM, masked_lm_loss
 from components.text.training import build_trainer
-from pipelines.params import load
+from pipelines.core.params import load
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,8 +30,8 @@ from components.text.data import ClassificationData, label_map, stratified_fract
 from components.text.model import count_parameters as torch_parameters
 from components.text.modules import Classifier
 from components.text.training import best_state, build_trainer
-from pipelines.console import capture, log_path
-from pipelines.params import Params, load
+from pipelines.core.console import capture, log_path
+from pipelines.core.params import Params, load
 
 ROOT = Path(__file__).resolve().parents[1]
 

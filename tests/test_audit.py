@@ -8,7 +8,8 @@ import pytest
 
 from components.deploy.audit import GENESIS, chain, describe, digest, verify
 from components.errors import KilnError
-from pipelines import audit, audit_copy, tracking
+from pipelines.registry import audit, audit_copy
+from pipelines.tracking import runs
 from tests.conftest import kiln
 
 # The registered model of a repository whose params.yaml is empty (the defaults).
@@ -102,7 +103,7 @@ def store(tmp_path, monkeypatch):
 
 
 def test_entries_are_appended_copied_to_mlflow_and_checked_by_the_cli(store):
-    client = tracking.client()
+    client = runs.client()
     first = audit.record(store, client, "batch-learned", "kiln-x", data="sha256:ab", file="data/processed/a.csv")
     second = audit.record(store, client, "force", "kiln-x", "2", why="hotfix", reasons=[])
     assert second["prev"] == first["hash"] and second["log"] == first["log"] and second["who"]
@@ -129,7 +130,7 @@ def test_entries_are_appended_copied_to_mlflow_and_checked_by_the_cli(store):
 
 
 def test_a_garbled_last_line_stops_new_entries_instead_of_chaining_past_it(store):
-    client = tracking.client()
+    client = runs.client()
     audit.record(store, client, "promote", "kiln-x", "1")
     with audit.path(store).open("a") as log:
         log.write("not json\n")
@@ -139,7 +140,7 @@ def test_a_garbled_last_line_stops_new_entries_instead_of_chaining_past_it(store
 
 
 def test_a_lost_log_fails_verify_naming_each_missing_entry_and_restore_rebuilds_it(store):
-    client = tracking.client()
+    client = runs.client()
     for number, action in (("1", "promote"), ("2", "force"), ("3", "refuse")):
         audit.record(store, client, action, "kiln-x", number, why="review")
     log = audit.path(store)
@@ -185,7 +186,7 @@ def test_a_lost_log_fails_verify_naming_each_missing_entry_and_restore_rebuilds_
 def test_repositories_sharing_one_store_check_only_their_own_entries(store):
     other = store / "clone"
     other.mkdir()
-    client = tracking.client()
+    client = runs.client()
     audit.record(store, client, "promote", MODEL, "1")
     theirs = [audit.record(other, client, action, MODEL, "2") for action in ("refuse", "force")]
     # An entry recorded while the server was unreachable is only counted.
@@ -206,7 +207,7 @@ def test_repositories_sharing_one_store_check_only_their_own_entries(store):
 
 
 def test_entries_copied_before_runs_named_their_origin_are_matched_by_the_registered_model(store):
-    client = tracking.client()
+    client = runs.client()
     other = store / "clone"
     other.mkdir()
     ours = [audit.record(store, client, "promote", MODEL, str(n)) for n in (1, 2)]
@@ -224,9 +225,9 @@ def test_entries_copied_before_runs_named_their_origin_are_matched_by_the_regist
 
 def test_each_promotion_decision_in_the_registry_needs_its_entry_on_the_server(store):
     from components.deploy.gate import Check, Decision
-    from pipelines import promotion
+    from pipelines.registry import promotion
 
-    client = tracking.client()
+    client = runs.client()
     client.create_registered_model(MODEL)
     client.create_model_version(MODEL, source=str(store))
     audit.record(store, client, "user-add", None, user="ann", role="reader")

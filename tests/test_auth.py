@@ -8,7 +8,8 @@ import os
 import pytest
 
 from components.errors import KilnError
-from pipelines import auth, env, roles
+from pipelines.core import env
+from pipelines.servers import auth, roles
 
 STATE = {
     "servers": {

@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from components.errors import KilnError
-from pipelines.flow import transient
+from pipelines.run.flow import transient
 from tests.conftest import BIN, clean_env
 
 
@@ -126,8 +126,8 @@ def _raised_during_a_stop() -> BaseException:
 
 def test_an_error_raised_while_stopping_is_still_a_stop(monkeypatch):
     import pipelines.cli
-    from pipelines import console
-    from pipelines.tracking import _status
+    from pipelines.core import console
+    from pipelines.tracking.runs import _status
 
     def app(standalone_mode):
         raise _raised_during_a_stop()

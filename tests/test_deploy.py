@@ -141,8 +141,8 @@ def _quantize_stage(tiny, root: Path, monkeypatch, int8: Path | None):
 
     import pandas as pd
 
-    from pipelines.contract import StageContext, StageParams
-    from pipelines.params import Params
+    from pipelines.core.params import Params
+    from pipelines.stagekit.contract import StageContext, StageParams
     from pipelines.stages import quantize
 
     _, path, tokenizer = tiny

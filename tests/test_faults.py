@@ -18,7 +18,7 @@ import mlflow
 import psutil
 import pytest
 
-from pipelines.env import SERVER_JOBS_OFF
+from pipelines.core.env import SERVER_JOBS_OFF
 from tests.conftest import BIN, clean_env, kiln, run, set_params
 
 pytestmark = pytest.mark.slow
@@ -266,7 +266,7 @@ def test_a_stage_killed_with_its_outputs_set_aside_blocks_nothing(prepared):
     """What kill -9 leaves while a stage runs: its outputs set aside in .kiln/previous/ and
     its own half-written ones in place. The next stage that runs, whichever it is, puts
     the set-aside ones back first."""
-    from pipelines.executor import _set_aside
+    from pipelines.run.executor import _set_aside
 
     tokenizer = prepared / "models/tokenizer.json"
     before = md5(tokenizer)

@@ -14,14 +14,15 @@ import torch
 
 from components.errors import KilnError
 from components.text.training import AtomicCheckpointIO, best_state, resume_point
-from pipelines import dag, lock, metrics
-from pipelines.contract import StageContext, StageParams
-from pipelines.env import git_state
-from pipelines.flow import StageRow, footer
-from pipelines.io import atomic, user_error
-from pipelines.params import Params
-from pipelines.records import Promotion
-from pipelines.tracking import StageRun
+from pipelines.core import dag, lock
+from pipelines.core.env import git_state
+from pipelines.core.io import atomic, user_error
+from pipelines.core.params import Params
+from pipelines.core.records import Promotion
+from pipelines.run.flow import StageRow, footer
+from pipelines.stagekit.contract import StageContext, StageParams
+from pipelines.tracking import metrics
+from pipelines.tracking.runs import StageRun
 from tests.conftest import ROOT
 
 
@@ -129,7 +130,7 @@ def test_user_errors_are_found_behind_wrappers():
 def test_a_second_process_finds_the_repo_held_and_is_told_by_whom(tmp_path):
     code = textwrap.dedent(f"""
         from pathlib import Path
-        from pipelines import lock
+        from pipelines.core import lock
         try:
             with lock.hold(Path({str(tmp_path)!r}), "kiln run"):
                 print("acquired")
@@ -236,7 +237,7 @@ def test_outputs_a_run_writes_do_not_make_the_tree_dirty(tmp_path):
 
 
 def test_the_cached_champion_is_trusted_only_while_the_registry_is_unchanged(tmp_path):
-    from pipelines import local_model
+    from pipelines.registry import local_model
 
     db = tmp_path / "mlflow.db"
     db.write_bytes(b"registry")
@@ -277,8 +278,8 @@ def test_a_full_disk_names_the_checkpoint_and_the_operating_systems_reason(tmp_p
 
 
 def test_a_model_that_learned_nothing_says_so_in_a_line_a_metric_and_a_tag():
-    from pipelines.contract import StageResult
-    from pipelines.majority import checked
+    from pipelines.stagekit.contract import StageResult
+    from pipelines.stagekit.majority import checked
 
     class Run:
         tags: dict = {}
@@ -304,7 +305,7 @@ def test_a_stops_bookkeeping_waits_seconds_at_most_and_any_other_runs_to_the_end
     import threading
     import time
 
-    from pipelines.lifecycle import bookkeeping
+    from pipelines.core.lifecycle import bookkeeping
 
     release = threading.Event()
     start = time.monotonic()
@@ -332,7 +333,7 @@ def test_a_stop_inside_a_tracking_write_still_ends_its_run(tmp_path, monkeypatch
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
-    from pipelines.lifecycle import bookkeeping
+    from pipelines.core.lifecycle import bookkeeping
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     client = MlflowClient()

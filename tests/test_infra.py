@@ -5,9 +5,9 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.env import VARIABLES
-from pipelines.params import load
-from pipelines.retrain import DEPLOYMENT
+from pipelines.core.env import VARIABLES
+from pipelines.core.params import load
+from pipelines.retrain.flow import DEPLOYMENT
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
 # Variables an image reads for itself, by the service that runs it.
@@ -28,7 +28,7 @@ def test_every_variable_in_compose_is_one_kiln_reads_and_is_documented():
         for variable in service.get("environment", {}):
             if name in IMAGE_OWN and variable.startswith(IMAGE_OWN[name]):
                 continue
-            assert variable in VARIABLES, f"{name}: {variable} is not a variable Kiln reads (pipelines/env.py)"
+            assert variable in VARIABLES, f"{name}: {variable} is not a variable Kiln reads (pipelines/core/env.py)"
             assert f"`{variable}`" in readme, f"infra/README.md does not explain {variable}"
 
 
@@ -44,7 +44,7 @@ def test_prefect_yaml_deploys_what_kiln_serve_serves():
     params = load(Path(__file__).resolve().parents[1] / "params.yaml").retrain
     [deployment] = yaml.safe_load((INFRA / "prefect.yaml").read_text())["deployments"]
     assert deployment["name"] == DEPLOYMENT
-    assert deployment["entrypoint"] == "pipelines/retrain.py:retrain"
+    assert deployment["entrypoint"] == "pipelines/retrain/flow.py:retrain"
     assert deployment["schedules"] == [{"cron": params.cron, "timezone": params.timezone}]
     assert deployment["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
     assert (

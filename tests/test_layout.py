@@ -43,4 +43,4 @@ def test_a_missing_input_is_worded_in_one_place():
         ["grep", "-rnI", "stage makes it", "pipelines", "components"], cwd=ROOT, capture_output=True, text=True
     )
     found = out.stdout.splitlines()
-    assert len(found) == 1 and found[0].startswith("pipelines/contract.py:"), found
+    assert len(found) == 1 and found[0].startswith("pipelines/stagekit/contract.py:"), found

@@ -116,7 +116,7 @@ def test_the_final_score_reads_val_predictions_off_its_own_pass(tokenizer):
     from components.text.classifier import predict_labels
     from components.text.data import ClassificationData
     from components.text.modules import Classifier
-    from pipelines.training import score
+    from pipelines.stagekit.training import score
 
     frame = tiny_frame()
     names = sorted(set(frame["label"]))
@@ -397,7 +397,7 @@ def test_a_student_learns_from_a_teacher_with_another_vocabulary(tokenizer, tmp_
 
 def test_a_packaged_checkpoint_is_extracted_once_and_found_again_by_path(tmp_path, monkeypatch):
     from components.errors import KilnError
-    from pipelines import pretrained
+    from pipelines.stagekit import pretrained
 
     assert pretrained.resolve("prajjwal1/bert-tiny", tmp_path) == "prajjwal1/bert-tiny"  # not ours: a hub name
     found = Path(pretrained.resolve("all-MiniLM-L6-v2", tmp_path))

@@ -280,7 +280,7 @@ def test_the_search_study_lives_on_postgres_beside_mlflow(database, monkeypatch,
     import optuna
 
     from components.search.config import SearchConfig
-    from pipelines.study import Study, storage_url
+    from pipelines.search.study import Study, storage_url
 
     monkeypatch.setenv("KILN_DB_URL", database)
     url = storage_url(tmp_path, "auto")

@@ -1,7 +1,7 @@
 import pytest
 
 from components.errors import KilnError
-from pipelines.params import load, parse
+from pipelines.core.params import load, parse
 from tests.conftest import ROOT
 
 
@@ -14,7 +14,7 @@ def test_shipped_params_are_valid():
 def test_the_config_models_defaults_are_params_yaml():
     """params.yaml is the documented knob file: a section left out of it (or a model built
     in code, as the search trial's recipe is) behaves as params.yaml says."""
-    from pipelines.params import Params
+    from pipelines.core.params import Params
 
     def differences(shipped, default, at=""):
         if isinstance(shipped, dict) and isinstance(default, dict):
@@ -30,7 +30,7 @@ def test_the_config_models_defaults_are_params_yaml():
 def test_every_shipped_profile_merges_into_valid_params(profile, tmp_path):
     import shutil
 
-    from pipelines.profiles import apply
+    from pipelines.core.profiles import apply
 
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     shutil.copytree(ROOT / "profiles", tmp_path / "profiles")

@@ -18,8 +18,9 @@ from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, Q
 from components.deploy.metadata import read_metadata, stamp
 from components.deploy.runtime import OnnxClassifier
 from components.errors import KilnError
-from pipelines import gating, promotion, registry, tracking
-from pipelines.gating import Bounds
+from pipelines.registry import gating, models, promotion
+from pipelines.registry.gating import Bounds
+from pipelines.tracking import runs
 from tests.conftest import LABELS, TEXTS, clean_env, tiny_onnx
 
 NAME = "kiln-test"
@@ -55,7 +56,7 @@ def _register(folder: Path, seed: int, commit: str = "abc", temperature: float =
     source = folder / "explainer"
     torch_model.save_pretrained(source)
     (source / "tokenizer.json").write_bytes(tokenizer.read_bytes())
-    number, _, _ = registry.register_model(
+    number, _, _ = models.register_model(
         NAME, model, tokenizer, TEXTS[:2], TAGS, None, {"dvc.lock": "stages: {}\n"}, source, temperature
     )
     return number
@@ -63,14 +64,14 @@ def _register(folder: Path, seed: int, commit: str = "abc", temperature: float =
 
 def test_the_same_file_registered_again_is_the_same_version(store):
     _, model, tokenizer = tiny_onnx(store / "a", 0)
-    first = registry.register_model(NAME, model, tokenizer, TEXTS[:2], TAGS, run_id=None, lineage={})
-    again = registry.register_model(NAME, model, tokenizer, TEXTS[:2], TAGS, run_id=None, lineage={})
+    first = models.register_model(NAME, model, tokenizer, TEXTS[:2], TAGS, run_id=None, lineage={})
+    again = models.register_model(NAME, model, tokenizer, TEXTS[:2], TAGS, run_id=None, lineage={})
     assert first[2] is False and again[2] is True and again[0] == first[0] == "1"
-    assert len(tracking.client().search_model_versions(f"name = '{NAME}'")) == 1
+    assert len(runs.client().search_model_versions(f"name = '{NAME}'")) == 1
 
 
 def _gate(test: pd.DataFrame, number: str):
-    decision = promotion.promote(tracking.client(), NAME, number, test, BOUNDS)
+    decision = promotion.promote(runs.client(), NAME, number, test, BOUNDS)
     return decision.champion, decision
 
 
@@ -86,10 +87,10 @@ def test_gate_promotes_refuses_and_rolls_back(store):
     worse = _register(store / "b", seed=7)
     champion, decision = _gate(test, worse)
     assert not decision.promoted and champion == a
-    client = tracking.client()
-    tags = registry.version(client, NAME, worse).tags
+    client = runs.client()
+    tags = models.version(client, NAME, worse).tags
     assert tags["promotion.decision"] == "refused" and tags["promotion.vs_champion"].startswith("fail")
-    assert str(registry.alias(client, NAME, registry.CHAMPION).version) == a
+    assert str(models.alias(client, NAME, models.CHAMPION).version) == a
 
     again = _register(store / "c", seed=0, commit="def")
     champion, decision = _gate(test, again)
@@ -97,7 +98,7 @@ def test_gate_promotes_refuses_and_rolls_back(store):
 
     back = promotion.rollback(client, NAME, "test")
     assert back.promoted and back.version == a and back.champion == a
-    assert str(registry.alias(client, NAME, registry.CHAMPION).version) == a
+    assert str(models.alias(client, NAME, models.CHAMPION).version) == a
     events = promotion.history(client, NAME)
     assert [(e["action"], e["version"]) for e in events] == [
         ("rollback", a),
@@ -105,7 +106,7 @@ def test_gate_promotes_refuses_and_rolls_back(store):
         ("gate", worse),
         ("gate", a),
     ]
-    assert str(registry.alias(client, NAME, registry.CHALLENGER).version) == again
+    assert str(models.alias(client, NAME, models.CHALLENGER).version) == again
     with pytest.raises(KilnError, match="no champion before version 1"):
         promotion.rollback(client, NAME, None)  # a was the first champion
 
@@ -113,26 +114,26 @@ def test_gate_promotes_refuses_and_rolls_back(store):
 def test_alias_moved_by_someone_else_is_not_overwritten(store):
     a = _register(store / "a", seed=0)
     b = _register(store / "b", seed=1)
-    client = tracking.client()
-    client.set_registered_model_alias(NAME, registry.CHAMPION, b)
+    client = runs.client()
+    client.set_registered_model_alias(NAME, models.CHAMPION, b)
     with pytest.raises(KilnError, match="moved to version"):
         promotion.move_champion(client, NAME, a, expected=None)
-    assert str(registry.alias(client, NAME, registry.CHAMPION).version) == b
+    assert str(models.alias(client, NAME, models.CHAMPION).version) == b
 
 
 def test_unknown_version_and_unreachable_registry_are_clear(store, monkeypatch):
-    client = tracking.client()
+    client = runs.client()
     _register(store / "a", seed=0)
     with pytest.raises(KilnError, match="has no version 42"):
-        registry.version(client, NAME, 42)
-    assert registry.alias(client, NAME, registry.CHAMPION) is None
+        models.version(client, NAME, 42)
+    assert models.alias(client, NAME, models.CHAMPION) is None
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     import mlflow
 
     mlflow.set_tracking_uri("http://127.0.0.1:9")
-    with pytest.raises(KilnError, match="unreachable|Connection|connect"), registry.registry_errors("history"):
-        promotion.history(tracking.client(), NAME)
+    with pytest.raises(KilnError, match="unreachable|Connection|connect"), models.registry_errors("history"):
+        promotion.history(runs.client(), NAME)
 
 
 def _free_port() -> int:
@@ -144,8 +145,8 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_mlflow_serves_the_champion_over_http(store):
     a = _register(store / "a", seed=0, temperature=2.0)
-    client = tracking.client()
-    client.set_registered_model_alias(NAME, registry.CHAMPION, a)
+    client = runs.client()
+    client.set_registered_model_alias(NAME, models.CHAMPION, a)
     port = _free_port()
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}", MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false")
     server = subprocess.Popen(
@@ -217,10 +218,10 @@ def test_mlflow_serves_the_champion_over_http(store):
 def test_runs_of_a_process_that_died_are_marked_killed(store):
     import socket
 
-    from pipelines.owners import owner, reap
+    from pipelines.tracking.owners import owner, reap
 
-    client = tracking.client()
-    experiment = tracking.experiment_id(client, "kiln", store)
+    client = runs.client()
+    experiment = runs.experiment_id(client, "kiln", store)
     # The UI opens it on its training runs, not on MLflow 3's GenAI view.
     assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -251,7 +252,7 @@ def test_a_registered_version_edited_to_hold_a_pickle_is_never_unpickled(store):
     from mlflow.exceptions import MlflowException
 
     number = _register(store / "a", seed=0)
-    source = registry.version(tracking.client(), NAME, number).source.removeprefix("models:/")
+    source = models.version(runs.client(), NAME, number).source.removeprefix("models:/")
     folder = next(p.parent for p in (store / "mlruns").rglob("MLmodel") if source in str(p))
     mark = store / "payload-ran"
     (folder / "python_model.pkl").write_bytes(cloudpickle.dumps(_Payload(str(mark))))
@@ -290,7 +291,7 @@ def test_a_registered_version_edited_to_hold_a_pickle_is_never_unpickled(store):
 
 def _version_folder(store: Path, number: str) -> Path:
     """The registered version's folder in the SQLite store's artifact root."""
-    source = registry.version(tracking.client(), NAME, number).source.removeprefix("models:/")
+    source = models.version(runs.client(), NAME, number).source.removeprefix("models:/")
     return next(p.parent for p in (store / "mlruns").rglob("MLmodel") if source in str(p))
 
 
@@ -315,11 +316,11 @@ def test_a_version_that_loads_its_own_code_is_refused_everywhere(store):
     number = _register(store / "a", seed=0)
     mark = store / "planted-ran"
     _plant_loader(_version_folder(store, number), mark)
-    client = tracking.client()
-    client.set_registered_model_alias(NAME, registry.CHAMPION, number)
+    client = runs.client()
+    client.set_registered_model_alias(NAME, models.CHAMPION, number)
     refusal = f"version {number} of '{NAME}' is not a model Kiln registered (its MLmodel loads 'planted'"
     with pytest.raises(KilnError, match="not a model Kiln registered"):
-        registry.champion_reference(NAME)
+        models.champion_reference(NAME)
     test = pd.DataFrame({"text": TEXTS, "label": [LABELS[i % len(LABELS)] for i in range(len(TEXTS))]})
     with pytest.raises(KilnError, match="gate: version 1 of 'kiln-test' is not a model Kiln registered"):
         gating.score(NAME, number, test, FAST)
@@ -332,7 +333,7 @@ def test_a_version_that_loads_its_own_code_is_refused_everywhere(store):
     uri = f"models:/{NAME}/{number}"
     commands = {
         "predict": ["predict", "a text", "--model", uri],
-        "explain": ["explain", "a text", "--model", f"models:/{NAME}@{registry.CHAMPION}"],
+        "explain": ["explain", "a text", "--model", f"models:/{NAME}@{models.CHAMPION}"],
         "serve-model": ["serve-model", "--model", uri, "--port", str(_free_port())],
     }
     for command, args in commands.items():
@@ -358,10 +359,10 @@ def test_only_kilns_own_files_pass_the_check(store, tmp_path, monkeypatch):
 
     import yaml
 
-    from pipelines import versions
+    from pipelines.registry import versions
 
     number = _register(store / "a", seed=0)
-    good = versions.fetch(registry.version(tracking.client(), NAME, number), tmp_path / "good", "test")
+    good = versions.fetch(models.version(runs.client(), NAME, number), tmp_path / "good", "test")
     versions.check(good, "it", None)
 
     def variant(name: str, change) -> Path:
@@ -395,7 +396,7 @@ def test_only_kilns_own_files_pass_the_check(store, tmp_path, monkeypatch):
     # Kiln at another commit: the version holds that commit's errors.py.
     kiln = tmp_path / "kiln"
     shutil.copytree(versions.KILN / "components", kiln / "components", ignore=shutil.ignore_patterns("__pycache__"))
-    (kiln / "pipelines").mkdir()
+    (kiln / versions.SERVING).parent.mkdir(parents=True)
     shutil.copy(versions.KILN / versions.SERVING, kiln / versions.SERVING)
     older = "# as an older Kiln had it\n" + (kiln / "components/errors.py").read_text()
     (kiln / "components/errors.py").write_text(older)

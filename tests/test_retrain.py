@@ -84,7 +84,7 @@ def test_a_quarantined_batch_leaves_no_text_of_it_in_the_audit_trail(tmp_path, m
     entry's MLflow copy hold counts, row ids and the kinds of reason only."""
     from mlflow import MlflowClient
 
-    from pipelines import audit, audit_copy
+    from pipelines.registry import audit, audit_copy
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -122,7 +122,7 @@ def test_student_config_takes_the_largest_head_count_that_divides_the_width(hidd
     ],
 )
 def test_bad_search_params_are_named(search, message):
-    from pipelines.params import parse
+    from pipelines.core.params import parse
 
     with pytest.raises(KilnError, match=message):
         parse({"search": search}, "params.yaml")
@@ -135,7 +135,7 @@ def test_a_study_that_did_not_end_is_resumed_and_its_cut_trials_asked_again(tmp_
     from optuna.trial import TrialState
 
     from components.search.space import suggest
-    from pipelines.study import Study
+    from pipelines.search.study import Study
 
     url, cfg = f"sqlite:///{tmp_path / 'search.db'}", _config(n_trials=3, families=["classical"])
     first = Study("kiln-search-0123456789ab", url, cfg)
@@ -164,7 +164,7 @@ def test_the_shipped_search_params_are_off_and_valid():
     """Off by default (the stage then costs nothing); the profile turns it on."""
     import yaml
 
-    from pipelines.params import parse
+    from pipelines.core.params import parse
     from tests.conftest import ROOT
 
     params = parse(yaml.safe_load((ROOT / "params.yaml").read_text()), "params.yaml")

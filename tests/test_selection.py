@@ -8,8 +8,8 @@ import pytest
 from components.deploy.config import GateConfig
 from components.deploy.selection import Measured, choose, learned
 from components.errors import KilnError
-from pipelines.gating import floor
-from pipelines.records import Candidate, Selection
+from pipelines.core.records import Candidate, Selection
+from pipelines.registry.gating import floor
 
 TRUTH = [i % 4 for i in range(200)]
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from components.errors import KilnError
-from pipelines.servers import databases
+from pipelines.servers.control import databases
 
 
 def test_without_kiln_db_url_both_servers_use_sqlite_files_in_the_repository():

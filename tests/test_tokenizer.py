@@ -165,7 +165,7 @@ def test_vocabulary_fit_counts_word_pieces_and_unknowns_per_word():
 
 
 def test_minilm_fits_english_news_and_not_chinese(tmp_path):
-    from pipelines import pretrained
+    from pipelines.stagekit import pretrained
     from tests.test_generality import chinese
 
     minilm = Tokenizer.from_file(f"{pretrained.resolve('all-MiniLM-L6-v2', tmp_path)}/tokenizer.json")
@@ -176,7 +176,7 @@ def test_minilm_fits_english_news_and_not_chinese(tmp_path):
 
 
 def test_a_cut_vocabulary_reads_the_texts_it_was_cut_for_as_before(tmp_path):
-    from pipelines import pretrained
+    from pipelines.stagekit import pretrained
 
     minilm = Tokenizer.from_file(f"{pretrained.resolve('all-MiniLM-L6-v2', tmp_path)}/tokenizer.json")
     texts = read_bbc()["text"]

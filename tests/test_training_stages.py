@@ -272,7 +272,7 @@ def test_a_refused_int8_is_left_out_and_a_classical_model_is_held_to_the_best_tr
     promote's `baseline` floor is that transformer's."""
     from components.deploy.config import GateConfig
     from components.deploy.metadata import read_metadata, stamp
-    from pipelines.gating import floor
+    from pipelines.registry.gating import floor
 
     set_params(trained, select={"family": "classical"})
     out = kiln("run", "quantize", "classical", "search", cwd=trained)

@@ -5,11 +5,11 @@ import traceback
 
 import typer
 
-from pipelines import console
 from pipelines.cli import audit, explain, pipeline, registry, servers, users  # noqa: F401  (each registers its commands)
 from pipelines.cli.app import app
-from pipelines.io import user_error
-from pipelines.lifecycle import stopped
+from pipelines.core import console
+from pipelines.core.io import user_error
+from pipelines.core.lifecycle import stopped
 
 
 def main() -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from pipelines import auth, console, env, lifecycle
+from pipelines.core import console, env, lifecycle
+from pipelines.servers import auth
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Kiln: raw labelled text to a small, fast, validated model."

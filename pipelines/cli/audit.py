@@ -32,8 +32,8 @@ def audit(
     """Who promoted, refused, forced or rolled back which version, and which batches a
     retrain learned: when, why, and on which data."""
     root = repo_root()
-    from pipelines import audit as trail
-    from pipelines import audit_copy
+    from pipelines.registry import audit as trail
+    from pipelines.registry import audit_copy
 
     if verify and restore:
         raise KilnError("give either --verify or --restore")
@@ -41,7 +41,7 @@ def audit(
         _verify(root, trail)
         return
     if restore:
-        from pipelines.registry import registry_errors
+        from pipelines.registry.models import registry_errors
 
         client, name, _ = registry_of(root)
         with registry_errors("audit: reading the tracking server's copy"):
@@ -82,14 +82,15 @@ def audit(
 
 
 def _verify(root, trail) -> None:
-    from pipelines import audit_copy, tracking
-    from pipelines.registry import registry_errors
+    from pipelines.registry import audit_copy
+    from pipelines.registry.models import registry_errors
+    from pipelines.tracking import runs
 
     entries = trail.read(root)
     _, name, _ = registry_of(root)
     try:
         with registry_errors("audit: reading the tracking server's copy"):
-            verdict = audit_copy.check(root, tracking.client(), name)
+            verdict = audit_copy.check(root, runs.client(), name)
         against = "and the tracking server's copy agree"
     except KilnError as err:  # the chain alone can still be checked
         verdict = audit_copy.check(root, None, name)

@@ -25,7 +25,7 @@ def explain(
 
     root = repo_root()
     from components.explain.terminal import colours, paint, to_json
-    from pipelines import local_model
+    from pipelines.registry import local_model
 
     if (text is None) == (file is None):
         raise KilnError("give a text or --file texts.jsonl")
@@ -52,8 +52,8 @@ def _model_folder(root: Path, model: str | None) -> Path:
     remembered for the next call)."""
     import os
 
-    from pipelines import local_model, versions
-    from pipelines.params import load
+    from pipelines.core.params import load
+    from pipelines.registry import local_model, versions
 
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     params = load(root / "params.yaml")
@@ -62,10 +62,11 @@ def _model_folder(root: Path, model: str | None) -> Path:
         folder, commit = cached
         versions.check(folder, f"explain: the cached champion of '{name}' ({folder})", commit)
         return folder
-    from pipelines import registry, tracking
+    from pipelines.registry import models
+    from pipelines.tracking import runs
 
-    with registry.registry_errors(f"explain: loading {model or name}"):
-        found = versions.resolve(tracking.client(), model, name, "explain")
+    with models.registry_errors(f"explain: loading {model or name}"):
+        found = versions.resolve(runs.client(), model, name, "explain")
         folder = local_folder(root, found, "explain")
     if model is None:
         local_model.remember_champion(root, uri, name, folder, found.tags.get("git.commit"))

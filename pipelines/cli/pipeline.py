@@ -13,7 +13,9 @@ from pipelines.cli.app import app, repo_root, running
 def stage(name: Annotated[str, typer.Argument(help="stage name from dvc.yaml")]) -> None:
     """Run one stage (what dvc.yaml's `cmd` calls)."""
     root = repo_root()
-    from pipelines import executor, lifecycle, metrics, owners
+    from pipelines.core import lifecycle
+    from pipelines.run import executor
+    from pipelines.tracking import metrics, owners
 
     if not executor.worker_rank() and (dvc := owners.dvc_ancestor()) is not None:
         # Under `dvc repro`: when dvc is gone (killed), so is this stage.
@@ -34,15 +36,16 @@ def run(
 ) -> None:
     """Run the pipeline as a Prefect flow; up-to-date stages are skipped as `dvc repro` would."""
     root = repo_root()
-    from pipelines import lock, tracking
-    from pipelines.lifecycle import temporary_api
-    from pipelines.params import load
+    from pipelines.core import lock
+    from pipelines.core.lifecycle import temporary_api
+    from pipelines.core.params import load
+    from pipelines.tracking import runs
 
     load(root / "params.yaml")  # a typo in params.yaml fails here, before any work
     with lock.hold(root, "kiln run"), running(root, "run"), temporary_api() as api:
-        from pipelines.flow import pipeline, run_flow  # Prefect's import overlaps the server's start
+        from pipelines.run.flow import pipeline, run_flow  # Prefect's import overlaps the server's start
 
-        tracking.check()
+        runs.check()
         state = run_flow(pipeline, api, targets=targets or None, force=force)
         if state.is_crashed():  # stopped by a signal: the same ending as Ctrl-C
             raise KeyboardInterrupt(state.message)
@@ -53,13 +56,13 @@ def run(
 def retrain() -> None:
     """Retrain once now: check new batches, rerun the DAG, let the gate decide."""
     root = repo_root()
-    from pipelines.lifecycle import temporary_api
-    from pipelines.params import load
+    from pipelines.core.lifecycle import temporary_api
+    from pipelines.core.params import load
 
     load(root / "params.yaml")
     with running(root, "retrain") as shown, temporary_api() as api:
-        from pipelines.flow import run_flow  # Prefect's import overlaps the server's start
-        from pipelines.retrain import retrain as flow
+        from pipelines.retrain.flow import retrain as flow
+        from pipelines.run.flow import run_flow  # Prefect's import overlaps the server's start
 
         state = run_flow(flow, api)
         if state.is_crashed():
@@ -77,9 +80,9 @@ def retrain() -> None:
 def serve() -> None:
     """Serve the scheduled `retrain` deployment (cron from params.yaml) until stopped."""
     root = repo_root()
-    from pipelines.params import load
-    from pipelines.retrain import DEPLOYMENT, FLOW, runner
-    from pipelines.retrain import serve as serve_deployment
+    from pipelines.core.params import load
+    from pipelines.retrain.flow import DEPLOYMENT, FLOW, runner
+    from pipelines.retrain.flow import serve as serve_deployment
 
     params = load(root / "params.yaml")
     if not os.environ.get("PREFECT_API_URL"):
@@ -98,8 +101,8 @@ def serve() -> None:
 def status() -> None:
     """Which stages are stale, and why."""
     root = repo_root()
-    from pipelines import dag
-    from pipelines.params import load
+    from pipelines.core import dag
+    from pipelines.core.params import load
 
     load(root / "params.yaml")
     stale = dag.status(dag.open_repo(root))
@@ -116,7 +119,7 @@ def status() -> None:
 def profile(name: Annotated[str, typer.Argument(help="a file of profiles/, without .yaml")]) -> None:
     """Merge a named params profile (profiles/NAME.yaml) into params.yaml."""
     root = repo_root()
-    from pipelines.profiles import apply
+    from pipelines.core.profiles import apply
 
     path = apply(root, name)
     typer.echo(f"{path.name}: profile '{name}' merged; `kiln status` shows what it makes stale")

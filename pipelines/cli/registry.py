@@ -13,11 +13,11 @@ from pipelines.cli.app import app, repo_root
 
 def registry_of(root: Path):
     """(MLflow client, registered model name, params)."""
-    from pipelines import tracking
-    from pipelines.params import load
+    from pipelines.core.params import load
+    from pipelines.tracking import runs
 
     params = load(root / "params.yaml")
-    return tracking.client(), params.register_.name_for(params.ingest), params
+    return runs.client(), params.register_.name_for(params.ingest), params
 
 
 @app.command()
@@ -31,10 +31,10 @@ def promote(
 ) -> None:
     """Promote a version through the gate, force it, or roll the champion back."""
     root = repo_root()
-    from pipelines import audit, promotion
-    from pipelines.gating import Bounds, floor
-    from pipelines.io import read_parquet
-    from pipelines.registry import registry_errors
+    from pipelines.core.io import read_parquet
+    from pipelines.registry import audit, promotion
+    from pipelines.registry.gating import Bounds, floor
+    from pipelines.registry.models import registry_errors
 
     client, name, params = registry_of(root)
     if rollback == (version is not None):
@@ -69,8 +69,8 @@ def promote(
 def history() -> None:
     """The champion history: when, what, which version, metrics and reasons."""
     root = repo_root()
-    from pipelines.promotion import history as events
-    from pipelines.registry import registry_errors
+    from pipelines.registry.models import registry_errors
+    from pipelines.registry.promotion import history as events
 
     client, name, _ = registry_of(root)
     with registry_errors(f"history of '{name}'"):
@@ -100,11 +100,11 @@ def lineage(version: Annotated[int, typer.Argument(help="registered version numb
     import yaml
 
     root = repo_root()
-    from pipelines import registry
+    from pipelines.registry import models
 
     client, name, _ = registry_of(root)
-    with registry.registry_errors(f"lineage of version {version} of '{name}'"):
-        found = registry.version(client, name, version)
+    with models.registry_errors(f"lineage of version {version} of '{name}'"):
+        found = models.version(client, name, version)
         tags = found.tags
         lock = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{found.run_id}/lineage/dvc.lock"))
         validation = mlflow.artifacts.load_dict(f"runs:/{found.run_id}/lineage/validation.json")
@@ -134,7 +134,7 @@ def predict(
     import logging
 
     root = repo_root()
-    from pipelines import registry
+    from pipelines.registry import models
 
     logging.basicConfig(level=logging.WARNING, format="kiln: warning: %(message)s")
     if (text is None) == (file is None):
@@ -145,9 +145,9 @@ def predict(
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from pipelines import versions
+    from pipelines.registry import versions
 
-    with registry.registry_errors(f"predict: loading {model or name}"):
+    with models.registry_errors(f"predict: loading {model or name}"):
         folder = local_folder(root, versions.resolve(client, model, name, "predict"), "predict")
         loaded = mlflow.pyfunc.load_model(str(folder))
     try:
@@ -161,8 +161,8 @@ def predict(
 
 def local_folder(root: Path, found, command: str) -> Path:
     """A registered version's files in the repository's cache, checked to be Kiln's own."""
-    from pipelines import local_model, versions
-    from pipelines.env import tracking_uri
+    from pipelines.core.env import tracking_uri
+    from pipelines.registry import local_model, versions
 
     folder = local_model.version_folder(root, tracking_uri(), found.name, str(found.version))
     return versions.fetch(found, folder, command)

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from pipelines import env
 from pipelines.cli.app import app, repo_root
+from pipelines.core import env
 
 
 @app.command()
@@ -23,7 +23,7 @@ def up(
     """Start a Prefect server and an MLflow tracking server in the background
     (PostgreSQL if KILN_DB_URL is set, else SQLite files), both requiring a sign-in."""
     root = repo_root()
-    from pipelines import auth, servers
+    from pipelines.servers import auth, control
 
     if no_auth:
         typer.echo(
@@ -31,7 +31,7 @@ def up(
             f"and move the champion",
             err=True,
         )
-    state = servers.up(root, host, prefect_port, mlflow_port, secure=not no_auth)
+    state = control.up(root, host, prefect_port, mlflow_port, secure=not no_auth)
     if kept := sorted(set(state["servers"]) - set(state["started"])):
         typer.echo(
             f"restarted the {' and '.join(state['started'])} server, which had stopped, as it was "
@@ -55,9 +55,9 @@ def up(
 def down() -> None:
     """Stop the servers `kiln up` started."""
     root = env.find_root()
-    from pipelines import servers
+    from pipelines.servers import control
 
-    stopped = servers.down(root)
+    stopped = control.down(root)
     typer.echo(f"stopped: {', '.join(stopped)}" if stopped else "no Kiln servers were running")
 
 
@@ -94,19 +94,20 @@ def serve_model(
 ) -> None:
     """Serve a registered model over HTTP (MLflow's scoring server), never unpickling."""
     root = repo_root()
-    from pipelines.params import load
+    from pipelines.core.params import load
 
     params = load(root / "params.yaml")
     name = params.register_.name_for(params.ingest)
-    from pipelines import tracking, versions
     from pipelines.cli.registry import local_folder
-    from pipelines.registry import registry_errors
+    from pipelines.registry import versions
+    from pipelines.registry.models import registry_errors
+    from pipelines.tracking import runs
 
     # The version is fetched and checked here, and the server loads that checked folder,
     # not the URI: a model that cannot be served (code that is not Kiln's, a missing
     # version) is one clear line, not the server's traceback.
     with registry_errors(f"serve-model: loading {model or name}"):
-        found = versions.resolve(tracking.client(), model, name, "serve-model")
+        found = versions.resolve(runs.client(), model, name, "serve-model")
         folder = local_folder(root, found, "serve-model")
         import mlflow
 

@@ -9,8 +9,8 @@ import typer
 
 from components.errors import KilnError
 from pipelines.cli.app import app, repo_root
-from pipelines.env import tracking_uri
-from pipelines.roles import ROLES
+from pipelines.core.env import tracking_uri
+from pipelines.servers.roles import ROLES
 
 users = typer.Typer(no_args_is_help=True, help="Users of the MLflow server and their roles (reader, promoter, admin).")
 app.add_typer(users, name="users")
@@ -40,12 +40,14 @@ def add(
     """Add a user with a role: a reader reads runs and models, a promoter also promotes,
     forces and rolls back, an admin also manages users."""
     root = repo_root()
-    from pipelines import audit, roles, tracking
+    from pipelines.registry import audit
+    from pipelines.servers import roles
+    from pipelines.tracking import runs
 
     roles.service(tracking_uri())  # a local store has no users: say so before asking anything
     password = _password(password_stdin)
     roles.add_user(tracking_uri(), name, role.value, password)
-    audit.record(root, tracking.client(), "user-add", None, user=name, role=role.value)
+    audit.record(root, runs.client(), "user-add", None, user=name, role=role.value)
     typer.echo(
         f"user '{name}' added as {role.value}; they sign in with MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
     )
@@ -55,7 +57,7 @@ def add(
 def list_users() -> None:
     """Every user of the MLflow server and their Kiln role."""
     repo_root()
-    from pipelines import roles
+    from pipelines.servers import roles
 
     for name, role in roles.users(tracking_uri()):
         typer.echo(f"{name:<24} {role}")
@@ -65,8 +67,10 @@ def list_users() -> None:
 def remove(name: Annotated[str, typer.Argument(help="user to remove")]) -> None:
     """Remove a user: they can no longer sign in."""
     root = repo_root()
-    from pipelines import audit, roles, tracking
+    from pipelines.registry import audit
+    from pipelines.servers import roles
+    from pipelines.tracking import runs
 
     roles.remove_user(tracking_uri(), name)
-    audit.record(root, tracking.client(), "user-remove", None, user=name)
+    audit.record(root, runs.client(), "user-remove", None, user=name)
     typer.echo(f"user '{name}' removed")

@@ -1,2 +1,2 @@
 """Stage adapters, one module per stage of dvc.yaml, each `run(ctx: StageContext) ->
-StageResult` (see pipelines/contract.py); pipelines/executor.py runs them."""
+StageResult` (see pipelines/stagekit/contract.py); pipelines/run/executor.py runs them."""

@@ -2,8 +2,8 @@
 data/augmented/train.parquet."""
 
 from components.data.augment import augment
-from pipelines.contract import StageContext, StageResult
-from pipelines.io import write_parquet
+from pipelines.core.io import write_parquet
+from pipelines.stagekit.contract import StageContext, StageResult
 
 
 def run(ctx: StageContext) -> StageResult:

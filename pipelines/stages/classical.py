@@ -7,10 +7,10 @@ import json
 from components.classical.model import count_parameters, export, parity_gate, select
 from components.classical.runtime import ClassicalClassifier
 from components.explain.linear import LinearExplainer
-from pipelines.contract import StageContext, StageResult
-from pipelines.io import atomic
-from pipelines.majority import checked
-from pipelines.records import Parity
+from pipelines.core.io import atomic
+from pipelines.core.records import Parity
+from pipelines.stagekit.contract import StageContext, StageResult
+from pipelines.stagekit.majority import checked
 
 
 def run(ctx: StageContext) -> StageResult:

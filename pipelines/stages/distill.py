@@ -18,9 +18,9 @@ from components.text.distill import Distiller, inherited_student
 from components.text.model import count_parameters
 from components.text.modules import class_weights
 from components.text.tokenizer import cut_vocabulary, used_tokens
-from pipelines.contract import StageContext, StageResult
-from pipelines.majority import checked
-from pipelines.training import (
+from pipelines.stagekit.contract import StageContext, StageResult
+from pipelines.stagekit.majority import checked
+from pipelines.stagekit.training import (
     card,
     fit,
     load_model,

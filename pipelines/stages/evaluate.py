@@ -17,11 +17,11 @@ from components.deploy.runtime import OnnxClassifier, load_classifier
 from components.errors import KilnError
 from components.text.classifier import MeanPoolClassifier
 from components.text.model import count_parameters
-from pipelines import explaining
-from pipelines.contract import StageContext, StageResult
-from pipelines.io import atomic, write_json
-from pipelines.records import Selection
-from pipelines.training import load_model
+from pipelines.core.io import atomic, write_json
+from pipelines.core.records import Selection
+from pipelines.stagekit import explaining
+from pipelines.stagekit.contract import StageContext, StageResult
+from pipelines.stagekit.training import load_model
 
 # PyTorch variants, by the params path each is read from.
 TORCH = ("teacher", "student", "pruned")

@@ -8,10 +8,10 @@ from components.deploy.onnx import export, optimize
 from components.deploy.parity import TorchClassifier, parity_gate
 from components.deploy.runtime import OnnxClassifier
 from components.text.classifier import MeanPoolClassifier
-from pipelines.contract import StageContext, StageResult
-from pipelines.io import atomic
-from pipelines.records import ExportReport, Parity
-from pipelines.training import load_model
+from pipelines.core.io import atomic
+from pipelines.core.records import ExportReport, Parity
+from pipelines.stagekit.contract import StageContext, StageResult
+from pipelines.stagekit.training import load_model
 
 # The exported files, by the params path of the model each is made from.
 MODELS = {"pruned": "pruned", "teacher": "teacher"}

@@ -10,10 +10,10 @@ from components.text.classifier import MeanPoolClassifier, frozen
 from components.text.data import ClassificationData, label_map, stratified_fraction
 from components.text.model import count_parameters, keep_positions
 from components.text.modules import Classifier, class_weights
-from pipelines.contract import StageContext, StageResult
-from pipelines.majority import checked
-from pipelines.pretrained import resolve as pretrained_source
-from pipelines.training import card, fit, load_model, save_model, score, with_augmented
+from pipelines.stagekit.contract import StageContext, StageResult
+from pipelines.stagekit.majority import checked
+from pipelines.stagekit.pretrained import resolve as pretrained_source
+from pipelines.stagekit.training import card, fit, load_model, save_model, score, with_augmented
 
 
 def run(ctx: StageContext) -> StageResult:

@@ -3,8 +3,8 @@ data/raw/dataset.parquet; counts of what was found, never the values, to reports
 
 from components.data.pii import scan
 from components.data.sources import ingest
-from pipelines.contract import StageContext, StageResult
-from pipelines.io import atomic, write_parquet
+from pipelines.core.io import atomic, write_parquet
+from pipelines.stagekit.contract import StageContext, StageResult
 
 
 def run(ctx: StageContext) -> StageResult:

@@ -12,9 +12,9 @@ from components.text.model import bert_config, count_parameters, keep_positions,
 from components.text.modules import MaskedLM, masked_lm_perplexity
 from components.text.tokenizer import choose_max_length, token_counts, vocabulary_fit
 from components.text.training import precision
-from pipelines import pretrained
-from pipelines.contract import StageContext, StageResult
-from pipelines.training import card, fit, save_model
+from pipelines.stagekit import pretrained
+from pipelines.stagekit.contract import StageContext, StageResult
+from pipelines.stagekit.training import card, fit, save_model
 
 
 def _auto(ctx: StageContext, texts: list[str]) -> tuple[str | None, dict[str, float], str]:

@@ -4,12 +4,13 @@ promotion history; the champion moves only if every check passes. A refusal is a
 outcome, not a failed stage: the run says so at its end. The decision also goes into the
 audit trail."""
 
-from pipelines import audit, tracking
-from pipelines.contract import StageContext, StageResult
-from pipelines.gating import Bounds, floor
-from pipelines.promotion import promote
-from pipelines.records import Registration
-from pipelines.registry import registry_errors
+from pipelines.core.records import Registration
+from pipelines.registry import audit
+from pipelines.registry.gating import Bounds, floor
+from pipelines.registry.models import registry_errors
+from pipelines.registry.promotion import promote
+from pipelines.stagekit.contract import StageContext, StageResult
+from pipelines.tracking import runs
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -18,7 +19,7 @@ def run(ctx: StageContext) -> StageResult:
     test = ctx.read_split("test")["test"]
     evaluation = ctx.input(f"{paths.reports}/evaluation.json", "evaluation report")
     bounds = Bounds(params.promote, params.evaluate, params.export, params.quantize, *floor(params.promote, evaluation))
-    client = tracking.client()
+    client = runs.client()
     with (
         audit.denials(ctx.root, client, registered.model_name, registered.version, "gate", None),
         registry_errors(f"promote: version {registered.version} of '{registered.model_name}'"),

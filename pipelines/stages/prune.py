@@ -13,10 +13,10 @@ from components.text.distill import Distiller
 from components.text.model import count_parameters
 from components.text.modules import class_weights
 from components.text.prune import ffn_importance, head_importance, prune
-from pipelines.contract import StageContext, StageResult
-from pipelines.io import write_json
-from pipelines.majority import checked
-from pipelines.training import card, fit, load_model, save_model, score, teacher_tokens, with_augmented
+from pipelines.core.io import write_json
+from pipelines.stagekit.contract import StageContext, StageResult
+from pipelines.stagekit.majority import checked
+from pipelines.stagekit.training import card, fit, load_model, save_model, score, teacher_tokens, with_augmented
 
 
 def _val_f1(model, data: ClassificationData, labels: dict) -> float:

@@ -11,9 +11,9 @@ from components.deploy.onnx import quantize_dynamic, quantize_static
 from components.deploy.parity import agreement
 from components.deploy.runtime import OnnxClassifier
 from components.errors import KilnError
-from pipelines.contract import StageContext, StageResult
-from pipelines.io import atomic
-from pipelines.records import QuantizeReport
+from pipelines.core.io import atomic
+from pipelines.core.records import QuantizeReport
+from pipelines.stagekit.contract import StageContext, StageResult
 
 REPORT_KEY = "kiln.quantize"
 REFUSED_TAG = "kiln.quantize.refused"

@@ -11,12 +11,12 @@ from tokenizers import Tokenizer
 
 from components.data.drift import profile
 from components.errors import KilnError
-from pipelines import tracking
-from pipelines.contract import StageContext, StageResult
-from pipelines.explaining import front_member, source
-from pipelines.records import ExportReport, Parity, Registration, Selection
-from pipelines.registry import register_model, registry_errors
+from pipelines.core.records import ExportReport, Parity, Registration, Selection
+from pipelines.registry.models import register_model, registry_errors
+from pipelines.stagekit.contract import StageContext, StageResult
+from pipelines.stagekit.explaining import front_member, source
 from pipelines.stages.quantize import report as quantized
+from pipelines.tracking import runs
 
 
 def _lock(ctx: StageContext) -> tuple[str, str, dict]:
@@ -96,7 +96,7 @@ def run(ctx: StageContext) -> StageResult:
         **_evidence(ctx, selection),
         "mlflow.run_id": ctx.run.run_id or "",
         "mlflow.parent_run_id": ctx.run.parent_id or "",
-        "prefect.flow_run_id": os.environ.get(tracking.FLOW_RUN_ENV, ""),
+        "prefect.flow_run_id": os.environ.get(runs.FLOW_RUN_ENV, ""),
         "test.macro_f1": str(evaluation["variants"][selection.selected]["macro_f1"]),
     }
     lineage = {

@@ -12,9 +12,9 @@ import shutil
 
 from components.errors import KilnError
 from components.search.report import plot_front
-from pipelines.contract import StageContext, StageResult
-from pipelines.io import atomic, remove, write_json
-from pipelines.records import Front, FrontMember, ModelCard
+from pipelines.core.io import atomic, remove, write_json
+from pipelines.core.records import Front, FrontMember, ModelCard
+from pipelines.stagekit.contract import StageContext, StageResult
 
 OFF = "search off (kiln profile search turns it on)"
 
@@ -46,8 +46,8 @@ def _search(ctx: StageContext) -> StageResult:
     from components.search.trial import MODEL_FILE, TrialSpec
     from components.text.classifier import MeanPoolClassifier
     from components.text.data import file_hash, load_tokenizer
-    from pipelines import search, study
-    from pipelines.training import CHECKPOINTS, fingerprint, load_model, teacher_logits
+    from pipelines.search import flow, study
+    from pipelines.stagekit.training import CHECKPOINTS, fingerprint, load_model, teacher_logits
 
     start = time.time()
     params, paths, cfg = ctx.params, ctx.params.paths, ctx.params.search
@@ -73,7 +73,7 @@ def _search(ctx: StageContext) -> StageResult:
 
     workers = cfg.workers if cfg.workers != "auto" else _cores()
     storage = study.storage_url(ctx.root, cfg.storage)
-    plan = search.SearchPlan(
+    plan = flow.SearchPlan(
         study_prefix=prefix,
         storage=storage,
         cfg=cfg,
@@ -106,7 +106,7 @@ def _search(ctx: StageContext) -> StageResult:
             evaluate=params.evaluate,
         ),
     )
-    outcome = search.run(plan)
+    outcome = flow.run(plan)
     records, front = study.records(study.Study.load(storage, outcome["study"]))
     if not front:
         errors = sorted({r["error"] for r in records if r["error"]})

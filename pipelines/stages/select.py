@@ -12,8 +12,8 @@ from components.deploy.runtime import load_classifier
 from components.deploy.selection import Measured, choose, learned
 from components.deploy.stats import majority_label, stratified_sample
 from components.errors import KilnError
-from pipelines.contract import StageContext, StageResult
-from pipelines.records import Candidate, Front, Selection
+from pipelines.core.records import Candidate, Front, Selection
+from pipelines.stagekit.contract import StageContext, StageResult
 from pipelines.stages import quantize
 
 

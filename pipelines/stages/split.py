@@ -1,8 +1,8 @@
 """split: deduplicate, then write data/split/{train,val,test}.parquet."""
 
 from components.data.split import split, split_report
-from pipelines.contract import StageContext, StageResult
-from pipelines.io import write_json, write_parquet
+from pipelines.core.io import write_json, write_parquet
+from pipelines.stagekit.contract import StageContext, StageResult
 
 
 def run(ctx: StageContext) -> StageResult:

@@ -3,8 +3,8 @@
 
 from components.deploy.stats import seeded_sample
 from components.text.tokenizer import coverage, train_tokenizer
-from pipelines.contract import StageContext, StageResult
-from pipelines.io import atomic
+from pipelines.core.io import atomic
+from pipelines.stagekit.contract import StageContext, StageResult
 
 
 def run(ctx: StageContext) -> StageResult:

@@ -6,8 +6,8 @@ data/transfer/unlabeled.parquet, distill's transfer set beside the labelled trai
 from components.data.pii import scan
 from components.data.sources import read_unlabeled
 from components.data.split import transfer_set
-from pipelines.contract import StageContext, StageResult
-from pipelines.io import write_parquet
+from pipelines.core.io import write_parquet
+from pipelines.stagekit.contract import StageContext, StageResult
 
 
 def run(ctx: StageContext) -> StageResult:

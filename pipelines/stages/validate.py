@@ -3,8 +3,8 @@ rows are set aside with their reasons, and a failure stops the pipeline here."""
 
 from components.data.validation import validate
 from components.errors import KilnError
-from pipelines.contract import StageContext, StageResult
-from pipelines.io import write_json, write_parquet
+from pipelines.core.io import write_json, write_parquet
+from pipelines.stagekit.contract import StageContext, StageResult
 
 
 def run(ctx: StageContext) -> StageResult:

@@ -1,0 +1,194 @@
+"""Run one stage the way DVC asks for it, the same way for every stage.
+
+The executor validates params.yaml before anything is touched, takes the repository's
+run lock, moves the stage's previous outputs aside (dvc.yaml marks them `persist`, so DVC
+leaves that to Kiln, and nothing moves when params are invalid or another run holds the
+repository), opens the stage's MLflow child run with every params section the stage
+reads, times the adapter, writes the stage's metrics file, and tags the run with DVC's
+hashes. A stage that succeeds drops its previous outputs. One that fails puts them back
+as they were, except the reports it wrote, which explain the failure: it leaves no output
+a later stage could mistake for its own, and loses none that the last good run made.
+
+The previous outputs wait in .kiln/previous/, moved there by a rename (the same file
+system). Under the run lock no other stage runs, so what a stage finds there when it
+starts was left by a killed run: it goes back first, and the repository is as that run
+found it.
+"""
+
+import importlib
+import os
+import shutil
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote, unquote
+from weakref import WeakKeyDictionary
+
+from components.errors import KilnError
+from pipelines.core import dag, lock
+from pipelines.core.env import STATE_DIR, git_state
+from pipelines.core.io import remove, write_json
+from pipelines.core.params import Params, load
+from pipelines.stagekit.contract import StageContext, StageParams, StageResult
+from pipelines.tracking import metrics, runs
+
+if TYPE_CHECKING:
+    from dvc.repo import Repo
+    from dvc.stage import PipelineStage
+
+
+@dataclass
+class Outcome:
+    name: str
+    seconds: float
+    result: StageResult
+
+
+def worker_rank() -> int:
+    """Non-zero in the extra processes a distributed strategy (DDP) starts: Lightning
+    re-runs `kiln stage NAME` in each, with its rank in the environment."""
+    for key in ("RANK", "LOCAL_RANK", "NODE_RANK"):
+        if int(os.environ.get(key, "0") or 0):
+            return int(os.environ[key])
+    return 0
+
+
+def _adapter(name: str):
+    return importlib.import_module(f"pipelines.stages.{name}")
+
+
+# What a run's stages write does not change while it runs, but DVC rebuilds its index after
+# every stage (0.35 s a stage on 2 cores): read once per Repo, for (producers, generated).
+_OUTPUTS: "WeakKeyDictionary[Repo, tuple[dict[str, str], list[str]]]" = WeakKeyDictionary()
+
+
+def _outputs(repo: "Repo") -> tuple[dict[str, str], list[str]]:
+    if repo not in _OUTPUTS:
+        _OUTPUTS[repo] = (dag.producers(repo), dag.generated(repo))
+    return _OUTPUTS[repo]
+
+
+def _context(root: Path, name: str, params: Params, stage: "PipelineStage", run, rank: int) -> StageContext:
+    sections = dag.sections(stage)
+    producers, generated = _outputs(stage.repo)
+    return StageContext(
+        name=name,
+        root=root,
+        params=StageParams(params, name, sections),
+        sections=sections,
+        run=run,
+        deps=dag.hashes(stage, "deps"),
+        producers=producers,
+        rank=rank,
+        git=git_state(root, generated),
+    )
+
+
+def execute(root: Path, name: str, stage: "PipelineStage | None" = None) -> Outcome:
+    """Run stage `name` once, with `stage` as DVC loaded it (loaded here if None)."""
+    params = load(root / "params.yaml")
+    if stage is None:
+        stage = dag.load_stage(dag.open_repo(root), name)
+    if dag.kiln_stage_of(stage.cmd) != name:
+        raise KilnError(f"dvc.yaml: stage '{name}' does not run `kiln stage {name}`")
+    rank = worker_rank()
+    if rank:
+        # A distributed worker trains alongside rank 0 and nothing else: rank 0 alone
+        # clears and writes outputs and logs to MLflow.
+        start = time.perf_counter()
+        result = _adapter(name).run(_context(root, name, params, stage, runs.StageRun.offline(), rank))
+        return Outcome(name, time.perf_counter() - start, result)
+    with lock.hold(root, f"kiln stage {name}"):
+        return _execute(root, name, params, stage)
+
+
+# Where a running stage's previous outputs wait, and where they go to be deleted.
+PREVIOUS = Path(STATE_DIR) / "previous"
+DROPPED = Path(STATE_DIR) / "previous.dropped"
+
+
+def _set_aside(root: Path, outs: list[Path]) -> None:
+    """Move the outputs that exist into PREVIOUS, each named by its path; if one cannot
+    be moved, those already moved go back."""
+    folder = root / PREVIOUS
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        for path in outs:
+            if path.exists() or path.is_symlink():
+                # A rename; a copy only where an output lies on another file system.
+                shutil.move(path, folder / quote(path.relative_to(root).as_posix(), safe=""))
+    except BaseException:
+        _put_back(root)
+        raise
+
+
+def _put_back(root: Path, keep: Collection[Path] = ()) -> None:
+    """Return every output set aside to its place, over what stands there now, unless
+    that is in `keep`."""
+    folder = root / PREVIOUS
+    if not folder.is_dir():
+        return
+    for old in folder.iterdir():
+        path = root / unquote(old.name)
+        if path in keep:
+            remove(old)
+            continue
+        remove(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(old, path)
+    folder.rmdir()
+
+
+def _drop_previous(root: Path) -> None:
+    """Delete the outputs set aside, after one rename: a run killed while deleting them
+    leaves none to be put back over the new ones."""
+    if (root / PREVIOUS).is_dir():
+        (root / PREVIOUS).rename(root / DROPPED)
+        remove(root / DROPPED)
+
+
+def _execute(root: Path, name: str, params: Params, stage: "PipelineStage") -> Outcome:
+    outs = [(root / out.def_path, out) for out in stage.outs]
+    reports = (root / params.paths.reports).resolve()
+    # What a killed run left: outputs it was deleting go, outputs it had set aside return.
+    remove(root / DROPPED)
+    _put_back(root)
+    _set_aside(root, [path for path, _ in outs])
+    try:
+        outcome = _run(root, name, params, stage, outs)
+    except BaseException:
+        # The reports this run wrote stay, since they explain the failure; every other
+        # output is the last good run's again, or none if there was none.
+        written = {path for path, _ in outs if path.exists() and path.resolve().is_relative_to(reports)}
+        for path, _ in outs:
+            if path not in written:
+                remove(path)
+        _put_back(root, keep=written)
+        raise
+    _drop_previous(root)
+    return outcome
+
+
+def _run(root: Path, name: str, params: Params, stage: "PipelineStage", outs: list) -> Outcome:
+    adapter = _adapter(name)
+    probe = _context(root, name, params, stage, runs.StageRun.offline(), 0)
+    tags = {f"dvc.dep.{path}": value for path, value in probe.deps.items()}
+    with runs.stage_run(name, probe.section_params(), root, params.tracking.experiment, tags, probe.git) as run:
+        ctx = StageContext(**{**vars(probe), "run": run})
+        start = time.perf_counter()
+        result = adapter.run(ctx)
+        if bad := metrics.unknown(result.metrics):
+            raise RuntimeError(f"stage {name} logs metrics missing from pipelines/tracking/metrics.py: {bad}")
+        seconds = time.perf_counter() - start
+        for path, out in outs:
+            # Outputs were set aside: a metrics file that exists now is the stage's own
+            # structured report (evaluate's); any other gets the flat metrics.
+            if out.metric and not path.exists():
+                write_json(result.metrics, path)
+        run.log_metrics({**result.metrics, "time/stage_s": seconds})
+        for folder, path in result.artifacts.items():
+            run.log_artifact(path, folder)
+        run.set_tags({f"dvc.out.{path}": value for path, value in dag.hashes(stage, "outs").items()})
+    return Outcome(name, seconds, result)
