@@ -393,11 +393,13 @@ def test_only_kilns_own_files_pass_the_check(store, tmp_path, monkeypatch):
     versions.check(cached, "it", None)
     assert not (cached / "code/components/__pycache__").exists()
 
-    # Kiln at another commit: the version holds that commit's errors.py.
+    # Kiln at another commit: the version holds that commit's errors.py and serving.py,
+    # which lay where it was before pipelines/ was grouped by concern.
     kiln = tmp_path / "kiln"
     shutil.copytree(versions.KILN / "components", kiln / "components", ignore=shutil.ignore_patterns("__pycache__"))
-    (kiln / versions.SERVING).parent.mkdir(parents=True)
-    shutil.copy(versions.KILN / versions.SERVING, kiln / versions.SERVING)
+    (kiln / "pipelines").mkdir()
+    older_serving = "# as an older Kiln had it\n" + (versions.KILN / versions.SERVING).read_text()
+    (kiln / versions.FORMER_SERVING).write_text(older_serving)
     older = "# as an older Kiln had it\n" + (kiln / "components/errors.py").read_text()
     (kiln / "components/errors.py").write_text(older)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
@@ -407,7 +409,14 @@ def test_only_kilns_own_files_pass_the_check(store, tmp_path, monkeypatch):
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=kiln, capture_output=True, text=True).stdout.strip()
     (kiln / "components/errors.py").write_text(older + "# and changed since\n")
     monkeypatch.setattr(versions, "KILN", kiln)
-    registered = variant("older", lambda f: (f / "code/components/errors.py").write_text(older))
+    (kiln / versions.SERVING).parent.mkdir()
+    (kiln / versions.SERVING).write_text(older_serving + "# and moved since\n")
+
+    def older_files(folder: Path) -> None:
+        (folder / "code/components/errors.py").write_text(older)
+        (folder / "serving.py").write_text(older_serving)
+
+    registered = variant("older", older_files)
     versions.check(registered, "it", commit)
     with pytest.raises(KilnError, match="which it was registered from, is not in this repository"):
         versions.check(registered, "it", commit[::-1])

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 # Where Kiln's code lives: the repository this installation runs from.
 KILN = Path(__file__).resolve().parents[2]
 SERVING = "pipelines/registry/serving.py"
+# Where serving.py lay in commits before pipelines/ was grouped by concern.
+FORMER_SERVING = "pipelines/serving.py"
 CODE_LOADER = "mlflow.pyfunc.loaders.code_model"
 # What MLflow 3 writes for a models-from-code pyfunc, and `registered_model_meta`, which a
 # download of a models:/ URI adds.
@@ -223,7 +225,7 @@ def _tree(commit: str) -> dict[str, str] | None:
     """Path -> object id of Kiln's code at `commit`, or None when git does not know it."""
     try:
         listed = subprocess.run(
-            ["git", "ls-tree", "-r", "-z", commit, "--", "components", SERVING],
+            ["git", "ls-tree", "-r", "-z", commit, "--", "components", SERVING, FORMER_SERVING],
             cwd=KILN,
             capture_output=True,
             timeout=60,
@@ -236,5 +238,5 @@ def _tree(commit: str) -> dict[str, str] | None:
     for entry in listed.stdout.decode().split("\0"):
         if entry:
             meta, name = entry.split("\t", 1)
-            tree[name] = meta.split()[2]
+            tree[SERVING if name == FORMER_SERVING else name] = meta.split()[2]
     return tree
