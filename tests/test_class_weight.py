@@ -145,11 +145,12 @@ def _fit_and_record_modes(module, tmp_path) -> list[tuple[int, dict[str, bool]]]
 def test_a_model_loaded_in_eval_mode_trains_in_training_mode_beside_a_frozen_teacher(tmp_path):
     """As prune's recovery: the student comes from from_pretrained (eval mode) and has just
     been scored; the teacher too. Lightning 2 keeps the modes modules have at fit start."""
-    from components.text.config import DistillConfig
-    from components.text.distill import Distiller
+    from components.text.config import OptimConfig
+    from components.text.distill import Distiller, KdLoss
 
     student, teacher = _model().eval(), _model().eval()
-    module = Distiller(student, teacher, DistillConfig(), {}, 3, class_weights("balanced", [0, 0, 1, 2], 3))
+    loss = KdLoss(alpha=0.5, temperature=2.0, hidden_weight=0.0)
+    module = Distiller(student, teacher, loss, OptimConfig(), {}, 3, class_weights("balanced", [0, 0, 1, 2], 3))
     seen = _fit_and_record_modes(module, tmp_path)
     assert len(seen) == 3  # the second and third steps come after a validation
     for _, modes in seen:

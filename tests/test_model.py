@@ -358,9 +358,8 @@ def test_a_student_learns_from_a_teacher_with_another_vocabulary(tokenizer, tmp_
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from components.text.config import DistillConfig
     from components.text.data import ClassificationData, label_map
-    from components.text.distill import Distiller
+    from components.text.distill import Distiller, KdLoss
 
     # A character-level teacher vocabulary: every text splits into other tokens than the student's.
     chars = sorted(set("".join(tiny_frame()["text"])))
@@ -379,7 +378,8 @@ def test_a_student_learns_from_a_teacher_with_another_vocabulary(tokenizer, tmp_
     assert batch["teacher_input_ids"].shape[0] == batch["input_ids"].shape[0] == 8
 
     teacher, student = _bert(len(vocab), 32, 2, labels=len(labels)), _bert(len(tokenizer), 16, 1, labels=len(labels))
-    module = Distiller(student.train(), teacher, DistillConfig(hidden_weight=1.0), {}, num_labels=len(labels))
+    kd = KdLoss(alpha=0.5, temperature=2.0, hidden_weight=1.0)
+    module = Distiller(student.train(), teacher, kd, OptimConfig(), {}, num_labels=len(labels))
     loss = module.training_step(batch, 0)
     loss.backward()
     assert torch.isfinite(loss)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from components.classical.config import ClassicalConfig
 from components.deploy.config import EvaluateConfig, ExportConfig, QuantizeConfig
-from components.text.config import ClassifierLoop, DistillConfig, HardwareConfig, LoopConfig, OptimConfig, StudentConfig
+from components.text.config import ClassifierLoop, ClassWeight, HardwareConfig, LoopConfig, OptimConfig, StudentConfig
 
 # What each family's servable file is called inside a trial's folder.
 MODEL_FILE = "model.onnx"
@@ -46,6 +46,7 @@ class TrialSpec(BaseModel):
     hardware: HardwareConfig
     loop: ClassifierLoop
     optim: OptimConfig
+    class_weight: ClassWeight  # distill's, so that trials compete with distill's and prune's students on equal terms
     recovery_epochs: int
     importance_batches: int
     export: ExportConfig
@@ -126,7 +127,7 @@ def _transformer(spec: TrialSpec) -> TrialResult:
     from components.deploy.runtime import OnnxClassifier
     from components.text.classifier import MeanPoolClassifier
     from components.text.data import ClassificationData, load_tokenizer
-    from components.text.distill import Distiller
+    from components.text.distill import Distiller, KdLoss
     from components.text.model import count_parameters
     from components.text.modules import class_weights
     from components.text.prune import ffn_importance, head_importance, prune
@@ -160,13 +161,11 @@ def _transformer(spec: TrialSpec) -> TrialResult:
         val_texts=spec.loop.val_texts,
     )
     student = MeanPoolClassifier(config)
-    recipe = DistillConfig(
-        student=size, alpha=p["alpha"], temperature=p["temperature"], loop=spec.loop, optim=spec.optim
-    )
+    # From the teacher's logits alone: no hidden states to match.
+    recipe = KdLoss(p["alpha"], p["temperature"], hidden_weight=0.0)
     described = {"search_trial": spec.number, "params": p}
-    # Weighted like distill's and prune's students, so trials compete with them on equal terms.
-    weights = class_weights(recipe.class_weight, [spec.labels[v] for v in train["label"]], len(spec.labels))
-    module = Distiller(student, None, recipe, described, num_labels=len(spec.labels), class_weight=weights)
+    weights = class_weights(spec.class_weight, [spec.labels[v] for v in train["label"]], len(spec.labels))
+    module = Distiller(student, None, recipe, spec.optim, described, len(spec.labels), weights)
     steps = _fit(spec, module, data, "distill", spec.loop).global_step
     before = count_parameters(student, embeddings=False)
     if p["prune_ratio"] > 0:
@@ -175,9 +174,7 @@ def _transformer(spec: TrialSpec) -> TrialResult:
         prune(student, heads, ffn_importance(student), p["prune_ratio"], p["prune_ratio"])
         if spec.recovery_epochs:
             loop = spec.loop.model_copy(update={"max_epochs": spec.recovery_epochs})
-            module = Distiller(
-                student, None, recipe.model_copy(update={"loop": loop}), described, len(spec.labels), weights
-            )
+            module = Distiller(student, None, recipe, spec.optim, described, len(spec.labels), weights)
             steps += _fit(spec, module, data, "recovery", loop).global_step
     shutil.rmtree(spec.folder / "checkpoints", ignore_errors=True)
     student.eval()

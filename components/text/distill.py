@@ -15,6 +15,7 @@ computed once and reused: the search stage trains many students from one teacher
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,9 +23,20 @@ from torch import nn
 from torch.nn import functional as F
 
 from components.text.classifier import MeanPoolClassifier
-from components.text.config import DistillConfig
+from components.text.config import OptimConfig
 from components.text.data import UNLABELED
 from components.text.modules import Classifier
+
+
+@dataclass(frozen=True)
+class KdLoss:
+    """The distillation loss's knobs, which distill, prune's recovery and the search's
+    trials each take from their own params: `alpha` weighs the hard-label term, the
+    soft targets are at `temperature`, and `hidden_weight` > 0 adds hidden-state matching."""
+
+    alpha: float
+    temperature: float
+    hidden_weight: float
 
 
 def kd_loss(
@@ -90,19 +102,20 @@ def mean_over(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 class Distiller(Classifier):
     """Trains `model` (the student) against a frozen teacher, or against the teacher's
-    logits in each batch when `teacher` is None; `class_weight` weighs the hard-label
-    term; evaluates like a Classifier."""
+    logits in each batch when `teacher` is None, with the loss `cfg`; `class_weight`
+    weighs the hard-label term; evaluates like a Classifier."""
 
     def __init__(
         self,
         model: nn.Module,
         teacher: nn.Module | None,
-        cfg: DistillConfig,
+        cfg: KdLoss,
+        optim: OptimConfig,
         describe: dict[str, Any],
         num_labels: int,
         class_weight: torch.Tensor | None = None,
     ):
-        super().__init__(model, cfg.optim, describe, num_labels, class_weight)
+        super().__init__(model, optim, describe, num_labels, class_weight)
         self.cfg = cfg
         if teacher is None:
             if cfg.hidden_weight > 0:

@@ -14,7 +14,7 @@ from components.deploy import stats
 from components.text.classifier import MeanPoolClassifier
 from components.text.config import StudentConfig
 from components.text.data import BERT_SPECIAL, ClassificationData, file_hash, load_tokenizer
-from components.text.distill import Distiller, inherited_student
+from components.text.distill import Distiller, KdLoss, inherited_student
 from components.text.model import count_parameters
 from components.text.modules import class_weights
 from components.text.tokenizer import cut_vocabulary, used_tokens
@@ -73,7 +73,8 @@ def run(ctx: StageContext) -> StageResult:
         val_texts=cfg.loop.val_texts,
     )
     weight = class_weights(cfg.class_weight, labelled["label"].map(taught.labels), len(taught.labels))
-    module = Distiller(student, None if cached else teacher, cfg, described.model_dump(), len(taught.labels), weight)
+    teaching, loss = None if cached else teacher, KdLoss(cfg.alpha, cfg.temperature, cfg.hidden_weight)
+    module = Distiller(student, teaching, loss, cfg.optim, described.model_dump(), len(taught.labels), weight)
     trainer = fit(ctx, module, data, "student", cfg.loop, monitor="val/macro_f1")
     scored = score(trainer, module, data)
     scores = scored.metrics

@@ -7,9 +7,8 @@ import lightning as L
 import torch
 
 from components.text.classifier import MeanPoolClassifier, predict_labels
-from components.text.config import DistillConfig
 from components.text.data import ClassificationData
-from components.text.distill import Distiller
+from components.text.distill import Distiller, KdLoss
 from components.text.model import count_parameters
 from components.text.modules import class_weights
 from components.text.prune import ffn_importance, head_importance, prune
@@ -72,12 +71,10 @@ def run(ctx: StageContext) -> StageResult:
     after = count_parameters(student, embeddings=False)
     pruned_f1 = _val_f1(student, data, labels)
     described = card(ctx, made.tokenizer, {}, labels, {"student": made.metrics})
-    # Recovery is distillation from the teacher with prune's own knobs.
-    recovery = DistillConfig(
-        alpha=cfg.alpha, temperature=cfg.temperature, class_weight=cfg.class_weight, loop=cfg.loop, optim=cfg.optim
-    )
+    # Recovery is distillation from the teacher with prune's own knobs, on logits alone.
+    recovery = KdLoss(cfg.alpha, cfg.temperature, hidden_weight=0.0)
     weight = class_weights(cfg.class_weight, split["train"]["label"].map(labels), len(labels))
-    module = Distiller(student, teacher, recovery, described.model_dump(), len(labels), weight)
+    module = Distiller(student, teacher, recovery, cfg.optim, described.model_dump(), len(labels), weight)
     trainer = fit(ctx, module, data, "recovery", cfg.loop, monitor="val/macro_f1")
     scored = score(trainer, module, data)
     scores = scored.metrics

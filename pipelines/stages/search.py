@@ -98,6 +98,7 @@ def _search(ctx: StageContext) -> StageResult:
             hardware=params.hardware,
             loop=cfg.loop,
             optim=cfg.optim,
+            class_weight=params.distill.class_weight,
             recovery_epochs=cfg.recovery_epochs,
             importance_batches=params.prune.importance_batches,
             export=params.export,
