@@ -43,13 +43,14 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scaling import scratch_repo  # noqa: E402 - the sibling benchmark's scratch copies
+from scaling import ROOT, scratch_repo  # noqa: E402 - the sibling benchmark's scratch copies
 
 from components.data.schema import text_hash  # noqa: E402
 from components.data.sources import read_bbc  # noqa: E402
-from components.data.split import SplitConfig, assign  # noqa: E402
+from components.data.split import assign  # noqa: E402
 from components.deploy import stats  # noqa: E402
 from components.deploy.runtime import load_classifier  # noqa: E402
+from pipelines.core.params import load  # noqa: E402
 
 SEED = 0
 ARMS = {
@@ -76,7 +77,8 @@ def bbc(_seed: int) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
 
 def bbc10(seed: int) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
     frame = read_bbc()[["text", "label"]]
-    where = frame["text"].map(lambda t: assign(text_hash(t), SplitConfig()))
+    cfg = load(ROOT / "params.yaml").split  # the split stage's, which no arm changes
+    where = frame["text"].map(lambda t: assign(text_hash(t), cfg))
     train = frame[where == "train"]
     kept = train.groupby("label", group_keys=False).sample(frac=0.1, random_state=seed)
     labelled = pd.concat([frame[where != "train"], kept]).sort_index()

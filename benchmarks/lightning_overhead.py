@@ -16,7 +16,6 @@ import lightning as L
 import torch
 from transformers import BertForMaskedLM
 
-from components.text.config import HardwareConfig, LoopConfig, OptimConfig
 from components.text.model import bert_config
 from components.text.modules import MaskedLM, masked_lm_loss
 from components.text.training import build_trainer
@@ -59,14 +58,26 @@ def plain(model, data: list[dict], warmup: int) -> float:
 
 
 def kiln(model, data: list[dict], warmup: int) -> float:
-    loop = LoopConfig(
-        max_epochs=1, max_steps=len(data), batch_size=len(data[0]["input_ids"]), checkpoint_every=10**9, log_every=10
+    params = load(ROOT / "params.yaml")
+    # pretrain's loop over exactly these batches, with no validation or checkpoint, and the
+    # plain loop's optimiser settings.
+    loop = params.pretrain.loop.model_copy(
+        update={
+            "max_epochs": 1,
+            "max_steps": len(data),
+            "batch_size": len(data[0]["input_ids"]),
+            "val_every_steps": None,
+            "checkpoint_every": 10**9,
+            "log_every": 10,
+        }
     )
+    hardware = params.hardware.model_copy(update={"accelerator": "cpu", "devices": 1})
+    optim = params.pretrain.optim.model_copy(update={"lr": 5e-4, "warmup": 0.0})
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = build_trainer("bench", HardwareConfig(accelerator="cpu", devices=1), loop, Path(tmp), [])
+        trainer = build_trainer("bench", hardware, loop, Path(tmp), [])
         timer = Timer(warmup)
         trainer.callbacks.append(timer)
-        module = MaskedLM(model, OptimConfig(lr=5e-4, warmup=0.0), {})
+        module = MaskedLM(model, optim, {})
         loader = torch.utils.data.DataLoader(data, batch_size=None)
         trainer.fit(module, train_dataloaders=loader)
         return time.perf_counter() - timer.start

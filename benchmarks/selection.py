@@ -25,7 +25,6 @@ from components.classical.model import count_parameters, select
 from components.deploy.selection import Measured, choose
 from components.deploy.stats import bootstrap
 from components.text.classifier import MeanPoolClassifier
-from components.text.config import HardwareConfig, LoopConfig
 from components.text.data import ClassificationData, label_map, stratified_fraction
 from components.text.model import count_parameters as torch_parameters
 from components.text.modules import Classifier
@@ -54,13 +53,15 @@ def transformer(split: dict[str, pd.DataFrame], labels: dict[str, int], params, 
     )
     model = MeanPoolClassifier(config)
     model.bert.load_state_dict(encoder.bert.state_dict())
-    loop = LoopConfig(max_epochs=epochs, batch_size=32, log_every=50, checkpoint_every=10**6)
+    # finetune's loop for `epochs` epochs of 32, with no more for small data and no checkpoints.
+    update = {"max_epochs": epochs, "min_steps": 0, "batch_size": 32, "log_every": 50, "checkpoint_every": 10**6}
+    loop = params.finetune.loop.model_copy(update=update)
     data = ClassificationData(split, labels, tokenizer, config.max_position_embeddings, 32, params.hardware.seed)
     module = Classifier(model, params.finetune.optim, {}, len(labels))
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(
             "finetune",
-            HardwareConfig(accelerator="cpu", devices=1),
+            params.hardware.model_copy(update={"accelerator": "cpu", "devices": 1}),
             loop,
             Path(tmp),
             [],

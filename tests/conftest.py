@@ -1,5 +1,7 @@
 """Shared fixtures: a throwaway copy of the repository, and the `kiln` of this venv."""
 
+import copy
+import functools
 import json
 import os
 import shutil
@@ -170,6 +172,36 @@ def set_params(repo: Path, **sections: dict) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+@functools.cache
+def _shipped() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def shipped_params(**sections: dict) -> dict:
+    """params.yaml's values, with `sections` merged in (for `parse`)."""
+    params = copy.deepcopy(_shipped())
+    for name, values in sections.items():
+        _merge(params.setdefault(name, {}), values)
+    return params
+
+
+def shipped(key: str, **changes):
+    """The config model at `key`, a params.yaml section or a dotted path into one
+    ("finetune.loop"), holding params.yaml's values with `changes` merged in: the models
+    have no defaults, so a test builds a config this way and names only the knobs it is
+    about."""
+    from pipelines.core.params import Params
+
+    model, values = Params, shipped_params()
+    for part in key.split("."):
+        model = next(f.annotation for name, f in model.model_fields.items() if part in (name, f.alias))
+        values = values[part]
+    _merge(values, changes)
+    return model.model_validate(values)
+
+
 def _merge(into: dict, values: dict) -> None:
     for key, value in values.items():
         if isinstance(value, dict) and isinstance(into.get(key), dict):
@@ -254,16 +286,15 @@ def tiny_onnx(folder: Path, seed: int = 0):
     from components.deploy.onnx import export, optimize
     from components.deploy.runtime import TextEncoder
     from components.text.classifier import MeanPoolClassifier
-    from components.text.config import EncoderConfig
     from components.text.model import bert_config
-    from components.text.tokenizer import TokenizeConfig, train_tokenizer
+    from components.text.tokenizer import train_tokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(TEXTS, TokenizeConfig(vocab_size=200, min_frequency=1))
+    tokenizer = train_tokenizer(TEXTS, shipped("tokenize", vocab_size=200, min_frequency=1))
     tokenizer.save(str(folder / "tokenizer.json"))
     torch.manual_seed(seed)
     config = bert_config(
-        EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64, max_length=32, dropout=0.0),
+        shipped("encoder", layers=1, hidden=32, heads=2, intermediate=64, max_length=32, dropout=0.0),
         tokenizer.get_vocab_size(),
         tokenizer.token_to_id("[PAD]"),
         num_labels=len(LABELS),

@@ -3,6 +3,7 @@
 lost log, with `kiln audit --restore` rebuilding it."""
 
 import json
+import shutil
 
 import pytest
 
@@ -10,7 +11,7 @@ from components.deploy.audit import GENESIS, chain, describe, digest, verify
 from components.errors import KilnError
 from pipelines.registry import audit, audit_copy
 from pipelines.tracking import runs
-from tests.conftest import kiln
+from tests.conftest import ROOT, kiln
 
 # The registered model of a repository whose params.yaml is empty (the defaults).
 MODEL = "kiln-bbc-news"
@@ -98,7 +99,7 @@ def store(tmp_path, monkeypatch):
 
     mlflow.set_tracking_uri(uri)
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    (tmp_path / "params.yaml").write_text("")
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     return tmp_path
 
 

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from components.data.augment import AugmentConfig, Augmenter, Vocabulary, augment, has_content, join, units
-from tests.conftest import tiny_frame
+from components.data.augment import Augmenter, Vocabulary, augment, has_content, join, units
+from tests.conftest import shipped, tiny_frame
 
 # Hand-written reviews, as a Chinese e-commerce or travel site would show them.
 CHINESE = [
@@ -53,7 +53,7 @@ def train() -> pd.DataFrame:
 
 
 def test_seeded_and_order_independent(train):
-    cfg = AugmentConfig(factor=2)
+    cfg = shipped("augment", factor=2)
     a = augment(train, cfg).frame
     b = augment(train.iloc[::-1], cfg).frame.sort_values("id").reset_index(drop=True)
     pd.testing.assert_frame_equal(a.sort_values("id").reset_index(drop=True), b)
@@ -63,16 +63,16 @@ def test_seeded_and_order_independent(train):
 
 
 def test_beyond_max_rows_the_same_rows_get_copies_whatever_their_order(train):
-    cfg = AugmentConfig(max_rows=7)
+    cfg = shipped("augment", max_rows=7)
     first = augment(train, cfg).frame
     again = augment(train.iloc[::-1], cfg).frame
     assert len(first) == 7 and set(first["origin_id"]) == set(again["origin_id"])
-    assert set(augment(train, AugmentConfig(max_rows=7, seed=14)).frame["origin_id"]) != set(first["origin_id"])
+    assert set(augment(train, shipped("augment", max_rows=7, seed=14)).frame["origin_id"]) != set(first["origin_id"])
 
 
 def test_a_rows_copies_do_not_depend_on_the_other_rows():
     train = chinese_reviews(40)
-    cfg = AugmentConfig(factor=2, ops=["delete", "swap", "mask"])
+    cfg = shipped("augment", factor=2, ops=["delete", "swap", "mask"])
     whole = augment(train, cfg).frame.set_index("id")
     part = augment(train.iloc[:10], cfg).frame.set_index("id")
     pd.testing.assert_frame_equal(whole.loc[part.index], part)
@@ -80,7 +80,7 @@ def test_a_rows_copies_do_not_depend_on_the_other_rows():
 
 def test_inserted_words_come_from_texts_of_the_same_label(train):
     vocabulary = {label: {w for t in group["text"] for w in t.split()} for label, group in train.groupby("label")}
-    out = augment(train, AugmentConfig(factor=3, ops=["insert"], alpha=0.5)).frame
+    out = augment(train, shipped("augment", factor=3, ops=["insert"], alpha=0.5)).frame
     for text, label in zip(out["text"], out["label"]):
         assert set(text.split()) <= vocabulary[label]
     # tiny_frame gives each label words of its own ("techword1"), and insertion draws them.
@@ -93,7 +93,7 @@ def test_inserted_characters_come_from_texts_of_the_same_label():
     alphabet = {"pos": "好棒赞美妙喜欢满意推荐快", "neg": "差烂坏慢贵糟退失望脏破"}
     rng = random.Random(0)
     train = frame([("".join(rng.choices(alphabet[y], k=rng.randint(4, 12))), y) for y in ("pos", "neg") * 30])
-    out = augment(train, AugmentConfig(factor=4, ops=["insert"], alpha=0.5)).frame
+    out = augment(train, shipped("augment", factor=4, ops=["insert"], alpha=0.5)).frame
     assert len(out) == 4 * len(train)
     for text, label, original in with_originals(out, train)[["text", "label", "original"]].itertuples(index=False):
         assert set(text) <= set(alphabet[label]) and len(text) > len(original)
@@ -101,7 +101,7 @@ def test_inserted_characters_come_from_texts_of_the_same_label():
 
 def test_each_op():
     words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
-    aug = Augmenter(AugmentConfig(alpha=0.3), Vocabulary(Counter(["extra"])))
+    aug = Augmenter(shipped("augment", alpha=0.3), Vocabulary(Counter(["extra"])))
     rng = random.Random(0)
     assert len(aug.delete(words, rng)) < len(words)
     swapped = aug.swap(words, rng)
@@ -120,7 +120,7 @@ def test_a_vocabulary_draws_what_choice_draws_from_its_sorted_units_with_repeats
 
 
 def test_delete_and_mask_change_at_least_one_unit_and_spare_one_with_content():
-    aug = Augmenter(AugmentConfig(alpha=0.95), Vocabulary(Counter("x")))
+    aug = Augmenter(shipped("augment", alpha=0.95), Vocabulary(Counter("x")))
     # 200 seeds: at alpha 0.95 nearly every draw picks every unit, so the rule that
     # spares one is what is tested; "!" is punctuation and does not count as sparing.
     for seed in range(200):
@@ -129,7 +129,7 @@ def test_delete_and_mask_change_at_least_one_unit_and_spare_one_with_content():
         assert len(kept) < len(parts) and any(has_content(u) for u in kept)
         masked = aug.mask(parts, random.Random(seed))
         assert "[MASK]" in masked and any(has_content(u) and u != "[MASK]" for u in masked)
-    low = Augmenter(AugmentConfig(alpha=0.01), Vocabulary(Counter("x")))
+    low = Augmenter(shipped("augment", alpha=0.01), Vocabulary(Counter("x")))
     assert all(len(low.delete(list("质量很好"), random.Random(s))) == 3 for s in range(50))
 
 
@@ -156,7 +156,7 @@ def test_english_units_are_whitespace_words(train):
 
 def test_chinese_reviews_are_edited_a_few_characters_at_a_time():
     train = pd.concat([chinese_reviews(194), frame(CHINESE)], ignore_index=True)
-    result = augment(train, AugmentConfig(factor=2))
+    result = augment(train, shipped("augment", factor=2))
     out = with_originals(result.frame, train)
     assert result.skipped == 0 and len(out) == 2 * len(train)
     assert set(out["op"]) == {"delete", "swap", "insert", "mask"}
@@ -182,23 +182,23 @@ def test_short_texts_get_no_copy_and_are_counted():
             ("Works as described", "pos"),
         ]
     )
-    result = augment(train, AugmentConfig(factor=2))
+    result = augment(train, shipped("augment", factor=2))
     assert result.skipped == 5
     assert "5 of 7 texts" in result.reason and "min_units=3" in result.reason
     assert set(result.frame["origin_id"]) == {"r5", "r6"} and len(result.frame) == 4
-    assert augment(train, AugmentConfig(factor=2, min_units=2)).skipped == 3
-    assert augment(frame(CHINESE), AugmentConfig()).reason == ""
+    assert augment(train, shipped("augment", factor=2, min_units=2)).skipped == 3
+    assert augment(frame(CHINESE), shipped("augment")).reason == ""
 
 
 def test_all_short_or_factor_zero_gives_the_columns_and_no_rows(train):
-    assert augment(train, AugmentConfig(factor=0)).frame.empty
-    result = augment(frame([("好", "pos"), ("差", "neg")]), AugmentConfig())
+    assert augment(train, shipped("augment", factor=0)).frame.empty
+    result = augment(frame([("好", "pos"), ("差", "neg")]), shipped("augment"))
     assert result.frame.empty and result.skipped == 2
     assert list(result.frame.columns) == ["id", "text", "label", "source", "origin_id", "op"]
 
 
 def test_config_is_checked():
     with pytest.raises(ValidationError, match="min_units"):
-        AugmentConfig(min_units=1)
+        shipped("augment", min_units=1)
     with pytest.raises(ValidationError, match="min_unit"):
-        AugmentConfig(min_unit=3)
+        shipped("augment", min_unit=3)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from components.text.modules import class_weights
+from tests.conftest import shipped
 
 
 def test_balanced_weights_are_scikit_learns_and_one_on_balanced_labels():
@@ -30,12 +31,11 @@ def test_a_label_absent_from_train_weighs_one_and_the_rest_are_balanced_among_th
 
 def _model():
     from components.text.classifier import MeanPoolClassifier
-    from components.text.config import EncoderConfig
     from components.text.model import bert_config
 
     torch.manual_seed(0)
     config = bert_config(
-        EncoderConfig(layers=1, hidden=16, heads=2, intermediate=32, max_length=16, dropout=0.1),
+        shipped("encoder", layers=1, hidden=16, heads=2, intermediate=32, max_length=16, dropout=0.1),
         vocab_size=40,
         pad_token_id=0,
         num_labels=3,
@@ -59,11 +59,10 @@ def _weighted_ce(logits: torch.Tensor, labels: list[int], weight: list[float]) -
 
 
 def test_the_classifier_trains_on_the_weighted_loss_and_reports_the_plain_one():
-    from components.text.config import OptimConfig
     from components.text.modules import Classifier
 
     labels, weight = [0, 0, 0, 1, 2, 0], [0.5, 2.0, 4.0]
-    module = Classifier(_model().eval(), OptimConfig(), {}, 3, torch.tensor(weight))
+    module = Classifier(_model().eval(), shipped("finetune.optim"), {}, 3, torch.tensor(weight))
     batch = _batch(labels)
     logits = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.detach()
     assert module.training_step(batch, 0).item() == pytest.approx(_weighted_ce(logits, labels, weight), rel=1e-5)
@@ -90,7 +89,6 @@ def test_kd_loss_weights_only_its_hard_label_term():
 
 
 def test_the_classical_grid_picks_balanced_weights_where_val_favours_them():
-    from components.classical.config import ClassicalConfig
     from components.classical.model import select
 
     def skewed(seed: int) -> tuple[list[str], list[str]]:
@@ -106,7 +104,7 @@ def test_the_classical_grid_picks_balanced_weights_where_val_favours_them():
                 labels.append(f"class_{k}")
         return texts, labels
 
-    cfg = ClassicalConfig(analyzers=["word"], word_ngrams=[(1, 1)], c=[1.0], max_features=500)
+    cfg = shipped("classical", analyzers=["word"], word_ngrams=[(1, 1)], c=[1.0], max_features=500)
     chosen = select(*skewed(0), *skewed(100), cfg, seed=0)
     scores = {point.class_weight: point.val_macro_f1 for point in chosen.table}
     # Unweighted, the 9 % label is never predicted: 0.45; balanced about 0.7.
@@ -121,7 +119,6 @@ def _fit_and_record_modes(module, tmp_path) -> list[tuple[int, dict[str, bool]]]
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from components.text.config import HardwareConfig, LoopConfig
     from components.text.training import build_trainer
 
     seen = []
@@ -131,8 +128,8 @@ def _fit_and_record_modes(module, tmp_path) -> list[tuple[int, dict[str, bool]]]
             seen.append((index, {name: m.training for name, m in pl_module.named_modules()}))
 
     batches = [_batch([0, 1, 2, 0]), _batch([1, 2, 0, 0])]
-    loop = LoopConfig(max_epochs=1, max_steps=3, val_every_steps=1, checkpoint_every=100, log_every=100)
-    trainer = build_trainer("modes", HardwareConfig(accelerator="cpu", devices=1), loop, tmp_path, [])
+    loop = shipped("pretrain.loop", max_epochs=1, max_steps=3, val_every_steps=1, checkpoint_every=100, log_every=100)
+    trainer = build_trainer("modes", shipped("hardware", accelerator="cpu", devices=1), loop, tmp_path, [])
     trainer.callbacks.append(Modes())
     trainer.fit(
         module,
@@ -145,12 +142,12 @@ def _fit_and_record_modes(module, tmp_path) -> list[tuple[int, dict[str, bool]]]
 def test_a_model_loaded_in_eval_mode_trains_in_training_mode_beside_a_frozen_teacher(tmp_path):
     """As prune's recovery: the student comes from from_pretrained (eval mode) and has just
     been scored; the teacher too. Lightning 2 keeps the modes modules have at fit start."""
-    from components.text.config import OptimConfig
     from components.text.distill import Distiller, KdLoss
 
     student, teacher = _model().eval(), _model().eval()
     loss = KdLoss(alpha=0.5, temperature=2.0, hidden_weight=0.0)
-    module = Distiller(student, teacher, loss, OptimConfig(), {}, 3, class_weights("balanced", [0, 0, 1, 2], 3))
+    optim = shipped("distill.optim")
+    module = Distiller(student, teacher, loss, optim, {}, 3, class_weights("balanced", [0, 0, 1, 2], 3))
     seen = _fit_and_record_modes(module, tmp_path)
     assert len(seen) == 3  # the second and third steps come after a validation
     for _, modes in seen:

@@ -26,10 +26,10 @@ from components.classical.runtime import ClassicalClassifier
 from components.deploy.metadata import read_metadata
 from components.deploy.stats import stratified_sample
 from components.errors import KilnError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, shipped
 
 # A small grid: two ranges an analyzer, so choosing between ranges is exercised too.
-CFG = ClassicalConfig(word_ngrams=[(1, 1), (1, 2)], char_ngrams=[(1, 2), (1, 3)], c=[1.0, 10.0], max_features=2000)
+CFG = shipped("classical", word_ngrams=[(1, 1), (1, 2)], char_ngrams=[(1, 2), (1, 3)], c=[1.0, 10.0], max_features=2000)
 
 # What the parity gate must survive: no spaces, mixed case, punctuation, accents, every
 # kind of whitespace, the converter's old pad "#", emoji, and texts with no word token.
@@ -87,14 +87,14 @@ def english_selection() -> Selection:
 
 def test_config_refuses_typos_and_bad_ranges():
     with pytest.raises(ValidationError, match="analyser"):
-        ClassicalConfig(analyser=["word"])
+        shipped("classical", analyser=["word"])
     with pytest.raises(ValidationError, match="starts after it ends"):
-        ClassicalConfig(char_ngrams=[(3, 1)])
+        shipped("classical", char_ngrams=[(3, 1)])
     with pytest.raises(ValidationError, match="twice"):
-        ClassicalConfig(c=[1.0, 1.0])
+        shipped("classical", c=[1.0, 1.0])
     with pytest.raises(ValidationError, match="word_ngrams is empty"):
-        ClassicalConfig(word_ngrams=[])
-    assert ClassicalConfig(analyzers=["char"], word_ngrams=[]).analyzers == ["char"]
+        shipped("classical", word_ngrams=[])
+    assert shipped("classical", analyzers=["char"], word_ngrams=[]).analyzers == ["char"]
 
 
 def test_config_module_imports_no_heavy_library():

@@ -7,7 +7,6 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from components.deploy.config import ExportConfig, GateConfig, QuantizeConfig
 from components.deploy.gate import Evidence, decide
 from components.deploy.metadata import read_metadata, stamp
 from components.deploy.onnx import quantize_dynamic, quantize_static
@@ -15,7 +14,7 @@ from components.deploy.parity import TorchClassifier, agreement, agreement_gate,
 from components.deploy.runtime import MAX_BATCH, OnnxClassifier, TextEncoder
 from components.deploy.stats import Comparison, Interval
 from components.errors import KilnError
-from tests.conftest import LABELS, TEXTS, tiny_onnx
+from tests.conftest import LABELS, ROOT, TEXTS, shipped, tiny_onnx
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +67,12 @@ def test_int8_gate_passes_for_quantized_and_fails_for_a_different_model(tiny, tm
             _Shifted(OnnxClassifier(int8, tokenizer)),
             TEXTS,
             flipped,
-            QuantizeConfig(min_agreement=0.99, max_f1_drop=0.0),
+            shipped("quantize", min_agreement=0.99, max_f1_drop=0.0),
             "val",
         )
 
 
-LENIENT = QuantizeConfig(min_agreement=0.9, max_f1_drop=0.2)
+LENIENT = shipped("quantize", min_agreement=0.9, max_f1_drop=0.2)
 
 
 class _Fixed:
@@ -91,7 +90,7 @@ def test_int8_gate_tolerates_one_text_of_a_small_split_but_not_two():
     macro-F1, more than quantize.max_f1_drop's 0.5; the gate allows one text, and says so."""
     truth = [0] * 92 + [1] * 93
     texts = [str(i) for i in range(185)]
-    one = agreement_gate(_Fixed(truth), _Fixed([1] + truth[1:]), texts, truth, QuantizeConfig(), "val")
+    one = agreement_gate(_Fixed(truth), _Fixed([1] + truth[1:]), texts, truth, shipped("quantize"), "val")
     assert one.differing == 1 and one.fp32_macro_f1 - one.int8_macro_f1 == pytest.approx(0.0054, abs=5e-5)
     assert one.verdict("val") == (
         "INT8 labels 1 of 185 val texts differently from FP32 (allowed 1: quantize.min_agreement 0.99) and loses "
@@ -99,14 +98,16 @@ def test_int8_gate_tolerates_one_text_of_a_small_split_but_not_two():
         "resolves)"
     )
     # A real break is still one: two texts differ, and they cost twice as much.
-    two = agreement(_Fixed(truth), _Fixed([1, 1] + truth[2:]), texts, truth, QuantizeConfig())
+    two = agreement(_Fixed(truth), _Fixed([1, 1] + truth[2:]), texts, truth, shipped("quantize"))
     assert not two.passed
     with pytest.raises(KilnError, match=r"labels 2 of 185 val texts differently from FP32 \(allowed 1"):
-        agreement_gate(_Fixed(truth), _Fixed([1, 1] + truth[2:]), texts, truth, QuantizeConfig(), "val")
+        agreement_gate(_Fixed(truth), _Fixed([1, 1] + truth[2:]), texts, truth, shipped("quantize"), "val")
     # Where the split resolves the bounds, they hold as set: 1 % of 1,000 texts is 10, and
     # one text of 1,000 costs 0.1 points.
     many = [0] * 500 + [1] * 500
-    tolerance = agreement(_Fixed(many), _Fixed(many), [str(i) for i in range(1000)], many, QuantizeConfig()).tolerance
+    tolerance = agreement(
+        _Fixed(many), _Fixed(many), [str(i) for i in range(1000)], many, shipped("quantize")
+    ).tolerance
     assert (tolerance.disagreements, tolerance.f1_drop, tolerance.f1_drop_why) == (
         10,
         0.005,
@@ -141,7 +142,7 @@ def _quantize_stage(tiny, root: Path, monkeypatch, int8: Path | None):
 
     import pandas as pd
 
-    from pipelines.core.params import Params
+    from pipelines.core.params import load
     from pipelines.stagekit.contract import StageContext, StageParams
     from pipelines.stages import quantize
 
@@ -154,7 +155,8 @@ def _quantize_stage(tiny, root: Path, monkeypatch, int8: Path | None):
     pd.DataFrame({"text": TEXTS, "label": [LABELS[i] for i in predicted]}).to_parquet(root / "data/split/val.parquet")
     pd.DataFrame({"text": ["sunny"], "label": ["weather"]}).to_parquet(root / "data/split/test.parquet")
     monkeypatch.setattr(quantize, "quantize_dynamic", lambda source, out: shutil.copy(int8 or source, out))
-    ctx = StageContext("quantize", root, StageParams(Params(), "quantize", ("quantize",)), ("quantize",), _Run())
+    params = StageParams(load(ROOT / "params.yaml"), "quantize", ("quantize",))
+    ctx = StageContext("quantize", root, params, ("quantize",), _Run())
     return ctx, quantize.run(ctx), quantize.report(ctx)
 
 
@@ -249,11 +251,11 @@ def _versus(difference: tuple[float, float, float]) -> Comparison:
 
 
 def _decide(cfg, challenger, versus, evidence=PASSED, floor=0.8):
-    return decide(cfg, challenger, versus, floor, "test floor", evidence, ExportConfig(), QuantizeConfig())
+    return decide(cfg, challenger, versus, floor, "test floor", evidence, shipped("export"), shipped("quantize"))
 
 
 def test_gate_reports_every_check():
-    cfg = GateConfig(tolerance=0.02, min_macro_f1=0.8, max_latency_ms_p95_b1=10, max_size_mb=5)
+    cfg = shipped("promote", tolerance=0.02, min_macro_f1=0.8, max_latency_ms_p95_b1=10, max_size_mb=5)
     first = _decide(cfg, GOOD, None)
     assert first.promote and any("no champion" in r for r in first.reasons)
     worse = _decide(cfg, GOOD, _versus((0.03, 0.01, 0.05)))
@@ -266,7 +268,7 @@ def test_gate_reports_every_check():
 
 
 def test_the_gate_refuses_a_challenger_worse_than_the_tolerance_allows_even_if_its_estimate_is_within_it():
-    cfg = GateConfig(tolerance=0.02, min_macro_f1=0.0, max_latency_ms_p95_b1=10, max_size_mb=5)
+    cfg = shipped("promote", tolerance=0.02, min_macro_f1=0.0, max_latency_ms_p95_b1=10, max_size_mb=5)
     # The champion is ahead by 0.01, within the tolerance, but the interval reaches 0.04:
     # the challenger may well be worse by more than 0.02.
     decision = _decide(cfg, GOOD, _versus((0.01, -0.02, 0.04)))
@@ -292,7 +294,7 @@ def test_the_gate_refuses_a_challenger_worse_than_the_tolerance_allows_even_if_i
     ],
 )
 def test_gate_decides_parity_from_the_recorded_measurements(evidence, failed):
-    cfg = GateConfig(tolerance=0.0, min_macro_f1=0.0, max_latency_ms_p95_b1=10, max_size_mb=5)
+    cfg = shipped("promote", tolerance=0.0, min_macro_f1=0.0, max_latency_ms_p95_b1=10, max_size_mb=5)
     decision = _decide(cfg, GOOD, None, evidence)
     assert not decision.promote
     assert [r.split(":")[0] for r in decision.reasons if r.startswith("FAIL")] == [f"FAIL {failed}"]
@@ -301,7 +303,7 @@ def test_gate_decides_parity_from_the_recorded_measurements(evidence, failed):
 def test_the_promotion_gate_widens_quantizes_bounds_as_quantize_did():
     """A version whose INT8 changed one of 185 val texts (0.54 points) passes the gate's
     quantize_parity as it passed quantize's own gate; two texts fail both."""
-    cfg = GateConfig(tolerance=0.0, min_macro_f1=0.0, max_latency_ms_p95_b1=10, max_size_mb=5)
+    cfg = shipped("promote", tolerance=0.0, min_macro_f1=0.0, max_latency_ms_p95_b1=10, max_size_mb=5)
     one = Evidence(1e-6, 1.0, 184 / 185, 0.0054, True, quantize_texts=185, quantize_one_text_f1=0.0054)
     assert _decide(cfg, GOOD, None, one).promote
     two = Evidence(1e-6, 1.0, 183 / 185, 0.0108, True, quantize_texts=185, quantize_one_text_f1=0.0054)
@@ -314,6 +316,6 @@ def test_the_promotion_gate_widens_quantizes_bounds_as_quantize_did():
 
 
 def test_a_file_that_was_never_quantized_has_no_int8_parity_to_fail():
-    cfg = GateConfig(tolerance=0.0, min_macro_f1=0.0, max_latency_ms_p95_b1=10, max_size_mb=5)
+    cfg = shipped("promote", tolerance=0.0, min_macro_f1=0.0, max_latency_ms_p95_b1=10, max_size_mb=5)
     fp32 = Evidence(1e-6, 1.0, None, None, True, quantized=False)
     assert _decide(cfg, GOOD, None, fp32).promote

@@ -16,24 +16,21 @@ from pydantic import ValidationError
 from scipy.special import softmax
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
-from components.classical.config import ClassicalConfig
 from components.classical.model import select
 from components.data.augment import units
 from components.deploy.parity import TorchClassifier
 from components.errors import KilnError
 from components.explain.attribution import Explanation, Word, to_words
 from components.explain.calibration import calibrate, ece, fit_temperature, reliability
-from components.explain.config import ExplainConfig
 from components.explain.faithfulness import aopc
 from components.explain.linear import LinearExplainer
 from components.explain.report import class_words, confusions, highlight, render, summarise
 from components.explain.terminal import colours, paint, to_json
 from components.explain.transformer import TransformerExplainer
 from components.text.classifier import MeanPoolClassifier
-from components.text.config import EncoderConfig
 from components.text.model import bert_config
-from components.text.tokenizer import SPECIAL_TOKENS, TokenizeConfig, normalizer
-from tests.conftest import ROOT
+from components.text.tokenizer import SPECIAL_TOKENS, normalizer
+from tests.conftest import ROOT, shipped
 
 MARKERS = {
     "business": ["shares", "profits", "bank"],
@@ -84,7 +81,7 @@ def whole_words(words: list[str]) -> Tokenizer:
     run, and the model trained on it with them."""
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + sorted(words))}
     tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    tokenizer.normalizer = normalizer(TokenizeConfig())
+    tokenizer.normalizer = normalizer(shipped("tokenize"))
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
@@ -102,7 +99,7 @@ def tiny(tmp_path_factory) -> tuple[MeanPoolClassifier, Path]:
     tokenizer.save(str(folder / "tokenizer.json"))
     torch.manual_seed(0)
     config = bert_config(
-        EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64, max_length=32, dropout=0.0),
+        shipped("encoder", layers=1, hidden=32, heads=2, intermediate=64, max_length=32, dropout=0.0),
         tokenizer.get_vocab_size(),
         tokenizer.token_to_id("[PAD]"),
         num_labels=len(LABELS),
@@ -252,7 +249,7 @@ def _linear(make, analyzer: str, labels: list[str] = LABELS):
     train, val = make(30, seed=0), make(10, seed=1)
     keep = [i for i, label in enumerate(train[1]) if label in labels]
     keep_val = [i for i, label in enumerate(val[1]) if label in labels]
-    cfg = ClassicalConfig(analyzers=[analyzer], word_ngrams=[(1, 2)], char_ngrams=[(1, 3)], c=[10.0], min_df=1)
+    cfg = shipped("classical", analyzers=[analyzer], word_ngrams=[(1, 2)], char_ngrams=[(1, 3)], c=[10.0], min_df=1)
     selection = select(
         [train[0][i] for i in keep],
         [train[1][i] for i in keep],
@@ -468,9 +465,9 @@ def test_terminal_colours_only_a_terminal_that_wants_them():
 
 
 def test_config_refuses_typos_and_stays_light():
-    assert ExplainConfig().aopc_k == 5
+    assert shipped("explain").aopc_k == 5
     with pytest.raises(ValidationError, match="n_step"):
-        ExplainConfig(n_step=8)
+        shipped("explain", n_step=8)
     code = (
         "import sys, components.explain.config; "
         "print(sorted({'torch', 'captum', 'sklearn', 'scipy', 'numpy'} & set(sys.modules)))"

@@ -17,7 +17,7 @@ from components.text.training import AtomicCheckpointIO, best_state, resume_poin
 from pipelines.core import dag, lock
 from pipelines.core.env import git_state
 from pipelines.core.io import atomic, user_error
-from pipelines.core.params import Params
+from pipelines.core.params import load
 from pipelines.core.records import Promotion
 from pipelines.run.flow import StageRow, footer
 from pipelines.stagekit.contract import StageContext, StageParams
@@ -35,7 +35,7 @@ def test_the_stage_that_makes_an_input_is_read_from_the_graph():
 
 
 def context(sections: tuple[str, ...], root: Path = ROOT) -> StageContext:
-    params = Params()
+    params = load(ROOT / "params.yaml")
     return StageContext(
         "evaluate",
         root,
@@ -52,7 +52,8 @@ def test_a_stage_reads_only_the_params_dvc_yaml_lists_for_it():
     assert ctx.params.paths.reports == "reports"  # interpolated into every stage's deps and outs
     with pytest.raises(KilnError, match="stage 'evaluate' reads params section 'finetune', which dvc.yaml"):
         _ = ctx.params.finetune
-    assert ctx.section_params() == {"evaluate": Params().evaluate.model_dump(mode="json"), "hardware.seed": 42}
+    shipped = load(ROOT / "params.yaml").evaluate.model_dump(mode="json")
+    assert ctx.section_params() == {"evaluate": shipped, "hardware.seed": 42}
 
 
 def test_a_missing_input_names_the_stage_that_makes_it(tmp_path):

@@ -7,10 +7,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from components.text.config import EncoderConfig, OptimConfig
 from components.text.data import MaskedLMData, windows
-from components.text.tokenizer import TokenizeConfig, train_tokenizer
-from tests.conftest import tiny_frame
+from components.text.tokenizer import train_tokenizer
+from tests.conftest import shipped, tiny_frame
 
 
 @pytest.fixture(scope="module")
@@ -18,18 +17,18 @@ def tokenizer(tmp_path_factory):
     from components.text.data import load_tokenizer
 
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
-    train_tokenizer(tiny_frame()["text"].tolist() * 3, TokenizeConfig(vocab_size=300)).save(str(path))
+    train_tokenizer(tiny_frame()["text"].tolist() * 3, shipped("tokenize", vocab_size=300)).save(str(path))
     return load_tokenizer(path, "test")
 
 
 def test_heads_must_divide_hidden():
     with pytest.raises(ValidationError, match=r"heads \(3\) must divide hidden \(32\)"):
-        EncoderConfig(hidden=32, heads=3)
+        shipped("encoder", hidden=32, heads=3)
 
 
 def test_negative_learning_rate_is_refused():
     with pytest.raises(ValidationError, match="lr"):
-        OptimConfig(lr=-1e-3)
+        shipped("finetune.optim", lr=-1e-3)
 
 
 def test_a_corrupt_tokenizer_file_is_named_with_what_to_rerun(tmp_path):
@@ -125,7 +124,7 @@ def test_the_final_score_reads_val_predictions_off_its_own_pass(tokenizer):
         {"val": val, "test": frame.iloc[1::2]}, {n: i for i, n in enumerate(names)}, tokenizer, 16, 8, 0, val_texts=10
     )
     model = _bert(len(tokenizer), 16, 1, 32, len(names))
-    module = Classifier(model, OptimConfig(), {}, len(names))
+    module = Classifier(model, shipped("finetune.optim"), {}, len(names))
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
     scored = score(trainer, module, data)
     # The whole split in its order (not the check's sample), as a second pass would predict it.
@@ -172,7 +171,9 @@ def test_masked_only_loss_equals_the_full_loss():
 
     torch.manual_seed(0)
     model = BertForMaskedLM(
-        bert_config(EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64, max_length=16, dropout=0.0), 100, 0)
+        bert_config(
+            shipped("encoder", layers=1, hidden=32, heads=2, intermediate=64, max_length=16, dropout=0.0), 100, 0
+        )
     ).eval()
     ids = torch.randint(5, 100, (4, 16))
     labels = torch.where(torch.rand(4, 16) < 0.3, ids, torch.full_like(ids, -100))
@@ -195,7 +196,9 @@ def test_unigram_bias_starts_the_head_at_the_token_frequencies():
     assert bias.argmax().item() == 5 and abs(bias.mean().item()) < 1e-5
     torch.manual_seed(0)
     model = BertForMaskedLM(
-        bert_config(EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64, max_length=32, dropout=0.0), 100, 0)
+        bert_config(
+            shipped("encoder", layers=1, hidden=32, heads=2, intermediate=64, max_length=32, dropout=0.0), 100, 0
+        )
     ).eval()
     labels = torch.where(torch.rand(64, 32, generator=g) < 0.15, stream, torch.full_like(stream, -100))
     batch = {"input_ids": stream, "attention_mask": torch.ones_like(stream), "labels": labels}
@@ -223,23 +226,21 @@ def test_unigram_perplexity_scores_masked_tokens_by_train_frequency():
 
 def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_bf16(monkeypatch):
     from components.text import training
-    from components.text.config import HardwareConfig
 
     monkeypatch.setattr(training.torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(training, "_cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
-    assert training.precision(HardwareConfig()) == "bf16-mixed"
-    assert training.precision(HardwareConfig(precision="32-true")) == "32-true"  # a set precision wins
+    assert training.precision(shipped("hardware")) == "bf16-mixed"
+    assert training.precision(shipped("hardware", precision="32-true")) == "32-true"  # a set precision wins
     monkeypatch.setattr(training, "_cpu_flags", lambda: {"avx2", "avx512f"})  # emulated bf16 is slower
-    assert training.precision(HardwareConfig()) == "32-true"
+    assert training.precision(shipped("hardware")) == "32-true"
     monkeypatch.setattr(training, "_cpu_flags", lambda: {"amx_bf16"})
-    assert training.precision(HardwareConfig()) == "bf16-mixed"
+    assert training.precision(shipped("hardware")) == "bf16-mixed"
 
 
 def test_a_pretrained_teacher_gets_its_own_loop_and_small_data_enough_steps():
-    from components.text.config import FinetuneConfig, LoopConfig
     from components.text.training import budgeted
 
-    cfg = FinetuneConfig()
+    cfg = shipped("finetune")
     loop, optim = cfg.pretrained()
     assert (loop.max_epochs, loop.min_steps, loop.batch_size, optim.lr) == (1, 100, 16, 1e-4)
     assert budgeted(loop, 1734).max_epochs == 1  # BBC's train split: one epoch is 109 steps of 16
@@ -247,17 +248,16 @@ def test_a_pretrained_teacher_gets_its_own_loop_and_small_data_enough_steps():
     assert budgeted(loop, 10).max_epochs == 100  # one step an epoch
     assert cfg.loop.max_epochs == 2 and cfg.optim.lr == 1e-3  # an encoder trained here keeps its own
     assert budgeted(cfg.loop, 173).max_epochs == 17  # 6 steps of 32 an epoch: 2 epochs would be 12 steps
-    capped = LoopConfig(max_epochs=2, min_steps=100, max_steps=50)
+    capped = cfg.loop.model_copy(update={"max_steps": 50})
     assert budgeted(capped, 173).max_steps == 50  # max_steps still ends it
-    assert budgeted(LoopConfig(max_epochs=2), 173).max_epochs == 2  # min_steps 0: epochs as given
+    assert budgeted(cfg.loop.model_copy(update={"min_steps": 0}), 173).max_epochs == 2  # epochs as given
 
 
 def test_a_frozen_pretrained_teacher_trains_only_its_upper_layers_and_head():
     from components.text.classifier import MeanPoolClassifier, frozen
-    from components.text.config import EncoderConfig
     from components.text.model import bert_config
 
-    config = bert_config(EncoderConfig(layers=4, hidden=32, heads=2, intermediate=64, max_length=16), 50, 0)
+    config = bert_config(shipped("encoder", layers=4, hidden=32, heads=2, intermediate=64, max_length=16), 50, 0)
     config.num_labels = 3
     model = MeanPoolClassifier(config)
     frozen(model, 3)
@@ -273,14 +273,14 @@ def test_a_frozen_pretrained_teacher_trains_only_its_upper_layers_and_head():
 
 
 def test_steps_grow_as_a_power_of_the_rows_beyond_full_epochs_rows():
-    from components.text.config import LoopConfig
     from components.text.training import budgeted
 
-    loop = LoopConfig(max_epochs=2, batch_size=32, full_epochs_rows=4000)
+    # prune's loop: no step limit, no min_steps, validation at each epoch's end.
+    loop = shipped("prune.loop", max_epochs=2, batch_size=32, full_epochs_rows=4000, steps_growth=0.33)
     assert budgeted(loop, 4000) == loop  # up to the bound: every epoch, as configured
     full = 2 * 125  # two epochs of 4,000 rows
     ten, hundred = budgeted(loop, 40_000), budgeted(loop, 400_000)
-    assert ten.max_steps == pytest.approx(full * 10**0.33, abs=1)  # the default growth: about a cube root
+    assert ten.max_steps == pytest.approx(full * 10**0.33, abs=1)  # growth 0.33: about a cube root
     assert hundred.max_steps == pytest.approx(full * 100**0.33, abs=1)  # not 100 times
     assert ten.val_every_steps == pytest.approx(ten.max_steps / 2, abs=1)  # as many checks as epochs
     root = loop.model_copy(update={"steps_growth": 0.5})
@@ -298,7 +298,6 @@ def test_a_fit_stops_at_its_wall_clock_budget(tmp_path):
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
-    from components.text.config import HardwareConfig, LoopConfig
     from components.text.training import build_trainer
 
     class Line(L.LightningModule):
@@ -314,8 +313,16 @@ def test_a_fit_stops_at_its_wall_clock_budget(tmp_path):
             return torch.optim.SGD(self.parameters(), lr=0.01)
 
     data = DataLoader(TensorDataset(torch.randn(64, 4), torch.randn(64, 1)), batch_size=8)
-    loop = LoopConfig(max_epochs=10**6, max_steps=10**7, checkpoint_every=10**6, log_every=10**6, max_minutes=0.02)
-    trainer = build_trainer("budget", HardwareConfig(accelerator="cpu", devices=1), loop, tmp_path, [])
+    loop = shipped(
+        "pretrain.loop",
+        max_epochs=10**6,
+        max_steps=10**7,
+        val_every_steps=None,
+        checkpoint_every=10**6,
+        log_every=10**6,
+        max_minutes=0.02,
+    )
+    trainer = build_trainer("budget", shipped("hardware", accelerator="cpu", devices=1), loop, tmp_path, [])
     trainer.fit(Line(), train_dataloaders=data)
     assert 0 < trainer.global_step < 10**7  # stopped by the clock after ~1 s, not by the steps
 
@@ -379,7 +386,7 @@ def test_a_student_learns_from_a_teacher_with_another_vocabulary(tokenizer, tmp_
 
     teacher, student = _bert(len(vocab), 32, 2, labels=len(labels)), _bert(len(tokenizer), 16, 1, labels=len(labels))
     kd = KdLoss(alpha=0.5, temperature=2.0, hidden_weight=1.0)
-    module = Distiller(student.train(), teacher, kd, OptimConfig(), {}, num_labels=len(labels))
+    module = Distiller(student.train(), teacher, kd, shipped("distill.optim"), {}, num_labels=len(labels))
     loss = module.training_step(batch, 0)
     loss.backward()
     assert torch.isfinite(loss)
@@ -424,7 +431,6 @@ def test_a_stopped_fit_raises_keyboardinterrupt_not_lightnings_exit(tmp_path):
     from lightning.pytorch.loggers import Logger
     from torch.utils.data import DataLoader, TensorDataset
 
-    from components.text.config import HardwareConfig, LoopConfig
     from components.text.training import build_trainer
 
     class Stopped(L.LightningModule):
@@ -455,8 +461,10 @@ def test_a_stopped_fit_raises_keyboardinterrupt_not_lightnings_exit(tmp_path):
             raise sqlite3.OperationalError("database is locked")
 
     data = DataLoader(TensorDataset(torch.randn(64, 4)), batch_size=8)
-    loop = LoopConfig(max_epochs=1, checkpoint_every=10**6, log_every=10**6)
-    hardware = HardwareConfig(accelerator="cpu", devices=1)
+    loop = shipped(
+        "pretrain.loop", max_epochs=1, max_steps=-1, val_every_steps=None, checkpoint_every=10**6, log_every=10**6
+    )
+    hardware = shipped("hardware", accelerator="cpu", devices=1)
     for extra in ([], [LockedStore()]):
         trainer = build_trainer("stop", hardware, loop, tmp_path, extra)
         with pytest.raises(KeyboardInterrupt, match="terminated"):
@@ -520,7 +528,7 @@ def test_an_inherited_student_is_every_other_teacher_layer_reading_a_cut_vocabul
     from components.text.tokenizer import cut_vocabulary, used_tokens
 
     frame = tiny_frame()
-    tokenizer = train_tokenizer(frame["text"], TokenizeConfig(vocab_size=300, min_frequency=1))
+    tokenizer = train_tokenizer(frame["text"], shipped("tokenize", vocab_size=300, min_frequency=1))
     train = frame["text"].iloc[::3].tolist()
     keep = used_tokens(tokenizer, train)
     config = BertConfig(

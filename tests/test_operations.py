@@ -12,7 +12,7 @@ import postgres
 import psycopg2
 import pytest
 import requests
-from conftest import BIN, clean_env, copy_repo, drifted_batch, good_batch, incoming_repo, kiln
+from conftest import BIN, clean_env, copy_repo, drifted_batch, good_batch, incoming_repo, kiln, shipped
 from sqlalchemy.engine import make_url
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -279,19 +279,18 @@ def test_the_search_study_lives_on_postgres_beside_mlflow(database, monkeypatch,
     attempt starts."""
     import optuna
 
-    from components.search.config import SearchConfig
     from pipelines.search.study import Study, storage_url
 
     monkeypatch.setenv("KILN_DB_URL", database)
     url = storage_url(tmp_path, "auto")
     name = make_url(database).database + "_search"
     assert make_url(url).database == name
-    first = Study("kiln-search-test", url, SearchConfig())
+    first = Study("kiln-search-test", url, shipped("search"))
     assert first.name == "kiln-search-test-1"
     first.study.tell(first.study.ask(), [0.9, 1.5, 2.0])
-    again = Study("kiln-search-test", url, SearchConfig())
+    again = Study("kiln-search-test", url, shipped("search"))
     assert again.name == "kiln-search-test-1" and again.finished() == 1
     again.end()
-    assert Study("kiln-search-test", url, SearchConfig()).name == "kiln-search-test-2"
+    assert Study("kiln-search-test", url, shipped("search")).name == "kiln-search-test-2"
     assert optuna.load_study(study_name="kiln-search-test-1", storage=url).trials[0].values == [0.9, 1.5, 2.0]
     assert query(database, "SELECT count(*) FROM studies", name) == [(2,)]

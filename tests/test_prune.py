@@ -5,15 +5,15 @@ import copy
 import torch
 
 from components.text.classifier import MeanPoolClassifier
-from components.text.config import EncoderConfig
 from components.text.model import bert_config, count_parameters
 from components.text.prune import ffn_importance, head_importance, keep_heads, keep_neurons, prune
+from tests.conftest import shipped
 
 
 def model() -> MeanPoolClassifier:
     torch.manual_seed(0)
     config = bert_config(
-        EncoderConfig(layers=2, hidden=32, heads=4, intermediate=64, max_length=16, dropout=0.0),
+        shipped("encoder", layers=2, hidden=32, heads=4, intermediate=64, max_length=16, dropout=0.0),
         vocab_size=50,
         pad_token_id=0,
         num_labels=3,

@@ -3,6 +3,7 @@ code, the promotion gate, rollback, the history, a concurrent alias move, and se
 the champion over HTTP with `mlflow models serve`."""
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,14 +15,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, QuantizeConfig
 from components.deploy.metadata import read_metadata, stamp
 from components.deploy.runtime import OnnxClassifier
 from components.errors import KilnError
 from pipelines.registry import gating, models, promotion
 from pipelines.registry.gating import Bounds
 from pipelines.tracking import runs
-from tests.conftest import LABELS, TEXTS, clean_env, tiny_onnx
+from tests.conftest import LABELS, ROOT, TEXTS, clean_env, shipped, tiny_onnx
 
 NAME = "kiln-test"
 TAGS = {
@@ -31,9 +31,9 @@ TAGS = {
     "gate.quantize_f1_drop": "0.0",
     "data.validation": "passed",
 }
-FAST = EvaluateConfig(latency_texts=10, batches=2, rounds=1, warmup=1)
-GATE = GateConfig(tolerance=0.0, min_macro_f1=0.0, max_latency_ms_p95_b1=1000, max_size_mb=10)
-BOUNDS = Bounds(GATE, FAST, ExportConfig(), QuantizeConfig(), floor=0.0, floor_source="test")
+FAST = shipped("evaluate", latency_texts=10, batches=2, rounds=1, warmup=1)
+GATE = shipped("promote", tolerance=0.0, min_macro_f1=0.0, max_latency_ms_p95_b1=1000, max_size_mb=10)
+BOUNDS = Bounds(GATE, FAST, shipped("export"), shipped("quantize"), floor=0.0, floor_source="test")
 
 
 @pytest.fixture
@@ -267,7 +267,7 @@ def test_a_registered_version_edited_to_hold_a_pickle_is_never_unpickled(store):
     repo = store / "repo"  # the smallest Kiln repository: the command needs one to start
     repo.mkdir()
     (repo / "dvc.yaml").write_text("stages: {}\n")
-    (repo / "params.yaml").write_text("{}\n")
+    shutil.copy(ROOT / "params.yaml", repo / "params.yaml")
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}")
     served = subprocess.run(
         [
@@ -328,7 +328,7 @@ def test_a_version_that_loads_its_own_code_is_refused_everywhere(store):
     repo = store / "repo"
     repo.mkdir()
     (repo / "dvc.yaml").write_text("stages: {}\n")
-    (repo / "params.yaml").write_text("{}\n")
+    shutil.copy(ROOT / "params.yaml", repo / "params.yaml")
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}")
     uri = f"models:/{NAME}/{number}"
     commands = {

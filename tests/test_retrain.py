@@ -5,19 +5,27 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import LABELS, copy_repo, drifted_batch, good_batch, incoming_repo, kiln, set_params, tiny_frame
+from conftest import (
+    LABELS,
+    copy_repo,
+    drifted_batch,
+    good_batch,
+    incoming_repo,
+    kiln,
+    set_params,
+    shipped,
+    tiny_frame,
+)
 from tokenizers import Tokenizer
 
 from components.data.batches import check
-from components.data.drift import DriftConfig, drift, profile, psi
-from components.data.sources import FileSourceConfig
-from components.data.validation import ValidateConfig
-from components.text.tokenizer import TokenizeConfig, train_tokenizer
+from components.data.drift import drift, profile, psi
+from components.text.tokenizer import train_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Tokenizer:
-    return train_tokenizer(tiny_frame()["text"], TokenizeConfig(vocab_size=300, min_frequency=1))
+    return train_tokenizer(tiny_frame()["text"], shipped("tokenize", vocab_size=300, min_frequency=1))
 
 
 def dataset() -> pd.DataFrame:
@@ -37,8 +45,8 @@ def test_psi_is_zero_for_equal_shares_and_grows_with_shift():
 
 def test_drift_passes_a_batch_like_the_training_data_and_flags_a_shifted_one(tokenizer):
     reference = profile(tiny_frame(), tokenizer)
-    assert not drift(reference, good_batch(), tokenizer, DriftConfig()).failed
-    failed = {c.name for c in drift(reference, drifted_batch(), tokenizer, DriftConfig()).failed}
+    assert not drift(reference, good_batch(), tokenizer, shipped("retrain.drift")).failed
+    failed = {c.name for c in drift(reference, drifted_batch(), tokenizer, shipped("retrain.drift")).failed}
     assert failed == {"labels", "length", "vocabulary"}
 
 
@@ -49,7 +57,9 @@ def _check(tmp_path: Path, name: str, content: str | pd.DataFrame, tokenizer=Non
     else:
         path.write_text(content)
     reference = profile(tiny_frame(), tokenizer) if tokenizer else None
-    return check(path, dataset(), FileSourceConfig(), ValidateConfig(), reference, tokenizer, DriftConfig())
+    return check(
+        path, dataset(), shipped("ingest.file"), shipped("validate"), reference, tokenizer, shipped("retrain.drift")
+    )
 
 
 def test_batch_with_an_unknown_label_is_refused_naming_it(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from components.errors import KilnError
-from tests.conftest import BIN, SHARED_PREFECT, clean_env, kiln, set_params
+from tests.conftest import BIN, SHARED_PREFECT, clean_env, kiln, set_params, shipped, shipped_params
 
 # --- fast tier: pure functions, no subprocesses ---------------------------------------
 
@@ -47,9 +47,7 @@ def test_pareto_keeps_the_points_no_other_dominates():
 
 
 def _config(**values):
-    from components.search.config import SearchConfig
-
-    return SearchConfig.model_validate({"enabled": True, **values})
+    return shipped("search", enabled=True, **values)
 
 
 def test_suggest_returns_the_family_and_its_knobs():
@@ -76,7 +74,12 @@ def test_suggest_returns_the_family_and_its_knobs():
     # constant, not a suggestion: FixedTrial would raise on a name it was not given.
     only = _config(
         families=["classical"],
-        space={"classical": {"c": {"low": 2.0, "high": 2.0}, "max_features": {"low": 100, "high": 900}}},
+        space={
+            "classical": {
+                "c": {"low": 2.0, "high": 2.0, "log": False},
+                "max_features": {"low": 100, "high": 900, "log": False},
+            }
+        },
     )
     assert suggest(FixedTrial({"analyzer": "word", "max_features": 300}), only) == (
         "classical",
@@ -125,7 +128,7 @@ def test_bad_search_params_are_named(search, message):
     from pipelines.core.params import parse
 
     with pytest.raises(KilnError, match=message):
-        parse({"search": search}, "params.yaml")
+        parse(shipped_params(search=search), "params.yaml")
 
 
 def test_a_study_that_did_not_end_is_resumed_and_its_cut_trials_asked_again(tmp_path):

@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from components.deploy.config import GateConfig
 from components.deploy.selection import Measured, choose, learned
 from components.errors import KilnError
 from pipelines.core.records import Candidate, Selection
 from pipelines.registry.gating import floor
+from tests.conftest import shipped
 
 TRUTH = [i % 4 for i in range(200)]
 
@@ -105,7 +105,10 @@ def test_a_classical_model_is_held_to_the_best_transformer_not_to_itself(tmp_pat
             }
         )
     )
-    assert floor(GateConfig(), evaluation) == (0.85, f"baseline: lower end of onnx_teacher's 95 % interval; {why}")
+    assert floor(shipped("promote"), evaluation) == (
+        0.85,
+        f"baseline: lower end of onnx_teacher's 95 % interval; {why}",
+    )
 
 
 NAMES = ["a", "b", "c", "d"]

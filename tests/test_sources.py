@@ -13,9 +13,6 @@ from pydantic import ValidationError
 from components.data import sources
 from components.data.schema import COLUMNS
 from components.data.sources import (
-    FileSourceConfig,
-    IncomingSourceConfig,
-    IngestConfig,
     append_new,
     batch_files,
     ingest,
@@ -24,7 +21,7 @@ from components.data.sources import (
     read_files,
 )
 from components.errors import KilnError
-from tests.conftest import good_batch, tiny_frame
+from tests.conftest import good_batch, shipped, tiny_frame
 
 
 def test_bbc_corpus():
@@ -48,7 +45,7 @@ def test_each_format(tmp_path, suffix):
         data.to_parquet(path)
     else:
         path.write_text("\n".join(json.dumps(r) for r in data.to_dict("records")))
-    frame = read_file(path, FileSourceConfig(), "file")
+    frame = read_file(path, shipped("ingest.file"), "file")
     assert list(frame.columns) == list(COLUMNS)
     assert frame["text"].tolist() == data["text"].tolist()
     assert frame["id"].iloc[0] == f"data{suffix}:2"
@@ -57,7 +54,7 @@ def test_each_format(tmp_path, suffix):
 def test_configured_columns(tmp_path):
     path = tmp_path / "d.csv"
     pd.DataFrame({"uid": ["a", "b"], "body": ["one text here", "two"], "topic": ["x", "y"]}).to_csv(path, index=False)
-    cfg = FileSourceConfig(text_column="body", label_column="topic", id_column="uid")
+    cfg = shipped("ingest.file", text_column="body", label_column="topic", id_column="uid")
     frame = read_file(path, cfg, "file")
     assert frame["id"].tolist() == ["a", "b"] and frame["label"].tolist() == ["x", "y"]
 
@@ -111,11 +108,11 @@ def test_bad_file_names_file_and_problem(tmp_path, case):
     name, data, message = BAD[case]
     path = write(tmp_path, name, data)
     with pytest.raises(KilnError, match=message):
-        read_file(path, FileSourceConfig(), "file")
+        read_file(path, shipped("ingest.file"), "file")
 
 
 def test_no_file_matches(tmp_path):
-    cfg = IngestConfig(source="file", file=FileSourceConfig(path="data/external/*.csv"))
+    cfg = shipped("ingest", source="file", file={"path": "data/external/*.csv"})
     with pytest.raises(KilnError, match=r"no file matches 'data/external/\*\.csv'"):
         ingest(cfg, tmp_path)
 
@@ -130,7 +127,7 @@ def test_incoming_appends_new_rows_once(tmp_path):
         {"text": [base["text"][0].upper(), "A brand new story about markets"], "label": ["business", "business"]}
     )
     batch.to_csv(incoming / "batch1.csv", index=False)
-    cfg = IngestConfig(source="incoming", incoming={"base": "file"})
+    cfg = shipped("ingest", source="incoming", incoming={"base": "file"})
     frame = ingest(cfg, tmp_path)
     # The re-cased copy of a known text is a duplicate; only the new story is added.
     assert len(frame) == len(base) + 1
@@ -155,7 +152,7 @@ def test_repeated_parquet_column_is_refused(tmp_path):
     )
     pq.write_table(table, path)
     with pytest.raises(KilnError, match=r"r\.parquet: Parquet schema: column 'text' appears 2 times \(fields 1, 3\)"):
-        read_file(path, FileSourceConfig(), "file")
+        read_file(path, shipped("ingest.file"), "file")
 
 
 def test_numbers_in_the_text_column_of_jsonl_name_the_line_and_column(tmp_path):
@@ -163,10 +160,10 @@ def test_numbers_in_the_text_column_of_jsonl_name_the_line_and_column(tmp_path):
     data = b'{"text": "a story", "label": "tech"}\n\n{"text": 42, "label": "tech"}\n{"text": [1], "label": "tech"}\n'
     path = write(tmp_path, "n.jsonl", data)
     with pytest.raises(KilnError, match=r"n\.jsonl: line 3: column 'text' holds int 42, not text \(1 more such row\)$"):
-        read_file(path, FileSourceConfig(), "file")
+        read_file(path, shipped("ingest.file"), "file")
     data = b'{"id": "r1", "body": "fine", "topic": "x"}\n{"id": "r2", "body": 3.5, "topic": "x"}\n'
     path = write(tmp_path, "i.jsonl", data)
-    cfg = FileSourceConfig(text_column="body", label_column="topic", id_column="id")
+    cfg = shipped("ingest.file", text_column="body", label_column="topic", id_column="id")
     with pytest.raises(KilnError, match=r"i\.jsonl: line 2 \(id r2\): column 'body' holds float 3\.5, not text$"):
         read_file(path, cfg, "file")
 
@@ -176,30 +173,30 @@ def test_a_text_column_of_another_type_in_parquet_names_the_row(tmp_path):
     pd.DataFrame({"text": [7, 8, 9], "label": ["a", "b", "c"]}).to_parquet(path)
     message = r"n\.parquet: row 1: column 'text' holds int64 7, not text \(2 more such rows\)"
     with pytest.raises(KilnError, match=message):
-        read_file(path, FileSourceConfig(), "file")
+        read_file(path, shipped("ingest.file"), "file")
 
 
 def test_digits_in_csv_and_missing_texts_are_not_refused(tmp_path):
     # CSV has no types: "42" is a text. A missing text is validation's to quarantine.
     path = write(tmp_path, "d.csv", b"text,label\n42,tech\n,tech\n")
-    assert read_file(path, FileSourceConfig(), "file")["text"].iloc[0] == "42"
+    assert read_file(path, shipped("ingest.file"), "file")["text"].iloc[0] == "42"
     path = write(tmp_path, "m.jsonl", b'{"text": null, "label": "tech"}\n{"text": "ok", "label": "tech"}\n')
-    assert read_file(path, FileSourceConfig(), "file")["text"].tolist()[1:] == ["ok"]
+    assert read_file(path, shipped("ingest.file"), "file")["text"].tolist()[1:] == ["ok"]
 
 
 @pytest.mark.parametrize("pattern", ["/etc/passwd", "../outside.csv", "data/../../outside.csv"])
 def test_paths_that_leave_the_repository_are_refused(tmp_path, pattern):
     with pytest.raises(ValidationError, match=r"ingest\.file\.path '.*' must be relative to the repository"):
-        FileSourceConfig(path=pattern)
+        shipped("ingest.file", path=pattern)
     # The readers refuse it too, whoever built the pattern.
     with pytest.raises(KilnError, match=r"ingest: ingest\.file\.path '.*' must be relative .* under .*data"):
-        read_files(pattern, FileSourceConfig(), tmp_path, "file")
+        read_files(pattern, shipped("ingest.file"), tmp_path, "file")
 
 
 @pytest.mark.parametrize("key", ["dir", "processed_dir", "quarantine_dir"])
 def test_incoming_folders_must_stay_in_the_repository(key):
     with pytest.raises(ValidationError, match=rf"ingest\.incoming\.{key} '/srv/batches' must be relative"):
-        IncomingSourceConfig(**{key: "/srv/batches"})
+        shipped("ingest.incoming", **{key: "/srv/batches"})
 
 
 def repo_with_outside_file(tmp_path):
@@ -219,7 +216,7 @@ def test_symlink_out_of_the_data_folder_is_refused(tmp_path):
         match=r"ingest: ingest\.file\.path: .*mine\.csv is a link to .*secret\.csv, "
         r"outside the folders ingest may read \(.*data\)",
     ):
-        ingest(IngestConfig(source="file", file={"path": "data/external/*.csv"}), root)
+        ingest(shipped("ingest", source="file", file={"path": "data/external/*.csv"}), root)
 
 
 def test_batch_linking_out_of_the_allowed_folders_is_refused(tmp_path):
@@ -227,7 +224,7 @@ def test_batch_linking_out_of_the_allowed_folders_is_refused(tmp_path):
     tiny_frame(2).to_csv(root / "data/external/base.csv", index=False)
     (root / "data/incoming").mkdir()
     (root / "data/incoming/batch.csv").symlink_to(outside)
-    cfg = IngestConfig(source="incoming", incoming={"base": "file"})
+    cfg = shipped("ingest", source="incoming", incoming={"base": "file"})
     with pytest.raises(KilnError, match=r"ingest: ingest\.incoming\.dir: .*batch\.csv is a link to .*secret\.csv"):
         ingest(cfg, root)
 
@@ -235,7 +232,7 @@ def test_batch_linking_out_of_the_allowed_folders_is_refused(tmp_path):
 def test_only_the_allowed_folders_are_read(tmp_path):
     (tmp_path / "data/external").mkdir(parents=True)
     tiny_frame(2).to_csv(tmp_path / "data/external/mine.csv", index=False)
-    cfg = IngestConfig(source="file", file={"path": "data/external/mine.csv"})
+    cfg = shipped("ingest", source="file", file={"path": "data/external/mine.csv"})
     assert len(ingest(cfg, tmp_path, allowed=[Path("data/external")])) == 10
     with pytest.raises(KilnError, match=r"mine\.csv is outside the folders ingest may read \(.*data/incoming\)"):
         ingest(cfg, tmp_path, allowed=[tmp_path / "data/incoming"])
@@ -273,7 +270,7 @@ def repo_with_linked_folder(tmp_path, folder: str):
 def test_a_data_folder_linked_out_of_the_repository_is_refused(tmp_path, monkeypatch, folder, allowed, source):
     root, real_root, outside = repo_with_linked_folder(tmp_path, folder)
     monkeypatch.setattr(sources, "read_file", lambda path, *_: pytest.fail(f"{path} was read"))
-    cfg = IngestConfig(source=source, incoming={"base": "file"}, file={"path": "data/external/*.csv"})
+    cfg = shipped("ingest", source=source, incoming={"base": "file"}, file={"path": "data/external/*.csv"})
     with pytest.raises(KilnError) as refused:
         ingest(cfg, root, allowed=allowed)
     assert str(refused.value) == (
@@ -297,7 +294,7 @@ def test_plain_data_folders_and_links_within_the_repository_are_read(tmp_path):
     (root / "shared").mkdir()
     good_batch(rows_per_label=2).to_csv(root / "shared/batch.csv", index=False)
     (root / "data/incoming").symlink_to(root / "shared", target_is_directory=True)
-    cfg = IngestConfig(source="incoming", incoming={"base": "file"}, file={"path": "data/external/*.csv"})
+    cfg = shipped("ingest", source="incoming", incoming={"base": "file"}, file={"path": "data/external/*.csv"})
     assert len(ingest(cfg, root, allowed=STAGE_FOLDERS)) == 20
     # A repository reached through a link is the same repository.
     (tmp_path / "link").symlink_to(root, target_is_directory=True)
@@ -305,23 +302,23 @@ def test_plain_data_folders_and_links_within_the_repository_are_read(tmp_path):
 
 
 def test_unlabeled_texts_are_read_from_every_format_and_refused_in_one_line(tmp_path):
-    from components.data.sources import UnlabeledConfig, read_unlabeled
+    from components.data.sources import read_unlabeled
 
     folder = tmp_path / "data/unlabeled"
     folder.mkdir(parents=True)
     allowed = [folder]
     (folder / ".gitkeep").touch()
-    assert read_unlabeled(UnlabeledConfig(), tmp_path, allowed).empty  # none yet: no rows, no error
+    assert read_unlabeled(shipped("unlabeled"), tmp_path, allowed).empty  # none yet: no rows, no error
     pd.DataFrame({"body": ["one text", "two texts"]}).to_csv(folder / "a.csv", index=False)
     (folder / "b.jsonl").write_text(json.dumps({"body": "three"}) + "\n")
     pd.DataFrame({"body": ["four"]}).to_parquet(folder / "c.parquet")
-    read = read_unlabeled(UnlabeledConfig(text_column="body"), tmp_path, allowed)
+    read = read_unlabeled(shipped("unlabeled", text_column="body"), tmp_path, allowed)
     assert read.to_dict("list") == {
         "id": ["a.csv:2", "a.csv:3", "b.jsonl:2", "c.parquet:2"],
         "text": ["one text", "two texts", "three", "four"],
     }
     with pytest.raises(KilnError, match=r"^unlabeled: .*a\.csv: no text column 'text' .*set unlabeled\.text_column$"):
-        read_unlabeled(UnlabeledConfig(), tmp_path, allowed)
+        read_unlabeled(shipped("unlabeled"), tmp_path, allowed)
     (folder / "b.jsonl").write_text(json.dumps({"body": "three"}) + "\n" + json.dumps({"body": 42}) + "\n")
     with pytest.raises(KilnError, match=r"^unlabeled: .*b\.jsonl: line 2: column 'body' holds int 42, not text$"):
-        read_unlabeled(UnlabeledConfig(text_column="body"), tmp_path, allowed)
+        read_unlabeled(shipped("unlabeled", text_column="body"), tmp_path, allowed)

@@ -2,11 +2,12 @@ import pandas as pd
 
 from components.data.schema import normalise
 from components.data.sources import read_bbc
-from components.data.split import SplitConfig, split, split_report
+from components.data.split import split, split_report
+from tests.conftest import shipped
 
 
 def test_bbc_split_has_no_text_in_two_splits():
-    result = split(read_bbc(), SplitConfig())
+    result = split(read_bbc(), shipped("split"))
     seen: dict[str, str] = {}
     for name, frame in result.frames().items():
         for text in frame["text"]:
@@ -17,7 +18,7 @@ def test_bbc_split_has_no_text_in_two_splits():
 
 
 def test_split_is_stratified_and_sized():
-    report = split_report(split(read_bbc(), SplitConfig()))
+    report = split_report(split(read_bbc(), shipped("split")))
     for name, expected in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
         assert abs(report[name]["share"] - expected) < 0.03
     totals = pd.DataFrame({n: report[n]["classes"] for n in ("train", "val", "test")})
@@ -27,8 +28,8 @@ def test_split_is_stratified_and_sized():
 
 def test_old_texts_keep_their_split_when_data_arrives():
     bbc = read_bbc()
-    old = split(bbc.iloc[:1500], SplitConfig())
-    new = split(bbc, SplitConfig())
+    old = split(bbc.iloc[:1500], shipped("split"))
+    new = split(bbc, shipped("split"))
     for name in ("train", "val", "test"):
         assert set(old.frames()[name]["id"]) <= set(new.frames()[name]["id"]), name
 
@@ -37,15 +38,15 @@ def test_conflicting_labels_are_dropped():
     frame = pd.DataFrame(
         {"id": ["a", "b", "c"], "text": ["Same text", "same  TEXT", "other"], "label": ["x", "y", "x"], "source": "t"}
     )
-    result = split(frame, SplitConfig())
+    result = split(frame, shipped("split"))
     assert result.conflicts_dropped == 2
     assert sum(len(f) for f in result.frames().values()) == 1
 
 
 def test_salt_reshuffles():
     bbc = read_bbc()
-    a = split(bbc, SplitConfig()).test["id"]
-    b = split(bbc, SplitConfig(salt="other")).test["id"]
+    a = split(bbc, shipped("split")).test["id"]
+    b = split(bbc, shipped("split", salt="other")).test["id"]
     assert set(a) != set(b)
 
 

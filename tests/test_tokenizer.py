@@ -6,7 +6,6 @@ from components.data.sources import read_bbc
 from components.errors import KilnError
 from components.text.tokenizer import (
     SPECIAL_TOKENS,
-    TokenizeConfig,
     choose_max_length,
     coverage,
     cut_vocabulary,
@@ -16,7 +15,7 @@ from components.text.tokenizer import (
     used_tokens,
     vocabulary_fit,
 )
-from tests.conftest import kiln, set_params, tiny_frame
+from tests.conftest import kiln, set_params, shipped, tiny_frame
 
 # Kana whose voicing marks BERT's accent stripping removed (ヤバイ -> ヤハイ), Russian ё,
 # Latin accents, Han, Thai and Devanagari vowel signs, full- and half-width forms.
@@ -33,8 +32,8 @@ MIXED = [
 
 def test_tokenizer_is_bert_style_and_reproducible():
     texts = read_bbc()["text"].tolist()[::4]
-    a = train_tokenizer(texts, TokenizeConfig(vocab_size=2000))
-    b = train_tokenizer(list(texts), TokenizeConfig(vocab_size=2000))
+    a = train_tokenizer(texts, shipped("tokenize", vocab_size=2000))
+    b = train_tokenizer(list(texts), shipped("tokenize", vocab_size=2000))
     assert a.to_str() == b.to_str()
     assert [a.token_to_id(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
     tokens = a.encode("Story about tech").tokens
@@ -43,7 +42,7 @@ def test_tokenizer_is_bert_style_and_reproducible():
 
 
 def test_normalisation_keeps_kana_cyrillic_and_accents_by_default():
-    norm = normalizer(TokenizeConfig())
+    norm = normalizer(shipped("tokenize"))
     assert norm.normalize_str("ヤバイ") == "ヤバイ"
     assert norm.normalize_str("どうもです") == "どうもです"
     assert norm.normalize_str("Ёлка") == "ёлка"
@@ -52,11 +51,11 @@ def test_normalisation_keeps_kana_cyrillic_and_accents_by_default():
     assert norm.normalize_str("ＡＢＣ１２３ ｶﾞ") == "abc123 ガ"
     # BERT's handling of Han kept: each ideograph is a word of its own.
     assert norm.normalize_str("中文") == " 中  文 "
-    assert normalizer(TokenizeConfig(lowercase=False)).normalize_str("Café Ёлка") == "Café Ёлка"
+    assert normalizer(shipped("tokenize", lowercase=False)).normalize_str("Café Ёлка") == "Café Ёлка"
 
 
 def test_accents_are_stripped_on_request_from_latin_greek_and_cyrillic_only():
-    norm = normalizer(TokenizeConfig(strip_accents=True))
+    norm = normalizer(shipped("tokenize", strip_accents=True))
     assert norm.normalize_str("Café Ñandú") == "cafe nandu"
     assert norm.normalize_str("Ёлка Άθήνα") == "елка αθηνα"
     # Combining marks that are part of the letter stay: kana voicing, Thai and Devanagari
@@ -70,7 +69,7 @@ def test_saved_tokenizer_loads_both_ways_and_decodes_what_it_read(tmp_path, stri
     # As components/text/data.py loads it; importing that module (Lightning) takes ~15 s.
     from transformers import PreTrainedTokenizerFast
 
-    cfg = TokenizeConfig(vocab_size=300, min_frequency=1, strip_accents=strip_accents)
+    cfg = shipped("tokenize", vocab_size=300, min_frequency=1, strip_accents=strip_accents)
     path = tmp_path / "tokenizer.json"
     train_tokenizer(MIXED * 3, cfg).save(str(path))
     plain = Tokenizer.from_file(str(path))
@@ -99,7 +98,9 @@ def test_saved_tokenizer_loads_both_ways_and_decodes_what_it_read(tmp_path, stri
 def test_a_head_cut_at_a_space_tokenizes_as_the_start_of_the_whole(strip_accents):
     # TextEncoder._head (components/deploy/runtime.py) tokenizes a text's head alone: that
     # is right only while normalisation is local and never moves or removes a space.
-    tokenizer = train_tokenizer(MIXED * 3, TokenizeConfig(vocab_size=300, min_frequency=1, strip_accents=strip_accents))
+    tokenizer = train_tokenizer(
+        MIXED * 3, shipped("tokenize", vocab_size=300, min_frequency=1, strip_accents=strip_accents)
+    )
     text = " ".join(MIXED) + " ｶ ﾞ e\u0301 ÉCOLE"
     whole = tokenizer.encode(text, add_special_tokens=False).tokens
     cuts = [i for i, c in enumerate(text) if c == " "]
@@ -136,7 +137,7 @@ def test_choose_max_length_floor_and_cap():
 def test_token_counts_and_coverage_measure_sequence_lengths():
     # One token per Han character, so each text's length is known: k characters, k + 2.
     texts = ["中国人民大学图书馆文字语言好坏上下左右前"[:k] for k in range(1, 21)]
-    tokenizer = train_tokenizer(texts, TokenizeConfig(vocab_size=200, min_frequency=1))
+    tokenizer = train_tokenizer(texts, shipped("tokenize", vocab_size=200, min_frequency=1))
     counts = token_counts(tokenizer, texts)
     assert counts == [k + 2 for k in range(1, 21)]
     assert choose_max_length(counts) == 24
@@ -154,7 +155,7 @@ def test_token_counts_and_coverage_measure_sequence_lengths():
 
 def test_vocabulary_fit_counts_word_pieces_and_unknowns_per_word():
     english = ["the bank rose", "the match was won", "bank shares rose again"]
-    tokenizer = train_tokenizer(english, TokenizeConfig(vocab_size=200, min_frequency=1))
+    tokenizer = train_tokenizer(english, shipped("tokenize", vocab_size=200, min_frequency=1))
     tokenizer.enable_padding(length=64)  # as a checkpoint's tokenizer.json may ask: pads are not pieces
     fit = vocabulary_fit(tokenizer, english)
     assert (fit.words, fit.pieces_per_word, fit.unknown_share) == (11, 1.0, 0.0)

@@ -14,7 +14,7 @@ import mlflow
 import pytest
 import torch
 
-from tests.conftest import BIN, clean_env, kiln, set_params
+from tests.conftest import BIN, clean_env, kiln, set_params, shipped
 
 pytestmark = pytest.mark.slow
 
@@ -270,7 +270,6 @@ def test_a_refused_int8_is_left_out_and_a_classical_model_is_held_to_the_best_tr
     family pinned, evaluate compares the classical model with the best transformer on val
     (the FP32 student when every transformer learned nothing), not with itself, and
     promote's `baseline` floor is that transformer's."""
-    from components.deploy.config import GateConfig
     from components.deploy.metadata import read_metadata, stamp
     from pipelines.registry.gating import floor
 
@@ -302,5 +301,5 @@ def test_a_refused_int8_is_left_out_and_a_classical_model_is_held_to_the_best_tr
     written = (trained / "reports/evaluation.md").read_text()
     assert f"Baseline: {best}, the selected model is classical" in written
     assert f"Not a candidate, measured here only: onnx_int8, {reason}." in written
-    low, source = floor(GateConfig(), trained / "reports/evaluation.json")
+    low, source = floor(shipped("promote"), trained / "reports/evaluation.json")
     assert low == report["variants"][best]["macro_f1_ci95"][0] and f"lower end of {best}'s 95 % interval" in source

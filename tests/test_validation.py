@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from components.data.sources import FileSourceConfig, IngestConfig, read_bbc, read_file
-from components.data.validation import ValidateConfig, validate
-from tests.conftest import tiny_frame
+from components.data.sources import read_bbc, read_file
+from components.data.validation import validate
+from tests.conftest import shipped, tiny_frame
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def bbc() -> pd.DataFrame:
 
 
 def test_bbc_passes_and_its_duplicates_are_reported(bbc, tmp_path):
-    outcome = validate(bbc, ValidateConfig().resolved("bbc"), tmp_path / "docs")
+    outcome = validate(bbc, shipped("validate").resolved("bbc"), tmp_path / "docs")
     assert outcome.success, outcome.failures
     assert outcome.report["duplicates"]["rows"] == 98
     assert len(outcome.valid) == 2225
@@ -35,7 +35,7 @@ def broken(bbc: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_failure_names_each_expectation_with_count_and_samples(bbc):
-    outcome = validate(broken(bbc), ValidateConfig())
+    outcome = validate(broken(bbc), shipped("validate"))
     assert not outcome.success
     text = "\n".join(outcome.failures)
     assert (
@@ -51,7 +51,7 @@ def test_failure_names_each_expectation_with_count_and_samples(bbc):
 def test_quarantine_moves_bad_rows_with_reasons(bbc):
     frame = broken(bbc)
     frame.loc[9, "id"] = "bbc/business/010-fixed"  # unique ids again: only row-level faults remain
-    outcome = validate(frame, ValidateConfig(policy="quarantine"))
+    outcome = validate(frame, shipped("validate", policy="quarantine"))
     assert outcome.success, outcome.failures
     reasons = outcome.quarantined.set_index("id")["reason"]
     assert reasons["bbc/business/004"] == "expect_column_values_to_be_in_set(label)"
@@ -64,14 +64,14 @@ def test_quarantine_moves_bad_rows_with_reasons(bbc):
 def test_quarantine_above_threshold_fails(bbc):
     frame = bbc.copy()
     frame.loc[:100, "label"] = "unknown"
-    outcome = validate(frame, ValidateConfig(policy="quarantine", max_quarantine_share=0.01))
+    outcome = validate(frame, shipped("validate", policy="quarantine", max_quarantine_share=0.01))
     assert not outcome.success
     assert "more than validate.max_quarantine_share=0.01" in outcome.failures[0]
 
 
 def test_class_balance_and_duplicate_rate(bbc):
     frame = pd.concat([bbc, bbc[bbc["label"] == "tech"].assign(id=lambda f: f["id"] + "-copy")], ignore_index=True)
-    outcome = validate(frame, ValidateConfig(max_class_share=0.25))
+    outcome = validate(frame, shipped("validate", max_class_share=0.25))
     text = "\n".join(outcome.failures)
     assert "[class balance]: 1 rows, e.g. 'tech=0." in text
     assert "tech is above validate.max_class_share=0.25" in text
@@ -80,28 +80,28 @@ def test_class_balance_and_duplicate_rate(bbc):
 
 
 def test_missing_column_fails(bbc):
-    outcome = validate(bbc.drop(columns=["source"]), ValidateConfig())
+    outcome = validate(bbc.drop(columns=["source"]), shipped("validate"))
     assert any("expect_table_columns_to_match_set" in line for line in outcome.failures)
 
 
 def test_min_chars_auto_is_the_bbc_bound_for_bbc_and_any_text_for_user_files():
-    cfg = ValidateConfig()
+    cfg = shipped("validate")
     assert cfg.min_chars == "auto"
     assert cfg.resolved("bbc").min_chars == 20 and cfg.resolved("file").min_chars == 1
-    assert ValidateConfig(min_chars=5).resolved("bbc").min_chars == 5
-    assert IngestConfig(source="incoming", incoming={"base": "file"}).base == "file"
+    assert shipped("validate", min_chars=5).resolved("bbc").min_chars == 5
+    assert shipped("ingest", source="incoming", incoming={"base": "file"}).base == "file"
     with pytest.raises(ValidationError, match="validate.min_chars must be auto or a whole number"):
-        ValidateConfig(min_chars=0)
+        shipped("validate", min_chars=0)
 
 
 def test_short_chinese_text_passes_for_a_user_file_and_names_the_bound_for_bbc(tmp_path):
     frame = tiny_frame(4)
     frame.loc[12, "text"] = "海景不错！爽"
     frame.to_csv(tmp_path / "reviews.csv", index=False)
-    data = read_file(tmp_path / "reviews.csv", FileSourceConfig(), "file")
+    data = read_file(tmp_path / "reviews.csv", shipped("ingest.file"), "file")
     # An unresolved config is taken as for user files.
-    assert validate(data, ValidateConfig()).success
-    outcome = validate(data, ValidateConfig().resolved("bbc"))
+    assert validate(data, shipped("validate")).success
+    outcome = validate(data, shipped("validate").resolved("bbc"))
     assert outcome.failures == [
         "expect_column_value_lengths_to_be_between(text) [too short]: 1 rows, e.g. '海景不错！爽' "
         "(row reviews.csv:14); texts shorter than validate.min_chars=20 characters: lower validate.min_chars "

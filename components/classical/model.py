@@ -74,7 +74,7 @@ TOKENS: dict[str, Pattern] = {
     "word": Pattern(r"\w\w+", r"[\p{L}\p{N}_]{2,}"),
     "char": Pattern(r"\s+|\S", f"[{_SPACE}]+|[^{_SPACE}]"),
 }
-# ExportConfig's default opset; every op used (Tokenizer, TfIdfVectorizer, LinearClassifier,
+# params.yaml's export.opset; every op used (Tokenizer, TfIdfVectorizer, LinearClassifier,
 # Where) is in ONNX Runtime 1.20, the oldest Kiln allows.
 OPSET = {"": 17, "ai.onnx.ml": 3}
 

@@ -50,26 +50,24 @@ _CONTENT = regex.compile(r"[\p{L}\p{N}]")
 class AugmentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    factor: int = Field(1, ge=0, le=16, description="augmented copies per training text")
-    alpha: float = Field(0.1, gt=0, lt=1)
-    ops: list[Op] = Field(default_factory=lambda: ["delete", "swap", "insert", "mask"], min_length=1)
-    mask_token: str = Field("[MASK]", min_length=1)
+    factor: int = Field(ge=0, le=16, description="augmented copies per training text")
+    alpha: float = Field(gt=0, lt=1)
+    ops: list[Op] = Field(min_length=1)
+    mask_token: str = Field(min_length=1)
     # Each operation changes at least one unit: on a text of one or two units that is half
     # of it or more, enough to remove what made it its label, so such texts get no copy.
     min_units: int = Field(
-        3,
         ge=2,
         description="fewest units (words, or characters of unspaced scripts) with a letter or digit "
         "a text needs to be augmented",
     )
     max_rows: int | None = Field(
-        20_000,
         ge=1,
         description="train rows that get copies: beyond, those first by a seeded hash of their id (the same rows "
         "whatever their order); the training stages read a bounded number of steps, and copying every row of 100 "
         "times BBC's took 20 times as long; None: every row",
     )
-    seed: int = 13
+    seed: int
 
 
 @dataclass(frozen=True)

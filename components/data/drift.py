@@ -28,11 +28,10 @@ _EPSILON = 1e-4
 class DriftConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_label_psi: float = Field(0.25, gt=0, description="largest PSI of the label shares")
-    max_length_ks: float = Field(0.3, gt=0, le=1, description="largest KS statistic of text lengths")
-    length_alpha: float = Field(0.01, gt=0, lt=1, description="the KS shift must also be significant at this level")
-    max_oov_increase: float = Field(0.05, ge=0, le=1,
-                                    description="largest rise of the out-of-vocabulary word share")
+    max_label_psi: float = Field(gt=0, description="largest PSI of the label shares")
+    max_length_ks: float = Field(gt=0, le=1, description="largest KS statistic of text lengths")
+    length_alpha: float = Field(gt=0, lt=1, description="the KS shift must also be significant at this level")
+    max_oov_increase: float = Field(ge=0, le=1, description="largest rise of the out-of-vocabulary word share")
 
 
 @dataclass

@@ -53,12 +53,12 @@ def _relative_path(key: str, value: str, example: str) -> str:
 class FileSourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field("data/external/*.csv", description="file or glob, relative to the repo")
-    format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
-    text_column: str = "text"
-    label_column: str = "label"
-    id_column: str | None = None
-    encoding: str = "utf-8"
+    path: str = Field(description="file or glob, relative to the repo")
+    format: Literal["auto", "csv", "parquet", "jsonl"]
+    text_column: str
+    label_column: str
+    id_column: str | None
+    encoding: str
 
     @field_validator("path")
     @classmethod
@@ -71,11 +71,11 @@ class UnlabeledConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    path: str = Field("data/unlabeled/*", description="files or glob of unlabelled texts, under data/unlabeled")
-    format: Literal["auto", "csv", "parquet", "jsonl"] = "auto"
-    text_column: str = "text"
-    id_column: str | None = None
-    encoding: str = "utf-8"
+    path: str = Field(description="files or glob of unlabelled texts, under data/unlabeled")
+    format: Literal["auto", "csv", "parquet", "jsonl"]
+    text_column: str
+    id_column: str | None
+    encoding: str
 
     @field_validator("path")
     @classmethod
@@ -86,26 +86,26 @@ class UnlabeledConfig(BaseModel):
 class IncomingSourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    dir: str = "data/incoming"
-    processed_dir: str = "data/processed"
-    quarantine_dir: str = "data/quarantine"
-    base: Literal["bbc", "file"] = "bbc"
+    dir: str
+    processed_dir: str
+    quarantine_dir: str
+    base: Literal["bbc", "file"]
 
     @field_validator("dir", "processed_dir", "quarantine_dir")
     @classmethod
     def _inside_repo(cls, value: str, info: ValidationInfo) -> str:
-        example = cls.model_fields[info.field_name].default
-        return _relative_path(f"ingest.incoming.{info.field_name}", value, example)
+        examples = {"dir": "data/incoming", "processed_dir": "data/processed", "quarantine_dir": "data/quarantine"}
+        return _relative_path(f"ingest.incoming.{info.field_name}", value, examples[info.field_name])
 
 
 class IngestConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    source: Literal["bbc", "file", "incoming"] = "incoming"
-    file: FileSourceConfig = FileSourceConfig()
-    incoming: IncomingSourceConfig = IncomingSourceConfig()
+    source: Literal["bbc", "file", "incoming"]
+    file: FileSourceConfig
+    incoming: IncomingSourceConfig
     # Personal data is found and masked before the dataset is first written.
-    pii: PiiConfig = PiiConfig()
+    pii: PiiConfig
 
     @property
     def base(self) -> Literal["bbc", "file"]:

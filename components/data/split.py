@@ -25,9 +25,9 @@ KEEP = ["id", "text", "label", "source"]
 class SplitConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    val: float = Field(0.1, gt=0, lt=1)
-    test: float = Field(0.1, gt=0, lt=1)
-    salt: str = Field("kiln", min_length=1, description="changing it reshuffles every split")
+    val: float = Field(gt=0, lt=1)
+    test: float = Field(gt=0, lt=1)
+    salt: str = Field(min_length=1, description="changing it reshuffles every split")
 
     @model_validator(mode="after")
     def _room_for_train(self) -> "SplitConfig":

@@ -23,7 +23,6 @@ from components.errors import KilnError
 # U+FFFD is what a lossy decode leaves behind; C0 controls other than tab, newline and
 # carriage return never occur in real text and mark binary junk or a wrong encoding.
 UNDECODABLE = r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f]"
-BBC_LABELS = ["business", "entertainment", "politics", "sports", "tech"]
 # The bound the bundled BBC corpus has always been held to: its shortest article has 503
 # characters, so only a truncated or broken article falls below it.
 BBC_MIN_CHARS = 20
@@ -35,17 +34,17 @@ FILE_MIN_CHARS = 1
 class ValidateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    labels: list[str] = Field(default_factory=lambda: list(BBC_LABELS), min_length=2)
+    labels: list[str] = Field(min_length=2)
     min_chars: int | Literal["auto"] = Field(
-        "auto", description=f"shortest text; auto: {BBC_MIN_CHARS} for the BBC corpus, {FILE_MIN_CHARS} for user files"
+        description=f"shortest text; auto: {BBC_MIN_CHARS} for the BBC corpus, {FILE_MIN_CHARS} for user files"
     )
-    max_chars: int = Field(100_000, ge=1)
-    max_duplicate_rate: float = Field(0.05, ge=0, le=1)
-    min_class_share: float = Field(0.05, ge=0, le=1)
-    max_class_share: float = Field(0.6, ge=0, le=1)
-    policy: Literal["fail", "quarantine"] = "fail"
-    max_quarantine_share: float = Field(0.02, ge=0, lt=1)
-    samples: int = Field(3, ge=1, le=20, description="sample values per failed expectation in messages")
+    max_chars: int = Field(ge=1)
+    max_duplicate_rate: float = Field(ge=0, le=1)
+    min_class_share: float = Field(ge=0, le=1)
+    max_class_share: float = Field(ge=0, le=1)
+    policy: Literal["fail", "quarantine"]
+    max_quarantine_share: float = Field(ge=0, lt=1)
+    samples: int = Field(ge=1, le=20, description="sample values per failed expectation in messages")
 
     @field_validator("min_chars", mode="before")
     @classmethod

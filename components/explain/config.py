@@ -5,7 +5,11 @@ imports torch, Captum or scikit-learn."""
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class ExplainConfig(BaseModel):
+class Attribution(BaseModel):
+    """How Integrated Gradients runs. A registered version explains its texts with these
+    defaults (the served model and `kiln explain` load the version alone, not params.yaml),
+    so they keep one; params.yaml's explain section must agree (tests/test_params.py)."""
+
     model_config = ConfigDict(extra="forbid")
 
     # Gauss-Legendre quadrature (Captum's default) converges in far fewer steps than a
@@ -21,27 +25,29 @@ class ExplainConfig(BaseModel):
     batch_size: int = Field(
         8, ge=1, description="texts attributed together (each costs n_steps forward and backward passes)"
     )
+
+
+class ExplainConfig(Attribution):
+    """The explain section: attribution, what the report shows, calibration bins and the
+    faithfulness check."""
+
     max_texts: int = Field(
-        1000,
         ge=1,
         description="test texts attributed for the report: beyond, a seeded sample (a transformer's texts cost "
         "~140 ms each on one core); calibration still uses them all",
     )
-    top_words: int = Field(15, ge=1, description="words listed per class in the report")
+    top_words: int = Field(ge=1, description="words listed per class in the report")
     max_misclassified: int = Field(
-        50, ge=0, description="misclassified test texts shown in the report, most confident first"
+        ge=0, description="misclassified test texts shown in the report, most confident first"
     )
-    confusions: int = Field(10, ge=1, description="most frequent (true, predicted) pairs listed in the report")
+    confusions: int = Field(ge=1, description="most frequent (true, predicted) pairs listed in the report")
     # 15 equal-width bins, as in Guo et al. (2017), "On Calibration of Modern Neural Networks".
-    ece_bins: int = Field(
-        15, ge=2, le=100, description="equal-width confidence bins of ECE and the reliability diagram"
-    )
-    aopc_k: int = Field(5, ge=1, le=50, description="AOPC deletes the top 1..aopc_k words of each text")
+    ece_bins: int = Field(ge=2, le=100, description="equal-width confidence bins of ECE and the reliability diagram")
+    aopc_k: int = Field(ge=1, le=50, description="AOPC deletes the top 1..aopc_k words of each text")
     aopc_texts: int = Field(
-        100,
         ge=1,
         description="test texts (the first ones) AOPC is measured on: each costs "
         "1 + aopc_k * (1 + random_draws) predictions",
     )
-    random_draws: int = Field(3, ge=1, description="random deletion orders per text, averaged, for AOPC's baseline")
-    seed: int = 0
+    random_draws: int = Field(ge=1, description="random deletion orders per text, averaged, for AOPC's baseline")
+    seed: int

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 from components.errors import KilnError
-from components.explain.config import ExplainConfig
+from components.explain.config import Attribution
 
 
-def load_explainer(source: Path, labels: list[str], cfg: ExplainConfig | None = None):
-    """A TransformerExplainer for a model folder, a LinearExplainer for an explainer.json."""
-    cfg = cfg or ExplainConfig()
+def load_explainer(source: Path, labels: list[str], cfg: Attribution | None = None):
+    """A TransformerExplainer for a model folder, a LinearExplainer for an explainer.json;
+    `cfg` is params.yaml's explain section where a stage has it."""
+    cfg = cfg or Attribution()
     if source.is_file():
         from components.explain.linear import LinearExplainer
 

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from components.text.config import ClassifierLoop, MonitoredLoop, OptimConfig
+from components.text.config import MonitoredLoop, OptimConfig
 
 
 class _Config(BaseModel):
@@ -15,7 +15,7 @@ class _Config(BaseModel):
 class FloatRange(_Config):
     low: float
     high: float
-    log: bool = False
+    log: bool
 
     @model_validator(mode="after")
     def _ordered(self) -> "FloatRange":
@@ -30,16 +30,14 @@ class TransformerSpace(_Config):
     """The student's sizes, how it is distilled, pruned and quantized. Heads must divide
     the width; a sampled pair where they do not takes the largest count that does."""
 
-    layers: list[int] = Field(default_factory=lambda: [1, 2], min_length=1)
-    hidden: list[int] = Field(default_factory=lambda: [64, 96, 128], min_length=1)
-    heads: list[int] = Field(default_factory=lambda: [1, 2, 4], min_length=1)
-    intermediate: list[int] = Field(default_factory=lambda: [128, 256, 512], min_length=1)
-    prune_ratio: FloatRange = FloatRange(low=0.0, high=0.6)
-    temperature: FloatRange = FloatRange(low=1.0, high=4.0)
-    alpha: FloatRange = FloatRange(low=0.1, high=0.9)
-    quantization: list[Literal["dynamic", "static"]] = Field(
-        default_factory=lambda: ["dynamic", "static"], min_length=1
-    )
+    layers: list[int] = Field(min_length=1)
+    hidden: list[int] = Field(min_length=1)
+    heads: list[int] = Field(min_length=1)
+    intermediate: list[int] = Field(min_length=1)
+    prune_ratio: FloatRange
+    temperature: FloatRange
+    alpha: FloatRange
+    quantization: list[Literal["dynamic", "static"]] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _sizes(self) -> "TransformerSpace":
@@ -59,39 +57,36 @@ class TransformerSpace(_Config):
 class ClassicalSpace(_Config):
     """The classical family's grid, as ranges: analyzer, regularisation and vocabulary."""
 
-    analyzers: list[Literal["word", "char"]] = Field(default_factory=lambda: ["word", "char"], min_length=1)
-    c: FloatRange = FloatRange(low=0.3, high=100.0, log=True)
-    max_features: FloatRange = FloatRange(low=1000, high=20000, log=True)
+    analyzers: list[Literal["word", "char"]] = Field(min_length=1)
+    c: FloatRange
+    max_features: FloatRange
 
 
 class SearchSpace(_Config):
-    transformer: TransformerSpace = TransformerSpace()
-    classical: ClassicalSpace = ClassicalSpace()
+    transformer: TransformerSpace
+    classical: ClassicalSpace
 
 
 class SearchConfig(_Config):
-    enabled: bool = Field(False, description="off: the stage writes an empty front and costs nothing")
-    n_trials: int = Field(24, ge=1, description="trials the study ends with (a resumed search counts its earlier ones)")
-    timeout_s: float = Field(600, gt=0, description="wall-clock budget: no trial starts or trains beyond it")
-    workers: int | Literal["auto"] = Field("auto", description="trials at a time; auto: one per core")
+    enabled: bool = Field(description="off: the stage writes an empty front and costs nothing")
+    n_trials: int = Field(ge=1, description="trials the study ends with (a resumed search counts its earlier ones)")
+    timeout_s: float = Field(gt=0, description="wall-clock budget: no trial starts or trains beyond it")
+    workers: int | Literal["auto"] = Field(description="trials at a time; auto: one per core")
     scheduler: str | None = Field(
-        None, description="a Dask scheduler (tcp://host:8786): trials run on that cluster instead of local processes"
+        description="a Dask scheduler (tcp://host:8786): trials run on that cluster instead of local processes"
     )
     storage: str = Field(
-        "auto",
         description="the Optuna study's database; auto: beside the tracking database (mlflow/search.db, or "
         "KILN_DB_URL's PostgreSQL server, database <name>_search)",
     )
-    seed: int = 0
-    families: list[Literal["transformer", "classical"]] = Field(
-        default_factory=lambda: ["transformer", "classical"], min_length=1
-    )
-    space: SearchSpace = SearchSpace()
+    seed: int
+    families: list[Literal["transformer", "classical"]] = Field(min_length=1)
+    space: SearchSpace
     # One trial's training: distillation from the cached teacher logits, then, when it
     # prunes, a recovery of `recovery_epochs`.
-    loop: MonitoredLoop = ClassifierLoop(max_epochs=2, checkpoint_every=1000, log_every=1000)
-    recovery_epochs: int = Field(1, ge=0)
-    optim: OptimConfig = OptimConfig(lr=2e-3)
+    loop: MonitoredLoop
+    recovery_epochs: int = Field(ge=0)
+    optim: OptimConfig
 
     @model_validator(mode="after")
     def _workers(self) -> "SearchConfig":

@@ -23,10 +23,10 @@ _CLASS_WEIGHT = "balanced: cross-entropy weighted by inverse train label frequen
 class StudentConfig(_Config):
     """The sizes of a BERT encoder."""
 
-    layers: int = Field(1, ge=1, le=48)
-    hidden: int = Field(128, ge=8, le=8192)
-    heads: int = Field(2, ge=1, le=128)
-    intermediate: int = Field(512, ge=8)
+    layers: int = Field(ge=1, le=48)
+    hidden: int = Field(ge=8, le=8192)
+    heads: int = Field(ge=1, le=128)
+    intermediate: int = Field(ge=8)
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> "StudentConfig":
@@ -39,16 +39,16 @@ class EncoderConfig(StudentConfig):
     """The teacher's encoder: its sizes, and the sequence length and dropout every model
     made from it keeps."""
 
-    layers: int = Field(2, ge=1, le=48)
-    hidden: int = Field(256, ge=8, le=8192)
-    heads: int = Field(4, ge=1, le=128)
-    intermediate: int = Field(1024, ge=8)
+    layers: int = Field(ge=1, le=48)
+    hidden: int = Field(ge=8, le=8192)
+    heads: int = Field(ge=1, le=128)
+    intermediate: int = Field(ge=8)
     max_length: int | Literal["auto"] = Field(
-        "auto", description="tokens per sequence, [CLS] and [SEP] included; auto: from the train texts' lengths"
+        description="tokens per sequence, [CLS] and [SEP] included; auto: from the train texts' lengths"
     )
-    length_percentile: float = Field(95.0, gt=0, le=100, description="auto: share of train texts that fit whole")
-    length_cap: int = Field(128, ge=16, le=4096, description="auto: the longest sequence chosen (a compute budget)")
-    dropout: float = Field(0.1, ge=0, lt=1)
+    length_percentile: float = Field(gt=0, le=100, description="auto: share of train texts that fit whole")
+    length_cap: int = Field(ge=16, le=4096, description="auto: the longest sequence chosen (a compute budget)")
+    dropout: float = Field(ge=0, lt=1)
 
     @model_validator(mode="after")
     def _length(self) -> "EncoderConfig":
@@ -58,44 +58,41 @@ class EncoderConfig(StudentConfig):
 
 
 class HardwareConfig(_Config):
-    accelerator: str = "auto"
-    devices: int | str = "auto"
-    strategy: str = "auto"
-    precision: str = Field("auto", description="auto: bf16-mixed where the hardware runs bf16 natively, else 32-true")
-    num_nodes: int = Field(1, ge=1)
-    seed: int = 42
+    accelerator: str
+    devices: int | str
+    strategy: str
+    precision: str = Field(description="auto: bf16-mixed where the hardware runs bf16 natively, else 32-true")
+    num_nodes: int = Field(ge=1)
+    seed: int
 
 
 class LoopConfig(_Config):
     """How long one stage trains and how it checks itself."""
 
-    max_epochs: int = Field(3, ge=1)
-    max_steps: int = Field(-1, ge=-1, description="-1: no step limit")
+    max_epochs: int = Field(ge=1)
+    max_steps: int = Field(ge=-1, description="-1: no step limit")
     min_steps: int = Field(
-        0,
         ge=0,
         description="as many more epochs as make at least this many steps, for small data (a few hundred rows "
         "are a handful of steps an epoch, too few to leave the majority class); max_steps still caps them",
     )
-    batch_size: int = Field(32, ge=1)
-    val_every_steps: int | None = Field(None, ge=1, description="None: validate at each epoch's end")
-    checkpoint_every: int = Field(20, ge=1, description="steps between resumable checkpoints")
-    log_every: int = Field(10, ge=1)
+    batch_size: int = Field(ge=1)
+    val_every_steps: int | None = Field(ge=1, description="None: validate at each epoch's end")
+    checkpoint_every: int = Field(ge=1, description="steps between resumable checkpoints")
+    log_every: int = Field(ge=1)
     full_epochs_rows: int | None = Field(
-        2000,
         ge=1,
         description="training rows up to which every epoch runs; beyond, the steps grow as a power of the rows "
         "(steps_growth); None: every epoch at any size",
     )
     steps_growth: float = Field(
-        0.33,
         ge=0,
         le=1,
         description="beyond full_epochs_rows, steps grow as (rows / full_epochs_rows) ** steps_growth: 0.33 gives "
         "ten times the rows about twice the steps, 1/2 about three times, 1 every epoch",
     )
     max_minutes: float | None = Field(
-        None, gt=0, description="wall-clock budget of the fit: it stops there, with its best weights so far"
+        gt=0, description="wall-clock budget of the fit: it stops there, with its best weights so far"
     )
 
 
@@ -116,7 +113,6 @@ class ClassifierLoop(LoopConfig):
     """The loop of a classifier's fit, which scores val texts at each check."""
 
     val_texts: int | None = Field(
-        2000,
         ge=1,
         description="val texts each check while training scores: beyond, a seeded sample keeping each label's "
         "share (at 100 times BBC's rows, checks on the whole split cost more than the steps); the stage's final "
@@ -148,9 +144,9 @@ def check_validates(stage: str, loop: LoopConfig, bounded: LoopConfig, epoch_ste
 
 
 class OptimConfig(_Config):
-    lr: float = Field(5e-4, gt=0, le=1)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup: float = Field(0.1, ge=0, lt=1, description="share of steps with a linear warm-up")
+    lr: float = Field(gt=0, le=1)
+    weight_decay: float = Field(ge=0)
+    warmup: float = Field(ge=0, lt=1, description="share of steps with a linear warm-up")
 
 
 class AutoStart(_Config):
@@ -159,75 +155,69 @@ class AutoStart(_Config):
     letters and digits): English news under MiniLM's English vocabulary is about 1.07
     pieces a word and no [UNK]; Chinese without spaces about 18 pieces a run."""
 
-    checkpoint: str = "all-MiniLM-L6-v2"
-    max_unknown_share: float = Field(0.01, ge=0, le=1, description="largest share of [UNK] among the word pieces")
-    max_pieces_per_word: float = Field(1.5, ge=1, description="most word pieces a word, on average")
+    checkpoint: str
+    max_unknown_share: float = Field(ge=0, le=1, description="largest share of [UNK] among the word pieces")
+    max_pieces_per_word: float = Field(ge=1, description="most word pieces a word, on average")
 
 
 class PretrainConfig(_Config):
     init: str | None = Field(
-        "auto",
         description="auto (the checkpoint of `auto` when its vocabulary fits the train texts, else from scratch), "
         "all-MiniLM-L6-v2 (shipped), a local path or a hub name to start from; None: from scratch",
     )
-    auto: AutoStart = AutoStart()
-    mask_prob: float = Field(0.15, gt=0, lt=1)
+    auto: AutoStart
+    mask_prob: float = Field(gt=0, lt=1)
     unigram_ratio: float = Field(
-        0.5,
         gt=0,
         le=1,
         description="an encoder whose val perplexity is above this share of what token frequencies alone score is "
         "reported as having learned little about context",
     )
     val_windows: int = Field(
-        256, ge=1, description="val windows scored at each check; a fixed sample of them when there are more"
+        ge=1, description="val windows scored at each check; a fixed sample of them when there are more"
     )
     adapt_steps: int = Field(
-        10,
         ge=0,
         description="domain-adaptive masked-LM steps on the train texts from a pretrained checkpoint (loop.max_steps "
         "is for an encoder trained from scratch); 0 uses the checkpoint as it is",
     )
     max_texts: int | None = Field(
-        20_000,
         ge=1,
         description="train texts cut into windows: beyond, a seeded sample (the steps read a fraction of them, and "
         "tokenizing all of them cost more than the training at 100 times BBC's rows); None: all of them",
     )
-    loop: LoopConfig = LoopConfig(max_epochs=1, max_steps=60, val_every_steps=30)
-    optim: OptimConfig = OptimConfig(lr=5e-4)
+    loop: LoopConfig
+    optim: OptimConfig
 
 
 class FinetuneConfig(_Config):
-    label_fraction: float = Field(1.0, gt=0, le=1, description="stratified share of train labels used")
-    ablation: bool = Field(False, description="also train the same classifier from scratch and log the gain")
-    augmented: bool = Field(False, description="also train on the augmented copies of the train rows used")
-    patience: int = Field(2, ge=1, description="epochs without a better val/macro_f1 before stopping")
-    class_weight: ClassWeight = Field("balanced", description=_CLASS_WEIGHT)
+    label_fraction: float = Field(gt=0, le=1, description="stratified share of train labels used")
+    ablation: bool = Field(description="also train the same classifier from scratch and log the gain")
+    augmented: bool = Field(description="also train on the augmented copies of the train rows used")
+    patience: int = Field(ge=1, description="epochs without a better val/macro_f1 before stopping")
+    class_weight: ClassWeight = Field(description=_CLASS_WEIGHT)
     pretrained_lr: float = Field(
-        1e-4,
         gt=0,
         le=1,
         description="learning rate of a teacher whose encoder started from a pretrained checkpoint "
         "(optim.lr is for one trained here): a pretrained encoder is finetuned gently",
     )
     pretrained_epochs: int = Field(
-        1, ge=1, description="loop.max_epochs of a teacher whose encoder started from a pretrained checkpoint"
+        ge=1, description="loop.max_epochs of a teacher whose encoder started from a pretrained checkpoint"
     )
     pretrained_min_steps: int = Field(
-        100, ge=0, description="loop.min_steps of a teacher whose encoder started from a pretrained checkpoint"
+        ge=0, description="loop.min_steps of a teacher whose encoder started from a pretrained checkpoint"
     )
     pretrained_batch_size: int = Field(
-        16, ge=1, description="loop.batch_size of a teacher whose encoder started from a pretrained checkpoint"
+        ge=1, description="loop.batch_size of a teacher whose encoder started from a pretrained checkpoint"
     )
     pretrained_frozen_layers: int = Field(
-        3,
         ge=0,
         description="a teacher whose encoder started from a pretrained checkpoint keeps its embeddings and this "
         "many lowest layers as they are (their backward pass and optimizer steps are saved); 0 trains them all",
     )
-    loop: MonitoredLoop = ClassifierLoop(max_epochs=2, min_steps=100)
-    optim: OptimConfig = OptimConfig(lr=1e-3)
+    loop: MonitoredLoop
+    optim: OptimConfig
 
     def pretrained(self) -> tuple[LoopConfig, OptimConfig]:
         """(loop, optim) of a teacher whose encoder starts from a pretrained checkpoint."""
@@ -242,19 +232,17 @@ class FinetuneConfig(_Config):
 
 
 class DistillConfig(_Config):
-    student: StudentConfig = StudentConfig()
+    student: StudentConfig
     inherit: bool = Field(
-        False,
         description="start the student from every other layer of its teacher, at the teacher's width, with the "
         "teacher's vocabulary cut to the tokens the train texts use (`student` sizes are then not used)",
     )
-    alpha: float = Field(0.5, ge=0, le=1, description="weight of the hard-label loss")
-    temperature: float = Field(2.0, gt=0)
-    class_weight: ClassWeight = Field("balanced", description=f"{_CLASS_WEIGHT}, in the hard-label loss")
-    hidden_weight: float = Field(0.0, ge=0, description="weight of hidden-state matching; 0 turns it off")
-    augmented: bool = Field(False, description="transfer set: train plus the augmented copies")
+    alpha: float = Field(ge=0, le=1, description="weight of the hard-label loss")
+    temperature: float = Field(gt=0)
+    class_weight: ClassWeight = Field(description=f"{_CLASS_WEIGHT}, in the hard-label loss")
+    hidden_weight: float = Field(ge=0, description="weight of hidden-state matching; 0 turns it off")
+    augmented: bool = Field(description="transfer set: train plus the augmented copies")
     max_rows: int | None = Field(
-        20_000,
         ge=1,
         description="labelled train rows in the transfer set (with their copies, when augmented): beyond, a "
         "sample drawn with hardware.seed keeping each label's share. The teacher's answers are computed once for "
@@ -263,26 +251,24 @@ class DistillConfig(_Config):
         "None: every row",
     )
     unlabeled_max: int = Field(
-        20_000,
         ge=0,
         description="unlabelled texts (the unlabeled stage's) added to the transfer set, with the teacher's "
         "answers and no label; a seeded sample beyond; 0: none",
     )
-    loop: MonitoredLoop = ClassifierLoop(max_epochs=2, min_steps=100, log_every=20)
-    optim: OptimConfig = OptimConfig(lr=2e-3)
+    loop: MonitoredLoop
+    optim: OptimConfig
 
 
 class PruneConfig(_Config):
-    head_ratio: float = Field(0.5, ge=0, lt=1, description="share of attention heads removed")
-    ffn_ratio: float = Field(0.5, ge=0, lt=1, description="share of FFN neurons removed")
-    importance_batches: int = Field(8, ge=1, description="train batches that score the heads")
+    head_ratio: float = Field(ge=0, lt=1, description="share of attention heads removed")
+    ffn_ratio: float = Field(ge=0, lt=1, description="share of FFN neurons removed")
+    importance_batches: int = Field(ge=1, description="train batches that score the heads")
     curve: list[float] = Field(
-        default_factory=lambda: [0.0, 0.25, 0.5, 0.75],
         description="ratios of the sparsity-quality curve (before recovery)",
     )
-    alpha: float = Field(0.5, ge=0, le=1, description="recovery: weight of the hard-label loss")
-    temperature: float = Field(2.0, gt=0)
-    class_weight: ClassWeight = Field("balanced", description=f"recovery: {_CLASS_WEIGHT}, in the hard-label loss")
-    augmented: bool = Field(False, description="recovery also reads the augmented copies of the train rows")
-    loop: MonitoredLoop = ClassifierLoop(max_epochs=1, full_epochs_rows=4000, log_every=20)
-    optim: OptimConfig = OptimConfig(lr=5e-4)
+    alpha: float = Field(ge=0, le=1, description="recovery: weight of the hard-label loss")
+    temperature: float = Field(gt=0)
+    class_weight: ClassWeight = Field(description=f"recovery: {_CLASS_WEIGHT}, in the hard-label loss")
+    augmented: bool = Field(description="recovery also reads the augmented copies of the train rows")
+    loop: MonitoredLoop
+    optim: OptimConfig

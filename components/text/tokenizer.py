@@ -36,22 +36,20 @@ LENGTH_FLOOR = 16
 class TokenizeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    vocab_size: int = Field(8000, ge=len(SPECIAL_TOKENS) + 100, le=250_000)
-    min_frequency: int = Field(2, ge=1)
-    lowercase: bool = True
+    vocab_size: int = Field(ge=len(SPECIAL_TOKENS) + 100, le=250_000)
+    min_frequency: int = Field(ge=1)
+    lowercase: bool
     strip_accents: bool = Field(
-        False,
         description="drop accents from Latin, Greek and Cyrillic letters (café -> cafe, ё -> е); "
-        "off by default because in many languages an accent changes the word",
+        "off in the shipped params.yaml because in many languages an accent changes the word",
     )
     max_texts: int | None = Field(
-        20_000,
         ge=1,
         description="train texts the vocabulary is learned from and its statistics read: beyond, a sample drawn "
         "with `seed` (8,000 word pieces are settled long before; at 100 times BBC's rows all of them took 30 "
         "times as long); None: all of them",
     )
-    seed: int = 0
+    seed: int
 
 
 def normalizer(cfg: TokenizeConfig) -> normalizers.Normalizer:

@@ -1,4 +1,7 @@
-"""params.yaml as typed, validated config: one model per section, unknown keys refused."""
+"""params.yaml as typed, validated config: one model per section, unknown keys refused.
+params.yaml alone writes the knobs' values: the models have no defaults (the few kept for
+readers without params.yaml agree with it, tests/test_params.py), so a key left out is an
+error that names it."""
 
 from pathlib import Path
 
@@ -37,22 +40,22 @@ class PathsConfig(_Section):
     """Where stages write; dvc.yaml reads these same keys (`${paths.raw}`), so a path is
     written once."""
 
-    raw: str = "data/raw/dataset.parquet"
-    validated: str = "data/validated/dataset.parquet"
-    quarantine: str = "data/quarantine/rows.parquet"
-    split: str = "data/split"
-    unlabeled: str = "data/transfer/unlabeled.parquet"  # distill's transfer set, apart from every split
-    augmented: str = "data/augmented/train.parquet"
-    tokenizer: str = "models/tokenizer.json"
-    encoder: str = "models/encoder"
-    teacher: str = "models/teacher"
-    student: str = "models/student"
-    pruned: str = "models/pruned"
-    onnx: str = "models/onnx"
-    quantized: str = "models/model.int8.onnx"
-    classical: str = "models/classical"  # model.onnx and grid.json of the classical family
-    search: str = "models/search"  # the search's Pareto front: front.json and a folder per model
-    reports: str = "reports"
+    raw: str
+    validated: str
+    quarantine: str
+    split: str
+    unlabeled: str  # distill's transfer set, apart from every split
+    augmented: str
+    tokenizer: str
+    encoder: str
+    teacher: str
+    student: str
+    pruned: str
+    onnx: str
+    quantized: str
+    classical: str  # model.onnx and grid.json of the classical family
+    search: str  # the search's Pareto front: front.json and a folder per model
+    reports: str
 
     def onnx_tokenizer(self, model: str) -> str:
         """The tokenizer file an exported model reads: the pruned student's (the model Kiln
@@ -62,12 +65,11 @@ class PathsConfig(_Section):
 
 
 class TrackingConfig(_Section):
-    experiment: str = Field("kiln", min_length=1)
+    experiment: str = Field(min_length=1)
 
 
 class RegisterConfig(_Section):
     model_name: str | None = Field(
-        None,
         min_length=1,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="registered model in the MLflow registry; null: kiln-<dataset>",
@@ -80,16 +82,15 @@ class RegisterConfig(_Section):
 
 
 class OrchestrationConfig(_Section):
-    retries: int = Field(2, ge=0, le=10, description="retries of a stage that failed for a transient reason")
-    retry_delay_s: float = Field(5.0, ge=0)
+    retries: int = Field(ge=0, le=10, description="retries of a stage that failed for a transient reason")
+    retry_delay_s: float = Field(ge=0)
 
 
 class NotifyConfig(_Section):
     """Where the retrain flow reports a failure or a quarantined batch, through Prefect."""
 
-    apprise_url: str | None = Field(None, description="an Apprise URL: slack://..., json://host/path, mailto://...")
+    apprise_url: str | None = Field(description="an Apprise URL: slack://..., json://host/path, mailto://...")
     block: str | None = Field(
-        None,
         pattern=r"^[a-z0-9-]+/[A-Za-z0-9_-]+$",
         description="a saved Prefect notification block, as <block-type>/<name>",
     )
@@ -102,10 +103,10 @@ class NotifyConfig(_Section):
 
 
 class RetrainConfig(_Section):
-    cron: str = Field("0 2 * * *", description="when the `retrain` deployment runs (cron, in `timezone`)")
-    timezone: str = "UTC"
-    drift: DriftConfig = DriftConfig()
-    notify: NotifyConfig = NotifyConfig()
+    cron: str = Field(description="when the `retrain` deployment runs (cron, in `timezone`)")
+    timezone: str
+    drift: DriftConfig
+    notify: NotifyConfig
 
     @model_validator(mode="after")
     def _schedule(self) -> "RetrainConfig":
@@ -129,31 +130,31 @@ class Params(_Section):
     # `validate` and `register` would shadow BaseModel attributes, hence the aliases.
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    paths: PathsConfig = PathsConfig()
-    tracking: TrackingConfig = TrackingConfig()
-    orchestration: OrchestrationConfig = OrchestrationConfig()
-    ingest: IngestConfig = IngestConfig()
-    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
-    split: SplitConfig = SplitConfig()
-    unlabeled: UnlabeledConfig = UnlabeledConfig()
-    augment: AugmentConfig = AugmentConfig()
-    tokenize: TokenizeConfig = TokenizeConfig()
-    hardware: HardwareConfig = HardwareConfig()
-    encoder: EncoderConfig = EncoderConfig()
-    pretrain: PretrainConfig = PretrainConfig()
-    finetune: FinetuneConfig = FinetuneConfig()
-    distill: DistillConfig = DistillConfig()
-    prune: PruneConfig = PruneConfig()
-    export: ExportConfig = ExportConfig()
-    quantize: QuantizeConfig = QuantizeConfig()
-    classical: ClassicalConfig = ClassicalConfig()
-    search: SearchConfig = SearchConfig()
-    select: SelectConfig = SelectConfig()
-    evaluate: EvaluateConfig = EvaluateConfig()
-    explain: ExplainConfig = ExplainConfig()
-    register_: RegisterConfig = Field(RegisterConfig(), alias="register")
-    promote: GateConfig = GateConfig()
-    retrain: RetrainConfig = RetrainConfig()
+    paths: PathsConfig
+    tracking: TrackingConfig
+    orchestration: OrchestrationConfig
+    ingest: IngestConfig
+    validate_: ValidateConfig = Field(alias="validate")
+    split: SplitConfig
+    unlabeled: UnlabeledConfig
+    augment: AugmentConfig
+    tokenize: TokenizeConfig
+    hardware: HardwareConfig
+    encoder: EncoderConfig
+    pretrain: PretrainConfig
+    finetune: FinetuneConfig
+    distill: DistillConfig
+    prune: PruneConfig
+    export: ExportConfig
+    quantize: QuantizeConfig
+    classical: ClassicalConfig
+    search: SearchConfig
+    select: SelectConfig
+    evaluate: EvaluateConfig
+    explain: ExplainConfig
+    register_: RegisterConfig = Field(alias="register")
+    promote: GateConfig
+    retrain: RetrainConfig
 
     @model_validator(mode="after")
     def _student_smaller(self) -> "Params":
@@ -194,6 +195,8 @@ def parse(data: object, source: str) -> Params:
             where = _location(e["loc"])
             if e["type"] == "extra_forbidden":
                 what = "unknown key"
+            elif e["type"] == "missing":
+                what = "missing section" if len(e["loc"]) == 1 else "missing key"
             elif e["type"] == "value_error":
                 what = str(e["ctx"]["error"])  # our own checks word their message fully
             else:

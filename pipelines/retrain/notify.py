@@ -30,7 +30,7 @@ def on_failure(_flow, _flow_run, state) -> None:
     try:
         cfg = load(find_root() / "params.yaml").retrain.notify
     except KilnError:
-        cfg = NotifyConfig()
+        cfg = NotifyConfig(apprise_url=None, block=None)  # params.yaml unreadable: a log line
     data = state.result(raise_on_failure=False)
     body = data.get("markdown") if isinstance(data, dict) else None
     notify(cfg, f"Kiln retrain failed: {state.message}"[:250], body or str(state.message))
