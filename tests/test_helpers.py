@@ -1,6 +1,7 @@
 """Unit tests of pipelines/ helpers: each runs in about a second, with no pipeline run."""
 
 import errno
+import json
 import os
 import pickle
 import subprocess
@@ -18,12 +19,12 @@ from pipelines.core import dag, lock
 from pipelines.core.env import git_state
 from pipelines.core.io import atomic, user_error
 from pipelines.core.params import load
-from pipelines.core.records import Promotion
+from pipelines.core.records import ModelCard, Promotion
 from pipelines.run.flow import StageRow, footer
 from pipelines.stagekit.contract import StageContext, StageParams
 from pipelines.tracking import metrics
 from pipelines.tracking.runs import StageRun
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TEXTS
 
 
 def test_the_stage_that_makes_an_input_is_read_from_the_graph():
@@ -103,6 +104,29 @@ def test_a_refused_version_says_why_in_one_line():
         "version 3 of 'kiln-x' registered, not promoted (champion stays version 1): "
         "vs_champion: macro-F1 0.90 vs 0.95; latency: 60 ms"
     )
+
+
+def test_a_model_card_carries_the_sequence_length_and_an_older_card_takes_it_from_the_config(tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    from components.text.classifier import MeanPoolClassifier
+    from components.text.config import EncoderConfig
+    from components.text.model import bert_config
+    from components.text.tokenizer import TokenizeConfig, train_tokenizer
+    from pipelines.stagekit.training import load_model, save_model
+
+    tokenizer = train_tokenizer(TEXTS, TokenizeConfig(vocab_size=200, min_frequency=1))
+    encoder = EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64, max_length=24)
+    model = MeanPoolClassifier(bert_config(encoder, tokenizer.get_vocab_size(), 0, num_labels=2))
+    described = ModelCard(stage="finetune", tokenizer="sha", params={}, data={}, metrics={})
+    ctx = context(("evaluate",), tmp_path)
+    save_model(ctx, model, PreTrainedTokenizerFast(tokenizer_object=tokenizer), described, "models/teacher")
+    written = tmp_path / "models/teacher/kiln.json"
+    assert ModelCard.read(written, "test", "finetune").max_length == 24
+    # A card written before the length was: the model's position table says it.
+    older = ModelCard.read(written, "test", "finetune").model_dump(exclude={"max_length"})
+    written.write_text(json.dumps(older))
+    assert load_model(ctx, "models/teacher", MeanPoolClassifier)[2].max_length == 24
 
 
 def test_atomic_writes_leave_nothing_half_written(tmp_path):

@@ -44,6 +44,9 @@ class ModelCard(_Record):
     data: dict[str, str]  # DVC's hash of each input
     metrics: dict[str, float]
     parents: dict[str, dict[str, float]] = {}  # metrics of the models it was made from, by role
+    # Tokens per text it reads: its position table's size, as `save_model` finds it. None
+    # only on a card an earlier Kiln wrote; `load_model` fills it from the model's config.
+    max_length: int | None = None
 
     @property
     def label_list(self) -> list[str]:

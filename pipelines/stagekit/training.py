@@ -145,9 +145,9 @@ def card(
 
 
 def save_model(ctx: StageContext, model, tokenizer, described: ModelCard, relative: str) -> None:
-    """A transformers folder (config.json, safetensors weights, tokenizer) plus kiln.json,
-    written atomically by the main process, and the stage's checkpoints dropped: the
-    model is in DVC's cache from here on."""
+    """A transformers folder (config.json, safetensors weights, tokenizer) plus kiln.json
+    with the sequence length the weights read, written atomically by the main process, and
+    the stage's checkpoints dropped: the model is in DVC's cache from here on."""
     if not ctx.is_main:
         return
     out = ctx.path(relative)
@@ -157,7 +157,7 @@ def save_model(ctx: StageContext, model, tokenizer, described: ModelCard, relati
             tokenizer.save_pretrained(tmp)
         except Exception as err:  # noqa: BLE001 - safetensors and torch report a full disk in their own types
             raise KilnError(f"cannot write {out}: {str(err).strip().splitlines()[-1][:200]}") from None
-        described.write(tmp / "kiln.json")
+        described.model_copy(update={"max_length": model.config.max_position_embeddings}).write(tmp / "kiln.json")
     remove(ctx.root / CHECKPOINTS / ctx.name)
 
 
@@ -173,6 +173,10 @@ def load_model(ctx: StageContext, relative: str, cls) -> tuple[Any, Any, ModelCa
         tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
     except Exception as err:  # noqa: BLE001 - transformers raises many types for a broken folder
         raise KilnError(f"{ctx.name}: model {relative} is corrupt ({err}); rerun the {maker} stage") from None
+    if described.max_length is None:
+        # A card of an earlier Kiln, in a persisted output a `kiln stage` run reads as it is:
+        # the length is the position table's, which is no reason to train the model again.
+        described = described.model_copy(update={"max_length": model.config.max_position_embeddings})
     return model, tokenizer, described
 
 

@@ -60,7 +60,7 @@ def _search(ctx: StageContext) -> StageResult:
     split = ctx.read_split("train", "val")
     work = ctx.root / CHECKPOINTS / ctx.name
     prefix = f"kiln-search-{fingerprint(ctx)[:12]}"
-    length = teacher.config.max_position_embeddings
+    length = taught.max_length
 
     # The teacher's logits on every train text, once: each trial distils from them.
     cached = work / f"{prefix}.teacher_logits.npy"
@@ -133,6 +133,7 @@ def _search(ctx: StageContext) -> StageResult:
                     params={"search": trial.params},
                     data=ctx.deps,
                     metrics={"val/macro_f1": result["val_macro_f1"]},
+                    max_length=length,  # a trial's student keeps the teacher's position table
                 ).write(folder / name / "kiln.json")
             members[name] = FrontMember(
                 trial=trial.number,
