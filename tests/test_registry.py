@@ -56,17 +56,18 @@ def _register(folder: Path, seed: int, commit: str = "abc", temperature: float =
     source = folder / "explainer"
     torch_model.save_pretrained(source)
     (source / "tokenizer.json").write_bytes(tokenizer.read_bytes())
-    number, _, _ = models.register_model(
+    registered = models.register_model(
         NAME, model, tokenizer, TEXTS[:2], TAGS, None, {"dvc.lock": "stages: {}\n"}, source, temperature
     )
-    return number
+    return registered.version
 
 
 def test_the_same_file_registered_again_is_the_same_version(store):
     _, model, tokenizer = tiny_onnx(store / "a", 0)
     first = models.register_model(NAME, model, tokenizer, TEXTS[:2], TAGS, run_id=None, lineage={})
     again = models.register_model(NAME, model, tokenizer, TEXTS[:2], TAGS, run_id=None, lineage={})
-    assert first[2] is False and again[2] is True and again[0] == first[0] == "1"
+    assert not first.reused and again.reused and again.version == first.version == "1"
+    assert again.uri == "models:/kiln-test/1" and first.uri.startswith("models:/m-")
     assert len(runs.client().search_model_versions(f"name = '{NAME}'")) == 1
 
 

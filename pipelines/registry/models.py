@@ -82,6 +82,28 @@ def find(client: "MlflowClient", name: str, sha256: str) -> "ModelVersion | None
     return max(found, key=lambda v: int(v.version)) if found else None
 
 
+@dataclass(frozen=True)
+class Registered:
+    """The version `register_model` registered, or found already holding the same files."""
+
+    version: str
+    uri: str  # the logged model's; models:/<name>/<version> for a version found again
+    reused: bool
+
+
+def _sha256(parts: list[Path | None], temperature: float) -> str:
+    """MODEL_HASH_TAG's value: the files of `parts` (a folder's in name order), by name and
+    content, and the temperature."""
+    import hashlib
+
+    digest = hashlib.sha256(str(temperature).encode())
+    for part in filter(None, parts):
+        for file in sorted(part.rglob("*")) if part.is_dir() else [part]:
+            if file.is_file() and "__pycache__" not in file.parts:
+                digest.update(file.name.encode() + file.read_bytes())
+    return digest.hexdigest()
+
+
 def register_model(
     name: str,
     model: Path,
@@ -92,14 +114,12 @@ def register_model(
     lineage: dict[str, object],
     explainer: Path | None = None,
     temperature: float = 1.0,
-) -> tuple[str, str, bool]:
+) -> Registered:
     """Log the ONNX file (with its tokenizer, for a transformer) and what explains it as an
     MLflow model defined by pipelines/registry/serving.py (with the `components` package as its
     code) and register it as a version of `name` with `tags` and alias `challenger`;
     `lineage` files go beside it in the run. A version already holding the same ONNX file
-    is reused. Returns (version, model URI, reused)."""
-    import hashlib
-
+    is reused."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -108,16 +128,10 @@ def register_model(
 
     client = runs.client()
     components = Path(__file__).resolve().parents[2] / "components"
-    parts = [model, tokenizer, explainer, Path(serving.__file__), components]
-    digest = hashlib.sha256(str(temperature).encode())
-    for part in filter(None, parts):
-        for file in sorted(part.rglob("*")) if part.is_dir() else [part]:
-            if file.is_file() and "__pycache__" not in file.parts:
-                digest.update(file.name.encode() + file.read_bytes())
-    sha256 = digest.hexdigest()
+    sha256 = _sha256([model, tokenizer, explainer, Path(serving.__file__), components], temperature)
     if (existing := find(client, name, sha256)) is not None:
         client.set_registered_model_alias(name, CHALLENGER, existing.version)
-        return str(existing.version), f"models:/{name}/{existing.version}", True
+        return Registered(str(existing.version), f"models:/{name}/{existing.version}", True)
     inputs = pd.DataFrame({"text": example})
     predictions = load_classifier(model, tokenizer).predict(example, temperature)
     outputs = pd.DataFrame([{"label": p["label"], **p["probabilities"]} for p in predictions])
@@ -144,7 +158,7 @@ def register_model(
                 mlflow.log_dict(content, f"lineage/{file}")
     registered = mlflow.register_model(info.model_uri, name, tags={**tags, MODEL_HASH_TAG: sha256})
     client.set_registered_model_alias(name, CHALLENGER, registered.version)
-    return str(registered.version), info.model_uri, False
+    return Registered(str(registered.version), info.model_uri, False)
 
 
 def requirements(transformer: bool) -> list[str]:

@@ -5,6 +5,7 @@ measurements as tags. A rerun that made the same file finds its version again.""
 import hashlib
 import json
 import os
+from typing import NamedTuple
 
 import yaml
 from tokenizers import Tokenizer
@@ -19,7 +20,13 @@ from pipelines.stages.quantize import report as quantized
 from pipelines.tracking import runs
 
 
-def _lock(ctx: StageContext) -> tuple[str, str, dict]:
+class Lock(NamedTuple):
+    text: str
+    sha256: str
+    outs: dict[str, dict[str, str]]  # by stage, each output's md5 by path
+
+
+def _lock(ctx: StageContext) -> Lock:
     """dvc.lock's text, its sha256 and, per stage, the md5 of each output: DVC has
     written the entries of every upstream stage by the time this one runs."""
     path = ctx.root / "dvc.lock"
@@ -28,7 +35,7 @@ def _lock(ctx: StageContext) -> tuple[str, str, dict]:
     text = path.read_bytes()
     stages = (yaml.safe_load(text) or {}).get("stages", {})
     outs = {name: {o["path"]: o.get("md5", "") for o in stage.get("outs", [])} for name, stage in stages.items()}
-    return text.decode(), hashlib.sha256(text).hexdigest(), outs
+    return Lock(text.decode(), hashlib.sha256(text).hexdigest(), outs)
 
 
 def _evidence(ctx: StageContext, selection: Selection) -> dict[str, str]:
@@ -65,32 +72,19 @@ def _evidence(ctx: StageContext, selection: Selection) -> dict[str, str]:
     return tags
 
 
-def run(ctx: StageContext) -> StageResult:
-    paths, name = ctx.params.paths, ctx.params.register_.name_for(ctx.params.ingest)
-    selection = Selection.read(ctx.input(f"{paths.reports}/selection.json", "selection"), ctx.name, "select")
-    chosen = selection.chosen
-    model = ctx.input(chosen.file, "selected model")
-    tokenizer = ctx.input(chosen.tokenizer, "tokenizer") if chosen.tokenizer else None
-    validation = json.loads(ctx.input(f"{paths.reports}/validation.json", "validation report").read_text())
-    evaluation = json.loads(ctx.input(f"{paths.reports}/evaluation.json", "evaluation report").read_text())
-    lock_text, lock_hash, lock_outs = _lock(ctx)
-    commit, dirty = ctx.git
-    splits = ctx.read_split("train", "test")
-    example = splits["test"]["text"].head(2).tolist()
-    # What the retrain flow measures a new batch's drift against once this is champion: the
-    # training split's profile, under the transformer tokenizer whichever family ships.
-    words = ctx.input(paths.onnx_tokenizer("pruned"), "tokenizer")
-    reference = profile(splits["train"], Tokenizer.from_file(str(words))).to_dict()
-    tags = {
-        "kiln.family": chosen.family,
+def _tags(ctx: StageContext, selection: Selection, validation: dict, evaluation: dict, lock: Lock) -> dict[str, str]:
+    """The version's lineage (code, data, runs) and what the gate holds it to, as tags."""
+    paths, (commit, dirty) = ctx.params.paths, ctx.git
+    return {
+        "kiln.family": selection.chosen.family,
         "kiln.candidate": selection.selected,
         "git.commit": commit,
         "git.dirty": str(dirty).lower(),
-        "dvc.lock.sha256": lock_hash,
-        "data.validated": lock_outs.get("validate", {}).get(paths.validated, ""),
+        "dvc.lock.sha256": lock.sha256,
+        "data.validated": lock.outs.get("validate", {}).get(paths.validated, ""),
         # The split stage writes one file per split, so the data version is their hashes.
         "data.split": ",".join(
-            f"{path}={md5}" for path, md5 in sorted(lock_outs.get("split", {}).items()) if path.startswith(paths.split)
+            f"{path}={md5}" for path, md5 in sorted(lock.outs.get("split", {}).items()) if path.startswith(paths.split)
         ),
         "data.validation": "passed" if validation.get("success") else "failed",
         **_evidence(ctx, selection),
@@ -99,8 +93,26 @@ def run(ctx: StageContext) -> StageResult:
         "prefect.flow_run_id": os.environ.get(runs.FLOW_RUN_ENV, ""),
         "test.macro_f1": str(evaluation["variants"][selection.selected]["macro_f1"]),
     }
+
+
+def run(ctx: StageContext) -> StageResult:
+    paths, name = ctx.params.paths, ctx.params.register_.name_for(ctx.params.ingest)
+    selection = Selection.read(ctx.input(f"{paths.reports}/selection.json", "selection"), ctx.name, "select")
+    chosen = selection.chosen
+    model = ctx.input(chosen.file, "selected model")
+    tokenizer = ctx.input(chosen.tokenizer, "tokenizer") if chosen.tokenizer else None
+    validation = json.loads(ctx.input(f"{paths.reports}/validation.json", "validation report").read_text())
+    evaluation = json.loads(ctx.input(f"{paths.reports}/evaluation.json", "evaluation report").read_text())
+    lock = _lock(ctx)
+    splits = ctx.read_split("train", "test")
+    example = splits["test"]["text"].head(2).tolist()
+    # What the retrain flow measures a new batch's drift against once this is champion: the
+    # training split's profile, under the transformer tokenizer whichever family ships.
+    words = ctx.input(paths.onnx_tokenizer("pruned"), "tokenizer")
+    reference = profile(splits["train"], Tokenizer.from_file(str(words))).to_dict()
+    tags = _tags(ctx, selection, validation, evaluation, lock)
     lineage = {
-        "dvc.lock": lock_text,
+        "dvc.lock": lock.text,
         "validation.json": validation,
         "evaluation.json": evaluation,
         "selection.json": selection.model_dump(mode="json"),
@@ -108,7 +120,7 @@ def run(ctx: StageContext) -> StageResult:
         "tokenizer.json": words.read_text(encoding="utf-8"),
     }
     with registry_errors(f"register: registering '{name}'"):
-        number, uri, reused = register_model(
+        registered = register_model(
             name,
             model,
             tokenizer,
@@ -119,8 +131,14 @@ def run(ctx: StageContext) -> StageResult:
             explainer=source(ctx, selection.selected),
             temperature=evaluation["explain"]["temperature"],
         )
-    Registration(model_name=name, version=number, run_id=ctx.run.run_id, model_uri=uri, reused=reused, tags=tags).write(
-        ctx.path(paths.reports) / "register.json"
-    )
-    summary = [f"version {number} of '{name}' already holds this model; registered nothing new"] if reused else []
-    return StageResult(metrics={"registered/version": float(number)}, summary=summary)
+    number = registered.version
+    Registration(
+        model_name=name,
+        version=number,
+        run_id=ctx.run.run_id,
+        model_uri=registered.uri,
+        reused=registered.reused,
+        tags=tags,
+    ).write(ctx.path(paths.reports) / "register.json")
+    summary = [f"version {number} of '{name}' already holds this model; registered nothing new"]
+    return StageResult(metrics={"registered/version": float(number)}, summary=summary if registered.reused else [])
