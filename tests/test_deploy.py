@@ -319,3 +319,20 @@ def test_a_file_that_was_never_quantized_has_no_int8_parity_to_fail():
     cfg = shipped("promote", tolerance=0.0, min_macro_f1=0.0, max_latency_ms_p95_b1=10, max_size_mb=5)
     fp32 = Evidence(1e-6, 1.0, None, None, True, quantized=False)
     assert _decide(cfg, GOOD, None, fp32).promote
+
+
+def test_evidence_reads_back_from_its_tags_and_from_an_older_versions():
+    one = Evidence(1e-6, 1.0, 184 / 185, 0.0054, True, quantize_texts=185, quantize_one_text_f1=0.0054)
+    fp32 = Evidence(2e-5, 1.0, None, None, False, quantized=False)
+    for evidence in (one, fp32, PASSED):
+        assert Evidence.from_tags(evidence.to_tags()) == evidence
+    assert fp32.to_tags() == {
+        "data.validation": "failed",
+        "gate.export_max_abs_diff": "2e-05",
+        "gate.export_agreement": "1.0",
+        "gate.quantized": "false",
+    }
+    # A version registered before the quantized flag and the split's size were recorded:
+    # an INT8 file, held to the bare bounds; a tag that is not a number is nothing recorded.
+    older = {"gate.export_max_abs_diff": "1e-06", "gate.export_agreement": "x", "gate.quantize_agreement": "1.0"}
+    assert Evidence.from_tags(older) == Evidence(1e-6, None, 1.0, None, None)

@@ -89,6 +89,45 @@ class Evidence:
     quantize_texts: int | None = None
     quantize_one_text_f1: float | None = None
 
+    # The tag names are those every version registered so far carries: they stay when a field is renamed.
+    def to_tags(self) -> dict[str, str]:
+        """The tags register records on a version for `from_tags`; what was not measured is left out."""
+        tags = {
+            "data.validation": {True: "passed", False: "failed"}.get(self.validation_passed),
+            "gate.export_max_abs_diff": self.export_max_abs_diff,
+            "gate.export_agreement": self.export_agreement,
+            "gate.quantized": str(self.quantized).lower(),
+            "gate.quantize_agreement": self.quantize_agreement,
+            "gate.quantize_f1_drop": self.quantize_f1_drop,
+            "gate.quantize_texts": self.quantize_texts,
+            "gate.quantize_one_text_f1": self.quantize_one_text_f1,
+        }
+        return {name: str(value) for name, value in tags.items() if value is not None}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> "Evidence":
+        """A registered version's evidence; a tag missing or not a number is nothing recorded."""
+        validation = tags.get("data.validation")
+        texts = _number(tags, "gate.quantize_texts")
+        return cls(
+            export_max_abs_diff=_number(tags, "gate.export_max_abs_diff"),
+            export_agreement=_number(tags, "gate.export_agreement"),
+            quantize_agreement=_number(tags, "gate.quantize_agreement"),
+            quantize_f1_drop=_number(tags, "gate.quantize_f1_drop"),
+            validation_passed=None if validation is None else validation == "passed",
+            # Versions registered before this tag existed were all INT8 files.
+            quantized=tags.get("gate.quantized", "true") != "false",
+            quantize_texts=None if texts is None else int(texts),
+            quantize_one_text_f1=_number(tags, "gate.quantize_one_text_f1"),
+        )
+
+
+def _number(tags: dict[str, str], name: str) -> float | None:
+    try:
+        return float(tags[name])
+    except (KeyError, ValueError):
+        return None
+
 
 def _parity(evidence: Evidence, export: ExportConfig, quantize: QuantizeConfig) -> list[Check]:
     e = evidence

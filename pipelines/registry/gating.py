@@ -95,29 +95,6 @@ def score(name: str, number: str, test: pd.DataFrame, cfg: EvaluateConfig) -> Sc
     return Scored(metrics, predicted)
 
 
-def _number(tags: dict[str, str], key: str) -> float | None:
-    try:
-        return float(tags[key])
-    except (KeyError, ValueError):
-        return None
-
-
-def evidence(tags: dict[str, str]) -> Evidence:
-    """What register recorded on the version from export's and quantize's measurements."""
-    validation = tags.get("data.validation")
-    texts = _number(tags, "gate.quantize_texts")
-    return Evidence(
-        export_max_abs_diff=_number(tags, "gate.export_max_abs_diff"),
-        export_agreement=_number(tags, "gate.export_agreement"),
-        quantize_agreement=_number(tags, "gate.quantize_agreement"),
-        quantize_f1_drop=_number(tags, "gate.quantize_f1_drop"),
-        validation_passed=None if validation is None else validation == "passed",
-        quantized=tags.get("gate.quantized", "true") != "false",
-        quantize_texts=None if texts is None else int(texts),
-        quantize_one_text_f1=_number(tags, "gate.quantize_one_text_f1"),
-    )
-
-
 def _versus(test: pd.DataFrame, champion: Scored, challenger: Scored, cfg: EvaluateConfig) -> Comparison:
     """Champion against challenger on the same texts (those of labels both know)."""
     from components.deploy import stats
@@ -173,7 +150,7 @@ def gate(
         versus,
         bounds.floor,
         bounds.floor_source,
-        evidence(challenger.tags),
+        Evidence.from_tags(challenger.tags),
         bounds.export,
         bounds.quantize,
     )

@@ -11,6 +11,7 @@ import yaml
 from tokenizers import Tokenizer
 
 from components.data.drift import profile
+from components.deploy.gate import Evidence
 from components.errors import KilnError
 from pipelines.core.records import ExportReport, Parity, Registration, Selection
 from pipelines.registry.models import register_model, registry_errors
@@ -38,10 +39,10 @@ def _lock(ctx: StageContext) -> Lock:
     return Lock(text.decode(), hashlib.sha256(text).hexdigest(), outs)
 
 
-def _evidence(ctx: StageContext, selection: Selection) -> dict[str, str]:
-    """What the export, classical and quantize stages (or the search, on val texts, as it
-    made a model of its front) measured for the selected file, for the gate to hold
-    against today's bounds."""
+def _evidence(ctx: StageContext, selection: Selection, validation: dict) -> Evidence:
+    """What validate, the export, classical and quantize stages (or the search, on val
+    texts, as it made a model of its front) measured for the selected file, for the gate
+    to hold against today's bounds."""
     paths, name = ctx.params.paths, selection.selected
     quantize: dict | None = None  # agreement, fp32_macro_f1, int8_macro_f1, texts, one_text_f1
     if name.startswith("search_"):
@@ -56,20 +57,18 @@ def _evidence(ctx: StageContext, selection: Selection) -> dict[str, str]:
         export = parity.model_dump()
         if name == "onnx_int8":
             quantize = quantized(ctx).model_dump()
-    tags = {
-        "gate.export_max_abs_diff": str(export["max_abs_diff"]),
-        "gate.export_agreement": str(export["agreement"]),
-        "gate.quantized": str(quantize is not None).lower(),
-    }
-    if quantize is not None:
-        tags["gate.quantize_agreement"] = str(quantize["agreement"])
-        tags["gate.quantize_f1_drop"] = str(quantize["fp32_macro_f1"] - quantize["int8_macro_f1"])
+    return Evidence(
+        export_max_abs_diff=export["max_abs_diff"],
+        export_agreement=export["agreement"],
+        quantize_agreement=None if quantize is None else quantize["agreement"],
+        quantize_f1_drop=None if quantize is None else quantize["fp32_macro_f1"] - quantize["int8_macro_f1"],
+        validation_passed=bool(validation.get("success")),
+        quantized=quantize is not None,
         # The split's size and one text's cost, by which the gate widens today's bounds as
         # quantize did (absent from search trials an older Kiln finished).
-        for key in ("texts", "one_text_f1"):
-            if key in quantize:
-                tags[f"gate.quantize_{key}"] = str(quantize[key])
-    return tags
+        quantize_texts=(quantize or {}).get("texts"),
+        quantize_one_text_f1=(quantize or {}).get("one_text_f1"),
+    )
 
 
 def _tags(ctx: StageContext, selection: Selection, validation: dict, evaluation: dict, lock: Lock) -> dict[str, str]:
@@ -86,8 +85,7 @@ def _tags(ctx: StageContext, selection: Selection, validation: dict, evaluation:
         "data.split": ",".join(
             f"{path}={md5}" for path, md5 in sorted(lock.outs.get("split", {}).items()) if path.startswith(paths.split)
         ),
-        "data.validation": "passed" if validation.get("success") else "failed",
-        **_evidence(ctx, selection),
+        **_evidence(ctx, selection, validation).to_tags(),
         "mlflow.run_id": ctx.run.run_id or "",
         "mlflow.parent_run_id": ctx.run.parent_id or "",
         "prefect.flow_run_id": os.environ.get(runs.FLOW_RUN_ENV, ""),
