@@ -8,6 +8,7 @@ import pytest
 from components.deploy.selection import Measured, choose, learned
 from components.errors import KilnError
 from pipelines.core.records import Candidate, Selection
+from pipelines.core.reports import Baseline, Evaluation, Explained, VariantScores
 from pipelines.registry.gating import floor
 from tests.conftest import shipped
 
@@ -97,17 +98,52 @@ def test_a_classical_model_is_held_to_the_best_transformer_not_to_itself(tmp_pat
 
     # promote.min_macro_f1: baseline is the lower end of that candidate's test interval.
     evaluation = tmp_path / "evaluation.json"
-    evaluation.write_text(
-        json.dumps(
-            {
-                "baseline": {"name": name, "family": "transformer", "why": why},
-                "variants": {"classical": {"macro_f1_ci95": [0.93, 0.97]}, name: {"macro_f1_ci95": [0.85, 0.95]}},
-            }
-        )
-    )
+    report = _evaluation("classical", Baseline(name=name, family="transformer", why=why))
+    report.write(evaluation)
     assert floor(shipped("promote"), evaluation) == (
         0.85,
         f"baseline: lower end of onnx_teacher's 95 % interval; {why}",
+    )
+    # A report without the baseline's scores is refused where it is read, naming the stage to rerun.
+    evaluation.write_text(json.dumps({**report.model_dump(mode="json"), "variants": {}}))
+    with pytest.raises(KilnError, match=r"^promote: .* not a valid Evaluation .*; rerun the evaluate stage$"):
+        floor(shipped("promote"), evaluation)
+    with pytest.raises(KilnError, match="which is missing; run the pipeline, or set a number"):
+        floor(shipped("promote"), tmp_path / "none.json")
+
+
+def _evaluation(selected: str, baseline: Baseline) -> Evaluation:
+    """The least evaluation.json the gate reads: the two models' scores and intervals."""
+    scores = {
+        name: VariantScores(
+            accuracy=0.9,
+            macro_f1=(low + high) / 2,
+            per_class={},
+            confusion_matrix=[],
+            size_mb=1.0,
+            params=10,
+            macro_f1_ci95=(low, high),
+            accuracy_ci95=(low, high),
+            latency_ms_p50_b1=1.0,
+            latency_ms_p95_b1=1.0,
+        )
+        for name, (low, high) in {selected: (0.93, 0.97), baseline.name: (0.85, 0.95)}.items()
+    }
+    values = dict.fromkeys(("aopc_top", "aopc_random", "ece", "ece_scaled", "val_ece", "val_ece_scaled"), 0.0)
+    explained = Explained(
+        explained=selected, families={}, fitted_temperature=1.0, temperature=1.0, mean_abs_delta=0.0, **values
+    )
+    return Evaluation(
+        test_texts=200,
+        threads=1,
+        selected=selected,
+        selected_family="classical",
+        baseline=baseline,
+        excluded={},
+        variants=scores,
+        comparisons={},
+        ratios={},
+        explain=explained,
     )
 
 

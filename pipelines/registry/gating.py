@@ -2,7 +2,6 @@
 paired comparison of the two, the macro-F1 floor, and what export and quantize recorded
 on the version; `components.deploy.gate.decide` turns them into a decision."""
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, Q
 from components.deploy.gate import Decision, Evidence, decide
 from components.deploy.stats import Comparison
 from components.errors import KilnError
+from pipelines.core.reports import Evaluation
 from pipelines.registry.models import CHAMPION, alias
 
 if TYPE_CHECKING:
@@ -40,16 +40,15 @@ def floor(gate: GateConfig, evaluation: Path) -> tuple[float, str]:
     with (the classical model, or for a classical model the best transformer on val)."""
     if gate.min_macro_f1 != "baseline":
         return float(gate.min_macro_f1), "promote.min_macro_f1"
-    try:
-        report = json.loads(evaluation.read_text())
-        baseline = report["baseline"]
-        low = report["variants"][baseline["name"]]["macro_f1_ci95"][0]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    if not evaluation.is_file():
         raise KilnError(
-            f"promote.min_macro_f1: baseline needs the baseline's interval in {evaluation} "
-            f"({type(err).__name__}); run the pipeline, or set a number"
-        ) from None
-    return float(low), f"baseline: lower end of {baseline['name']}'s 95 % interval; {baseline['why']}"
+            f"promote.min_macro_f1: baseline needs the baseline's interval in {evaluation}, which is missing; "
+            "run the pipeline, or set a number"
+        )
+    report = Evaluation.read(evaluation, "promote", "evaluate")
+    baseline = report.baseline
+    low = report.variants[baseline.name].macro_f1_ci95[0]
+    return low, f"baseline: lower end of {baseline.name}'s 95 % interval; {baseline.why}"
 
 
 @dataclass

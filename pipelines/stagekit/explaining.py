@@ -24,6 +24,7 @@ from components.explain.loading import load_explainer
 from components.explain.report import render, summarise
 from pipelines.core.io import atomic
 from pipelines.core.records import Front, FrontMember, Selection
+from pipelines.core.reports import Explained, Faithfulness
 from pipelines.stagekit.contract import StageContext
 
 # The PyTorch model each transformer candidate was exported from, by its params path.
@@ -63,7 +64,7 @@ def run(
     logits: dict[str, Callable],
     val: pd.DataFrame,
     test: pd.DataFrame,
-) -> tuple[dict, Path]:
+) -> tuple[Explained, Path]:
     """The `explain` section of evaluation.json, and the written report's path."""
     cfg: ExplainConfig = ctx.params.explain
     shipped = selection.selected
@@ -114,28 +115,28 @@ def run(
     with atomic(path) as tmp:
         tmp.write_text(render(report), encoding="utf-8")
     mine = faithfulness[selection.chosen.family]
-    section = {
-        "explained": shipped,
-        "aopc_top": mine.aopc_top,
-        "aopc_random": mine.aopc_random,
-        "families": {
-            family: {
-                "aopc_top": f.aopc_top,
-                "aopc_random": f.aopc_random,
-                "k": f.k,
-                "top": f.top,
-                "random": f.random,
-                "difference_ci95": [f.difference.low, f.difference.high],
-                "texts": f.texts,
-            }
+    section = Explained(
+        explained=shipped,
+        aopc_top=mine.aopc_top,
+        aopc_random=mine.aopc_random,
+        families={
+            family: Faithfulness(
+                aopc_top=f.aopc_top,
+                aopc_random=f.aopc_random,
+                k=f.k,
+                top=f.top,
+                random=f.random,
+                difference_ci95=(f.difference.low, f.difference.high),
+                texts=f.texts,
+            )
             for family, f in faithfulness.items()
         },
-        "ece": calibration.test.ece,
-        "ece_scaled": calibration.test_scaled.ece,
-        "val_ece": calibration.val_ece,
-        "val_ece_scaled": calibration.val_ece_scaled,
-        "fitted_temperature": calibration.fitted_temperature,
-        "temperature": calibration.temperature,
-        "mean_abs_delta": float(np.mean([abs(e.delta) for e in explained])),
-    }
+        ece=calibration.test.ece,
+        ece_scaled=calibration.test_scaled.ece,
+        val_ece=calibration.val_ece,
+        val_ece_scaled=calibration.val_ece_scaled,
+        fitted_temperature=calibration.fitted_temperature,
+        temperature=calibration.temperature,
+        mean_abs_delta=float(np.mean([abs(e.delta) for e in explained])),
+    )
     return section, path

@@ -19,6 +19,7 @@ from components.text.classifier import MeanPoolClassifier
 from components.text.model import count_parameters
 from pipelines.core.io import atomic, write_json
 from pipelines.core.records import Selection
+from pipelines.core.reports import Baseline, Evaluation, Explained
 from pipelines.stagekit import explaining
 from pipelines.stagekit.contract import StageContext, StageResult
 from pipelines.stagekit.training import load_model
@@ -109,10 +110,10 @@ def run(ctx: StageContext) -> StageResult:
         torch.set_num_threads(threads)
 
     base, why = selection.baseline()
-    baseline = {"name": base, "family": selection.baseline_family, "why": why}
+    baseline = Baseline(name=base, family=selection.baseline_family, why=why)
     comparisons = {}
     pairs = [
-        (f"selected_vs_{baseline['family']}", selection.selected, base),
+        (f"selected_vs_{baseline.family}", selection.selected, base),
         ("selected_vs_teacher", selection.selected, "teacher"),
     ]
     if "onnx_int8" in predicted:  # what compression cost: the shipped INT8 student against its teacher
@@ -143,21 +144,18 @@ def run(ctx: StageContext) -> StageResult:
                 tmp / f"confusion_{name}.png",
             )
         ev.plot_pareto(variants, tmp / "pareto.png")
-    write_json(
-        {
-            "test_texts": len(texts),
-            "threads": cfg.threads,
-            "selected": selection.selected,
-            "selected_family": selection.chosen.family,
-            "baseline": baseline,  # what the selected model is compared with, and promote's `baseline` floor
-            "excluded": selection.excluded,
-            "variants": variants,
-            "comparisons": comparisons,
-            "ratios": ratios,
-            "explain": explained,
-        },
-        reports / "evaluation.json",
-    )
+    Evaluation(
+        test_texts=len(texts),
+        threads=cfg.threads,
+        selected=selection.selected,
+        selected_family=selection.chosen.family,
+        baseline=baseline,
+        excluded=selection.excluded,
+        variants=variants,
+        comparisons=comparisons,
+        ratios=ratios,
+        explain=explained,
+    ).write(reports / "evaluation.json")
     write_json(
         [
             {
@@ -190,10 +188,10 @@ def run(ctx: StageContext) -> StageResult:
     metrics["selected/test_macro_f1"] = variants[selection.selected]["macro_f1"]
     metrics.update(
         {
-            "explain/aopc_top": explained["aopc_top"],
-            "explain/aopc_random": explained["aopc_random"],
-            "explain/ece": explained["ece"],
-            "explain/temperature": explained["temperature"],
+            "explain/aopc_top": explained.aopc_top,
+            "explain/aopc_random": explained.aopc_random,
+            "explain/ece": explained.ece,
+            "explain/temperature": explained.temperature,
         }
     )
     return StageResult(
@@ -211,10 +209,10 @@ def markdown(
     texts: int,
     threads: int,
     selection: Selection,
-    baseline: dict,
+    baseline: Baseline,
     variants: dict[str, dict],
     comparisons: dict,
-    explained: dict,
+    explained: Explained,
 ) -> str:
     lines = [
         f"# Evaluation on {texts} test texts ({threads} thread(s))",
@@ -222,7 +220,7 @@ def markdown(
         f"Selected on val: {selection.reason}.",
         *[f"\nNot a candidate, measured here only: {name}, {why}." for name, why in selection.excluded.items()],
         "",
-        f"Baseline: {baseline['name']}, {baseline['why']}; promote.min_macro_f1 `baseline` is its lower bound.",
+        f"Baseline: {baseline.name}, {baseline.why}; promote.min_macro_f1 `baseline` is its lower bound.",
         "",
         ev.markdown(variants),
         "## Paired comparisons",
@@ -241,10 +239,10 @@ def markdown(
         "",
         "## Explanations",
         "",
-        f"Which words drive each prediction of {explained['explained']}, every misclassified test text and the "
+        f"Which words drive each prediction of {explained.explained}, every misclassified test text and the "
         f"calibration: [explanations.html](explanations.html). Deleting a text's top-k attributed words lowers "
-        f"the predicted label's probability by {explained['aopc_top']:.4f} on average (AOPC, k = 1..5), "
-        f"deleting k random words by {explained['aopc_random']:.4f}. Expected calibration error on test: "
-        f"{explained['ece']:.4f}; temperature served: {explained['temperature']:.3f}.",
+        f"the predicted label's probability by {explained.aopc_top:.4f} on average (AOPC, k = 1..5), "
+        f"deleting k random words by {explained.aopc_random:.4f}. Expected calibration error on test: "
+        f"{explained.ece:.4f}; temperature served: {explained.temperature:.3f}.",
     ]
     return "\n".join(lines) + "\n"

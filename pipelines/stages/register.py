@@ -3,7 +3,6 @@ as code, registered as a new version with alias `challenger`, its lineage and th
 measurements as tags. A rerun that made the same file finds its version again."""
 
 import hashlib
-import json
 import os
 from typing import NamedTuple
 
@@ -14,6 +13,7 @@ from components.data.drift import profile
 from components.deploy.gate import Evidence
 from components.errors import KilnError
 from pipelines.core.records import ExportReport, Parity, Registration, Selection
+from pipelines.core.reports import Evaluation, Validation
 from pipelines.registry.models import register_model, registry_errors
 from pipelines.stagekit.contract import StageContext, StageResult
 from pipelines.stagekit.explaining import front_member, source
@@ -39,7 +39,7 @@ def _lock(ctx: StageContext) -> Lock:
     return Lock(text.decode(), hashlib.sha256(text).hexdigest(), outs)
 
 
-def _evidence(ctx: StageContext, selection: Selection, validation: dict) -> Evidence:
+def _evidence(ctx: StageContext, selection: Selection, validation: Validation) -> Evidence:
     """What validate, the export, classical and quantize stages (or the search, on val
     texts, as it made a model of its front) measured for the selected file, for the gate
     to hold against today's bounds."""
@@ -62,7 +62,7 @@ def _evidence(ctx: StageContext, selection: Selection, validation: dict) -> Evid
         export_agreement=export["agreement"],
         quantize_agreement=None if quantize is None else quantize["agreement"],
         quantize_f1_drop=None if quantize is None else quantize["fp32_macro_f1"] - quantize["int8_macro_f1"],
-        validation_passed=bool(validation.get("success")),
+        validation_passed=validation.success,
         quantized=quantize is not None,
         # The split's size and one text's cost, by which the gate widens today's bounds as
         # quantize did (absent from search trials an older Kiln finished).
@@ -71,7 +71,9 @@ def _evidence(ctx: StageContext, selection: Selection, validation: dict) -> Evid
     )
 
 
-def _tags(ctx: StageContext, selection: Selection, validation: dict, evaluation: dict, lock: Lock) -> dict[str, str]:
+def _tags(
+    ctx: StageContext, selection: Selection, validation: Validation, evaluation: Evaluation, lock: Lock
+) -> dict[str, str]:
     """The version's lineage (code, data, runs) and what the gate holds it to, as tags."""
     paths, (commit, dirty) = ctx.params.paths, ctx.git
     return {
@@ -89,7 +91,7 @@ def _tags(ctx: StageContext, selection: Selection, validation: dict, evaluation:
         "mlflow.run_id": ctx.run.run_id or "",
         "mlflow.parent_run_id": ctx.run.parent_id or "",
         "prefect.flow_run_id": os.environ.get(runs.FLOW_RUN_ENV, ""),
-        "test.macro_f1": str(evaluation["variants"][selection.selected]["macro_f1"]),
+        "test.macro_f1": str(evaluation.variants[selection.selected].macro_f1),
     }
 
 
@@ -99,8 +101,12 @@ def run(ctx: StageContext) -> StageResult:
     chosen = selection.chosen
     model = ctx.input(chosen.file, "selected model")
     tokenizer = ctx.input(chosen.tokenizer, "tokenizer") if chosen.tokenizer else None
-    validation = json.loads(ctx.input(f"{paths.reports}/validation.json", "validation report").read_text())
-    evaluation = json.loads(ctx.input(f"{paths.reports}/evaluation.json", "evaluation report").read_text())
+    validation = Validation.read(
+        ctx.input(f"{paths.reports}/validation.json", "validation report"), ctx.name, "validate"
+    )
+    evaluation = Evaluation.read(
+        ctx.input(f"{paths.reports}/evaluation.json", "evaluation report"), ctx.name, "evaluate"
+    )
     lock = _lock(ctx)
     splits = ctx.read_split("train", "test")
     example = splits["test"]["text"].head(2).tolist()
@@ -111,8 +117,8 @@ def run(ctx: StageContext) -> StageResult:
     tags = _tags(ctx, selection, validation, evaluation, lock)
     lineage = {
         "dvc.lock": lock.text,
-        "validation.json": validation,
-        "evaluation.json": evaluation,
+        "validation.json": validation.model_dump(mode="json"),
+        "evaluation.json": evaluation.model_dump(mode="json"),
         "selection.json": selection.model_dump(mode="json"),
         "profile.json": reference,
         "tokenizer.json": words.read_text(encoding="utf-8"),
@@ -127,7 +133,7 @@ def run(ctx: StageContext) -> StageResult:
             ctx.run.run_id,
             lineage,
             explainer=source(ctx, selection.selected),
-            temperature=evaluation["explain"]["temperature"],
+            temperature=evaluation.explain.temperature,
         )
     number = registered.version
     Registration(

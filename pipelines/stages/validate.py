@@ -3,7 +3,8 @@ rows are set aside with their reasons, and a failure stops the pipeline here."""
 
 from components.data.validation import validate
 from components.errors import KilnError
-from pipelines.core.io import write_json, write_parquet
+from pipelines.core.io import write_parquet
+from pipelines.core.reports import Validation
 from pipelines.stagekit.contract import StageContext, StageResult
 
 
@@ -15,14 +16,14 @@ def run(ctx: StageContext) -> StageResult:
     # `min_chars: auto` is BBC's own bound for the BBC corpus and any non-empty text for
     # a user's files.
     outcome = validate(raw, ctx.params.validate_.resolved(ctx.params.ingest.base), docs)
-    report_path = reports / "validation.json"
-    write_json(outcome.report, report_path)
+    report, report_path = Validation.model_validate(outcome.report), reports / "validation.json"
+    report.write(report_path)
     metrics = {
-        "data/rows": outcome.report["rows"],
-        "data/valid_rows": outcome.report["rows_valid"],
-        "data/quarantined_rows": outcome.report["rows_quarantined"],
-        "data/duplicate_rows": outcome.report["duplicates"]["rows"],
-        "data/failed_expectations": len(outcome.failures),
+        "data/rows": report.rows,
+        "data/valid_rows": report.rows_valid,
+        "data/quarantined_rows": report.rows_quarantined,
+        "data/duplicate_rows": report.duplicates.rows,
+        "data/failed_expectations": len(report.failures),
     }
     if not outcome.success:
         # The report and Data Docs are what a person opens to see why: log them first.
