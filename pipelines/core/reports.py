@@ -81,7 +81,7 @@ class Paired(_Record):
     n_discordant: int  # texts only one of the two labels right
 
 
-class Faithfulness(_Record):
+class FaithfulnessScores(_Record):
     """AOPC of one family's attributions: deleting the top-k words against k random ones."""
 
     aopc_top: float
@@ -99,7 +99,7 @@ class Explained(_Record):
     explained: str  # the candidate explained: the selected one
     aopc_top: float
     aopc_random: float
-    families: dict[str, Faithfulness]
+    families: dict[str, FaithfulnessScores]
     ece: float
     ece_scaled: float
     val_ece: float
@@ -130,3 +130,40 @@ class Evaluation(_Record):
         if missing := sorted({self.selected, self.baseline.name} - self.variants.keys()):
             raise ValueError(f"no scores for {', '.join(missing)}")
         return self
+
+    def markdown(self, reason: str, table: str) -> str:
+        """evaluation.md: `reason` is why select chose the model, `table` the variants' as
+        components.deploy.evaluation.markdown writes it."""
+        baseline, explained = self.baseline, self.explain
+        lines = [
+            f"# Evaluation on {self.test_texts} test texts ({self.threads} thread(s))",
+            "",
+            f"Selected on val: {reason}.",
+            *[f"\nNot a candidate, measured here only: {name}, {why}." for name, why in self.excluded.items()],
+            "",
+            f"Baseline: {baseline.name}, {baseline.why}; promote.min_macro_f1 `baseline` is its lower bound.",
+            "",
+            table,
+            "## Paired comparisons",
+            "",
+            "| comparison | macro-F1 difference | 95 % interval | McNemar p | discordant texts |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        lines += [
+            f"| {name} ({c.model} vs {c.other}) | {c.delta_macro_f1:+.4f} "
+            f"| [{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}] | {c.p_value:.3g} | {c.n_discordant} |"
+            for name, c in self.comparisons.items()
+        ]
+        lines += [
+            "",
+            "An interval that holds 0 means this test split cannot tell the two apart.",
+            "",
+            "## Explanations",
+            "",
+            f"Which words drive each prediction of {explained.explained}, every misclassified test text and the "
+            f"calibration: [explanations.html](explanations.html). Deleting a text's top-k attributed words lowers "
+            f"the predicted label's probability by {explained.aopc_top:.4f} on average (AOPC, k = 1..5), "
+            f"deleting k random words by {explained.aopc_random:.4f}. Expected calibration error on test: "
+            f"{explained.ece:.4f}; temperature served: {explained.temperature:.3f}.",
+        ]
+        return "\n".join(lines) + "\n"

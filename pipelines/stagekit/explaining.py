@@ -17,14 +17,15 @@ from scipy.special import softmax
 
 from components.deploy.stats import seeded_sample
 from components.errors import KilnError
-from components.explain.calibration import calibrate
+from components.explain.attribution import Explanation
+from components.explain.calibration import Calibration, calibrate
 from components.explain.config import ExplainConfig
-from components.explain.faithfulness import aopc
+from components.explain.faithfulness import Faithfulness, aopc
 from components.explain.loading import load_explainer
 from components.explain.report import render, summarise
 from pipelines.core.io import atomic
 from pipelines.core.records import Front, FrontMember, Selection
-from pipelines.core.reports import Explained, Faithfulness
+from pipelines.core.reports import Explained, FaithfulnessScores
 from pipelines.stagekit.contract import StageContext
 
 # The PyTorch model each transformer candidate was exported from, by its params path.
@@ -67,7 +68,7 @@ def run(
 ) -> tuple[Explained, Path]:
     """The `explain` section of evaluation.json, and the written report's path."""
     cfg: ExplainConfig = ctx.params.explain
-    shipped = selection.selected
+    shipped, family = selection.selected, selection.chosen.family
     texts, truth = test["text"].tolist(), test["label"].tolist()
     attributed = seeded_sample(range(len(texts)), cfg.max_texts, cfg.seed)
     shown, shown_truth = [texts[i] for i in attributed], [truth[i] for i in attributed]
@@ -79,13 +80,47 @@ def run(
         [labels.index(v) for v in truth],
         cfg.ece_bins,
     )
+    faithfulness = _faithfulness(ctx, selection, labels, logits, explained, shown[: cfg.aopc_texts])
+    sample = (
+        f"{len(shown)} test texts"
+        if len(shown) == len(texts)
+        else f"a sample of {len(shown)} of {len(texts)} test texts"
+    )
+    report = summarise(
+        f"Explanations of {shipped} ({family}) on {sample}",
+        labels,
+        explained,
+        shown_truth,
+        calibration,
+        faithfulness[family],
+        cfg.top_words,
+        cfg.max_misclassified,
+        cfg.confusions,
+    )
+    path = ctx.path(ctx.params.paths.reports) / "explanations.html"
+    with atomic(path) as tmp:
+        tmp.write_text(render(report), encoding="utf-8")
+    return _section(selection, explained, calibration, faithfulness), path
+
+
+def _faithfulness(
+    ctx: StageContext,
+    selection: Selection,
+    labels: list[str],
+    logits: dict[str, Callable],
+    explained: list[Explanation],
+    texts: list[str],
+) -> dict[str, Faithfulness]:
+    """Each family's AOPC on `texts`, the first texts of `explained`: the shipped model's
+    attributions for its own family, the family default's for the other."""
+    cfg: ExplainConfig = ctx.params.explain
     faithfulness = {}
     for family, default in FAMILY_DEFAULT.items():
-        candidate = shipped if selection.chosen.family == family else default
+        candidate = selection.selected if selection.chosen.family == family else default
         subset = (
-            explained[: cfg.aopc_texts]
-            if candidate == shipped
-            else explainer(ctx, candidate, labels, cfg).explain(shown[: cfg.aopc_texts])
+            explained[: len(texts)]
+            if candidate == selection.selected
+            else explainer(ctx, candidate, labels, cfg).explain(texts)
         )
         faithfulness[family] = aopc(
             subset,
@@ -95,32 +130,19 @@ def run(
             cfg.random_draws,
             cfg.seed,
         )
-    report = summarise(
-        f"Explanations of {shipped} ({selection.chosen.family}) on "
-        + (
-            f"{len(shown)} test texts"
-            if len(shown) == len(texts)
-            else f"a sample of {len(shown)} of {len(texts)} test texts"
-        ),
-        labels,
-        explained,
-        shown_truth,
-        calibration,
-        faithfulness[selection.chosen.family],
-        cfg.top_words,
-        cfg.max_misclassified,
-        cfg.confusions,
-    )
-    path = ctx.path(ctx.params.paths.reports) / "explanations.html"
-    with atomic(path) as tmp:
-        tmp.write_text(render(report), encoding="utf-8")
+    return faithfulness
+
+
+def _section(
+    selection: Selection, explained: list[Explanation], calibration: Calibration, faithfulness: dict[str, Faithfulness]
+) -> Explained:
     mine = faithfulness[selection.chosen.family]
-    section = Explained(
-        explained=shipped,
+    return Explained(
+        explained=selection.selected,
         aopc_top=mine.aopc_top,
         aopc_random=mine.aopc_random,
         families={
-            family: Faithfulness(
+            family: FaithfulnessScores(
                 aopc_top=f.aopc_top,
                 aopc_random=f.aopc_random,
                 k=f.k,
@@ -139,4 +161,3 @@ def run(
         temperature=calibration.temperature,
         mean_abs_delta=float(np.mean([abs(e.delta) for e in explained])),
     )
-    return section, path

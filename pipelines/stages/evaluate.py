@@ -6,12 +6,14 @@ the best transformer) and the teacher; a JSON report, a Markdown table and plots
 select left out (a refused INT8) is measured too, and the report says why."""
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
 from components.deploy import evaluation as ev
 from components.deploy import stats
+from components.deploy.config import EvaluateConfig
 from components.deploy.parity import TorchClassifier
 from components.deploy.runtime import OnnxClassifier, load_classifier
 from components.errors import KilnError
@@ -19,7 +21,7 @@ from components.text.classifier import MeanPoolClassifier
 from components.text.model import count_parameters
 from pipelines.core.io import atomic, write_json
 from pipelines.core.records import Selection
-from pipelines.core.reports import Baseline, Evaluation, Explained
+from pipelines.core.reports import Baseline, Evaluation, Paired
 from pipelines.stagekit import explaining
 from pipelines.stagekit.contract import StageContext, StageResult
 from pipelines.stagekit.training import load_model
@@ -74,17 +76,10 @@ def _runtimes(ctx: StageContext, labels: list[str], selection: Selection) -> dic
     return found
 
 
-def run(ctx: StageContext) -> StageResult:
-    cfg, paths = ctx.params.evaluate, ctx.params.paths
-    split = ctx.read_split("val", "test")
-    test = split["test"]
-    texts = test["text"].tolist()
-    selection = Selection.read(ctx.input(f"{paths.reports}/selection.json", "selection"), ctx.name, "select")
-    labels = OnnxClassifier(ctx.input(paths.quantized), ctx.input(paths.onnx_tokenizer("pruned"))).labels
-    if unknown := sorted(set(test["label"]) - set(labels)):
-        raise KilnError(f"evaluate: test labels {unknown} are not in the model's label map {labels}")
-    truth = [labels.index(label) for label in test["label"]]
-    runtimes = _runtimes(ctx, labels, selection)
+def _quality(
+    runtimes: dict[str, Variant], texts: list[str], truth: list[int], labels: list[str], cfg: EvaluateConfig
+) -> tuple[dict[str, list[int]], dict[str, dict]]:
+    """Each variant's predicted label ids, and its quality with 95 % intervals, size and parameters."""
     predicted: dict[str, list[int]] = {}
     variants: dict[str, dict] = {}
     for name, (logits, _, size, params) in runtimes.items():
@@ -97,6 +92,13 @@ def run(ctx: StageContext) -> StageResult:
             "macro_f1_ci95": [ci["macro_f1"].low, ci["macro_f1"].high],
             "accuracy_ci95": [ci["accuracy"].low, ci["accuracy"].high],
         }
+    return predicted, variants
+
+
+def _timing(runtimes: dict[str, Variant], texts: list[str], cfg: EvaluateConfig) -> dict[str, dict[str, float]]:
+    """Each variant's latency on evaluate.threads: at batch 1, and at batch 32 with the
+    throughput for all but the PyTorch models."""
+    found = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
@@ -104,98 +106,72 @@ def run(ctx: StageContext) -> StageResult:
         # and their batches of 32 would be most of this stage's time with a MiniLM teacher.
         for torch_models in (False, True):
             timed = {n: r.timed for n, r in runtimes.items() if (n in TORCH) == torch_models}
-            for name, timing in ev.latency(timed, texts, cfg, batched=not torch_models).items():
-                variants[name].update(timing)
+            found |= ev.latency(timed, texts, cfg, batched=not torch_models)
     finally:
         torch.set_num_threads(threads)
+    return found
 
-    base, why = selection.baseline()
-    baseline = Baseline(name=base, family=selection.baseline_family, why=why)
-    comparisons = {}
+
+def _comparisons(
+    selection: Selection, truth: list[int], predicted: dict[str, list[int]], cfg: EvaluateConfig
+) -> dict[str, Paired]:
+    """The selected model against its baseline and the teacher, text by text."""
+    base = selection.baseline()[0]
     pairs = [
-        (f"selected_vs_{baseline.family}", selection.selected, base),
+        (f"selected_vs_{selection.baseline_family}", selection.selected, base),
         ("selected_vs_teacher", selection.selected, "teacher"),
     ]
     if "onnx_int8" in predicted:  # what compression cost: the shipped INT8 student against its teacher
         pairs.append(("int8_vs_teacher", "onnx_int8", "teacher"))
+    comparisons = {}
     for group, model, other in pairs:
         found = stats.paired(truth, predicted[model], predicted[other], cfg.resamples, cfg.bootstrap_seed)
         d = found.macro_f1_difference
-        comparisons[group] = {
-            "model": model,
-            "other": other,
-            "delta_macro_f1": d.estimate,
-            "ci95": [d.low, d.high],
-            "p_value": found.mcnemar_p,
-            "n_discordant": found.discordant,
-        }
+        comparisons[group] = Paired(
+            model=model,
+            other=other,
+            delta_macro_f1=d.estimate,
+            ci95=(d.low, d.high),
+            p_value=found.mcnemar_p,
+            n_discordant=found.discordant,
+        )
+    return comparisons
+
+
+def run(ctx: StageContext) -> StageResult:
+    cfg, paths = ctx.params.evaluate, ctx.params.paths
+    split = ctx.read_split("val", "test")
+    test = split["test"]
+    texts = test["text"].tolist()
+    selection = Selection.read(ctx.input(f"{paths.reports}/selection.json", "selection"), ctx.name, "select")
+    labels = OnnxClassifier(ctx.input(paths.quantized), ctx.input(paths.onnx_tokenizer("pruned"))).labels
+    if unknown := sorted(set(test["label"]) - set(labels)):
+        raise KilnError(f"evaluate: test labels {unknown} are not in the model's label map {labels}")
+    truth = [labels.index(label) for label in test["label"]]
+    runtimes = _runtimes(ctx, labels, selection)
+    predicted, variants = _quality(runtimes, texts, truth, labels, cfg)
+    for name, timing in _timing(runtimes, texts, cfg).items():
+        variants[name] |= timing
+    comparisons = _comparisons(selection, truth, predicted, cfg)
     bulk = {n: r.logits for n, r in runtimes.items()}
     explained, html = explaining.run(ctx, selection, labels, bulk, split["val"], test)
-    ratios = ev.ratios(variants)
-    reports = ctx.path(paths.reports)
-    figures = reports / "evaluation"
-    with atomic(figures) as tmp:
-        tmp.mkdir(parents=True)
-        for name, v in variants.items():
-            ev.plot_confusion(
-                v["confusion_matrix"],
-                labels,
-                f"{name}: test macro-F1 {v['macro_f1']:.3f}",
-                tmp / f"confusion_{name}.png",
-            )
-        ev.plot_pareto(variants, tmp / "pareto.png")
-    Evaluation(
+    base, why = selection.baseline()
+    report = Evaluation(
         test_texts=len(texts),
         threads=cfg.threads,
         selected=selection.selected,
         selected_family=selection.chosen.family,
-        baseline=baseline,
+        baseline=Baseline(name=base, family=selection.baseline_family, why=why),
         excluded=selection.excluded,
         variants=variants,
         comparisons=comparisons,
-        ratios=ratios,
+        ratios=ev.ratios(variants),
         explain=explained,
-    ).write(reports / "evaluation.json")
-    write_json(
-        [
-            {
-                "variant": name,
-                "macro_f1": v["macro_f1"],
-                "macro_f1_low": v["macro_f1_ci95"][0],
-                "macro_f1_high": v["macro_f1_ci95"][1],
-                "latency_ms_p50_b1": v["latency_ms_p50_b1"],
-                "size_mb": v["size_mb"],
-            }
-            for name, v in variants.items()
-        ],
-        reports / "pareto.json",
     )
-    with atomic(reports / "evaluation.md") as tmp:
-        tmp.write_text(markdown(len(texts), cfg.threads, selection, baseline, variants, comparisons, explained))
-    metrics = {f"{n}/{to}": float(v[key]) for n, v in variants.items() for key, to in SCALARS.items() if key in v}
-    metrics.update(
-        {
-            f"{name}/test_macro_f1_{end}": v["macro_f1_ci95"][i]
-            for name, v in variants.items()
-            for i, end in enumerate(("lo", "hi"))
-        }
-    )
-    for group, c in comparisons.items():
-        found = {"delta_macro_f1": c["delta_macro_f1"], "ci_lo": c["ci95"][0], "ci_hi": c["ci95"][1]}
-        found |= {"p_value": c["p_value"], "discordant": c["n_discordant"]}
-        metrics.update({f"{group}/{key}": value for key, value in found.items()})
-    metrics.update({f"{group}/{key}": value for group, values in ratios.items() for key, value in values.items()})
-    metrics["selected/test_macro_f1"] = variants[selection.selected]["macro_f1"]
-    metrics.update(
-        {
-            "explain/aopc_top": explained.aopc_top,
-            "explain/aopc_random": explained.aopc_random,
-            "explain/ece": explained.ece,
-            "explain/temperature": explained.temperature,
-        }
-    )
+    reports = ctx.path(paths.reports)
+    figures = _write(report, selection.reason, labels, reports)
     return StageResult(
-        metrics=metrics,
+        metrics=_metrics(report),
         artifacts={
             "evaluation": reports / "evaluation.md",
             "evaluation/report": reports / "evaluation.json",
@@ -205,44 +181,52 @@ def run(ctx: StageContext) -> StageResult:
     )
 
 
-def markdown(
-    texts: int,
-    threads: int,
-    selection: Selection,
-    baseline: Baseline,
-    variants: dict[str, dict],
-    comparisons: dict,
-    explained: Explained,
-) -> str:
-    lines = [
-        f"# Evaluation on {texts} test texts ({threads} thread(s))",
-        "",
-        f"Selected on val: {selection.reason}.",
-        *[f"\nNot a candidate, measured here only: {name}, {why}." for name, why in selection.excluded.items()],
-        "",
-        f"Baseline: {baseline.name}, {baseline.why}; promote.min_macro_f1 `baseline` is its lower bound.",
-        "",
-        ev.markdown(variants),
-        "## Paired comparisons",
-        "",
-        "| comparison | macro-F1 difference | 95 % interval | McNemar p | discordant texts |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    lines += [
-        f"| {name} ({c['model']} vs {c['other']}) | {c['delta_macro_f1']:+.4f} "
-        f"| [{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}] | {c['p_value']:.3g} | {c['n_discordant']} |"
-        for name, c in comparisons.items()
-    ]
-    lines += [
-        "",
-        "An interval that holds 0 means this test split cannot tell the two apart.",
-        "",
-        "## Explanations",
-        "",
-        f"Which words drive each prediction of {explained.explained}, every misclassified test text and the "
-        f"calibration: [explanations.html](explanations.html). Deleting a text's top-k attributed words lowers "
-        f"the predicted label's probability by {explained.aopc_top:.4f} on average (AOPC, k = 1..5), "
-        f"deleting k random words by {explained.aopc_random:.4f}. Expected calibration error on test: "
-        f"{explained.ece:.4f}; temperature served: {explained.temperature:.3f}.",
-    ]
-    return "\n".join(lines) + "\n"
+def _write(report: Evaluation, reason: str, labels: list[str], reports: Path) -> Path:
+    """The figures, evaluation.json, DVC's Pareto plot data and evaluation.md; returns the figures' folder."""
+    variants = {name: v.model_dump() for name, v in report.variants.items()}  # as components.deploy reads them
+    figures = reports / "evaluation"
+    with atomic(figures) as tmp:
+        tmp.mkdir(parents=True)
+        for name, v in report.variants.items():
+            title = f"{name}: test macro-F1 {v.macro_f1:.3f}"
+            ev.plot_confusion(v.confusion_matrix, labels, title, tmp / f"confusion_{name}.png")
+        ev.plot_pareto(variants, tmp / "pareto.png")
+    report.write(reports / "evaluation.json")
+    write_json(
+        [
+            {
+                "variant": name,
+                "macro_f1": v.macro_f1,
+                "macro_f1_low": v.macro_f1_ci95[0],
+                "macro_f1_high": v.macro_f1_ci95[1],
+                "latency_ms_p50_b1": v.latency_ms_p50_b1,
+                "size_mb": v.size_mb,
+            }
+            for name, v in report.variants.items()
+        ],
+        reports / "pareto.json",
+    )
+    with atomic(reports / "evaluation.md") as tmp:
+        tmp.write_text(report.markdown(reason, ev.markdown(variants)))
+    return figures
+
+
+def _metrics(report: Evaluation) -> dict[str, float]:
+    """The report's numbers under metrics.py's names, to log to MLflow."""
+    variants = {name: v.model_dump() for name, v in report.variants.items()}
+    metrics = {f"{n}/{to}": float(v[key]) for n, v in variants.items() for key, to in SCALARS.items() if key in v}
+    for name, v in report.variants.items():
+        metrics |= {f"{name}/test_macro_f1_lo": v.macro_f1_ci95[0], f"{name}/test_macro_f1_hi": v.macro_f1_ci95[1]}
+    for group, c in report.comparisons.items():
+        found = {"delta_macro_f1": c.delta_macro_f1, "ci_lo": c.ci95[0], "ci_hi": c.ci95[1]}
+        found |= {"p_value": c.p_value, "discordant": c.n_discordant}
+        metrics |= {f"{group}/{key}": value for key, value in found.items()}
+    metrics |= {f"{group}/{key}": value for group, values in report.ratios.items() for key, value in values.items()}
+    metrics["selected/test_macro_f1"] = report.variants[report.selected].macro_f1
+    e = report.explain
+    return metrics | {
+        "explain/aopc_top": e.aopc_top,
+        "explain/aopc_random": e.aopc_random,
+        "explain/ece": e.ece,
+        "explain/temperature": e.temperature,
+    }
