@@ -24,7 +24,7 @@ from pipelines.run.flow import StageRow, footer
 from pipelines.stagekit.contract import StageContext, StageParams
 from pipelines.tracking import metrics
 from pipelines.tracking.runs import StageRun
-from tests.conftest import ROOT, TEXTS
+from tests.conftest import ROOT, TEXTS, shipped
 
 
 def test_the_stage_that_makes_an_input_is_read_from_the_graph():
@@ -110,13 +110,12 @@ def test_a_model_card_carries_the_sequence_length_and_an_older_card_takes_it_fro
     from transformers import PreTrainedTokenizerFast
 
     from components.text.classifier import MeanPoolClassifier
-    from components.text.config import EncoderConfig
     from components.text.model import bert_config
-    from components.text.tokenizer import TokenizeConfig, train_tokenizer
+    from components.text.tokenizer import train_tokenizer
     from pipelines.stagekit.training import load_model, save_model
 
-    tokenizer = train_tokenizer(TEXTS, TokenizeConfig(vocab_size=200, min_frequency=1))
-    encoder = EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64, max_length=24)
+    tokenizer = train_tokenizer(TEXTS, shipped("tokenize", vocab_size=200, min_frequency=1))
+    encoder = shipped("encoder", layers=1, hidden=32, heads=2, intermediate=64, max_length=24)
     model = MeanPoolClassifier(bert_config(encoder, tokenizer.get_vocab_size(), 0, num_labels=2))
     described = ModelCard(stage="finetune", tokenizer="sha", params={}, data={}, metrics={})
     ctx = context(("evaluate",), tmp_path)
