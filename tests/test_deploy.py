@@ -142,6 +142,7 @@ def _quantize_stage(tiny, root: Path, monkeypatch, int8: Path | None):
 
     import pandas as pd
 
+    from components.deploy import gated
     from pipelines.core.params import load
     from pipelines.stagekit.contract import StageContext, StageParams
     from pipelines.stages import quantize
@@ -154,7 +155,7 @@ def _quantize_stage(tiny, root: Path, monkeypatch, int8: Path | None):
     predicted = OnnxClassifier(path, tokenizer).logits(TEXTS).argmax(-1)
     pd.DataFrame({"text": TEXTS, "label": [LABELS[i] for i in predicted]}).to_parquet(root / "data/split/val.parquet")
     pd.DataFrame({"text": ["sunny"], "label": ["weather"]}).to_parquet(root / "data/split/test.parquet")
-    monkeypatch.setattr(quantize, "quantize_dynamic", lambda source, out: shutil.copy(int8 or source, out))
+    monkeypatch.setattr(gated, "quantize_dynamic", lambda source, out: shutil.copy(int8 or source, out))
     params = StageParams(load(ROOT / "params.yaml"), "quantize", ("quantize",))
     ctx = StageContext("quantize", root, params, ("quantize",), _Run())
     return ctx, quantize.run(ctx), quantize.report(ctx)
@@ -191,6 +192,33 @@ def test_static_quantization_calibrates_on_given_texts(tiny, tmp_path):
     assert any(node.op_type == "QuantizeLinear" for node in graph.node)
     agreement = (OnnxClassifier(static, tokenizer).logits(TEXTS).argmax(-1) == fp32.logits(TEXTS).argmax(-1)).mean()
     assert agreement >= 0.8
+
+
+def test_export_and_quantize_stamp_one_record_and_return_their_gates_records(tiny, tmp_path):
+    """The recipes the export and quantize stages and every search trial share: the FP32
+    and INT8 files carry the same metadata keys, INT8 adding only its mode and verdict."""
+    from components.deploy.gated import export_with_parity, metadata_of, quantize_with_agreement
+    from components.deploy.metadata import QUANTIZE_KEY, OnnxMetadata
+    from components.deploy.records import Parity, QuantizeReport
+    from components.text.data import load_tokenizer
+
+    model, _, tokens = tiny
+    labels = {label: i for i, label in enumerate(LABELS)}
+    metadata = metadata_of(model.model, "pruned", labels, "prune", git_commit="abc", git_dirty=False, data={})
+    fp32, int8 = tmp_path / "pruned.onnx", tmp_path / "model.int8.onnx"
+    hf = load_tokenizer(tokens, "test")
+    exported = export_with_parity("tiny", model.model, hf, tokens, fp32, metadata, TEXTS, shipped("export"))
+    assert isinstance(exported, Parity) and exported.agreement == 1.0 and exported.texts == len(TEXTS)
+    assert exported.size_mb == fp32.stat().st_size / 1e6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned.onnx"]
+    truth = OnnxClassifier(fp32, tokens).logits(TEXTS).argmax(-1).tolist()
+    report = quantize_with_agreement(fp32, int8, tokens, OnnxMetadata.read(fp32), TEXTS, truth, LENIENT)
+    assert isinstance(report, QuantizeReport) and report.passed and report.mode == "dynamic"
+    before, after = read_metadata(fp32), read_metadata(int8)
+    assert set(before) == set(after) and before[QUANTIZE_KEY] is None and before["quantization"] is None
+    assert after == {**before, "quantization": "dynamic", QUANTIZE_KEY: report.model_dump()}
+    assert before["kiln.model"] == "pruned" and before["labels"] == labels and before["max_length"] == 32
+    assert before["config"]["num_hidden_layers"] == 1 and before["git_commit"] == "abc"
 
 
 def test_missing_and_corrupt_onnx_files_name_the_file(tiny, tmp_path):

@@ -13,6 +13,7 @@ import torch
 from components.deploy.config import QuantizeConfig
 from components.deploy.evaluation import quality
 from components.deploy.gate import Tolerance, int8_tolerance
+from components.deploy.records import Parity
 from components.deploy.runtime import OnnxClassifier, TextEncoder
 from components.deploy.stats import one_text_loss
 from components.errors import KilnError
@@ -24,23 +25,11 @@ class Scores(Protocol):
     def logits(self, texts: list[str]) -> np.ndarray: ...
 
 
-@dataclass(frozen=True)
-class Parity:
-    """How far a candidate's logits are from the reference's on the same inputs."""
-
-    texts: int
-    max_abs_diff: float
-    agreement: float
-
-    def within(self, max_abs_diff: float) -> bool:
-        return self.max_abs_diff <= max_abs_diff and self.agreement == 1.0
-
-
 def parity(reference: np.ndarray, candidate: np.ndarray) -> Parity:
     if reference.shape != candidate.shape:
         raise ValueError(f"logits of shape {candidate.shape} against {reference.shape}")
     agreement = float((reference.argmax(-1) == candidate.argmax(-1)).mean())
-    return Parity(len(reference), float(np.abs(reference - candidate).max()), agreement)
+    return Parity(texts=len(reference), max_abs_diff=float(np.abs(reference - candidate).max()), agreement=agreement)
 
 
 class TorchClassifier:

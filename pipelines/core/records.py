@@ -1,7 +1,8 @@
 """Typed records that stages hand to later stages: a model's own account of itself
-(`kiln.json`), the parity measurements of export and quantize, the registration and the
-promotion decision. Each is written and read through its model, so a field a reader
-expects and a writer forgot is an error where it happens, not a KeyError three stages on.
+(`kiln.json`), the parity measurements of export and quantize (their records are the
+components' own, which the search's trials make too), the registration and the promotion
+decision. Each is written and read through its model, so a field a reader expects and a
+writer forgot is an error where it happens, not a KeyError three stages on.
 """
 
 import json
@@ -10,27 +11,36 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from components.deploy.records import Parity
 from components.errors import KilnError
 from pipelines.core.io import atomic
 
-Record = TypeVar("Record", bound="_Record")
+Record = TypeVar("Record", bound=BaseModel)
+
+
+def write_record(record: BaseModel, path: Path) -> None:
+    with atomic(path) as tmp:
+        tmp.write_text(record.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+
+def read_record(cls: type[Record], path: Path, stage: str, maker: str) -> Record:
+    try:
+        return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, ValidationError) as err:
+        raise KilnError(
+            f"{stage}: {path} is not a valid {cls.__name__} ({str(err).splitlines()[0]}); rerun the {maker} stage"
+        ) from None
 
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     def write(self, path: Path) -> None:
-        with atomic(path) as tmp:
-            tmp.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        write_record(self, path)
 
     @classmethod
     def read(cls: type[Record], path: Path, stage: str, maker: str) -> Record:
-        try:
-            return cls.model_validate(json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, ValueError, ValidationError) as err:
-            raise KilnError(
-                f"{stage}: {path} is not a valid {cls.__name__} ({str(err).splitlines()[0]}); rerun the {maker} stage"
-            ) from None
+        return read_record(cls, path, stage, maker)
 
 
 class ModelCard(_Record):
@@ -53,35 +63,9 @@ class ModelCard(_Record):
         return [label for label, _ in sorted(self.labels.items(), key=lambda item: item[1])]
 
 
-class Parity(_Record):
-    """One exported model against the model it was made from, on the same held-out texts."""
-
-    texts: int
-    max_abs_diff: float
-    agreement: float
-    size_mb: float
-
-
 class ExportReport(_Record):
     models: dict[str, Parity]  # by exported file: pruned (the one shipped), teacher
     max_abs_diff: float  # the bound the gate held them to
-
-
-class QuantizeReport(_Record):
-    """INT8 against FP32 on the whole val split, and the gate's verdict."""
-
-    mode: Literal["dynamic", "static"]
-    texts: int
-    agreement: float  # share of val predictions equal to FP32's
-    fp32_macro_f1: float
-    int8_macro_f1: float
-    one_text_f1: float  # the most macro-F1 one changed FP32 prediction can cost on these texts
-    min_agreement: float  # quantize's params, as set
-    max_f1_drop: float
-    allowed_disagreements: int  # what the gate allowed: the params, or one text where they ask for less
-    allowed_f1_drop: float
-    passed: bool
-    verdict: str  # measured against allowed, and why
 
 
 class FrontMember(_Record):

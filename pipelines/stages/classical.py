@@ -8,7 +8,7 @@ from components.classical.model import count_parameters, export, parity_gate, se
 from components.classical.runtime import ClassicalClassifier
 from components.explain.linear import LinearExplainer
 from pipelines.core.io import atomic
-from pipelines.core.records import Parity
+from pipelines.core.records import write_record
 from pipelines.stagekit.contract import StageContext, StageResult
 from pipelines.stagekit.majority import checked
 
@@ -46,9 +46,7 @@ def run(ctx: StageContext) -> StageResult:
         # The weights again in a form that explains a prediction without scikit-learn or pickles.
         explainer = LinearExplainer.from_pipeline(chosen.pipeline, chosen.labels).to_dict()
         (folder / "explainer.json").write_text(json.dumps(explainer), encoding="utf-8")
-        Parity(texts=found.texts, max_abs_diff=found.max_abs_diff, agreement=found.agreement, size_mb=size_mb).write(
-            folder / "parity.json"
-        )
+        write_record(found.model_copy(update={"size_mb": size_mb}), folder / "parity.json")
         (folder / "grid.json").write_text(
             json.dumps(
                 {

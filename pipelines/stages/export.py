@@ -3,13 +3,11 @@ ONNX files, each through a parity gate against PyTorch on real held-out texts.""
 
 from pathlib import Path
 
-from components.deploy.metadata import stamp
-from components.deploy.onnx import export, optimize
-from components.deploy.parity import TorchClassifier, parity_gate
-from components.deploy.runtime import OnnxClassifier
+from components.deploy.gated import export_with_parity, metadata_of
+from components.deploy.records import Parity
 from components.text.classifier import MeanPoolClassifier
 from pipelines.core.io import atomic
-from pipelines.core.records import ExportReport, Parity
+from pipelines.core.records import ExportReport
 from pipelines.stagekit.contract import StageContext, StageResult
 from pipelines.stagekit.training import load_model
 
@@ -18,55 +16,15 @@ MODELS = {"pruned": "pruned", "teacher": "teacher"}
 
 
 def _export_one(ctx: StageContext, name: str, folder: Path, texts: list[str]) -> Parity:
-    cfg = ctx.params.export
     source = getattr(ctx.params.paths, MODELS[name])
     model, tokenizer, card = load_model(ctx, source, MeanPoolClassifier)
-    model.eval()
-    sample = tokenizer(
-        texts[:2], padding=True, truncation=True, max_length=model.config.max_position_embeddings, return_tensors="pt"
-    )
-    target, raw = folder / f"{name}.onnx", folder / f"{name}.raw.onnx"
-    export(model, dict(sample), raw, cfg.opset)
-    if cfg.optimize:
-        optimize(raw, target)
-        raw.unlink()
-    else:
-        raw.rename(target)
-    commit, dirty = ctx.git
-    stamp(
-        target,
-        {
-            "kiln.model": name,
-            "labels": card.labels,
-            "max_length": model.config.max_position_embeddings,
-            "config": {
-                key: getattr(model.config, key)
-                for key in (
-                    "num_hidden_layers",
-                    "hidden_size",
-                    "num_attention_heads",
-                    "intermediate_size",
-                    "vocab_size",
-                    "kiln_layer_shapes",
-                )
-                if hasattr(model.config, key)
-            },
-            "git_commit": commit,
-            "git_dirty": dirty,
-            "data": {path: value for path, value in ctx.deps.items() if path.startswith("data/")},
-            "made_by": card.stage,
-        },
-    )
     tokens = folder / Path(ctx.params.paths.onnx_tokenizer(name)).name
     tokens.write_bytes(ctx.input(f"{source}/tokenizer.json", "tokenizer").read_bytes())
-    found = parity_gate(
-        name, TorchClassifier(model, tokens, card.label_list), OnnxClassifier(target, tokens), texts, cfg.max_abs_diff
-    )
-    return Parity(
-        texts=found.texts,
-        max_abs_diff=found.max_abs_diff,
-        agreement=found.agreement,
-        size_mb=target.stat().st_size / 1e6,
+    commit, dirty = ctx.git
+    data = {path: value for path, value in ctx.deps.items() if path.startswith("data/")}
+    metadata = metadata_of(model, name, card.labels, card.stage, git_commit=commit, git_dirty=dirty, data=data)
+    return export_with_parity(
+        name, model, tokenizer, tokens, folder / f"{name}.onnx", metadata, texts, ctx.params.export
     )
 
 

@@ -11,8 +11,9 @@ from tokenizers import Tokenizer
 
 from components.data.drift import profile
 from components.deploy.gate import Evidence
+from components.deploy.records import Parity
 from components.errors import KilnError
-from pipelines.core.records import ExportReport, Parity, Registration, Selection
+from pipelines.core.records import ExportReport, Registration, Selection, read_record
 from pipelines.core.reports import Evaluation, Validation
 from pipelines.registry.models import register_model, registry_errors
 from pipelines.stagekit.contract import StageContext, StageResult
@@ -50,7 +51,8 @@ def _evidence(ctx: StageContext, selection: Selection, validation: Validation) -
         export, quantize = evidence["export"], evidence.get("quantize")
     else:
         if name == "classical":
-            parity = Parity.read(ctx.input(f"{paths.classical}/parity.json", "classical parity"), ctx.name, "classical")
+            found = ctx.input(f"{paths.classical}/parity.json", "classical parity")
+            parity = read_record(Parity, found, ctx.name, "classical")
         else:
             report = ExportReport.read(ctx.input(f"{paths.onnx}/export.json", "export report"), ctx.name, "export")
             parity = report.models["teacher" if name == "onnx_teacher" else "pruned"]
