@@ -11,7 +11,6 @@ at batch 1 on `evaluate.threads` threads, and its size. Test is never read.
 
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from components.classical.config import ClassicalConfig
 from components.deploy.config import EvaluateConfig, ExportConfig, QuantizeConfig
+from components.deploy.records import Parity, QuantizeReport
 from components.text.config import ClassifierLoop, ClassWeight, HardwareConfig, LoopConfig, OptimConfig, StudentConfig
 
 # What each family's servable file is called inside a trial's folder.
@@ -55,16 +55,25 @@ class TrialSpec(BaseModel):
     evaluate: EvaluateConfig
 
 
-@dataclass
-class TrialResult:
+class Evidence(BaseModel):
+    """The gates' records of a trial's servable file, on val texts: its parity with the
+    model it was made from and, for a transformer, INT8 against FP32."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    export: Parity
+    quantize: QuantizeReport | None = None
+
+
+class TrialResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     val_macro_f1: float
     latency_ms_p50_b1: float
     size_mb: float
-    seconds: float
-    # Parity of the servable file against the model it was made from, and of the INT8
-    # file against FP32 (transformer trials), on val texts: the gate's evidence.
-    evidence: dict[str, Any] = field(default_factory=dict)
-    details: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    evidence: Evidence
+    details: dict[str, float] = {}
 
 
 def student_config(spec: TrialSpec) -> StudentConfig:
@@ -117,40 +126,47 @@ def _fit(spec: TrialSpec, module, data, name: str, loop: LoopConfig):
 
 
 def _transformer(spec: TrialSpec) -> TrialResult:
+    """Distil a student of the sampled size, prune it, export and quantize it through the
+    gates, and measure the INT8 file."""
     import lightning as L
-    import numpy as np
-    from transformers import BertConfig
 
-    from components.deploy.metadata import stamp
-    from components.deploy.onnx import export, optimize, quantize_dynamic, quantize_static
-    from components.deploy.parity import TorchClassifier, agreement_gate, parity_gate
     from components.deploy.runtime import OnnxClassifier
     from components.text.classifier import MeanPoolClassifier
-    from components.text.data import ClassificationData, load_tokenizer
-    from components.text.distill import Distiller, KdLoss
+    from components.text.data import load_tokenizer
+    from components.text.distill import sized_config
     from components.text.model import count_parameters
-    from components.text.modules import class_weights
-    from components.text.prune import ffn_importance, head_importance, prune
 
-    p = spec.params
     L.seed_everything(spec.seed + spec.number, workers=True, verbose=False)
     train, val = _frames(spec)
     tokenizer = load_tokenizer(spec.tokenizer, "search")
-    size = student_config(spec)
-    config = BertConfig.from_dict(
-        {
-            **spec.encoder,
-            "num_hidden_layers": size.layers,
-            "hidden_size": size.hidden,
-            "num_attention_heads": size.heads,
-            "intermediate_size": size.intermediate,
-            "vocab_size": len(tokenizer),
-            "pad_token_id": tokenizer.pad_token_id,
-            "num_labels": len(spec.labels),
-        }
+    config = sized_config(spec.encoder, student_config(spec), tokenizer)
+    data = _data(spec, train, val, tokenizer, config.max_position_embeddings)
+    student = MeanPoolClassifier(config)
+    steps, before = _distil_and_prune(spec, student, data, train)
+    # The PyTorch model stays beside its ONNX files: it is what explains the shipped file.
+    student.save_pretrained(spec.folder)
+    tokenizer.save_pretrained(spec.folder)
+    texts, truth = val["text"].tolist(), [spec.labels[v] for v in val["label"]]
+    exported, quantized = _ship(spec, student, tokenizer, texts, truth)
+    runtime = OnnxClassifier(spec.folder / MODEL_FILE, spec.folder / "tokenizer.json", threads=spec.evaluate.threads)
+    return TrialResult(
+        **_measure(spec, runtime, texts, truth),
+        evidence=Evidence(export=exported, quantize=quantized),
+        details={
+            "train/steps": steps,
+            "model/params_non_embedding_before": before,
+            "model/params_non_embedding": count_parameters(student, embeddings=False),
+        },
     )
-    length = config.max_position_embeddings
-    data = ClassificationData(
+
+
+def _data(spec: TrialSpec, train, val, tokenizer, length: int):
+    """Train and val texts for the student, the train texts with the teacher's logits."""
+    import numpy as np
+
+    from components.text.data import ClassificationData
+
+    return ClassificationData(
         {"train": train, "val": val},
         spec.labels,
         tokenizer,
@@ -160,7 +176,17 @@ def _transformer(spec: TrialSpec) -> TrialResult:
         teacher_logits={"train": np.load(spec.teacher_logits)},
         val_texts=spec.loop.val_texts,
     )
-    student = MeanPoolClassifier(config)
+
+
+def _distil_and_prune(spec: TrialSpec, student, data, train) -> tuple[int, int]:
+    """Distil `student` from the teacher's logits and, at the sampled ratio, prune it and
+    recover; (the optimizer steps taken, its non-embedding parameters before pruning)."""
+    from components.text.distill import Distiller, KdLoss
+    from components.text.model import count_parameters
+    from components.text.modules import class_weights
+    from components.text.prune import importance, prune
+
+    p = spec.params
     # From the teacher's logits alone: no hidden states to match.
     recipe = KdLoss(p["alpha"], p["temperature"], hidden_weight=0.0)
     described = {"search_trial": spec.number, "params": p}
@@ -169,78 +195,34 @@ def _transformer(spec: TrialSpec) -> TrialResult:
     steps = _fit(spec, module, data, "distill", spec.loop).global_step
     before = count_parameters(student, embeddings=False)
     if p["prune_ratio"] > 0:
-        loader = data.train_dataloader()
-        heads = head_importance(student, (b for _, b in zip(range(spec.importance_batches), loader)))
-        prune(student, heads, ffn_importance(student), p["prune_ratio"], p["prune_ratio"])
+        heads, neurons = importance(student, data.train_dataloader(), spec.importance_batches)
+        prune(student, heads, neurons, p["prune_ratio"], p["prune_ratio"])
         if spec.recovery_epochs:
             loop = spec.loop.model_copy(update={"max_epochs": spec.recovery_epochs})
             module = Distiller(student, None, recipe, spec.optim, described, len(spec.labels), weights)
             steps += _fit(spec, module, data, "recovery", loop).global_step
     shutil.rmtree(spec.folder / "checkpoints", ignore_errors=True)
     student.eval()
+    return steps, before
 
-    # The PyTorch model stays beside its ONNX files: it is what explains the shipped file.
-    student.save_pretrained(spec.folder)
-    tokenizer.save_pretrained(spec.folder)
-    tokens = spec.folder / "tokenizer.json"
-    texts = val["text"].tolist()
-    truth = [spec.labels[v] for v in val["label"]]
-    sample = tokenizer(texts[:2], padding=True, truncation=True, max_length=length, return_tensors="pt")
-    fp32, raw = spec.folder / "model.fp32.onnx", spec.folder / "model.raw.onnx"
-    export(student, dict(sample), raw, spec.export.opset)
-    if spec.export.optimize:
-        optimize(raw, fp32)
-        raw.unlink()
-    else:
-        raw.rename(fp32)
-    label_list = [label for label, _ in sorted(spec.labels.items(), key=lambda item: item[1])]
-    metadata = {
-        "kiln.model": f"search_{spec.number}",
-        "labels": spec.labels,
-        "max_length": length,
-        "config": {**size.model_dump(), "kiln_layer_shapes": getattr(student.config, "kiln_layer_shapes", None)},
-        "search": {"trial": spec.number, "params": p},
-        "made_by": "search",
-    }
-    stamp(fp32, metadata)
-    reference = OnnxClassifier(fp32, tokens)
-    exported = parity_gate(
-        f"search trial {spec.number}",
-        TorchClassifier(student, tokens, label_list),
-        reference,
-        texts[: spec.export.parity_texts],
-        spec.export.max_abs_diff,
+
+def _ship(spec: TrialSpec, student, tokenizer, texts: list[str], truth: list[int]) -> tuple[Parity, QuantizeReport]:
+    """The student as ONNX through the parity gate, then as INT8 (the sampled mode) through
+    the agreement gate on val, which fails the trial where it refuses the file."""
+    from components.deploy.gated import export_with_parity, metadata_of, quantize_with_agreement
+    from components.deploy.metadata import SearchTrial
+
+    tokens, fp32 = spec.folder / "tokenizer.json", spec.folder / "model.fp32.onnx"
+    made = SearchTrial(trial=spec.number, params=spec.params)
+    metadata = metadata_of(student, f"search_{spec.number}", spec.labels, "search", search=made)
+    name, parity_texts = f"search trial {spec.number}", texts[: spec.export.parity_texts]
+    exported = export_with_parity(name, student, tokenizer, tokens, fp32, metadata, parity_texts, spec.export)
+    cfg = spec.quantize.model_copy(update={"mode": spec.params["quantization"]})
+    quantized = quantize_with_agreement(
+        fp32, spec.folder / MODEL_FILE, tokens, metadata, texts, truth, cfg, refuse=True
     )
-    int8 = spec.folder / MODEL_FILE
-    if p["quantization"] == "static":
-        calibration = texts[: spec.quantize.calibration_texts]
-        quantize_static(fp32, int8, (reference.encode(calibration[i : i + 16]) for i in range(0, len(calibration), 16)))
-    else:
-        quantize_dynamic(fp32, int8)
-    stamp(int8, {**metadata, "quantization": p["quantization"]})
-    agreed = agreement_gate(reference, OnnxClassifier(int8, tokens), texts, truth, spec.quantize, "val")
     fp32.unlink()
-    figures = _measure(spec, OnnxClassifier(int8, tokens, threads=spec.evaluate.threads), texts, truth)
-    return TrialResult(
-        **figures,
-        seconds=0.0,
-        evidence={
-            "export": {"texts": exported.texts, "max_abs_diff": exported.max_abs_diff, "agreement": exported.agreement},
-            "quantize": {
-                "mode": p["quantization"],
-                "agreement": agreed.agreement,
-                "fp32_macro_f1": agreed.fp32_macro_f1,
-                "int8_macro_f1": agreed.int8_macro_f1,
-                "texts": agreed.texts,
-                "one_text_f1": agreed.one_text_f1,
-            },
-        },
-        details={
-            "train/steps": steps,
-            "model/params_non_embedding_before": before,
-            "model/params_non_embedding": count_parameters(student, embeddings=False),
-        },
-    )
+    return exported, quantized
 
 
 def _classical(spec: TrialSpec) -> TrialResult:
@@ -268,8 +250,7 @@ def _classical(spec: TrialSpec) -> TrialResult:
     truth = [runtime.labels.index(v) for v in val["label"]]
     return TrialResult(
         **_measure(spec, runtime, texts, truth),
-        seconds=0.0,
-        evidence={"export": {"texts": found.texts, "max_abs_diff": found.max_abs_diff, "agreement": found.agreement}},
+        evidence=Evidence(export=found),
         details={"classical/features": chosen.best.features, "classical/params": count_parameters(chosen.pipeline)},
     )
 

@@ -21,9 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers import BertConfig
 
 from components.text.classifier import MeanPoolClassifier
-from components.text.config import OptimConfig
+from components.text.config import OptimConfig, StudentConfig
 from components.text.data import UNLABELED
 from components.text.modules import Classifier
 
@@ -56,6 +57,22 @@ def kd_loss(
         F.log_softmax(student / temperature, -1), F.softmax(teacher / temperature, -1), reduction="batchmean"
     )
     return alpha * hard + (1 - alpha) * temperature**2 * soft
+
+
+def sized_config(teacher: dict[str, Any], size: StudentConfig, tokenizer) -> BertConfig:
+    """A student's config: its teacher's (`teacher`, as a dict), at the widths and depth of
+    `size`, reading `tokenizer`'s vocabulary."""
+    return BertConfig.from_dict(
+        {
+            **teacher,
+            "num_hidden_layers": size.layers,
+            "hidden_size": size.hidden,
+            "num_attention_heads": size.heads,
+            "intermediate_size": size.intermediate,
+            "vocab_size": len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id,
+        }
+    )
 
 
 def inherited_student(teacher: MeanPoolClassifier, keep: Sequence[int], every: int = 2) -> MeanPoolClassifier:

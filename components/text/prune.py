@@ -10,6 +10,7 @@ the pruned model is smaller and faster in any runtime, ONNX Runtime included
 """
 
 from collections.abc import Iterable
+from itertools import islice
 
 import torch
 from torch import nn
@@ -68,6 +69,12 @@ def ffn_importance(model: nn.Module) -> list[torch.Tensor]:
         layer.intermediate.dense.weight.norm(dim=1) * layer.output.dense.weight.norm(dim=0)
         for layer in _layers(model.bert)
     ]
+
+
+def importance(model: nn.Module, batches: Iterable[dict], count: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """What `prune` ranks by: the heads' importance over the first `count` of `batches`,
+    and the FFN neurons'."""
+    return head_importance(model, islice(batches, count)), ffn_importance(model)
 
 
 def _slice_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:

@@ -49,11 +49,10 @@ def worker_id() -> str:
 def trial_task(spec: TrialSpec) -> dict[str, Any]:
     """One trial; a trial that fails (a parity gate, a model too small to train) is a
     result to tell the study, not a task to retry."""
-    from dataclasses import asdict
-
     start, worker = time.time(), worker_id()
     try:
-        result = asdict(run_trial(spec))
+        # As JSON, for the study's user attributes; a classical trial has no INT8 record.
+        result = run_trial(spec).model_dump(mode="json", exclude_none=True)
         state, error = "COMPLETE", None
     except Exception as err:  # noqa: BLE001 - any trial may fail; the study records why
         result, state, error = None, "FAIL", f"{type(err).__name__}: {str(err).strip()[:500]}"

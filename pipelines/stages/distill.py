@@ -12,9 +12,8 @@ from transformers import PreTrainedTokenizerFast
 
 from components.deploy import stats
 from components.text.classifier import MeanPoolClassifier
-from components.text.config import StudentConfig
 from components.text.data import BERT_SPECIAL, ClassificationData, file_hash, load_tokenizer
-from components.text.distill import Distiller, KdLoss, inherited_student
+from components.text.distill import Distiller, KdLoss, inherited_student, sized_config
 from components.text.model import count_parameters
 from components.text.modules import class_weights
 from components.text.tokenizer import cut_vocabulary, used_tokens
@@ -53,7 +52,7 @@ def run(ctx: StageContext) -> StageResult:
     if cfg.inherit:
         student, tokenizer, tokenizer_id = _inherited(teacher, teacher_tokenizer, split["train"]["text"].tolist())
     else:
-        student = _sized(teacher, tokenizer, cfg.student)
+        student = MeanPoolClassifier(sized_config(teacher.config.to_dict(), cfg.student, tokenizer))
     described = card(ctx, tokenizer_id, {}, taught.labels, {"teacher": taught.metrics})
     described = described.model_copy(update={"start": taught.start})
     length = teacher.config.max_position_embeddings
@@ -109,22 +108,6 @@ def _unlabeled(ctx: StageContext) -> pd.DataFrame:
     if len(texts) > cfg.unlabeled_max:
         texts = texts.sample(n=cfg.unlabeled_max, random_state=ctx.params.hardware.seed).sort_index()
     return texts.assign(label=None, source="unlabeled")
-
-
-def _sized(teacher: MeanPoolClassifier, tokenizer, size: StudentConfig) -> MeanPoolClassifier:
-    """A new student of `size`, reading `tokenizer`."""
-    config = teacher.config.__class__.from_dict(
-        {
-            **teacher.config.to_dict(),
-            "num_hidden_layers": size.layers,
-            "hidden_size": size.hidden,
-            "num_attention_heads": size.heads,
-            "intermediate_size": size.intermediate,
-            "vocab_size": len(tokenizer),
-            "pad_token_id": tokenizer.pad_token_id,
-        }
-    )
-    return MeanPoolClassifier(config)
 
 
 def _inherited(teacher: MeanPoolClassifier, teacher_tokenizer, train: list[str]):

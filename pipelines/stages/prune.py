@@ -11,7 +11,7 @@ from components.text.data import ClassificationData
 from components.text.distill import Distiller, KdLoss
 from components.text.model import count_parameters
 from components.text.modules import class_weights
-from components.text.prune import ffn_importance, head_importance, prune
+from components.text.prune import importance, prune
 from pipelines.core.io import write_json
 from pipelines.stagekit.contract import StageContext, StageResult
 from pipelines.stagekit.majority import checked
@@ -46,9 +46,7 @@ def run(ctx: StageContext) -> StageResult:
         val_texts=cfg.loop.val_texts,
     )
 
-    loader = data.train_dataloader()
-    heads = head_importance(student, (b for _, b in zip(range(cfg.importance_batches), loader)))
-    neurons = ffn_importance(student)
+    heads, neurons = importance(student, data.train_dataloader(), cfg.importance_batches)
     before = count_parameters(student, embeddings=False)
 
     # Quality at each sparsity before recovery: what pruning alone costs.
