@@ -14,11 +14,11 @@ from components.deploy import stats
 from components.text.classifier import MeanPoolClassifier
 from components.text.data import BERT_SPECIAL, ClassificationData, file_hash, load_tokenizer
 from components.text.distill import Distiller, KdLoss, inherited_student, sized_config
-from components.text.model import count_parameters
 from components.text.modules import class_weights
 from components.text.tokenizer import cut_vocabulary, used_tokens
 from pipelines.stagekit.contract import StageContext, StageResult
 from pipelines.stagekit.majority import checked
+from pipelines.stagekit.trained import trained_metrics
 from pipelines.stagekit.training import (
     card,
     fit,
@@ -76,19 +76,13 @@ def run(ctx: StageContext) -> StageResult:
     module = Distiller(student, teaching, loss, cfg.optim, described.model_dump(), len(taught.labels), weight)
     trainer = fit(ctx, module, data, "student", cfg.loop, monitor="val/macro_f1")
     scored = score(trainer, module, data)
-    scores = scored.metrics
-    teacher_f1 = taught.metrics["test/macro_f1"]
-    metrics = {
-        **{k: scores[k] for k in ("val/macro_f1", "val/accuracy", "test/macro_f1", "test/accuracy")},
-        "train/examples": len(split["train"]),
+    metrics = trained_metrics(
+        scored, trainer, student, len(split["train"]), ("teacher", taught.metrics["test/macro_f1"])
+    )
+    metrics |= {
         "train/labelled": sampled,
         "train/unlabeled": len(unlabeled),
-        "train/steps": trainer.global_step,
-        "model/params": count_parameters(student),
-        "model/params_non_embedding": count_parameters(student, embeddings=False),
         "model/vocab_size": student.config.vocab_size,
-        "teacher/test_macro_f1": teacher_f1,
-        "test/macro_f1_retention": scores["test/macro_f1"] / teacher_f1 if teacher_f1 else 0.0,
     }
     save_model(ctx, student, tokenizer, described.model_copy(update={"metrics": metrics}), paths.student)
     truth, mine = scored.truth, scored.predicted

@@ -8,11 +8,12 @@ from transformers import AutoModelForMaskedLM, BertForMaskedLM
 from components.deploy import stats
 from components.text.classifier import MeanPoolClassifier, frozen
 from components.text.data import ClassificationData, label_map, stratified_fraction
-from components.text.model import count_parameters, keep_positions
+from components.text.model import keep_positions
 from components.text.modules import Classifier, class_weights
 from pipelines.stagekit.contract import StageContext, StageResult
 from pipelines.stagekit.majority import checked
 from pipelines.stagekit.pretrained import resolve as pretrained_source
+from pipelines.stagekit.trained import trained_metrics
 from pipelines.stagekit.training import card, fit, load_model, save_model, score, with_augmented
 
 
@@ -53,19 +54,11 @@ def run(ctx: StageContext) -> StageResult:
     module = Classifier(teacher, optim, described.model_dump(), len(labels), weight)
     trainer = fit(ctx, module, data, "teacher", loop, monitor="val/macro_f1", patience=cfg.patience)
     scored = score(trainer, module, data)
-    scores = scored.metrics
-    metrics = {
-        **{k: scores[k] for k in ("val/macro_f1", "val/accuracy", "test/macro_f1", "test/accuracy")},
-        "train/examples": len(split["train"]),
-        "train/steps": trainer.global_step,
-        "train/lr": optim.lr,
-        "model/params": count_parameters(teacher),
-        "model/params_non_embedding": count_parameters(teacher, embeddings=False),
-    }
+    metrics = trained_metrics(scored, trainer, teacher, len(split["train"])) | {"train/lr": optim.lr}
     truth, predicted = scored.truth, scored.predicted
     if cfg.ablation:
         metrics |= _ablation(ctx, split, labels, tokenizer, length, classifier, weight, pretrained, truth, predicted)
-        metrics["ablation/pretraining_gain"] = scores["test/macro_f1"] - metrics["ablation/scratch_test_macro_f1"]
+        metrics["ablation/pretraining_gain"] = metrics["test/macro_f1"] - metrics["ablation/scratch_test_macro_f1"]
     save_model(ctx, module.model, tokenizer, described.model_copy(update={"metrics": metrics}), paths.teacher)
     names = described.label_list
     truth, predicted = [names[i] for i in truth], [names[i] for i in predicted]

@@ -15,6 +15,7 @@ from components.text.prune import importance, prune
 from pipelines.core.io import write_json
 from pipelines.stagekit.contract import StageContext, StageResult
 from pipelines.stagekit.majority import checked
+from pipelines.stagekit.trained import trained_metrics
 from pipelines.stagekit.training import card, fit, load_model, save_model, score, teacher_tokens, with_augmented
 
 
@@ -75,19 +76,11 @@ def run(ctx: StageContext) -> StageResult:
     module = Distiller(student, teacher, recovery, cfg.optim, described.model_dump(), len(labels), weight)
     trainer = fit(ctx, module, data, "recovery", cfg.loop, monitor="val/macro_f1")
     scored = score(trainer, module, data)
-    scores = scored.metrics
-    student_f1 = made.metrics["test/macro_f1"]
-    metrics = {
-        **{k: scores[k] for k in ("val/macro_f1", "val/accuracy", "test/macro_f1", "test/accuracy")},
-        "train/examples": len(split["train"]),
-        "train/steps": trainer.global_step,
+    metrics = trained_metrics(scored, trainer, student, len(split["train"]), ("student", made.metrics["test/macro_f1"]))
+    metrics |= {
         "prune/val_macro_f1_before_recovery": pruned_f1,
-        "model/params": count_parameters(student),
         "model/params_non_embedding_before": before,
-        "model/params_non_embedding": after,
         "prune/non_embedding_reduction": 1 - after / before,
-        "student/test_macro_f1": student_f1,
-        "test/macro_f1_retention": scores["test/macro_f1"] / student_f1 if student_f1 else 0.0,
     }
     save_model(ctx, student, tokenizer, described.model_copy(update={"metrics": metrics}), paths.pruned)
     names = made.label_list
