@@ -2,6 +2,7 @@
 short distillation from the teacher."""
 
 import copy
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -27,6 +28,26 @@ def _val_f1(model, data: ClassificationData, labels: dict) -> float:
     return float(multiclass_f1_score(torch.tensor(predicted), torch.tensor(truth), len(labels), average="macro"))
 
 
+def _curve(ctx: StageContext, student, heads, neurons, data: ClassificationData, labels: dict) -> Path:
+    """Quality at each sparsity of prune.curve before recovery, what pruning alone costs:
+    logged as a curve and written to the reports; returns the file."""
+    curve = []
+    for ratio in ctx.params.prune.curve:
+        trial = copy.deepcopy(student)
+        prune(trial, heads, neurons, ratio, ratio)
+        curve.append(
+            {
+                "ratio": ratio,
+                "params_non_embedding": count_parameters(trial, embeddings=False),
+                "val_macro_f1": _val_f1(trial, data, labels),
+            }
+        )
+        ctx.run.log_metrics({"prune/curve_val_macro_f1": curve[-1]["val_macro_f1"]}, step=int(ratio * 100))
+    path = ctx.path(ctx.params.paths.reports) / "prune_curve.json"
+    write_json(curve, path)
+    return path
+
+
 def run(ctx: StageContext) -> StageResult:
     params, paths, cfg = ctx.params, ctx.params.paths, ctx.params.prune
     L.seed_everything(params.hardware.seed, workers=True, verbose=False)
@@ -50,22 +71,7 @@ def run(ctx: StageContext) -> StageResult:
     heads, neurons = importance(student, data.train_dataloader(), cfg.importance_batches)
     before = count_parameters(student, embeddings=False)
 
-    # Quality at each sparsity before recovery: what pruning alone costs.
-    curve = []
-    for ratio in cfg.curve:
-        trial = copy.deepcopy(student)
-        prune(trial, heads, neurons, ratio, ratio)
-        curve.append(
-            {
-                "ratio": ratio,
-                "params_non_embedding": count_parameters(trial, embeddings=False),
-                "val_macro_f1": _val_f1(trial, data, labels),
-            }
-        )
-        ctx.run.log_metrics({"prune/curve_val_macro_f1": curve[-1]["val_macro_f1"]}, step=int(ratio * 100))
-    curve_path = ctx.path(paths.reports) / "prune_curve.json"
-    write_json(curve, curve_path)
-
+    curve_path = _curve(ctx, student, heads, neurons, data, labels)
     prune(student, heads, neurons, cfg.head_ratio, cfg.ffn_ratio)
     after = count_parameters(student, embeddings=False)
     pruned_f1 = _val_f1(student, data, labels)
