@@ -107,3 +107,10 @@ def test_deps_list_no_code_the_stage_does_not_run(graph, stage):
     files = runs(graph, stage)
     extra = [dep for dep in code_deps(stage) if not any(covers(dep, file) for file in files)]
     assert not extra, f"dvc.yaml: stage '{stage}' lists code it does not run under deps: {', '.join(extra)}"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_deps_list_each_path_once(stage):
+    deps = STAGES[stage]["deps"]
+    twice = sorted({dep for dep in deps if deps.count(dep) > 1})
+    assert not twice, f"dvc.yaml: stage '{stage}' lists {', '.join(twice)} more than once under deps"
