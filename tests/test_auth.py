@@ -8,7 +8,7 @@ import os
 import pytest
 
 from components.errors import KilnError
-from pipelines.core import env
+from pipelines.core import env, statedir
 from pipelines.servers import auth, roles
 
 STATE = {
@@ -39,8 +39,8 @@ def test_the_admin_password_is_made_once_and_only_its_owner_can_read_it(tmp_path
     again = auth.ensure(tmp_path)
     assert made == again and made.user == auth.ADMIN
     assert len(made.password) >= 12 and made.password != made.secret_key
-    assert auth.credentials_file(tmp_path).stat().st_mode & 0o777 == 0o600
-    assert json.loads(auth.credentials_file(tmp_path).read_text())["password"] == made.password
+    assert statedir.credentials_file(tmp_path).stat().st_mode & 0o777 == 0o600
+    assert json.loads(statedir.credentials_file(tmp_path).read_text())["password"] == made.password
 
 
 def test_the_auth_app_config_names_its_database_and_holds_no_password(tmp_path):
@@ -92,13 +92,13 @@ def test_the_admin_password_never_goes_to_another_server(tmp_path, signed_out):
 
 def test_sign_in_reads_the_credentials_only_when_kiln_up_turned_auth_on(tmp_path, signed_out):
     auth.ensure(tmp_path)
-    env.servers_file(tmp_path).write_text(json.dumps({**STATE, "auth": False}))
+    statedir.servers_file(tmp_path).write_text(json.dumps({**STATE, "auth": False}))
     signed_out.setenv("PREFECT_HOME", str(tmp_path / ".prefect"))
     env.configure(tmp_path)
     auth.sign_in(tmp_path)
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
     assert "MLFLOW_TRACKING_PASSWORD" not in os.environ
-    env.servers_file(tmp_path).write_text(json.dumps(STATE))
+    statedir.servers_file(tmp_path).write_text(json.dumps(STATE))
     env.configure(tmp_path)
     auth.sign_in(tmp_path)
     assert os.environ["MLFLOW_TRACKING_USERNAME"] == "admin"

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pipelines.cli.app import app, repo_root
-from pipelines.core import env
+from pipelines.core import env, statedir
 
 
 @app.command()
@@ -42,11 +42,11 @@ def up(
     typer.echo(f"MLflow UI:          {mlflow['url']}  (log {mlflow['log']})")
     if state["auth"]:
         typer.echo(
-            f"sign-in: user '{auth.ADMIN}', password in {auth.credentials_file(root)} (readable by you alone); "
+            f"sign-in: user '{auth.ADMIN}', password in {statedir.credentials_file(root)} (readable by you alone); "
             f"`kiln users add` makes more"
         )
     typer.echo(
-        f"backend store: {state['backend']}; addresses in {env.servers_file(root)}, "
+        f"backend store: {state['backend']}; addresses in {statedir.servers_file(root)}, "
         f"used by every kiln command here; `kiln down` stops both"
     )
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from pipelines.core.env import STATE_DIR
+from pipelines.core import statedir
 
 # Off a terminal (CI, a scheduler's log) a stage's progress is a line at most this often.
 PROGRESS_EVERY_S = 10.0
@@ -83,7 +83,7 @@ class _ToConsole(logging.Handler):
 
 
 def log_path(root: Path, command: str) -> Path:
-    folder = root / STATE_DIR / "logs"
+    folder = statedir.logs(root)
     folder.mkdir(parents=True, exist_ok=True)
     return folder / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
 

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from components.errors import KilnError
+from pipelines.core import statedir
 
 # No internet at run time: telemetry calls would only fail and fill the log.
 TELEMETRY_OFF = {
@@ -33,7 +34,6 @@ TRACKING_TIMEOUTS = {
 SERVER_JOBS_OFF = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 # Kiln's own state in a repository: the run lock, run logs, and `kiln up`'s logs and addresses.
-STATE_DIR = ".kiln"
 
 
 # Every variable Kiln reads or hands to the tools it drives (infra/ sets no other), and
@@ -110,16 +110,12 @@ def configure(root: Path) -> None:
         os.environ.setdefault(key, value)
 
 
-def servers_file(root: Path) -> Path:
-    return root / STATE_DIR / "servers.json"
-
-
 def read_servers(root: Path) -> dict | None:
     """What `kiln up` wrote (addresses, pids, logs), if its servers are up."""
     import json
 
     try:
-        return json.loads(servers_file(root).read_text())
+        return json.loads(statedir.servers_file(root).read_text())
     except (OSError, ValueError):
         return None
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from components.errors import KilnError
-from pipelines.core.env import STATE_DIR
+from pipelines.core import statedir
 
 
 class Busy(KilnError):
@@ -25,10 +25,6 @@ class Busy(KilnError):
 # Repositories this process holds: `kiln run` holds its repository while its stages run
 # in-process, and a stage must not wait on its own run.
 _HELD: set[Path] = set()
-
-
-def _holder_file(root: Path) -> Path:
-    return root / STATE_DIR / "run.json"
 
 
 def _process(pid: int) -> str | None:
@@ -46,7 +42,7 @@ def _process(pid: int) -> str | None:
 def holder(root: Path) -> str:
     """Who holds the repository, as a person would want to be told."""
     try:
-        info = json.loads(_holder_file(root).read_text())
+        info = json.loads(statedir.run_holder(root).read_text())
         if found := _process(int(info["pid"])):
             return f"{found}: {info['command']}"
     except (OSError, ValueError, KeyError):
@@ -74,7 +70,7 @@ def hold(root: Path, command: str) -> Iterator[None]:
     if root in _HELD:
         yield
         return
-    path = root / STATE_DIR / "run.lock"
+    path = statedir.run_lock(root)
     path.parent.mkdir(exist_ok=True)
     lock = FileLock(path, timeout=0)
     try:
@@ -82,13 +78,13 @@ def hold(root: Path, command: str) -> Iterator[None]:
     except Timeout:
         raise busy(root) from None
     info = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": command}
-    _holder_file(root).write_text(json.dumps(info))
+    statedir.run_holder(root).write_text(json.dumps(info))
     _HELD.add(root)
     try:
         yield
     finally:
         _HELD.discard(root)
-        _holder_file(root).unlink(missing_ok=True)
+        statedir.run_holder(root).unlink(missing_ok=True)
         lock.release()
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from components.data.batches import BatchOutcome
 from components.deploy.audit import chain
 from components.errors import KilnError
-from pipelines.core.env import STATE_DIR
+from pipelines.core import statedir
 from pipelines.core.records import Promotion
 from pipelines.registry.models import version, who
 from pipelines.servers.roles import Denied
@@ -45,7 +45,7 @@ log = logging.getLogger("kiln")
 
 
 def path(root: Path) -> Path:
-    return root / STATE_DIR / "audit.jsonl"
+    return statedir.audit_log(root)
 
 
 def origin(root: Path) -> str:

@@ -15,8 +15,7 @@ from typing import Any
 import yaml
 
 from components.errors import KilnError
-
-CACHE = Path(".kiln") / "cache"
+from pipelines.core import statedir
 
 
 def _stamp(uri: str) -> list[int] | None:
@@ -35,22 +34,24 @@ def cached_champion(root: Path, uri: str, name: str) -> tuple[Path, str | None] 
     and the registry has not changed since."""
     stamp = _stamp(uri)
     try:
-        record = json.loads((root / CACHE / "champion.json").read_text())
+        record = json.loads((statedir.cache(root) / "champion.json").read_text())
     except (OSError, ValueError):
         return None
     if stamp is None or record.get("key") != [uri, name, stamp]:
         return None
-    folder = root / CACHE / record["folder"]
+    folder = statedir.cache(root) / record["folder"]
     return (folder, record.get("commit")) if (folder / "MLmodel").is_file() else None
 
 
 def remember_champion(root: Path, uri: str, name: str, folder: Path, commit: str | None) -> None:
     if (stamp := _stamp(uri)) is None:
         return
-    record = root / CACHE / "champion.json"
+    record = statedir.cache(root) / "champion.json"
     tmp = record.with_name(f".{record.name}.tmp{os.getpid()}")
     tmp.write_text(
-        json.dumps({"key": [uri, name, stamp], "folder": str(folder.relative_to(root / CACHE)), "commit": commit})
+        json.dumps(
+            {"key": [uri, name, stamp], "folder": str(folder.relative_to(statedir.cache(root))), "commit": commit}
+        )
     )
     os.replace(tmp, record)
 
@@ -59,7 +60,7 @@ def version_folder(root: Path, uri: str, name: str, version: str) -> Path:
     """Where a registered version is downloaded to (a version's files never change); one
     folder per tracking store, whose version numbers are their own."""
     store = hashlib.sha256(uri.encode()).hexdigest()[:12]
-    return root / CACHE / "models" / store / name / version
+    return statedir.cache(root) / "models" / store / name / version
 
 
 @dataclass

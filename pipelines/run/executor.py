@@ -28,9 +28,10 @@ from weakref import WeakKeyDictionary
 
 from components.errors import KilnError
 from pipelines.core import dag, lock
-from pipelines.core.env import STATE_DIR, git_state
+from pipelines.core.env import git_state
 from pipelines.core.io import remove, write_json
 from pipelines.core.params import Params, load
+from pipelines.core.statedir import DROPPED, PREVIOUS
 from pipelines.stagekit.contract import StageContext, StageParams, StageResult
 from pipelines.tracking import metrics, runs
 
@@ -102,11 +103,6 @@ def execute(root: Path, name: str, stage: "PipelineStage | None" = None) -> Outc
         return Outcome(name, time.perf_counter() - start, result)
     with lock.hold(root, f"kiln stage {name}"):
         return _execute(root, name, params, stage)
-
-
-# Where a running stage's previous outputs wait, and where they go to be deleted.
-PREVIOUS = Path(STATE_DIR) / "previous"
-DROPPED = Path(STATE_DIR) / "previous.dropped"
 
 
 def _set_aside(root: Path, outs: list[Path]) -> None:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.errors import KilnError
-from pipelines.core.env import STATE_DIR, read_servers
+from pipelines.core import statedir
+from pipelines.core.env import read_servers
 
 ADMIN = "admin"
 
@@ -31,13 +32,9 @@ class Credentials:
         return f"{self.user}:{self.password}"
 
 
-def credentials_file(root: Path) -> Path:
-    return root / STATE_DIR / "auth.json"
-
-
 def read(root: Path) -> Credentials | None:
     try:
-        data = json.loads(credentials_file(root).read_text())
+        data = json.loads(statedir.credentials_file(root).read_text())
         return Credentials(data["user"], data["password"], data["secret_key"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -50,7 +47,7 @@ def ensure(root: Path) -> Credentials:
         return found
     # MLflow refuses an admin password under 12 characters; this one has 32.
     made = Credentials(ADMIN, secrets.token_urlsafe(24), secrets.token_urlsafe(32))
-    write_private(credentials_file(root), json.dumps(made.__dict__, indent=2))
+    write_private(statedir.credentials_file(root), json.dumps(made.__dict__, indent=2))
     return made
 
 
@@ -78,7 +75,7 @@ def server_config(root: Path, database_uri: str) -> Path:
     user without a grant, the admin named ADMIN (its password comes from the environment
     on first start), checked passwords trusted for AUTH_CACHE_S. Mode 0600: a PostgreSQL
     URL holds the database password."""
-    path = root / STATE_DIR / "mlflow-auth.ini"
+    path = statedir.auth_config(root)
     write_private(
         path,
         "[mlflow]\n"
@@ -136,7 +133,7 @@ def check_admin(root: Path, url: str, credentials: Credentials, store: str) -> N
     if answer.status_code == 401:
         raise KilnError(
             f"MLflow's user table (in {store}) has an '{credentials.user}' whose password is not the one "
-            f"in {credentials_file(root)}; restore that file, or drop the user tables to start over"
+            f"in {statedir.credentials_file(root)}; restore that file, or drop the user tables to start over"
         )
 
 

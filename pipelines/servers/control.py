@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from components.errors import KilnError
-from pipelines.core.env import STATE_DIR, read_servers, servers_file
+from pipelines.core import statedir
+from pipelines.core.env import read_servers
 from pipelines.servers import auth
 
 DB_ENV = "KILN_DB_URL"
@@ -151,7 +152,7 @@ def up(root: Path, host: str, prefect_port: int, mlflow_port: int, secure: bool 
     current = read_servers(root)
     alive = {name for name, s in (current or {}).get("servers", {}).items() if _alive(s["pid"])}
     if current and alive == set(current["servers"]):
-        raise KilnError(f"servers are already up ({servers_file(root)}); `kiln down` stops them")
+        raise KilnError(f"servers are already up ({statedir.servers_file(root)}); `kiln down` stops them")
     if alive:
         host, prefect_port, mlflow_port, secure = _settings(current)
     db_url = os.environ.get(DB_ENV) or None
@@ -171,8 +172,8 @@ def up(root: Path, host: str, prefect_port: int, mlflow_port: int, secure: bool 
         command, server_env, url, log = plan[name]
         servers[name] = {"url": url, "log": str(log), "pid": _start(command, log, server_env)}
     state = {"servers": servers, "backend": "postgresql" if db_url else "sqlite", "auth": secure}
-    servers_file(root).parent.mkdir(exist_ok=True)
-    servers_file(root).write_text(json.dumps(state, indent=2))
+    statedir.servers_file(root).parent.mkdir(exist_ok=True)
+    statedir.servers_file(root).write_text(json.dumps(state, indent=2))
     try:
         for name in starting:
             what = "Prefect server" if name == "prefect" else "MLflow server"
@@ -197,7 +198,7 @@ def _plan(
     root: Path, host: str, prefect_port: int, mlflow_port: int, secure: bool, mlflow_store: str, prefect_db: str
 ) -> dict[str, tuple[list[str], dict[str, str], str, Path]]:
     """Each server's (command, environment, URL, log)."""
-    logs = root / STATE_DIR
+    logs = statedir.folder(root)
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
     prefect_url = f"http://{host}:{prefect_port}/api"
@@ -245,5 +246,5 @@ def down(root: Path, grace: float = 15.0) -> list[str]:
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
         stopped.append(name)
-    servers_file(root).unlink(missing_ok=True)
+    statedir.servers_file(root).unlink(missing_ok=True)
     return stopped

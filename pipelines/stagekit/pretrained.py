@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 
 from components.errors import KilnError
+from pipelines.core import statedir
 from pipelines.core.io import atomic
 
 # name: (module, archive in the module's folder, distribution to install)
@@ -21,7 +22,7 @@ def resolve(name: str, root: Path) -> str:
     if name not in PACKAGED:
         return name
     module, archive, distribution = PACKAGED[name]
-    target = root / ".kiln" / "models" / name
+    target = statedir.pretrained(root, name)
     if (target / "config.json").is_file():
         return str(target)
     # Found without being imported: the package prints a greeting when imported.
