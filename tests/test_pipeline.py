@@ -115,6 +115,7 @@ def test_dvc_repro_then_kiln_run(repo, tmp_path):
     assert lineage.returncode == 0, lineage.stdout + lineage.stderr
     quantized = next(o["md5"] for o in yaml.safe_load(lock)["stages"]["quantize"]["outs"])
     assert quantized in lineage.stdout and "validation   passed" in lineage.stdout
+    assert "0 expectations failed" in lineage.stdout
     predicted = kiln("predict", "Shares in the bank rose after its profits beat forecasts.", cwd=repo)
     assert predicted.returncode == 0, predicted.stdout + predicted.stderr
     assert json.loads(predicted.stdout.splitlines()[-1])["label"] in evaluation["teacher"]["per_class"]

@@ -117,10 +117,11 @@ def lineage(version: Annotated[int, typer.Argument(help="registered version numb
         outs = ", ".join(f"{o['path']}={o.get('md5', '?')}" for o in entry.get("outs", []))
         typer.echo(f"  {stage:<10} {outs}")
     typer.echo(f"data         validated {tags.get('data.validated')}, split {tags.get('data.split')}")
+    failures = validation.get("failures", [])
     typer.echo(
         f"validation   {tags.get('data.validation')}: {validation.get('rows')} rows, "
         f"{validation.get('duplicates', {}).get('rows', 0)} duplicates, "
-        f"{json.dumps(validation.get('failed', []))[:200]} failed"
+        f"{len(failures)} expectations failed{': ' + '; '.join(failures)[:200] if failures else ''}"
     )
 
 
