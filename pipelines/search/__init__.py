@@ -1,2 +1,2 @@
-"""The hyperparameter search: the Prefect flow whose tasks are Optuna trials (flow) and the
-study it keeps (study)."""
+"""The hyperparameter search: the Prefect flow whose tasks are Optuna trials (flow), the
+study it keeps (study), and what a finished search reports (summary)."""

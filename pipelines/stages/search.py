@@ -7,8 +7,10 @@ once, for every trial. The Pareto front's models become candidates of the select
 Trials work in `checkpoints/search/`, outside every DVC output, so that a killed search
 resumes with the models of its finished trials; the front is copied out at the end."""
 
+import json
 import os
 import shutil
+from pathlib import Path
 
 from components.errors import KilnError
 from components.search.report import plot_front
@@ -41,164 +43,160 @@ def _search(ctx: StageContext) -> StageResult:
     import time
 
     import lightning as L
-    import numpy as np
 
-    from components.search.trial import MODEL_FILE, TrialSpec
+    from pipelines.search import flow, summary
+
+    start = time.time()
+    L.seed_everything(ctx.params.hardware.seed, workers=True, verbose=False)
+    plan, tokenizer_id, length = _plan(ctx, start)
+    outcome = flow.run(plan)
+    records, front = _finished(plan.storage, outcome["study"])
+    members = _keep_front(ctx, plan, outcome["study"], front, tokenizer_id, length)
+    reports = ctx.path(ctx.params.paths.reports)
+    write_json(records, reports / "search.json")
+    plot_front(records, reports / "search_front.png")
+    remove(plan.folder / outcome["study"])
+    return StageResult(
+        metrics=summary.metrics(records, members, outcome),
+        artifacts={"search": reports / "search.json", "search/front": reports / "search_front.png"},
+        summary=summary.lines(records, members, outcome),
+    )
+
+
+def _plan(ctx: StageContext, start: float):
+    """The flow's plan and the tokenizer's hash; the teacher is let go before any trial starts."""
     from components.text.classifier import MeanPoolClassifier
     from components.text.data import file_hash, load_tokenizer
     from pipelines.search import flow, study
-    from pipelines.stagekit.training import CHECKPOINTS, fingerprint, load_model, teacher_logits
+    from pipelines.stagekit.training import CHECKPOINTS, fingerprint, load_model
 
-    start = time.time()
-    params, paths, cfg = ctx.params, ctx.params.paths, ctx.params.search
-    reports = ctx.path(paths.reports)
-    L.seed_everything(params.hardware.seed, workers=True, verbose=False)
+    paths, cfg = ctx.params.paths, ctx.params.search
     teacher, teacher_tokenizer, taught = load_model(ctx, paths.teacher, MeanPoolClassifier)
-    tokenizer_path = ctx.input(paths.tokenizer, "tokenizer")
-    tokenizer_id = file_hash(tokenizer_path)
-    load_tokenizer(tokenizer_path, ctx.name)  # a corrupt file fails here, before any trial starts
+    tokenizer = ctx.input(paths.tokenizer, "tokenizer")
+    tokenizer_id = file_hash(tokenizer)
+    load_tokenizer(tokenizer, ctx.name)  # a corrupt file fails here, before any trial starts
     split = ctx.read_split("train", "val")
     work = ctx.root / CHECKPOINTS / ctx.name
     prefix = f"kiln-search-{fingerprint(ctx)[:12]}"
-    length = taught.max_length
-
     # The teacher's logits on every train text, once: each trial distils from them.
     cached = work / f"{prefix}.teacher_logits.npy"
     if not cached.is_file():
-        frames = {"train": split["train"]}
-        logits = teacher_logits(teacher, teacher_tokenizer, frames, taught.labels, length, params.hardware)["train"]
-        with atomic(cached) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, logits)
-    del teacher
-
+        _save_teacher_logits(ctx, teacher, teacher_tokenizer, taught, split["train"], cached)
     workers = cfg.workers if cfg.workers != "auto" else _cores()
-    storage = study.storage_url(ctx.root, cfg.storage)
     plan = flow.SearchPlan(
         study_prefix=prefix,
-        storage=storage,
+        storage=study.storage_url(ctx.root, cfg.storage),
         cfg=cfg,
         workers=workers,
         folder=work,
         run_id=ctx.run.run_id,
-        template=TrialSpec(
-            number=-1,
-            family="transformer",
-            params={},
-            folder=work,
-            train=ctx.path(f"{paths.split}/train.parquet"),
-            val=ctx.path(f"{paths.split}/val.parquet"),
-            teacher_logits=cached,
-            tokenizer=tokenizer_path,
-            labels=taught.labels,
-            encoder=teacher_config(ctx.path(paths.teacher) / "config.json"),
-            seed=params.hardware.seed,
-            # Local workers share the cores; a Dask worker keeps the threads it was given.
-            threads=None if cfg.scheduler else max(1, _cores() // workers),
-            deadline=start + cfg.timeout_s,
-            hardware=params.hardware,
-            loop=cfg.loop,
-            optim=cfg.optim,
-            class_weight=params.distill.class_weight,
-            recovery_epochs=cfg.recovery_epochs,
-            importance_batches=params.prune.importance_batches,
-            export=params.export,
-            quantize=params.quantize,
-            classical=params.classical,
-            evaluate=params.evaluate,
-        ),
+        template=_template(ctx, work, cached, tokenizer, taught.labels, workers, start),
     )
-    outcome = flow.run(plan)
-    records, front = study.records(study.Study.load(storage, outcome["study"]))
+    return plan, tokenizer_id, taught.max_length
+
+
+def _save_teacher_logits(ctx: StageContext, teacher, tokenizer, taught: ModelCard, train, cached: Path) -> None:
+    import numpy as np
+
+    from pipelines.stagekit.training import teacher_logits
+
+    frames, length = {"train": train}, taught.max_length
+    logits = teacher_logits(teacher, tokenizer, frames, taught.labels, length, ctx.params.hardware)["train"]
+    with atomic(cached) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, logits)
+
+
+def _template(ctx: StageContext, work: Path, cached: Path, tokenizer: Path, labels: list[str], workers: int, start):
+    """Every trial's spec but its number, family, params and folder."""
+    from components.search.trial import TrialSpec
+
+    params, paths, cfg = ctx.params, ctx.params.paths, ctx.params.search
+    return TrialSpec(
+        number=-1,
+        family="transformer",
+        params={},
+        folder=work,
+        train=ctx.path(f"{paths.split}/train.parquet"),
+        val=ctx.path(f"{paths.split}/val.parquet"),
+        teacher_logits=cached,
+        tokenizer=tokenizer,
+        labels=labels,
+        # The teacher's BERT config: a student keeps its token limit, dropout and activation.
+        encoder=json.loads((ctx.path(paths.teacher) / "config.json").read_text(encoding="utf-8")),
+        seed=params.hardware.seed,
+        # Local workers share the cores; a Dask worker keeps the threads it was given.
+        threads=None if cfg.scheduler else max(1, _cores() // workers),
+        deadline=start + cfg.timeout_s,
+        hardware=params.hardware,
+        loop=cfg.loop,
+        optim=cfg.optim,
+        class_weight=params.distill.class_weight,
+        recovery_epochs=cfg.recovery_epochs,
+        importance_batches=params.prune.importance_batches,
+        export=params.export,
+        quantize=params.quantize,
+        classical=params.classical,
+        evaluate=params.evaluate,
+    )
+
+
+def _finished(storage: str, name: str) -> tuple[list[dict], list]:
+    """The study's trial records and its Pareto front; with no trial complete, an error."""
+    from pipelines.search import study
+
+    records, front = study.records(study.Study.load(storage, name))
     if not front:
         errors = sorted({r["error"] for r in records if r["error"]})
         raise KilnError(
-            f"search: none of the {len(records)} trials of study {outcome['study']} completed"
+            f"search: none of the {len(records)} trials of study {name} completed"
             + (f"; they failed with: {'; '.join(errors[:3])}" if errors else "")
         )
+    return records, front
 
+
+def _keep_front(
+    ctx: StageContext, plan, study_name: str, front: list, tokenizer_id: str, length: int
+) -> dict[str, FrontMember]:
+    """The front's models copied out of the trials' folder into the stage's output, with
+    front.json naming them; a transformer's folder gets its model card."""
+    from pipelines.search import study
+
+    paths = ctx.params.paths
     members: dict[str, FrontMember] = {}
     with atomic(ctx.path(paths.search)) as folder:
         folder.mkdir(parents=True)
         for trial in front:
             name = f"search_{trial.number}"
-            result = trial.user_attrs["result"]
-            family = trial.user_attrs["family"]
-            shutil.copytree(work / outcome["study"] / f"trial-{trial.number}", folder / name)
-            member = f"{paths.search}/{name}"
-            if family == "transformer":
+            shutil.copytree(plan.folder / study_name / f"trial-{trial.number}", folder / name)
+            if trial.user_attrs["family"] == "transformer":
                 ModelCard(
                     stage="search",
-                    labels=taught.labels,
+                    labels=plan.template.labels,
                     tokenizer=tokenizer_id,
                     params={"search": trial.params},
                     data=ctx.deps,
-                    metrics={"val/macro_f1": result["val_macro_f1"]},
+                    metrics={"val/macro_f1": trial.user_attrs["result"]["val_macro_f1"]},
                     max_length=length,  # a trial's student keeps the teacher's position table
                 ).write(folder / name / "kiln.json")
-            members[name] = FrontMember(
-                trial=trial.number,
-                family=family,
-                file=f"{member}/{MODEL_FILE}",
-                tokenizer=f"{member}/tokenizer.json" if family == "transformer" else None,
-                source=member if family == "transformer" else f"{member}/explainer.json",
-                params=trial.params,
-                val_macro_f1=result["val_macro_f1"],
-                latency_ms_p50_b1=result["latency_ms_p50_b1"],
-                size_mb=result["size_mb"],
-                evidence=result["evidence"],
-            )
-        Front(study=outcome["study"], storage=study.shown(storage), members=members).write(folder / "front.json")
-    write_json(records, reports / "search.json")
-    plot_front(records, reports / "search_front.png")
-    remove(work / outcome["study"])
+            members[name] = _member(trial, f"{paths.search}/{name}")
+        Front(study=study_name, storage=study.shown(plan.storage), members=members).write(folder / "front.json")
+    return members
 
-    complete = [r for r in records if r["state"] == "COMPLETE"]
-    failed = [r for r in records if r["state"] == "FAIL" and not r["interrupted"]]
-    best = max(complete, key=lambda r: r["val_macro_f1"], default=None)
-    summary = [
-        f"{len(complete) + len(failed)} trials ({len(complete)} complete, {len(failed)} failed) in study "
-        f"{outcome['study']}, {sum(r['front'] for r in records)} on the Pareto front, {len(members)} on their "
-        f"family's (select's candidates); workers: {', '.join(sorted(workers_of(records)))}"
-    ]
-    if outcome["requeued"]:
-        summary.append(f"resumed: trials {outcome['requeued']} were cut off by the kill and asked again")
-    overall = {r["trial"] for r in records if r["front"]}
-    for name, m in sorted(members.items(), key=lambda item: -item[1].val_macro_f1):
-        where = "front" if m.trial in overall else "family front"
-        summary.append(
-            f"{where} {name} ({m.family}): val macro-F1 {m.val_macro_f1:.4f}, "
-            f"p50 {m.latency_ms_p50_b1:.2f} ms, {m.size_mb:.2f} MB"
-        )
-    reasons: dict[str, list[int]] = {}
-    for r in failed:
-        reasons.setdefault(r["error"] or "no reason recorded", []).append(r["trial"])
-    for reason, trials in reasons.items():
-        which = f"trials {trials}" if len(trials) > 1 else f"trial {trials[0]}"
-        summary.append(f"{which} failed: {reason}")
-    metrics = {
-        "search/trials": len(complete) + len(failed),
-        "search/complete": len(complete),
-        "search/failed": len(failed),
-        "search/front": sum(r["front"] for r in records),
-        "search/candidates": len(members),
-        "search/requeued": len(outcome["requeued"]),
-    }
-    if best is not None:
-        metrics["search/best_val_macro_f1"] = best["val_macro_f1"]
-    return StageResult(
-        metrics=metrics,
-        artifacts={"search": reports / "search.json", "search/front": reports / "search_front.png"},
-        summary=summary,
+
+def _member(trial, member: str) -> FrontMember:
+    """A front trial as a select candidate whose files are in the folder `member`."""
+    from components.search.trial import MODEL_FILE
+
+    result, family = trial.user_attrs["result"], trial.user_attrs["family"]
+    return FrontMember(
+        trial=trial.number,
+        family=family,
+        file=f"{member}/{MODEL_FILE}",
+        tokenizer=f"{member}/tokenizer.json" if family == "transformer" else None,
+        source=member if family == "transformer" else f"{member}/explainer.json",
+        params=trial.params,
+        val_macro_f1=result["val_macro_f1"],
+        latency_ms_p50_b1=result["latency_ms_p50_b1"],
+        size_mb=result["size_mb"],
+        evidence=result["evidence"],
     )
-
-
-def teacher_config(path) -> dict:
-    """The teacher's BERT config as plain JSON: what a student keeps of it (its token
-    limit, dropout, activation), sizes aside."""
-    import json
-
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def workers_of(records: list[dict]) -> set[str]:
-    return {r["worker"] for r in records if r.get("worker")}
