@@ -43,35 +43,16 @@ def run(ctx: StageContext) -> StageResult:
     if params.select.max_texts is not None:
         val = val.iloc[stratified_sample(val["label"].tolist(), params.select.max_texts, params.select.seed)]
     texts = val["text"].tolist()
-    files, front = candidates(ctx)
-    int8 = quantize.report(ctx)
-    excluded = {} if int8.passed else {"onnx_int8": f"refused by quantize's gate: {int8.verdict}"}
-    files = {name: file for name, file in files.items() if name not in excluded}
+    files, front, excluded = _servable(ctx)
     located = {
         name: (ctx.input(model), ctx.input(tokenizer) if tokenizer else None)
         for name, (model, tokenizer) in files.items()
     }
     # The whole split on every core; the latency on evaluate.threads, as evaluate times it.
     runtimes = {name: load_classifier(*where) for name, where in located.items()}
-    labels = runtimes["onnx_fp32"].labels
-    if unknown := sorted(set(val["label"]) - set(labels)):
-        raise KilnError(f"select: val labels {unknown} are not in the models' label map {labels}")
-    for name, runtime in runtimes.items():
-        if runtime.labels != labels:
-            raise KilnError(f"select: {name} has labels {runtime.labels}, the others {labels}")
+    labels = _labels(runtimes, val["label"])
     truth = [labels.index(label) for label in val["label"]]
-    # The gate's budget is batch-1 latency: batches of 32 are timed by evaluate alone.
-    timed = {name: load_classifier(*where, threads=params.evaluate.threads).logits for name, where in located.items()}
-    timing = ev.latency(timed, texts, params.evaluate, batched=False)
-    measured = {
-        name: Measured(
-            family=front.members[name].family if name in front.members else _family(name),
-            predicted=runtime.logits(texts).argmax(-1).tolist(),
-            latency_ms_p95_b1=timing[name]["latency_ms_p95_b1"],
-            size_mb=ctx.path(files[name][0]).stat().st_size / 1e6,
-        )
-        for name, runtime in runtimes.items()
-    }
+    measured = _measured(ctx, texts, files, front, located, runtimes)
     measured, unlearned = learned(
         truth,
         measured,
@@ -92,11 +73,64 @@ def run(ctx: StageContext) -> StageResult:
         params.evaluate.resamples,
         params.evaluate.bootstrap_seed,
     )
-    record = Selection(
-        family=params.select.family,
+    record = _record(ctx, choice, files, excluded, len(texts))
+    path = ctx.path(params.paths.reports) / "selection.json"
+    record.write(path)
+    ctx.run.set_tags(
+        {
+            "kiln.selected": choice.selected,
+            "kiln.selected_family": record.chosen.family,
+            **{f"kiln.excluded.{name}": why for name, why in excluded.items()},
+        }
+    )
+    summary = [f"selected {choice.reason}"] + [f"{name} left out: {why}" for name, why in excluded.items()]
+    return StageResult(metrics=_metrics(record), artifacts={"selection": path}, summary=summary)
+
+
+def _servable(ctx: StageContext) -> tuple[dict[str, tuple[str, str | None]], Front, dict[str, str]]:
+    """`candidates` less an INT8 file quantize's gate refused; the front; and what was
+    left out, with why."""
+    files, front = candidates(ctx)
+    int8 = quantize.report(ctx)
+    excluded = {} if int8.passed else {"onnx_int8": f"refused by quantize's gate: {int8.verdict}"}
+    return {name: file for name, file in files.items() if name not in excluded}, front, excluded
+
+
+def _labels(runtimes: dict, val_labels) -> list[str]:
+    """The label map every candidate shares, which must hold every val label."""
+    labels = runtimes["onnx_fp32"].labels
+    if unknown := sorted(set(val_labels) - set(labels)):
+        raise KilnError(f"select: val labels {unknown} are not in the models' label map {labels}")
+    for name, runtime in runtimes.items():
+        if runtime.labels != labels:
+            raise KilnError(f"select: {name} has labels {runtime.labels}, the others {labels}")
+    return labels
+
+
+def _measured(ctx: StageContext, texts: list[str], files, front: Front, located, runtimes) -> dict[str, Measured]:
+    """Each candidate's val predictions, batch-1 latency and file size."""
+    # The gate's budget is batch-1 latency: batches of 32 are timed by evaluate alone.
+    threads = ctx.params.evaluate.threads
+    timed = {name: load_classifier(*where, threads=threads).logits for name, where in located.items()}
+    timing = ev.latency(timed, texts, ctx.params.evaluate, batched=False)
+    return {
+        name: Measured(
+            family=front.members[name].family if name in front.members else _family(name),
+            predicted=runtime.logits(texts).argmax(-1).tolist(),
+            latency_ms_p95_b1=timing[name]["latency_ms_p95_b1"],
+            size_mb=ctx.path(files[name][0]).stat().st_size / 1e6,
+        )
+        for name, runtime in runtimes.items()
+    }
+
+
+def _record(ctx: StageContext, choice, files, excluded: dict[str, str], val_texts: int) -> Selection:
+    gate = ctx.params.promote
+    return Selection(
+        family=ctx.params.select.family,
         selected=choice.selected,
         reason=choice.reason,
-        val_texts=len(texts),
+        val_texts=val_texts,
         budgets={"max_latency_ms_p95_b1": gate.max_latency_ms_p95_b1, "max_size_mb": gate.max_size_mb},
         candidates={
             name: Candidate(
@@ -115,8 +149,9 @@ def run(ctx: StageContext) -> StageResult:
         },
         excluded=excluded,
     )
-    path = ctx.path(params.paths.reports) / "selection.json"
-    record.write(path)
+
+
+def _metrics(record: Selection) -> dict[str, float]:
     metrics = {}
     for name, c in record.candidates.items():
         metrics.update(
@@ -126,12 +161,4 @@ def run(ctx: StageContext) -> StageResult:
                 f"{name}/val_macro_f1_hi": c.val_macro_f1_ci95[1],
             }
         )
-    ctx.run.set_tags(
-        {
-            "kiln.selected": choice.selected,
-            "kiln.selected_family": record.chosen.family,
-            **{f"kiln.excluded.{name}": why for name, why in excluded.items()},
-        }
-    )
-    summary = [f"selected {choice.reason}"] + [f"{name} left out: {why}" for name, why in excluded.items()]
-    return StageResult(metrics=metrics, artifacts={"selection": path}, summary=summary)
+    return metrics
