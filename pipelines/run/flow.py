@@ -81,6 +81,33 @@ def pipeline(targets: list[str] | None = None, force: bool = False, execution: s
     params = load(root / "params.yaml")
     os.environ[runs.FLOW_RUN_ENV] = str(flow_run.get_id())
     repo = dag.open_repo(root)
+    rows: list[StageRow] = []
+    failure: KilnError | None = None
+    try:
+        _reproduce_all(root, params, repo, targets, force, execution, rows)
+    except KilnError as err:
+        failure = err
+    show = console.get()
+    show.line(footer(rows, time.time() - psutil.Process().create_time()))
+    promotion = (
+        Promotion.read(root / params.paths.reports / "promotion.json", "kiln run", "promote")
+        if any(r.name == "promote" and r.status == "ran" for r in rows)
+        else None
+    )
+    if promotion is not None:
+        _show_promotion(promotion)
+    data = {"rows": rows, "promotion": promotion}
+    if failure is not None:
+        return Failed(message=str(failure), data=failure)
+    if promotion is not None and not promotion.promoted:
+        return Completed(message=promotion.headline(), name="Not promoted", data=data)
+    return Completed(message="pipeline up to date", data=data)
+
+
+def _reproduce_all(root, params, repo, targets: list[str] | None, force: bool, execution, rows: list[StageRow]) -> None:
+    """Each stage of the plan as a task, its row added to `rows` and shown as it ends;
+    the first failed stage's error is raised inside the MLflow parent run, so that run
+    ends FAILED."""
     outcomes: dict[str, executor.Outcome] = {}
     spent: dict[str, float] = {}
     show = console.get()
@@ -92,57 +119,46 @@ def pipeline(targets: list[str] | None = None, force: bool = False, execution: s
         finally:
             spent[name] = time.perf_counter() - start
 
-    rows: list[StageRow] = []
-    failure: KilnError | None = None
     options = {
         "retries": params.orchestration.retries,
         "retry_delay_seconds": params.orchestration.retry_delay_s,
         "retry_condition_fn": transient,
     }
-    try:
-        with runs.pipeline_run(root, params.tracking.experiment, execution), dag.in_process(execute):
-            for stage in dag.plan(repo, targets):
-                name = dag.stage_name(stage)
-                show.status(f"{name} ...")
-                state = reproduce.with_options(task_run_name=name, **options)(
-                    repo, stage, force, outcomes, return_state=True
-                )
-                if state.is_failed():
-                    rows.append(StageRow(name, "failed", spent.get(name, 0.0)))
-                    show.line(rows[-1].line())
-                    error = state.result(raise_on_failure=False)
-                    if isinstance(error, BaseException) and user_error(error) is None:
-                        # A gone tracking server fails a stage with MLflow's own error:
-                        # say so in one line instead.
-                        runs.check()
-                    # Raised inside the block, so the MLflow parent run ends FAILED.
-                    raise error if isinstance(error, BaseException) else RuntimeError(state.message)
-                rows.append(state.result())
+    with runs.pipeline_run(root, params.tracking.experiment, execution), dag.in_process(execute):
+        for stage in dag.plan(repo, targets):
+            name = dag.stage_name(stage)
+            show.status(f"{name} ...")
+            state = reproduce.with_options(task_run_name=name, **options)(
+                repo, stage, force, outcomes, return_state=True
+            )
+            if state.is_failed():
+                rows.append(StageRow(name, "failed", spent.get(name, 0.0)))
                 show.line(rows[-1].line())
-                if rows[-1].status == "ran" and name != "promote":  # promote's decision ends the run's output
-                    for line in outcomes[name].result.summary:
-                        show.line(f"           {line}")
-    except KilnError as err:
-        failure = err
-    show.line(footer(rows, time.time() - psutil.Process().create_time()))
-    promotion = (
-        Promotion.read(root / params.paths.reports / "promotion.json", "kiln run", "promote")
-        if any(r.name == "promote" and r.status == "ran" for r in rows)
-        else None
-    )
-    if promotion is not None:
-        show.line(promotion.headline())
-        if promotion.resolution:
-            show.line(f"  note: {promotion.resolution}")
-        for reason in promotion.reasons:
-            if reason.startswith("FAIL"):
-                show.line(f"  {reason}")
-    data = {"rows": rows, "promotion": promotion}
-    if failure is not None:
-        return Failed(message=str(failure), data=failure)
-    if promotion is not None and not promotion.promoted:
-        return Completed(message=promotion.headline(), name="Not promoted", data=data)
-    return Completed(message="pipeline up to date", data=data)
+                raise _stage_error(state)
+            rows.append(state.result())
+            show.line(rows[-1].line())
+            if rows[-1].status == "ran" and name != "promote":  # promote's decision ends the run's output
+                for line in outcomes[name].result.summary:
+                    show.line(f"           {line}")
+
+
+def _stage_error(state) -> BaseException:
+    """The error a failed stage's task ended with."""
+    error = state.result(raise_on_failure=False)
+    if isinstance(error, BaseException) and user_error(error) is None:
+        # A gone tracking server fails a stage with MLflow's own error: say so in one line instead.
+        runs.check()
+    return error if isinstance(error, BaseException) else RuntimeError(state.message)
+
+
+def _show_promotion(promotion: Promotion) -> None:
+    show = console.get()
+    show.line(promotion.headline())
+    if promotion.resolution:
+        show.line(f"  note: {promotion.resolution}")
+    for reason in promotion.reasons:
+        if reason.startswith("FAIL"):
+            show.line(f"  {reason}")
 
 
 def footer(rows: list[StageRow], wall: float) -> str:
