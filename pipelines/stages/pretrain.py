@@ -141,34 +141,39 @@ def run(ctx: StageContext) -> StageResult:
         params.hardware.seed,
         cfg.val_windows,
     )
+    trained, judged = _train(ctx, model, data, len(texts), described, loop, init is not None, fresh_head)
+    metrics = {**chosen, **trained, "model/params": count_parameters(model), "model/max_length": length}
+    save_model(ctx, model, tokenizer, described.model_copy(update={"metrics": metrics}), paths.encoder)
+    return StageResult(metrics=metrics, summary=said + judged)
+
+
+def _train(ctx: StageContext, model, data: MaskedLMData, texts: int, described, loop, adapting: bool, fresh_head: bool):
+    """The masked-LM steps on `model`, whose data came from `texts` train texts: (their
+    metrics, what they did in words)."""
     train_windows = [row["input_ids"] for row in data.train_rows]
     if fresh_head:
         # A new head starts out predicting token frequencies (see unigram_bias); the
         # decoder's bias is the head's `bias` parameter, tied.
         model.cls.predictions.decoder.bias.data.copy_(unigram_bias(train_windows, model.config.vocab_size))
     before = {}
-    if init is not None:  # a checkpoint's own perplexity on these texts, before adapting it to them
-        bf16 = precision(params.hardware) == "bf16-mixed"
+    if adapting:  # a checkpoint's own perplexity on these texts, before adapting it to them
+        bf16 = precision(ctx.params.hardware) == "bf16-mixed"
         before = {"val/perplexity_start": masked_lm_perplexity(model, data.val_batches, bf16)}
-    module = MaskedLM(model, cfg.optim, described.model_dump())
+    module = MaskedLM(model, ctx.params.pretrain.optim, described.model_dump())
     trainer = fit(ctx, module, data, "encoder", loop)
     scored = module.scored
     if scored.get("step") != trainer.global_step:  # the last val check was before the last step
         scored = trainer.validate(module, datamodule=data, verbose=False)[0]
     final = {"val/loss": scored["val/loss"], "val/perplexity": math.exp(min(scored["val/loss"], 50.0))}
     unigram = unigram_perplexity(train_windows, model.config.vocab_size, data.val_batches)
-    said += _judged(ctx, final["val/perplexity"], unigram, before.get("val/perplexity_start"), trainer.global_step)
+    judged = _judged(ctx, final["val/perplexity"], unigram, before.get("val/perplexity_start"), trainer.global_step)
     metrics = {
-        **chosen,
         **before,
         "val/loss": final["val/loss"],
         "val/perplexity": final["val/perplexity"],
         "val/unigram_perplexity": unigram,
         "train/windows": len(data.train_rows),
-        "train/texts": len(texts),
+        "train/texts": texts,
         "train/steps": trainer.global_step,
-        "model/params": count_parameters(model),
-        "model/max_length": length,
     }
-    save_model(ctx, model, tokenizer, described.model_copy(update={"metrics": metrics}), paths.encoder)
-    return StageResult(metrics=metrics, summary=said)
+    return metrics, judged
