@@ -33,20 +33,28 @@ def audit(
     retrain learned: when, why, and on which data."""
     root = repo_root()
     from pipelines.registry import audit as trail
-    from pipelines.registry import audit_copy
 
     if verify and restore:
         raise KilnError("give either --verify or --restore")
     if verify:
         _verify(root, trail)
-        return
-    if restore:
-        from pipelines.registry.models import registry_errors
+    elif restore:
+        _restore(root)
+    else:
+        _show(root, trail, action, who, version, since)
 
-        client, name, _ = registry_of(root)
-        with registry_errors("audit: reading the tracking server's copy"):
-            typer.echo(audit_copy.restore(root, client, name))
-        return
+
+def _restore(root) -> None:
+    from pipelines.registry import audit_copy
+    from pipelines.registry.models import registry_errors
+
+    client, name, _ = registry_of(root)
+    with registry_errors("audit: reading the tracking server's copy"):
+        typer.echo(audit_copy.restore(root, client, name))
+
+
+def _show(root, trail, action: str | None, who: str | None, version: str | None, since: str | None) -> None:
+    """The entries that pass every filter given, each with its reasons and findings."""
     entries = [
         e
         for e in trail.read(root)
@@ -59,14 +67,9 @@ def audit(
         typer.echo(f"no audit entries{' match' if any((action, who, version, since)) else ' yet'} ({trail.path(root)})")
         return
     for e in entries:
-        detail = e.get("detail") or {}
-        if e.get("model") is None and "user" in detail:
-            target = f"user {detail['user']}" + (f" ({detail['role']})" if detail.get("role") else "")
-        elif e.get("version"):
-            target = f"{e.get('model')} v{e.get('version')}"
-        else:
-            target = str(e.get("model"))
+        target = _target(e)
         typer.echo(f"{e.get('seq', '?'):>4}  {e.get('when')}  {e.get('who')!s:<12} {e.get('action')!s:<18} {target}")
+        detail = e.get("detail") or {}
         if e.get("why"):
             typer.echo(f"      why: {e['why']}")
         if e.get("data"):
@@ -79,6 +82,16 @@ def audit(
             rows = f": {found['rows']} row(s)" if found.get("rows") is not None else ""
             ids = f", e.g. {', '.join(found['ids'])}" if found.get("ids") else ""
             typer.echo(f"      {found['kind']}{' ' + found['check'] if found.get('check') else ''}{rows}{ids}")
+
+
+def _target(entry: dict) -> str:
+    """What an entry acted on: a user, a model version, or a model."""
+    detail = entry.get("detail") or {}
+    if entry.get("model") is None and "user" in detail:
+        return f"user {detail['user']}" + (f" ({detail['role']})" if detail.get("role") else "")
+    if entry.get("version"):
+        return f"{entry.get('model')} v{entry.get('version')}"
+    return str(entry.get("model"))
 
 
 def _verify(root, trail) -> None:
