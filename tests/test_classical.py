@@ -13,8 +13,8 @@ from onnx import helper
 from pydantic import ValidationError
 
 from components.classical.config import ClassicalConfig
+from components.classical.features import TOKENS
 from components.classical.model import (
-    TOKENS,
     Selection,
     count_parameters,
     export,
