@@ -85,7 +85,29 @@ def check(
             [Finding(kind="unreadable")], str(err).removeprefix("ingest: ")
         )
     outcome = BatchOutcome(batch=path.name, path=path, rows=len(batch))
-    known = set(validate_cfg.labels) | (set(reference.label_shares) if reference else set())
+    _check_labels(outcome, batch, set(validate_cfg.labels) | (set(reference.label_shares) if reference else set()))
+    combined = append_new(dataset, batch)
+    outcome.fresh = fresh = combined.iloc[len(dataset) :]
+    outcome.new_rows, outcome.duplicates_dropped = len(fresh), len(batch) - len(fresh)
+    if not outcome.accepted:
+        return outcome
+    if fresh.empty:
+        outcome.note = "every row is already in the dataset"
+        return outcome
+    _check_validation(outcome, combined, validate_cfg)
+    if reference is None or tokenizer is None:
+        outcome.drift = DriftReport(skipped="no champion to compare with")
+    else:
+        outcome.drift = drift(reference, fresh, tokenizer, drift_cfg)
+        outcome.reject(
+            [Finding(kind="drift", check=c.name) for c in outcome.drift.failed],
+            *(f"drift: {c.detail}" for c in outcome.drift.failed),
+        )
+    return outcome
+
+
+def _check_labels(outcome: BatchOutcome, batch: pd.DataFrame, known: set[str]) -> None:
+    """Refuse a batch with a label that is neither validate's nor the champion's."""
     unknown = batch[~batch["label"].isin(known)]
     if len(unknown):
         labels = ", ".join(repr(v) for v in sorted(unknown["label"].astype(str).unique())[:5])
@@ -95,15 +117,12 @@ def check(
             f"unknown label(s) {labels} in {len(unknown)} row(s), e.g. {', '.join(ids)}; "
             f"known labels: {', '.join(sorted(known))}",
         )
-    combined = append_new(dataset, batch)
-    outcome.fresh = fresh = combined.iloc[len(dataset) :]
-    outcome.new_rows, outcome.duplicates_dropped = len(fresh), len(batch) - len(fresh)
-    if not outcome.accepted:
-        return outcome
-    if fresh.empty:
-        outcome.note = "every row is already in the dataset"
-        return outcome
-    validation = validate(combined, validate_cfg)
+
+
+def _check_validation(outcome: BatchOutcome, combined: pd.DataFrame, cfg: ValidateConfig) -> None:
+    """Refuse a batch that leaves the dataset (`combined`, with the batch's new rows)
+    failing the suite, or whose own rows the suite would set aside."""
+    validation = validate(combined, cfg)
     outcome.validation = validation.report
     failed = [e for e in validation.report["expectations"] if not e["success"]]
     outcome.reject(
@@ -118,7 +137,7 @@ def check(
     if not validation.quarantined.empty:
         # Rows the suite sets aside would be dropped silently from a batch someone sent
         # on purpose; the sender should fix and resend them.
-        mine = validation.quarantined[validation.quarantined["id"].isin(fresh["id"])]
+        mine = validation.quarantined[validation.quarantined["id"].isin(outcome.fresh["id"])]
         if len(mine):
             broken = "; ".join(sorted({name for reason in mine["reason"] for name in reason.split("; ")}))
             outcome.reject(
@@ -126,12 +145,3 @@ def check(
                 f"validation: {len(mine)} row(s) break row expectations, e.g. "
                 + ", ".join(f"{r.id} ({r.reason})" for r in mine.head(3).itertuples()),
             )
-    if reference is None or tokenizer is None:
-        outcome.drift = DriftReport(skipped="no champion to compare with")
-    else:
-        outcome.drift = drift(reference, fresh, tokenizer, drift_cfg)
-        outcome.reject(
-            [Finding(kind="drift", check=c.name) for c in outcome.drift.failed],
-            *(f"drift: {c.detail}" for c in outcome.drift.failed),
-        )
-    return outcome
