@@ -45,8 +45,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scaling import ROOT, scratch_repo  # noqa: E402 - the sibling benchmark's scratch copies
 
+from components.data.bbc import read_bbc  # noqa: E402
 from components.data.schema import text_hash  # noqa: E402
-from components.data.sources import read_bbc  # noqa: E402
 from components.data.split import assign  # noqa: E402
 from components.deploy import stats  # noqa: E402
 from components.deploy.runtime import load_classifier  # noqa: E402

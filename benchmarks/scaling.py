@@ -34,7 +34,7 @@ import pandas as pd
 import psutil
 import yaml
 
-from components.data.sources import read_bbc
+from components.data.bbc import read_bbc
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_STAGES = ["ingest", "validate", "split", "augment", "tokenize"]

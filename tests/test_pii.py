@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from components.data.bbc import read_bbc
 from components.data.pii import PiiReport, cn_id_valid, scan
 from components.data.pii_config import BUILT_IN, PiiConfig
-from components.data.sources import read_bbc
 from components.errors import KilnError
 from tests.conftest import ROOT
 

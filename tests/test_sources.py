@@ -11,12 +11,12 @@ import pytest
 from pydantic import ValidationError
 
 from components.data import sources
+from components.data.bbc import read_bbc
+from components.data.folders import batch_files
 from components.data.schema import COLUMNS
 from components.data.sources import (
     append_new,
-    batch_files,
     ingest,
-    read_bbc,
     read_file,
     read_files,
 )

@@ -1,7 +1,7 @@
 import pandas as pd
 
+from components.data.bbc import read_bbc
 from components.data.schema import normalise
-from components.data.sources import read_bbc
 from components.data.split import split, split_report
 from tests.conftest import shipped
 

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 from tokenizers import Tokenizer
 
-from components.data.sources import read_bbc
+from components.data.bbc import read_bbc
 from components.errors import KilnError
 from components.text.tokenizer import (
     SPECIAL_TOKENS,

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from components.data.sources import read_bbc, read_file
+from components.data.bbc import read_bbc
+from components.data.sources import read_file
 from components.data.validation import validate
 from tests.conftest import shipped, tiny_frame
 

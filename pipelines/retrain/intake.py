@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from components.data.batches import BatchOutcome, check
-from components.data.sources import batch_files, learned
+from components.data.folders import batch_files
+from components.data.sources import learned
 from pipelines.core import dag
 from pipelines.core.params import Params
 from pipelines.registry.models import Reference
