@@ -7,8 +7,9 @@ import pytest
 from pydantic import ValidationError
 
 from components.data.bbc import read_bbc
-from components.data.pii import PiiReport, cn_id_valid, scan
+from components.data.pii import PiiReport, scan
 from components.data.pii_config import BUILT_IN, PiiConfig
+from components.data.pii_recognizers import cn_id_valid
 from components.errors import KilnError
 from tests.conftest import ROOT
 
