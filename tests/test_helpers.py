@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from components.errors import KilnError
-from components.text.training import AtomicCheckpointIO, best_state, resume_point
+from components.text.checkpoints import AtomicCheckpointIO
+from components.text.training import best_state, resume_point
 from pipelines.core import dag, lock
 from pipelines.core.env import git_state
 from pipelines.core.io import atomic, user_error
@@ -287,7 +288,7 @@ def test_a_full_disk_names_the_checkpoint_and_the_operating_systems_reason(tmp_p
         f"""
         import resource, signal, torch
         from components.errors import KilnError
-        from components.text.training import AtomicCheckpointIO
+        from components.text.checkpoints import AtomicCheckpointIO
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
         try:

@@ -3,14 +3,11 @@
 Hardware comes from params (`accelerator`, `devices`, `strategy`, `precision`,
 `num_nodes`), so the same stage runs on this CPU, on a GPU, or with DDP or FSDP over
 several nodes without a code change. Loggers and the progress report are injected by the
-caller. Checkpoints are written to a temporary file beside their target and renamed, so
-a crash or a full disk never leaves a half-written one, and they are read back as
-weights only: a checkpoint file is never unpickled.
+caller. Checkpoints are written and read as components.text.checkpoints says: whole or
+not at all, and as weights only.
 """
 
 import math
-import os
-import pickle
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -20,10 +17,10 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from components.errors import KilnError
+from components.text.checkpoints import AtomicCheckpointIO, load_reason, move_aside, read_weights, recorded_best
 from components.text.config import HardwareConfig, LoopConfig
 
 
@@ -79,62 +76,6 @@ class LineProgress(Callback):
         total = trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
         metrics = " ".join(f"{k}={float(v):.4f}" for k, v in sorted(trainer.callback_metrics.items()))
         self.report(f"{self.name}: step {step}/{total} {metrics} ({time.perf_counter() - self.start:.0f} s)")
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written whole or not at all, and loaded as weights only.
-
-    Lightning stages a checkpoint in the system's temporary folder and moves it over, which
-    across file systems is a copy that a crash or a full disk cuts short. Here it is written
-    beside its target, flushed to disk, and renamed."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-        out = None
-        try:
-            with open(tmp, "wb") as raw:
-                out = _Writes(raw)
-                torch.save(checkpoint, out)
-                raw.flush()
-                os.fsync(raw.fileno())
-            os.replace(tmp, target)
-        except (OSError, RuntimeError) as err:
-            tmp.unlink(missing_ok=True)
-            # torch's zip writer may report a failed write only as a position mismatch.
-            cause = out.error if out is not None and out.error is not None else err
-            raise KilnError(f"cannot write checkpoint {target}: {_reason(cause)}") from None
-
-    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
-        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
-
-
-class _Writes:
-    """A file for torch.save that remembers the operating system's error of a failed write,
-    which torch's zip writer replaces with its own."""
-
-    def __init__(self, raw: Any):
-        self.raw = raw
-        self.error: OSError | None = None
-
-    def write(self, data: Any) -> int:
-        try:
-            return self.raw.write(data)
-        except OSError as err:
-            self.error = self.error or err
-            raise
-
-    def flush(self) -> None:
-        try:
-            self.raw.flush()
-        except OSError as err:
-            self.error = self.error or err
-            raise
-
-
-def _reason(err: BaseException) -> str:
-    return getattr(err, "strerror", None) or str(err).strip().splitlines()[-1][:200]
 
 
 def budgeted(loop: LoopConfig, rows: int) -> LoopConfig:
@@ -264,15 +205,15 @@ def resume_point(checkpoints: Path, fingerprint: str) -> tuple[Path | None, str 
         try:
             state = torch.load(last, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - zip, pickle and torch errors alike mean "unusable"
-            aside = _aside(last)
-            return None, f"{last} does not load ({_load_reason(err)}); moved to {aside.name}, starting over"
-        for best in _recorded_best(state):
+            aside = move_aside(last)
+            return None, f"{last} does not load ({load_reason(err)}); moved to {aside.name}, starting over"
+        for best in recorded_best(state):
             try:
-                _weights(best)
+                read_weights(best)
             except Exception as err:  # noqa: BLE001
                 last.unlink()
-                moved = f"moved to {_aside(best).name}, " if best.exists() else ""
-                why = _load_reason(err)
+                moved = f"moved to {move_aside(best).name}, " if best.exists() else ""
+                why = load_reason(err)
                 return None, f"best checkpoint {best} does not load as weights ({why}); {moved}starting over"
         return last, None
     if checkpoints.exists():
@@ -282,54 +223,16 @@ def resume_point(checkpoints: Path, fingerprint: str) -> tuple[Path | None, str 
     return None, None
 
 
-def _load_reason(err: Exception) -> str:
-    """Why a checkpoint did not load, in a few words: torch's messages run to paragraphs."""
-    if isinstance(err, pickle.UnpicklingError):
-        return "it holds objects other than tensors, never unpickled"
-    return _reason(err).split(". ")[0]
-
-
-def _aside(checkpoint: Path) -> Path:
-    """Rename an unusable checkpoint out of Lightning's way, kept for a look."""
-    aside = checkpoint.with_name(f"{checkpoint.name}.unusable-{time.strftime('%Y%m%dT%H%M%S')}")
-    checkpoint.rename(aside)
-    return aside
-
-
-def _recorded_best(state: Any) -> list[Path]:
-    """The best checkpoints a Lightning checkpoint's monitoring ModelCheckpoints record:
-    restored on resume, they are what `best_state` reads unless the fit finds a better one."""
-    callbacks = state.get("callbacks", {}) if isinstance(state, dict) else {}
-    return [
-        Path(kept["best_model_path"])
-        for kept in callbacks.values()
-        if isinstance(kept, dict) and kept.get("monitor") and kept.get("best_model_path")
-    ]
-
-
-def _weights(checkpoint: Path | str) -> dict[str, Any]:
-    """A Lightning checkpoint's model weights, read as weights only."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not isinstance(state.get("state_dict"), dict):
-        raise ValueError("it holds no model weights")
-    return state["state_dict"]
-
-
-def finish(checkpoints: Path) -> None:
-    """Drop a finished stage's checkpoints: its outputs are now in DVC's cache."""
-    shutil.rmtree(checkpoints, ignore_errors=True)
-
-
 def best_state(trainer: L.Trainer) -> dict[str, Any] | None:
     """The monitored best checkpoint's weights, if one was kept."""
     for callback in trainer.checkpoint_callbacks:
         if callback.monitor and callback.best_model_path:
             try:
-                return _weights(callback.best_model_path)
+                return read_weights(callback.best_model_path)
             except Exception as err:  # noqa: BLE001
                 # The last checkpoint records this one: a rerun moves it aside and starts over.
                 raise KilnError(
                     f"best checkpoint {callback.best_model_path} does not load as weights "
-                    f"({_load_reason(err)}); rerun the stage to train again"
+                    f"({load_reason(err)}); rerun the stage to train again"
                 ) from None
     return None
