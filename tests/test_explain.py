@@ -23,8 +23,9 @@ from components.errors import KilnError
 from components.explain.attribution import Explanation, Word, to_words
 from components.explain.calibration import calibrate, ece, fit_temperature, reliability
 from components.explain.faithfulness import aopc
+from components.explain.figures import highlight
 from components.explain.linear import LinearExplainer
-from components.explain.report import class_words, confusions, highlight, render, summarise
+from components.explain.report import class_words, confusions, render, summarise
 from components.explain.terminal import colours, paint, to_json
 from components.explain.transformer import TransformerExplainer
 from components.text.classifier import MeanPoolClassifier
