@@ -18,6 +18,8 @@ one-digit groups is dropped.
 
 import datetime
 import functools
+from collections.abc import Callable
+from typing import Any
 
 import regex
 
@@ -139,6 +141,29 @@ def _public_suffixes():
 
 
 def recognizers(cfg: PiiConfig) -> list:
+    """The recognizers of what `cfg` detects: the built-in entities it names, then its own
+    patterns, then its deny lists."""
+    from presidio_analyzer import Pattern, PatternRecognizer
+
+    built = _built_in(cfg)
+    found = [built[entity](entity) for entity in cfg.entities]
+    # Users' regexes run as written: case-sensitive, `.` stops at a newline.
+    found += [
+        PatternRecognizer(
+            name, patterns=[Pattern(name, p.regex, p.score)], supported_language=LANG, global_regex_flags=0
+        )
+        for name, p in cfg.patterns.items()
+    ]
+    found += [
+        PatternRecognizer(name, patterns=[Pattern(name, deny_regex(terms), 1.0)], supported_language=LANG)
+        for name, terms in cfg.deny_list.items()
+    ]
+    return found
+
+
+def _built_in(cfg: PiiConfig) -> dict[str, Callable[[str], Any]]:
+    """The recognizer of each built-in entity, made for the entity's name: Presidio's, with
+    the patterns and checks above."""
     from presidio_analyzer import Pattern, PatternRecognizer
     from presidio_analyzer.predefined_recognizers import (
         CreditCardRecognizer,
@@ -177,7 +202,7 @@ def recognizers(cfg: PiiConfig) -> list:
     def pattern(name: str, *regexes: str, score: float = 0.5) -> list:
         return [Pattern(f"{name} {i}", r, score) for i, r in enumerate(regexes)]
 
-    built = {
+    return {
         "EMAIL": lambda e: Email(patterns=pattern(e, _EMAIL), supported_entity=e, supported_language=LANG),
         "PHONE": lambda e: Phone(
             supported_entity=e, supported_language=LANG, supported_regions=tuple(cfg.phone_regions), leniency=1
@@ -194,16 +219,3 @@ def recognizers(cfg: PiiConfig) -> list:
         ),
         "CN_RESIDENT_ID": lambda e: CnId(e, patterns=pattern(e, _CN_ID), supported_language=LANG),
     }
-    recognizers = [built[entity](entity) for entity in cfg.entities]
-    # Users' regexes run as written: case-sensitive, `.` stops at a newline.
-    recognizers += [
-        PatternRecognizer(
-            name, patterns=[Pattern(name, p.regex, p.score)], supported_language=LANG, global_regex_flags=0
-        )
-        for name, p in cfg.patterns.items()
-    ]
-    recognizers += [
-        PatternRecognizer(name, patterns=[Pattern(name, deny_regex(terms), 1.0)], supported_language=LANG)
-        for name, terms in cfg.deny_list.items()
-    ]
-    return recognizers
