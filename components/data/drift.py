@@ -48,8 +48,12 @@ class Profile:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Profile":
-        return cls(rows=int(data["rows"]), label_shares={str(k): float(v) for k, v in data["label_shares"].items()},
-                   lengths=[int(n) for n in data["lengths"]], oov_share=float(data["oov_share"]))
+        return cls(
+            rows=int(data["rows"]),
+            label_shares={str(k): float(v) for k, v in data["label_shares"].items()},
+            lengths=[int(n) for n in data["lengths"]],
+            oov_share=float(data["oov_share"]),
+        )
 
 
 class DriftCheck(BaseModel):
@@ -77,8 +81,11 @@ def oov_share(tokenizer: Tokenizer, texts: list[str]) -> float:
     total = missing = 0
     for text in texts:
         normalised = tokenizer.normalizer.normalize_str(text) if tokenizer.normalizer else text
-        words = tokenizer.pre_tokenizer.pre_tokenize_str(normalised) if tokenizer.pre_tokenizer else \
-            [(w, None) for w in normalised.split()]
+        words = (
+            tokenizer.pre_tokenizer.pre_tokenize_str(normalised)
+            if tokenizer.pre_tokenizer
+            else [(w, None) for w in normalised.split()]
+        )
         total += len(words)
         missing += sum(tokenizer.token_to_id(word) is None for word, _ in words)
     return missing / total if total else 0.0
@@ -87,8 +94,12 @@ def oov_share(tokenizer: Tokenizer, texts: list[str]) -> float:
 def profile(frame: pd.DataFrame, tokenizer: Tokenizer) -> Profile:
     texts = frame["text"].astype(str).tolist()
     shares = frame["label"].value_counts(normalize=True).sort_index()
-    return Profile(rows=len(frame), label_shares={str(k): float(v) for k, v in shares.items()},
-                   lengths=[len(t) for t in texts], oov_share=oov_share(tokenizer, texts))
+    return Profile(
+        rows=len(frame),
+        label_shares={str(k): float(v) for k, v in shares.items()},
+        lengths=[len(t) for t in texts],
+        oov_share=oov_share(tokenizer, texts),
+    )
 
 
 def psi(expected: dict[str, float], actual: dict[str, float]) -> float:
@@ -108,15 +119,31 @@ def drift(reference: Profile, batch: pd.DataFrame, tokenizer: Tokenizer, cfg: Dr
     ks = ks_2samp(reference.lengths, current.lengths)
     rise = current.oov_share - reference.oov_share
     ref_median, median = pd.Series(reference.lengths).median(), pd.Series(current.lengths).median()
-    return DriftReport(checks=[
-        DriftCheck(name="labels", value=label_psi, threshold=cfg.max_label_psi, passed=label_psi <= cfg.max_label_psi,
-                   detail=f"label PSI {label_psi:.3f} (limit {cfg.max_label_psi}); batch shares "
-                   + ", ".join(f"{k} {v:.0%}" for k, v in current.label_shares.items())),
-        DriftCheck(name="length", value=float(ks.statistic), threshold=cfg.max_length_ks,
-                   passed=not (ks.statistic > cfg.max_length_ks and ks.pvalue < cfg.length_alpha),
-                   detail=f"text length KS {ks.statistic:.3f} (limit {cfg.max_length_ks}), p={ks.pvalue:.2g}; "
-                   f"median {median:.0f} chars vs {ref_median:.0f} in training"),
-        DriftCheck(name="vocabulary", value=rise, threshold=cfg.max_oov_increase, passed=rise <= cfg.max_oov_increase,
-                   detail=f"out-of-vocabulary words {current.oov_share:.1%} vs {reference.oov_share:.1%} in training "
-                   f"(rise limit {cfg.max_oov_increase:.0%})"),
-    ])
+    return DriftReport(
+        checks=[
+            DriftCheck(
+                name="labels",
+                value=label_psi,
+                threshold=cfg.max_label_psi,
+                passed=label_psi <= cfg.max_label_psi,
+                detail=f"label PSI {label_psi:.3f} (limit {cfg.max_label_psi}); batch shares "
+                + ", ".join(f"{k} {v:.0%}" for k, v in current.label_shares.items()),
+            ),
+            DriftCheck(
+                name="length",
+                value=float(ks.statistic),
+                threshold=cfg.max_length_ks,
+                passed=not (ks.statistic > cfg.max_length_ks and ks.pvalue < cfg.length_alpha),
+                detail=f"text length KS {ks.statistic:.3f} (limit {cfg.max_length_ks}), p={ks.pvalue:.2g}; "
+                f"median {median:.0f} chars vs {ref_median:.0f} in training",
+            ),
+            DriftCheck(
+                name="vocabulary",
+                value=rise,
+                threshold=cfg.max_oov_increase,
+                passed=rise <= cfg.max_oov_increase,
+                detail=f"out-of-vocabulary words {current.oov_share:.1%} vs {reference.oov_share:.1%} in training "
+                f"(rise limit {cfg.max_oov_increase:.0%})",
+            ),
+        ]
+    )

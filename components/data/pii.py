@@ -43,8 +43,13 @@ class PiiReport(BaseModel):
         """Flat metric names for MLflow: pii/rows_with_pii, pii/EMAIL, pii/text/EMAIL."""
         out = {"pii/rows_with_pii": float(self.rows_with_pii), "pii/rows_dropped": float(self.rows_dropped)}
         out.update({f"pii/{entity}": float(n) for entity, n in self.findings.items()})
-        out.update({f"pii/{column}/{entity}": float(n)
-                    for column, counts in self.findings_by_column.items() for entity, n in counts.items()})
+        out.update(
+            {
+                f"pii/{column}/{entity}": float(n)
+                for column, counts in self.findings_by_column.items()
+                for entity, n in counts.items()
+            }
+        )
         return out
 
 
@@ -84,8 +89,11 @@ class _Engine:
         registry = RecognizerRegistry(supported_languages=[LANG])
         for recognizer in recognizers(cfg):
             registry.add_recognizer(recognizer)
-        self.analyzer = AnalyzerEngine(registry=registry, supported_languages=[LANG],
-                                       nlp_engine=NoOpNlpEngine(models=[{"lang_code": LANG, "model_name": "none"}]))
+        self.analyzer = AnalyzerEngine(
+            registry=registry,
+            supported_languages=[LANG],
+            nlp_engine=NoOpNlpEngine(models=[{"lang_code": LANG, "model_name": "none"}]),
+        )
         self.anonymizer = AnonymizerEngine()
         # Overlaps of different types are cut so the higher score keeps the characters: no
         # character is replaced twice and none is left in between.
@@ -103,8 +111,9 @@ class _Engine:
         if not found:
             return text, []
         # Two phone numbers one space apart stay two findings.
-        result = self.anonymizer.anonymize(text, found, conflict_resolution=self.overlaps,
-                                           merge_entities_with_spaces=False)
+        result = self.anonymizer.anonymize(
+            text, found, conflict_resolution=self.overlaps, merge_entities_with_spaces=False
+        )
         return result.text, [item.entity_type for item in result.items]
 
 
@@ -135,8 +144,10 @@ def scan(frame: pd.DataFrame, cfg: PiiConfig) -> PiiResult:
         return PiiResult(frame, PiiReport(policy="off", columns=cfg.columns, rows=len(frame)))
     missing = [column for column in cfg.columns if column not in frame.columns]
     if missing:
-        raise KilnError(f"ingest.pii.columns: {', '.join(missing)} not in the data, whose columns are "
-                        f"{', '.join(map(str, frame.columns))}")
+        raise KilnError(
+            f"ingest.pii.columns: {', '.join(missing)} not in the data, whose columns are "
+            f"{', '.join(map(str, frame.columns))}"
+        )
     engine = _engine(_detection(cfg))
     by_column = {column: Counter(dict.fromkeys(cfg.detects, 0)) for column in cfg.columns}
     row_entities: list[set[str]] = [set() for _ in range(len(frame))]
@@ -152,7 +163,10 @@ def scan(frame: pd.DataFrame, cfg: PiiConfig) -> PiiResult:
                 masked[column] = values
     flagged = [i for i, entities in enumerate(row_entities) if entities]
     report = PiiReport(
-        policy=cfg.policy, columns=cfg.columns, rows=len(frame), rows_with_pii=len(flagged),
+        policy=cfg.policy,
+        columns=cfg.columns,
+        rows=len(frame),
+        rows_with_pii=len(flagged),
         findings={entity: sum(counts[entity] for counts in by_column.values()) for entity in cfg.detects},
         rows_by_entity={entity: sum(entity in entities for entities in row_entities) for entity in cfg.detects},
         findings_by_column={column: dict(counts) for column, counts in by_column.items()},

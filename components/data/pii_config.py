@@ -15,8 +15,10 @@ _ENTITY_NAME = regex.compile(r"[A-Z][A-Z0-9_]{0,39}")
 
 def _entity_name(name: str) -> None:
     if not _ENTITY_NAME.fullmatch(name):
-        raise ValueError(f"'{name}' is not an entity name: use capitals, digits and '_', starting with a "
-                         f"capital (e.g. EMPLOYEE_ID); it becomes the placeholder <{name}>")
+        raise ValueError(
+            f"'{name}' is not an entity name: use capitals, digits and '_', starting with a "
+            f"capital (e.g. EMPLOYEE_ID); it becomes the placeholder <{name}>"
+        )
 
 
 def _no_repeats(values: list[str]) -> list[str]:
@@ -30,8 +32,13 @@ class PiiPattern(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     regex: str = Field(description="a Python regular expression, case-sensitive unless it says (?i)")
-    score: float = Field(1.0, gt=0, le=1, description="where two findings overlap, the higher score keeps "
-                                                      "the characters; the built-in checksummed ones score 1")
+    score: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="where two findings overlap, the higher score keeps "
+        "the characters; the built-in checksummed ones score 1",
+    )
 
 
 class PiiConfig(BaseModel):
@@ -42,21 +49,29 @@ class PiiConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     policy: Literal["mask", "drop", "fail", "off"] = Field(
-        "mask", description="mask: replace each finding with <ENTITY>; drop: remove rows holding any; "
-                            "fail: stop ingest, naming counts and row ids; off: no scan")
-    entities: list[Entity] = Field(default_factory=lambda: list(BUILT_IN),
-                                   description="the built-in recognizers to run")
+        "mask",
+        description="mask: replace each finding with <ENTITY>; drop: remove rows holding any; "
+        "fail: stop ingest, naming counts and row ids; off: no scan",
+    )
+    entities: list[Entity] = Field(
+        default_factory=lambda: list(BUILT_IN), description="the built-in recognizers to run"
+    )
     phone_regions: list[str] = Field(
         default_factory=lambda: ["CN", "GB", "US"],
         description="regions (ISO 3166 codes) whose national formats count as phone numbers; numbers "
-                    "written with a country code (+44 ..., 0086 ...) are found whatever is listed")
+        "written with a country code (+44 ..., 0086 ...) are found whatever is listed",
+    )
     patterns: dict[str, PiiPattern] = Field(
-        default_factory=dict, description="entity name -> regex (or {regex, score}), e.g. EMPLOYEE_ID: 'EMP-\\d{6}'")
+        default_factory=dict, description="entity name -> regex (or {regex, score}), e.g. EMPLOYEE_ID: 'EMP-\\d{6}'"
+    )
     deny_list: dict[str, list[str]] = Field(
-        default_factory=dict, description="entity name -> terms always masked (case-insensitive, whole "
-                                          "words in spaced scripts); a bare list means entity DENY_LIST")
-    columns: list[str] = Field(default_factory=lambda: ["text"], min_length=1,
-                               description="the frame columns scanned (their text cells)")
+        default_factory=dict,
+        description="entity name -> terms always masked (case-insensitive, whole "
+        "words in spaced scripts); a bare list means entity DENY_LIST",
+    )
+    columns: list[str] = Field(
+        default_factory=lambda: ["text"], min_length=1, description="the frame columns scanned (their text cells)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -81,8 +96,10 @@ class PiiConfig(BaseModel):
 
         unknown = [v for v in values if v not in phonenumbers.SUPPORTED_REGIONS]
         if unknown:
-            raise ValueError(f"{', '.join(map(repr, unknown))}: not a region phonenumbers knows; use "
-                             f"ISO 3166 codes in capitals such as CN, GB, US, DE, IN")
+            raise ValueError(
+                f"{', '.join(map(repr, unknown))}: not a region phonenumbers knows; use "
+                f"ISO 3166 codes in capitals such as CN, GB, US, DE, IN"
+            )
         return _no_repeats(values)
 
     @field_validator("patterns", mode="before")
@@ -102,8 +119,10 @@ class PiiConfig(BaseModel):
             except regex.error as err:
                 raise ValueError(f"{name}: '{pattern.regex}' is not a valid regex: {err}") from None
             if compiled.match(""):
-                raise ValueError(f"{name}: '{pattern.regex}' matches the empty string, so it would "
-                                 f"mask nothing or everything; make it match at least one character")
+                raise ValueError(
+                    f"{name}: '{pattern.regex}' matches the empty string, so it would "
+                    f"mask nothing or everything; make it match at least one character"
+                )
         return value
 
     @field_validator("deny_list", mode="before")

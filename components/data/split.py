@@ -76,8 +76,7 @@ def split(frame: pd.DataFrame, cfg: SplitConfig) -> SplitResult:
     unique = clean.drop_duplicates("_key", keep="first")
     where = unique["_key"].map(lambda k: assign(k, cfg))
     parts = {
-        name: unique[where == name].drop(columns="_key").sort_values("id").reset_index(drop=True)
-        for name in SPLITS
+        name: unique[where == name].drop(columns="_key").sort_values("id").reset_index(drop=True) for name in SPLITS
     }
     return SplitResult(
         **parts,
@@ -96,7 +95,9 @@ class TransferSet:
     in_splits_dropped: int  # the same normalised text as a train, val or test text
 
 
-def transfer_set(unlabeled: pd.DataFrame, splits: Iterable[pd.DataFrame], min_chars: int, max_chars: int) -> TransferSet:
+def transfer_set(
+    unlabeled: pd.DataFrame, splits: Iterable[pd.DataFrame], min_chars: int, max_chars: int
+) -> TransferSet:
     """The texts of `unlabeled` (id, text) within the length bounds, each once, and none
     whose normalised text is in a split: a val or test text among them would have the
     student learn its teacher's answer on the very texts it is scored on."""
