@@ -18,14 +18,8 @@ from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, Q
 from components.errors import KilnError
 from components.explain.config import ExplainConfig
 from components.search.config import SearchConfig
-from components.text.config import (
-    DistillConfig,
-    EncoderConfig,
-    FinetuneConfig,
-    HardwareConfig,
-    PretrainConfig,
-    PruneConfig,
-)
+from components.text.config import EncoderConfig, HardwareConfig
+from components.text.sections import DistillConfig, FinetuneConfig, PretrainConfig, PruneConfig
 from components.text.tokenizer import TokenizeConfig
 
 # Sections whose names pydantic reserves: their fields carry a trailing underscore.
