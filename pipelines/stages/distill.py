@@ -39,23 +39,14 @@ def run(ctx: StageContext) -> StageResult:
     tokenizer_id = file_hash(path)
     tokenizer = teacher_tokenizer if taught.tokenizer == tokenizer_id else load_tokenizer(path, ctx.name)
     split = ctx.read_split()
-    rows = len(split["train"])
-    if cfg.max_rows is not None and rows > cfg.max_rows:
-        kept = stats.stratified_sample(split["train"]["label"].tolist(), cfg.max_rows, params.hardware.seed)
-        split["train"] = split["train"].iloc[kept].reset_index(drop=True)
-    sampled = len(split["train"])
-    if cfg.augmented:
-        split["train"] = with_augmented(ctx, split["train"])
-    labelled = split["train"]
-    unlabeled = _unlabeled(ctx)
-    split["train"] = pd.concat([labelled, unlabeled], ignore_index=True)
+    labelled, unlabeled, sampled, rows = _transfer_set(ctx, split)
     if cfg.inherit:
         student, tokenizer, tokenizer_id = _inherited(teacher, teacher_tokenizer, split["train"]["text"].tolist())
     else:
         student = MeanPoolClassifier(sized_config(teacher.config.to_dict(), cfg.student, tokenizer))
     described = card(ctx, tokenizer_id, {}, taught.labels, {"teacher": taught.metrics})
     described = described.model_copy(update={"start": taught.start})
-    length = teacher.config.max_position_embeddings
+    length = taught.max_length
     # Hidden-state matching needs the teacher at each step; logits alone are computed once.
     cached = cfg.hidden_weight == 0
     frames = {"train": split["train"], "val": split["val"]} if cached else {"val": split["val"]}
@@ -92,6 +83,22 @@ def run(ctx: StageContext) -> StageResult:
     result = StageResult(metrics=metrics, summary=summary)
     names = taught.label_list
     return checked(ctx, result, "student", labelled["label"], [names[i] for i in truth], [names[i] for i in mine])
+
+
+def _transfer_set(ctx: StageContext, split: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
+    """The texts the student learns from, set as `split`'s train: at most distill.max_rows
+    labelled rows (a stratified sample), their augmented copies where asked, and the
+    unlabeled texts. (The labelled rows, the unlabeled ones, rows kept, rows there were.)"""
+    cfg = ctx.params.distill
+    rows = len(split["train"])
+    if cfg.max_rows is not None and rows > cfg.max_rows:
+        kept = stats.stratified_sample(split["train"]["label"].tolist(), cfg.max_rows, ctx.params.hardware.seed)
+        split["train"] = split["train"].iloc[kept].reset_index(drop=True)
+    sampled = len(split["train"])
+    labelled = with_augmented(ctx, split["train"]) if cfg.augmented else split["train"]
+    unlabeled = _unlabeled(ctx)
+    split["train"] = pd.concat([labelled, unlabeled], ignore_index=True)
+    return labelled, unlabeled, sampled, rows
 
 
 def _unlabeled(ctx: StageContext) -> pd.DataFrame:

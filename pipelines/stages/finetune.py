@@ -27,7 +27,7 @@ def run(ctx: StageContext) -> StageResult:
     if cfg.augmented:
         split["train"] = with_augmented(ctx, split["train"])
     loop, optim = (cfg.loop, cfg.optim) if pretrained.start is None else cfg.pretrained()
-    length = encoder.config.max_position_embeddings
+    length = pretrained.max_length
     data = ClassificationData(
         split, labels, tokenizer, length, loop.batch_size, params.hardware.seed, val_texts=loop.val_texts
     )

@@ -61,7 +61,7 @@ def run(ctx: StageContext) -> StageResult:
         split,
         labels,
         tokenizer,
-        student.config.max_position_embeddings,
+        made.max_length,
         cfg.loop.batch_size,
         params.hardware.seed,
         teacher_tokenizer=teacher_tokens(made, taught, teacher_tokenizer),
