@@ -92,7 +92,7 @@ def test_suggest_returns_the_family_and_its_knobs():
     [(96, 4, 4), (64, 3, 2), (96, 5, 4), (30, 4, 3), (16, 1, 1), (9, 4, 3), (17, 4, 1)],
 )
 def test_student_config_takes_the_largest_head_count_that_divides_the_width(hidden, heads, expected):
-    from components.search.trial import TrialSpec, student_config
+    from components.search.spec import TrialSpec, student_config
 
     # student_config reads only the sampled params: the rest of a spec is a worker's business.
     spec = TrialSpec.model_construct(params={"layers": 1, "hidden": hidden, "heads": heads, "intermediate": 32})

@@ -25,7 +25,8 @@ from pydantic import BaseModel, ConfigDict
 
 from components.search.config import SearchConfig
 from components.search.space import OBJECTIVES, suggest
-from components.search.trial import TrialSpec, run_trial
+from components.search.spec import TrialSpec
+from components.search.trial import run_trial
 from pipelines.core.lifecycle import die_with_parent, temporary_api
 from pipelines.search.study import Study, TrialLog
 

@@ -108,7 +108,7 @@ def _save_teacher_logits(ctx: StageContext, teacher, tokenizer, taught: ModelCar
 
 def _template(ctx: StageContext, work: Path, cached: Path, tokenizer: Path, labels: list[str], workers: int, start):
     """Every trial's spec but its number, family, params and folder."""
-    from components.search.trial import TrialSpec
+    from components.search.spec import TrialSpec
 
     params, paths, cfg = ctx.params, ctx.params.paths, ctx.params.search
     return TrialSpec(
@@ -185,7 +185,7 @@ def _keep_front(
 
 def _member(trial, member: str) -> FrontMember:
     """A front trial as a select candidate whose files are in the folder `member`."""
-    from components.search.trial import MODEL_FILE
+    from components.search.spec import MODEL_FILE
 
     result, family = trial.user_attrs["result"], trial.user_attrs["family"]
     return FrontMember(
