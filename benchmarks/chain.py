@@ -45,11 +45,11 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scaling import ROOT, scratch_repo  # noqa: E402 - the sibling benchmark's scratch copies
 
+from components import stats  # noqa: E402
 from components.data.bbc import read_bbc  # noqa: E402
 from components.data.schema import text_hash  # noqa: E402
 from components.data.split import assign  # noqa: E402
-from components.deploy import stats  # noqa: E402
-from components.deploy.runtime import load_classifier  # noqa: E402
+from components.runtime.loader import load_classifier  # noqa: E402
 from pipelines.core.params import load  # noqa: E402
 
 SEED = 0

@@ -20,7 +20,7 @@ import torch
 
 from components.deploy import evaluation as ev
 from components.deploy.parity import TorchClassifier
-from components.deploy.runtime import OnnxClassifier
+from components.runtime.transformer import OnnxClassifier
 from components.text.classifier import MeanPoolClassifier
 from pipelines.core.params import load
 

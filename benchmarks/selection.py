@@ -23,7 +23,7 @@ import torch
 
 from components.classical.model import count_parameters, select
 from components.deploy.selection import Measured, choose
-from components.deploy.stats import bootstrap
+from components.stats import bootstrap
 from components.text.classifier import MeanPoolClassifier
 from components.text.data import ClassificationData, label_map, stratified_fraction
 from components.text.model import count_parameters as torch_parameters

@@ -284,7 +284,7 @@ def tiny_onnx(folder: Path, seed: int = 0):
 
     from components.deploy.metadata import stamp
     from components.deploy.onnx import export, optimize
-    from components.deploy.runtime import TextEncoder
+    from components.runtime.transformer import TextEncoder
     from components.text.classifier import MeanPoolClassifier
     from components.text.model import bert_config
     from components.text.tokenizer import train_tokenizer

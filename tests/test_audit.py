@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from components.deploy.audit import GENESIS, chain, describe, digest, verify
+from components.audit import GENESIS, chain, describe, digest, verify
 from components.errors import KilnError
 from pipelines.registry import audit, audit_copy
 from pipelines.tracking import runs

@@ -22,10 +22,10 @@ from components.classical.model import (
     parity_gate,
     select,
 )
-from components.classical.runtime import ClassicalClassifier
 from components.deploy.metadata import read_metadata
-from components.deploy.stats import stratified_sample
 from components.errors import KilnError
+from components.runtime.classical import ClassicalClassifier
+from components.stats import stratified_sample
 from tests.conftest import ROOT, shipped
 
 # A small grid: two ranges an analyzer, so choosing between ranges is exercised too.

@@ -11,9 +11,10 @@ from components.deploy.gate import Evidence, decide
 from components.deploy.metadata import read_metadata, stamp
 from components.deploy.onnx import quantize_dynamic, quantize_static
 from components.deploy.parity import TorchClassifier, agreement, agreement_gate, parity_gate
-from components.deploy.runtime import MAX_BATCH, OnnxClassifier, TextEncoder
-from components.deploy.stats import Comparison, Interval
 from components.errors import KilnError
+from components.runtime.session import MAX_BATCH
+from components.runtime.transformer import OnnxClassifier, TextEncoder
+from components.stats import Comparison, Interval
 from tests.conftest import LABELS, ROOT, TEXTS, shipped, tiny_onnx
 
 

@@ -92,7 +92,7 @@ def test_a_val_check_scores_at_most_val_windows(tokenizer):
 def test_a_classifiers_val_check_scores_a_sample_keeping_label_shares_and_the_split_stays_whole(tokenizer):
     import pandas as pd
 
-    from components.deploy.stats import stratified_sample
+    from components.stats import stratified_sample
     from components.text.data import ClassificationData
 
     # 65 / 25 / 10 %, the skew the checks must keep: a check of 40 texts holds 26 / 10 / 4.

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from components.deploy.metadata import read_metadata, stamp
-from components.deploy.runtime import OnnxClassifier
 from components.errors import KilnError
+from components.runtime.transformer import OnnxClassifier
 from pipelines.registry import gating, models, promotion
 from pipelines.registry.gating import Bounds
 from pipelines.tracking import runs

@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.metrics import f1_score
 
-from components.deploy.stats import (
+from components.stats import (
     _macro_f1,
     _weights,
     against_majority,

@@ -96,7 +96,7 @@ def test_saved_tokenizer_loads_both_ways_and_decodes_what_it_read(tmp_path, stri
 
 @pytest.mark.parametrize("strip_accents", [False, True])
 def test_a_head_cut_at_a_space_tokenizes_as_the_start_of_the_whole(strip_accents):
-    # TextEncoder._head (components/deploy/runtime.py) tokenizes a text's head alone: that
+    # TextEncoder._head (components/runtime/) tokenizes a text's head alone: that
     # is right only while normalisation is local and never moves or removes a space.
     tokenizer = train_tokenizer(
         MIXED * 3, shipped("tokenize", vocab_size=300, min_frequency=1, strip_accents=strip_accents)

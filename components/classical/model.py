@@ -29,12 +29,12 @@ from components.classical.config import ClassicalConfig
 from components.classical.converter import OPSET, mend, register
 from components.classical.features import TOKENS
 from components.classical.grid import GridScore
-from components.classical.runtime import ClassicalClassifier
 from components.deploy.metadata import stamp
 from components.deploy.parity import Parity
 from components.deploy.parity import parity as compare
-from components.deploy.stats import stratified_sample
 from components.errors import KilnError
+from components.runtime.classical import ClassicalClassifier
+from components.stats import stratified_sample
 
 
 @dataclass(frozen=True)

@@ -1,2 +1,2 @@
 """Shipping a model: ONNX export and INT8 quantization with their parity checks,
-inference through ONNX Runtime, evaluation and the promotion gate."""
+evaluation, selection and the promotion gate."""

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from components.deploy.config import ExportConfig, GateConfig, QuantizeConfig
-from components.deploy.stats import Comparison
+from components.stats import Comparison
 
 
 @dataclass(frozen=True)

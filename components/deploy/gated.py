@@ -13,7 +13,7 @@ from components.deploy.metadata import OnnxMetadata, SearchTrial
 from components.deploy.onnx import export, optimize, quantize_dynamic, quantize_static
 from components.deploy.parity import Agreement, TorchClassifier, agreement, agreement_gate, parity_gate
 from components.deploy.records import Parity, QuantizeReport
-from components.deploy.runtime import OnnxClassifier
+from components.runtime.transformer import OnnxClassifier
 
 # The encoder's sizes a file records; a pruned model adds the shapes of its sliced layers.
 SIZES = (

@@ -14,9 +14,9 @@ from components.deploy.config import QuantizeConfig
 from components.deploy.evaluation import quality
 from components.deploy.gate import Tolerance, int8_tolerance
 from components.deploy.records import Parity
-from components.deploy.runtime import OnnxClassifier, TextEncoder
-from components.deploy.stats import one_text_loss
 from components.errors import KilnError
+from components.runtime.transformer import OnnxClassifier, TextEncoder
+from components.stats import one_text_loss
 
 
 class Scores(Protocol):

@@ -12,8 +12,8 @@ majority-class predictor, beyond the paired 95 % interval) is no candidate at al
 from dataclasses import dataclass
 from typing import Literal
 
-from components.deploy.stats import Interval, against_majority, bootstrap, paired
 from components.errors import KilnError
+from components.stats import Interval, against_majority, bootstrap, paired
 
 Family = Literal["transformer", "classical"]
 

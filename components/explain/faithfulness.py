@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from components.data.augment import join
-from components.deploy.stats import Interval
 from components.explain.attribution import Explanation
+from components.stats import Interval
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from components.deploy.runtime import TextEncoder
 from components.errors import KilnError
 from components.explain.attribution import Explanation, target_ids, to_words
+from components.runtime.transformer import TextEncoder
 
 # A text whose attributions miss their sum by more than max_delta of it is attributed
 # again with REFINE times the steps; below FLOOR (in logits) the label barely moved from

@@ -63,7 +63,7 @@ def _transformer(spec: TrialSpec) -> TrialResult:
     gates, and measure the INT8 file."""
     import lightning as L
 
-    from components.deploy.runtime import OnnxClassifier
+    from components.runtime.transformer import OnnxClassifier
     from components.text.classifier import MeanPoolClassifier
     from components.text.data import load_tokenizer
     from components.text.distill import sized_config
@@ -162,8 +162,8 @@ def _classical(spec: TrialSpec) -> TrialResult:
     import json
 
     from components.classical.model import count_parameters, export, parity_gate, select
-    from components.classical.runtime import ClassicalClassifier
     from components.explain.linear import LinearExplainer
+    from components.runtime.classical import ClassicalClassifier
 
     p = spec.params
     train, val = _frames(spec)

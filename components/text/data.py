@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, PreTrainedTokenizerFast
 
-from components.deploy.stats import seeded_sample, stratified_sample
 from components.errors import KilnError
+from components.stats import seeded_sample, stratified_sample
 
 # The special tokens of a BERT-style tokenizer, by the names transformers gives them.
 BERT_SPECIAL = {

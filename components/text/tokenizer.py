@@ -56,7 +56,7 @@ def normalizer(cfg: TokenizeConfig) -> normalizers.Normalizer:
     """NFKC, then BERT's cleaning, Han spacing and lowercasing, then (if asked) accent
     stripping. Every step maps characters locally and never moves or removes a space (NFKC
     may add one, for a no-break or ideographic space), which TextEncoder._head
-    (components/deploy/runtime.py) relies on to tokenize a text's head alone."""
+    (components/runtime/) relies on to tokenize a text's head alone."""
     steps = [
         normalizers.NFKC(),
         normalizers.BertNormalizer(

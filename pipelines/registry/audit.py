@@ -1,6 +1,6 @@
 """The audit trail: every promotion, refusal, forced promotion, rollback, promotion the
 registry denied a user, user added or removed, and batch a retrain learned or quarantined,
-appended to `.kiln/audit.jsonl` as a hash chain (components/deploy/audit.py) and copied to
+appended to `.kiln/audit.jsonl` as a hash chain (components/audit.py) and copied to
 the tracking server, one run per entry in the `kiln-audit` experiment, so the trail
 outlives the machine and a deleted tail is noticed.
 
@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from components.audit import chain
 from components.data.batches import BatchOutcome
-from components.deploy.audit import chain
 from components.errors import KilnError
 from pipelines.core import statedir
 from pipelines.core.records import Promotion

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from components.deploy.audit import describe, verify
+from components.audit import describe, verify
 from components.errors import KilnError
 from pipelines.registry.audit import ACTIONS, EXPERIMENT, ORIGIN, origin, path, read
 

@@ -11,8 +11,8 @@ import pandas as pd
 
 from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, QuantizeConfig
 from components.deploy.gate import Decision, Evidence, decide
-from components.deploy.stats import Comparison
 from components.errors import KilnError
+from components.stats import Comparison
 from pipelines.core.reports import Evaluation
 from pipelines.registry.models import CHAMPION, alias
 
@@ -62,9 +62,9 @@ class Scored:
 def score(name: str, number: str, test: pd.DataFrame, cfg: EvaluateConfig) -> Scored:
     """A registered version measured on `test`: the data may have changed since it was
     registered, so stored metrics are not reused."""
+    from components import stats
     from components.deploy import evaluation as ev
-    from components.deploy import stats
-    from components.deploy.runtime import load_classifier
+    from components.runtime.loader import load_classifier
     from pipelines.registry import versions
     from pipelines.registry.models import version
     from pipelines.tracking import runs
@@ -96,7 +96,7 @@ def score(name: str, number: str, test: pd.DataFrame, cfg: EvaluateConfig) -> Sc
 
 def _versus(test: pd.DataFrame, champion: Scored, challenger: Scored, cfg: EvaluateConfig) -> Comparison:
     """Champion against challenger on the same texts (those of labels both know)."""
-    from components.deploy import stats
+    from components import stats
 
     labels = sorted(set(test["label"]) | set(champion.predicted) | set(challenger.predicted))
     index = {label: i for i, label in enumerate(labels)}
@@ -116,7 +116,7 @@ def gate(
     """Score the challenger and the current champion on the same split and decide; returns
     (decision, metrics of both sides and of their comparison, the champion the decision
     was made against, a note when the split is too small to resolve the tolerance)."""
-    from components.deploy.stats import texts_needed
+    from components.stats import texts_needed
 
     champion = alias(client, name, CHAMPION)
     mine = score(name, challenger.version, test, bounds.evaluate)

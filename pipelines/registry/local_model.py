@@ -73,8 +73,8 @@ class LocalModel:
 
     @classmethod
     def open(cls, folder: Path) -> "LocalModel":
-        from components.deploy.runtime import load_classifier
         from components.explain.loading import LazyExplainer
+        from components.runtime.loader import load_classifier
 
         try:
             flavor = yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["python_function"]

@@ -123,7 +123,7 @@ def register_model(
     import mlflow
     from mlflow.models import infer_signature
 
-    from components.deploy.runtime import load_classifier
+    from components.runtime.loader import load_classifier
     from pipelines.registry import serving
 
     client = runs.client()

@@ -22,7 +22,7 @@ class KilnClassifier(PythonModel):
     column per label out, and `attributions` when asked to explain."""
 
     def load_context(self, context) -> None:
-        from components.deploy.runtime import load_classifier
+        from components.runtime.loader import load_classifier
 
         tokenizer = context.artifacts.get("tokenizer")
         self.model = load_classifier(Path(context.artifacts["model"]), Path(tokenizer) if tokenizer else None)

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 from scipy.special import softmax
 
-from components.deploy.stats import seeded_sample
 from components.errors import KilnError
 from components.explain.attribution import Explanation
 from components.explain.calibration import Calibration, calibrate
@@ -23,6 +22,7 @@ from components.explain.config import ExplainConfig
 from components.explain.faithfulness import Faithfulness, aopc
 from components.explain.loading import load_explainer
 from components.explain.report import render, summarise
+from components.stats import seeded_sample
 from pipelines.core.io import atomic
 from pipelines.core.records import Front, FrontMember, Selection
 from pipelines.core.reports import Explained, FaithfulnessScores

@@ -6,7 +6,7 @@ fail, since the other family may have learned; select leaves such a model out.""
 from collections.abc import Sequence
 from dataclasses import replace
 
-from components.deploy.stats import against_majority, majority_label
+from components.stats import against_majority, majority_label
 from pipelines.stagekit.contract import StageContext, StageResult
 
 

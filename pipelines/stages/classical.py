@@ -5,9 +5,9 @@ against scikit-learn on held-out texts."""
 import json
 
 from components.classical.model import Selection, count_parameters, export, parity_gate, select
-from components.classical.runtime import ClassicalClassifier
 from components.deploy.records import Parity
 from components.explain.linear import LinearExplainer
+from components.runtime.classical import ClassicalClassifier
 from pipelines.core.io import atomic
 from pipelines.core.records import write_record
 from pipelines.stagekit.contract import StageContext, StageResult

@@ -10,7 +10,7 @@ import lightning as L
 import pandas as pd
 from transformers import PreTrainedTokenizerFast
 
-from components.deploy import stats
+from components import stats
 from components.text.classifier import MeanPoolClassifier
 from components.text.data import BERT_SPECIAL, ClassificationData, file_hash, load_tokenizer
 from components.text.distill import Distiller, KdLoss, inherited_student, sized_config

@@ -11,12 +11,13 @@ from typing import NamedTuple
 
 import torch
 
+from components import stats
 from components.deploy import evaluation as ev
-from components.deploy import stats
 from components.deploy.config import EvaluateConfig
 from components.deploy.parity import TorchClassifier
-from components.deploy.runtime import OnnxClassifier, load_classifier
 from components.errors import KilnError
+from components.runtime.loader import load_classifier
+from components.runtime.transformer import OnnxClassifier
 from components.text.classifier import MeanPoolClassifier
 from components.text.model import count_parameters
 from pipelines.core.io import atomic, write_json

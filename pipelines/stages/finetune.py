@@ -5,7 +5,7 @@ it came when pretrain adapted one to these texts."""
 import lightning as L
 from transformers import AutoModelForMaskedLM, BertForMaskedLM
 
-from components.deploy import stats
+from components import stats
 from components.text.classifier import MeanPoolClassifier, frozen
 from components.text.data import ClassificationData, label_map, stratified_fraction
 from components.text.model import keep_positions

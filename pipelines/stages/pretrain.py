@@ -5,8 +5,8 @@ import math
 import lightning as L
 from transformers import AutoModelForMaskedLM, AutoTokenizer, BertForMaskedLM
 
-from components.deploy.stats import seeded_sample
 from components.errors import KilnError
+from components.stats import seeded_sample
 from components.text.data import MaskedLMData, file_hash, load_tokenizer
 from components.text.model import bert_config, count_parameters, keep_positions, unigram_bias, unigram_perplexity
 from components.text.modules import MaskedLM, masked_lm_perplexity

@@ -8,10 +8,10 @@ nothing (no better on val than always the commonest train label); with none left
 nothing is shipped. Test is not read."""
 
 from components.deploy import evaluation as ev
-from components.deploy.runtime import load_classifier
 from components.deploy.selection import Measured, choose, learned
-from components.deploy.stats import majority_label, stratified_sample
 from components.errors import KilnError
+from components.runtime.loader import load_classifier
+from components.stats import majority_label, stratified_sample
 from pipelines.core.records import Candidate, Front, Selection
 from pipelines.stagekit.contract import StageContext, StageResult
 from pipelines.stages import quantize

@@ -1,7 +1,7 @@
 """tokenize: a WordPiece tokenizer learned from the train split alone (at most
 `tokenize.max_texts` of its texts)."""
 
-from components.deploy.stats import seeded_sample
+from components.stats import seeded_sample
 from components.text.tokenizer import coverage, train_tokenizer
 from pipelines.core.io import atomic
 from pipelines.stagekit.contract import StageContext, StageResult

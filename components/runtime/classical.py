@@ -1,14 +1,14 @@
 """Inference with a classical ONNX file: raw texts in, ONNX Runtime alone (no scikit-learn,
 no tokenizer file, no pickles), behind the interface of
-`components.deploy.runtime.OnnxClassifier`: `labels`, `metadata`, `check`, `logits`,
+`components.runtime.transformer.OnnxClassifier`: `labels`, `metadata`, `check`, `logits`,
 `predict`."""
 
 from pathlib import Path
 
 import numpy as np
 
-from components.deploy.runtime import OnnxClassifier, predictions, session
 from components.errors import KilnError
+from components.runtime.session import check_request, predictions, session
 
 
 class ClassicalClassifier:
@@ -16,7 +16,7 @@ class ClassicalClassifier:
     metadata."""
 
     # The same request checks as the transformer's runtime, so both answer alike.
-    check = staticmethod(OnnxClassifier.check)
+    check = staticmethod(check_request)
 
     def __init__(self, model: Path, threads: int | None = None):
         from components.deploy.metadata import read_metadata
