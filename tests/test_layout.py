@@ -44,3 +44,20 @@ def test_a_missing_input_is_worded_in_one_place():
     )
     found = out.stdout.splitlines()
     assert len(found) == 1 and found[0].startswith("pipelines/stagekit/contract.py:"), found
+
+
+def test_no_module_imports_itself_through_others():
+    """No import circle among Kiln's modules (imports inside functions count; those under
+    TYPE_CHECKING never run): a circle makes import order matter and two modules one."""
+    import grimp
+
+    graph = grimp.build_graph("components", "pipelines", exclude_type_checking_imports=True, cache_dir=None)
+    circles = sorted(
+        {
+            tuple(sorted((module, imported)))
+            for module in graph.modules
+            for imported in graph.find_modules_directly_imported_by(module)
+            if module in graph.find_upstream_modules(imported)
+        }
+    )
+    assert not circles, circles

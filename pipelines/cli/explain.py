@@ -53,7 +53,7 @@ def _model_folder(root: Path, model: str | None) -> Path:
     import os
 
     from pipelines.core.params import load
-    from pipelines.registry import local_model, versions
+    from pipelines.registry import local_model, lookup, versions
 
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     params = load(root / "params.yaml")
@@ -66,7 +66,7 @@ def _model_folder(root: Path, model: str | None) -> Path:
     from pipelines.tracking import runs
 
     with models.registry_errors(f"explain: loading {model or name}"):
-        found = versions.resolve(runs.client(), model, name, "explain")
+        found = lookup.resolve(runs.client(), model, name, "explain")
         folder = local_folder(root, found, "explain")
     if model is None:
         local_model.remember_champion(root, uri, name, folder, found.tags.get("git.commit"))

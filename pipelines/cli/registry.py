@@ -146,10 +146,10 @@ def predict(
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from pipelines.registry import versions
+    from pipelines.registry import lookup
 
     with models.registry_errors(f"predict: loading {model or name}"):
-        folder = local_folder(root, versions.resolve(client, model, name, "predict"), "predict")
+        folder = local_folder(root, lookup.resolve(client, model, name, "predict"), "predict")
         loaded = mlflow.pyfunc.load_model(str(folder))
     try:
         out = loaded.predict(pd.DataFrame({"text": texts}))

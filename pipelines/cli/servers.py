@@ -99,7 +99,7 @@ def serve_model(
     params = load(root / "params.yaml")
     name = params.register_.name_for(params.ingest)
     from pipelines.cli.registry import local_folder
-    from pipelines.registry import versions
+    from pipelines.registry import lookup
     from pipelines.registry.models import registry_errors
     from pipelines.tracking import runs
 
@@ -107,7 +107,7 @@ def serve_model(
     # not the URI: a model that cannot be served (code that is not Kiln's, a missing
     # version) is one clear line, not the server's traceback.
     with registry_errors(f"serve-model: loading {model or name}"):
-        found = versions.resolve(runs.client(), model, name, "serve-model")
+        found = lookup.resolve(runs.client(), model, name, "serve-model")
         folder = local_folder(root, found, "serve-model")
         import mlflow
 
