@@ -11,7 +11,7 @@ from components.audit import GENESIS, chain, describe, digest, verify
 from components.errors import KilnError
 from pipelines.registry import audit, audit_copy
 from pipelines.tracking import runs
-from tests.conftest import ROOT, kiln
+from tests.support.repo import ROOT, kiln
 
 # The registered model of a repository whose params.yaml is empty (the defaults).
 MODEL = "kiln-bbc-news"

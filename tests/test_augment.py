@@ -7,7 +7,8 @@ import pytest
 from pydantic import ValidationError
 
 from components.data.augment import Augmenter, Vocabulary, augment, has_content, join, units
-from tests.conftest import shipped, tiny_frame
+from tests.support.data import tiny_frame
+from tests.support.params import shipped
 
 # Hand-written reviews, as a Chinese e-commerce or travel site would show them.
 CHINESE = [

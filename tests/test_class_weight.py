@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from components.text.modules import class_weights
-from tests.conftest import shipped
+from tests.support.params import shipped
 
 
 def test_balanced_weights_are_scikit_learns_and_one_on_balanced_labels():

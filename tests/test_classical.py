@@ -26,7 +26,8 @@ from components.deploy.metadata import read_metadata
 from components.errors import KilnError
 from components.runtime.classical import ClassicalClassifier
 from components.stats import stratified_sample
-from tests.conftest import ROOT, shipped
+from tests.support.params import shipped
+from tests.support.repo import ROOT
 
 # A small grid: two ranges an analyzer, so choosing between ranges is exercised too.
 CFG = shipped("classical", word_ngrams=[(1, 1), (1, 2)], char_ngrams=[(1, 2), (1, 3)], c=[1.0, 10.0], max_features=2000)

@@ -13,7 +13,7 @@ import pytest
 
 from components.errors import KilnError
 from pipelines.run.flow import transient
-from tests.conftest import BIN, clean_env
+from tests.support.repo import BIN, clean_env
 
 
 class _State:
@@ -82,7 +82,7 @@ def test_kiln_ui_serves_the_local_store(repo):
 
 @pytest.mark.slow
 def test_gpu_profile_merges_into_params_and_keeps_comments(repo):
-    from tests.conftest import kiln as run_kiln
+    from tests.support.repo import kiln as run_kiln
 
     before = (repo / "params.yaml").read_text()
     out = run_kiln("profile", "gpu", cwd=repo)

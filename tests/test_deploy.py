@@ -15,7 +15,10 @@ from components.errors import KilnError
 from components.runtime.session import MAX_BATCH
 from components.runtime.transformer import OnnxClassifier, TextEncoder
 from components.stats import Comparison, Interval
-from tests.conftest import LABELS, ROOT, TEXTS, shipped, tiny_onnx
+from tests.support.data import LABELS, TEXTS
+from tests.support.params import shipped
+from tests.support.repo import ROOT
+from tests.support.tiny import tiny_onnx
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from pipelines.core.params import Params
-from tests.conftest import ROOT
+from tests.support.repo import ROOT
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 

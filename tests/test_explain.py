@@ -31,7 +31,8 @@ from components.explain.transformer import TransformerExplainer
 from components.text.classifier import MeanPoolClassifier
 from components.text.model import bert_config
 from components.text.tokenizer import SPECIAL_TOKENS, normalizer
-from tests.conftest import ROOT, shipped
+from tests.support.params import shipped
+from tests.support.repo import ROOT
 
 MARKERS = {
     "business": ["shares", "profits", "bank"],

@@ -19,7 +19,8 @@ import psutil
 import pytest
 
 from pipelines.core.env import SERVER_JOBS_OFF
-from tests.conftest import BIN, clean_env, kiln, run, set_params
+from tests.support.params import set_params
+from tests.support.repo import BIN, clean_env, kiln, run
 
 pytestmark = pytest.mark.slow
 

@@ -9,28 +9,12 @@ import re
 import pandas as pd
 import pytest
 
-from tests.conftest import TINY_TRAINING, copy_repo, set_params
+from tests.support.data import TOPICS, chinese
+from tests.support.params import set_params
+from tests.support.repo import copy_repo
+from tests.support.tiny import TINY_TRAINING
 
 pytestmark = pytest.mark.slow
-
-# Characters of generated "reviews": each label has words of its own, the rest are shared.
-SHARED = "的了是我在有这个们中来上大为和国地到以说时要就出会可也你对生能而子那得于着下自之年过发后作里"
-TOPICS = {
-    "好评": "好棒赞喜欢满意推荐干净舒适快速便宜",
-    "差评": "差烂慢贵脏吵失望退款投诉糟糕",
-    "中评": "一般还行普通凑合尚可平常中等",
-}
-
-
-def chinese(rows_per_label: int, seed: int = 0) -> pd.DataFrame:
-    rng = random.Random(seed)
-    rows = []
-    for label, own in TOPICS.items():
-        for _ in range(rows_per_label):
-            chars = [rng.choice(own) for _ in range(rng.randint(4, 8))] + [rng.choice(SHARED) for _ in range(12)]
-            rng.shuffle(chars)
-            rows.append({"review": "".join(chars) + rng.choice("。！？"), "stars": label})
-    return pd.DataFrame(rows).drop_duplicates("review")
 
 
 def short(rows_per_label: int, seed: int = 0) -> pd.DataFrame:
@@ -88,7 +72,7 @@ def on_a_terminal(repo) -> tuple[int, str]:
     import pty
     import subprocess
 
-    from tests.conftest import BIN, clean_env
+    from tests.support.repo import BIN, clean_env
 
     leader, follower = pty.openpty()
     proc = subprocess.Popen(

@@ -25,7 +25,9 @@ from pipelines.run.flow import StageRow, footer
 from pipelines.stagekit.contract import StageContext, StageParams
 from pipelines.tracking import metrics
 from pipelines.tracking.runs import StageRun
-from tests.conftest import ROOT, TEXTS, shipped
+from tests.support.data import TEXTS
+from tests.support.params import shipped
+from tests.support.repo import ROOT
 
 
 def test_the_stage_that_makes_an_input_is_read_from_the_graph():

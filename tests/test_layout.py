@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from tests.conftest import BIN, ROOT
+from tests.support.repo import BIN, ROOT
 
 
 def test_mlflow_folder_has_no_init():

@@ -9,7 +9,8 @@ from pydantic import ValidationError
 
 from components.text.data import MaskedLMData, windows
 from components.text.tokenizer import train_tokenizer
-from tests.conftest import shipped, tiny_frame
+from tests.support.data import tiny_frame
+from tests.support.params import shipped
 
 
 @pytest.fixture(scope="module")

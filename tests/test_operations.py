@@ -8,16 +8,20 @@ import sys
 import time
 from pathlib import Path
 
-import postgres
 import psycopg2
 import pytest
 import requests
-from conftest import BIN, clean_env, copy_repo, drifted_batch, good_batch, incoming_repo, kiln, shipped
 from sqlalchemy.engine import make_url
+
+from tests.support import postgres
+from tests.support.data import drifted_batch, good_batch
+from tests.support.params import shipped
+from tests.support.repo import BIN, ROOT, clean_env, copy_repo, kiln
+from tests.support.tiny import incoming_repo
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
-TRIGGER = Path(__file__).with_name("trigger.py")
+TRIGGER = ROOT / "tests/support/trigger.py"
 
 
 @pytest.fixture(scope="module")

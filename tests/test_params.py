@@ -5,7 +5,8 @@ from pydantic_core import to_jsonable_python
 
 from components.errors import KilnError
 from pipelines.core.params import load, parse
-from tests.conftest import ROOT, shipped, shipped_params
+from tests.support.params import shipped, shipped_params
+from tests.support.repo import ROOT
 
 
 def test_shipped_params_are_valid():

@@ -11,7 +11,7 @@ from components.data.pii import PiiReport, scan
 from components.data.pii_config import BUILT_IN, PiiConfig
 from components.data.pii_recognizers import cn_id_valid
 from components.errors import KilnError
-from tests.conftest import ROOT
+from tests.support.repo import ROOT
 
 CFG = PiiConfig(patterns={"EMPLOYEE_ID": r"EMP-\d{6}"}, deny_list={"PROJECT": ["Nightingale", "夜莺计划"]})
 # (text, the same text masked); every planted value is one finding.

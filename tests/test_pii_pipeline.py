@@ -7,7 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import copy_repo, kiln, tiny_repo
+from tests.support.repo import copy_repo, kiln
+from tests.support.tiny import tiny_repo
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import BIN, ROOT, TINY_TRAINING, kiln, run, set_params
+from tests.support.params import set_params
+from tests.support.repo import BIN, ROOT, kiln, run
+from tests.support.tiny import TINY_TRAINING
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import kiln, set_params
+from tests.support.params import set_params
+from tests.support.repo import kiln
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import torch
 from components.text.classifier import MeanPoolClassifier
 from components.text.model import bert_config, count_parameters
 from components.text.prune import ffn_importance, head_importance, keep_heads, keep_neurons, prune
-from tests.conftest import shipped
+from tests.support.params import shipped
 
 
 def model() -> MeanPoolClassifier:

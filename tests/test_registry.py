@@ -21,7 +21,10 @@ from components.runtime.transformer import OnnxClassifier
 from pipelines.registry import gating, models, promotion
 from pipelines.registry.gating import Bounds
 from pipelines.tracking import runs
-from tests.conftest import LABELS, ROOT, TEXTS, clean_env, shipped, tiny_onnx
+from tests.support.data import LABELS, TEXTS
+from tests.support.params import shipped
+from tests.support.repo import ROOT, clean_env
+from tests.support.tiny import tiny_onnx
 
 NAME = "kiln-test"
 TAGS = {

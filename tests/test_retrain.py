@@ -5,22 +5,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import (
-    LABELS,
-    copy_repo,
-    drifted_batch,
-    good_batch,
-    incoming_repo,
-    kiln,
-    set_params,
-    shipped,
-    tiny_frame,
-)
 from tokenizers import Tokenizer
 
 from components.data.batches import check
 from components.data.drift import drift, profile, psi
 from components.text.tokenizer import train_tokenizer
+from tests.support.data import LABELS, drifted_batch, good_batch, tiny_frame
+from tests.support.params import set_params, shipped
+from tests.support.repo import copy_repo, kiln
+from tests.support.tiny import incoming_repo
 
 
 @pytest.fixture(scope="module")

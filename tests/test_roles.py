@@ -11,7 +11,8 @@ import time
 
 import pytest
 import requests
-from conftest import BIN, clean_env, kiln
+
+from tests.support.repo import BIN, clean_env, kiln
 
 pytestmark = pytest.mark.slow
 

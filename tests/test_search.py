@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from components.errors import KilnError
-from tests.conftest import BIN, SHARED_PREFECT, clean_env, kiln, set_params, shipped, shipped_params
+from tests.support.params import set_params, shipped, shipped_params
+from tests.support.repo import BIN, SHARED_PREFECT, clean_env, kiln
 
 # --- fast tier: pure functions, no subprocesses ---------------------------------------
 
@@ -168,7 +169,7 @@ def test_the_shipped_search_params_are_off_and_valid():
     import yaml
 
     from pipelines.core.params import parse
-    from tests.conftest import ROOT
+    from tests.support.repo import ROOT
 
     params = parse(yaml.safe_load((ROOT / "params.yaml").read_text()), "params.yaml")
     assert params.search.enabled is False and params.search.scheduler is None

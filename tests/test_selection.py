@@ -10,7 +10,7 @@ from components.errors import KilnError
 from pipelines.core.records import Candidate, Selection
 from pipelines.core.reports import Baseline, Evaluation, Explained, VariantScores
 from pipelines.registry.gating import floor
-from tests.conftest import shipped
+from tests.support.params import shipped
 
 TRUTH = [i % 4 for i in range(200)]
 

@@ -21,7 +21,8 @@ from components.data.sources import (
     read_files,
 )
 from components.errors import KilnError
-from tests.conftest import good_batch, shipped, tiny_frame
+from tests.support.data import good_batch, tiny_frame
+from tests.support.params import shipped
 
 
 def test_bbc_corpus():

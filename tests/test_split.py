@@ -3,7 +3,7 @@ import pandas as pd
 from components.data.bbc import read_bbc
 from components.data.schema import normalise
 from components.data.split import split, split_report
-from tests.conftest import shipped
+from tests.support.params import shipped
 
 
 def test_bbc_split_has_no_text_in_two_splits():

@@ -6,7 +6,9 @@ import re
 import pandas as pd
 import pytest
 
-from tests.conftest import BIN, kiln, run, set_params, tiny_frame
+from tests.support.data import tiny_frame
+from tests.support.params import set_params
+from tests.support.repo import BIN, kiln, run
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,9 @@ from components.text.tokenizer import (
     used_tokens,
     vocabulary_fit,
 )
-from tests.conftest import kiln, set_params, shipped, tiny_frame
+from tests.support.data import tiny_frame
+from tests.support.params import set_params, shipped
+from tests.support.repo import kiln
 
 # Kana whose voicing marks BERT's accent stripping removed (ヤバイ -> ヤハイ), Russian ё,
 # Latin accents, Han, Thai and Devanagari vowel signs, full- and half-width forms.
@@ -167,7 +169,7 @@ def test_vocabulary_fit_counts_word_pieces_and_unknowns_per_word():
 
 def test_minilm_fits_english_news_and_not_chinese(tmp_path):
     from pipelines.stagekit import pretrained
-    from tests.test_generality import chinese
+    from tests.support.data import chinese
 
     minilm = Tokenizer.from_file(f"{pretrained.resolve('all-MiniLM-L6-v2', tmp_path)}/tokenizer.json")
     news = vocabulary_fit(minilm, read_bbc()["text"].head(200))

@@ -14,7 +14,8 @@ import mlflow
 import pytest
 import torch
 
-from tests.conftest import BIN, clean_env, kiln, set_params, shipped
+from tests.support.params import set_params, shipped
+from tests.support.repo import BIN, clean_env, kiln
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,8 @@ from pydantic import ValidationError
 from components.data.bbc import read_bbc
 from components.data.sources import read_file
 from components.data.validation import validate
-from tests.conftest import shipped, tiny_frame
+from tests.support.data import tiny_frame
+from tests.support.params import shipped
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,74 @@
+"""A throwaway copy of the repository, and Kiln's commands run in it as a user runs them."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+# The Prefect API that `kiln run` and `kiln retrain` get in tests (conftest's `prefect_api`).
+SHARED_PREFECT = "KILN_TEST_PREFECT_API_URL"
+
+# What a run writes: a copy starts without it, as a fresh clone does.
+OUTPUTS = (
+    "data/raw/",
+    "data/validated/",
+    "data/split/",
+    "data/augmented/",
+    "data/quarantine/",
+    "models/",
+    "reports/",
+    "checkpoints/",
+    "mlflow/mlflow.db",
+)
+
+
+def project_files() -> list[str]:
+    """The repository's files as a clone would have them (tracked plus new, not ignored)."""
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line for line in out.splitlines() if (ROOT / line).is_file()]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any tracking server or Prefect API of the developer's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "KILN_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+def copy_repo(dest: Path) -> Path:
+    """`dest` as a new git repo holding the project's files, without any outputs."""
+    for name in project_files():
+        if (name.startswith(OUTPUTS) and not name.endswith(".gitignore")) or name == "dvc.lock":
+            continue
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    git = ["git", "-c", "user.name=kiln-test", "-c", "user.email=test@kiln.invalid"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
+    return dest
+
+
+def run(args: list[str], cwd: Path, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=clean_env(**extra), capture_output=True, text=True, timeout=900)
+
+
+def kiln(*args: str, cwd: Path, own_prefect: bool = False, **extra: str) -> subprocess.CompletedProcess:
+    """`kiln ARGS` in `cwd`. A run or retrain uses the test session's Prefect server instead
+    of starting its own (seconds each), unless `own_prefect` or PREFECT_API_URL is given:
+    tests of the temporary server itself use `own_prefect`."""
+    if args[:1] in (("run",), ("retrain",)) and not own_prefect and os.environ.get(SHARED_PREFECT):
+        extra.setdefault("PREFECT_API_URL", os.environ[SHARED_PREFECT])
+    return run([str(BIN / "kiln"), *args], cwd, **extra)
