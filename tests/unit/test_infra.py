@@ -1,15 +1,15 @@
 """infra/: the compose file and the Prefect deployment agree with what Kiln reads."""
 
 import re
-from pathlib import Path
 
 import yaml
 
 from pipelines.core.env import VARIABLES
 from pipelines.core.params import load
 from pipelines.retrain.flow import DEPLOYMENT
+from tests.support.repo import ROOT
 
-INFRA = Path(__file__).resolve().parents[1] / "infra"
+INFRA = ROOT / "infra"
 # Variables an image reads for itself, by the service that runs it.
 IMAGE_OWN = {"postgres": "POSTGRES_", "minio": "MINIO_ROOT_", "buckets": "MINIO_ROOT_"}
 
@@ -41,7 +41,7 @@ def test_kiln_services_point_at_services_of_the_compose_file():
 
 
 def test_prefect_yaml_deploys_what_kiln_serve_serves():
-    params = load(Path(__file__).resolve().parents[1] / "params.yaml").retrain
+    params = load(ROOT / "params.yaml").retrain
     [deployment] = yaml.safe_load((INFRA / "prefect.yaml").read_text())["deployments"]
     assert deployment["name"] == DEPLOYMENT
     assert deployment["entrypoint"] == "pipelines/retrain/flow.py:retrain"
