@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Debian packages some tests need, installed when missing, so that `make test` passes
-# on a fresh machine: PostgreSQL (tests/test_operations.py starts its own server) and
+# on a fresh machine: PostgreSQL (tests/ops/test_operations.py starts its own server) and
 # Chromium (the explanation report is tested in a real browser, headless).
 set -euo pipefail
 

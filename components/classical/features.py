@@ -12,7 +12,7 @@ What skl2onnx 1.20's TfidfVectorizer converter can express shapes the tokens:
   default pattern is silently replaced by [a-zA-Z0-9_]+, which splits "café" and drops
   Cyrillic and CJK. Kiln hands the converter an RE2 pattern with Unicode classes.
   Both of Kiln's patterns find Python's tokens on every code point that Python's Unicode
-  database knows (tests/test_classical.py checks them all).
+  database knows (tests/unit/components/test_classical.py checks them all).
 - scikit-learn names n-grams by joining tokens with spaces, ambiguous once a token can be
   whitespace; Kiln's vectorizer keeps n-grams as token tuples, which the converter takes
   as they are.

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class Attribution(BaseModel):
     """How Integrated Gradients runs. A registered version explains its texts with these
     defaults (the served model and `kiln explain` load the version alone, not params.yaml),
-    so they keep one; params.yaml's explain section must agree (tests/test_params.py)."""
+    so they keep one; params.yaml's explain section must agree (tests/unit/pipelines/test_core_params.py)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -1,7 +1,7 @@
 """params.yaml as typed, validated config: one model per section, unknown keys refused.
 params.yaml alone writes the knobs' values: the models have no defaults (the few kept for
-readers without params.yaml agree with it, tests/test_params.py), so a key left out is an
-error that names it."""
+readers without params.yaml agree with it, tests/unit/pipelines/test_core_params.py), so
+a key left out is an error that names it."""
 
 from pathlib import Path
 

@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from pipelines.core.env import SERVER_JOBS_OFF
+from tests.support.classical import fit_a_grid
 from tests.support.params import set_params
 from tests.support.repo import BIN, clean_env, kiln, run
 
@@ -296,3 +297,19 @@ def test_a_planted_model_file_is_never_unpickled(prepared, tmp_path):
     assert out.returncode == 1 and "kiln: error: finetune: model models/encoder is corrupt" in out.stderr
     assert not mark.exists()
     shutil.rmtree(folder)
+
+
+@pytest.mark.slow  # a fresh interpreter importing scikit-learn: seconds the fast tier need not wait
+def test_a_process_that_multiprocessing_started_ends_when_its_grid_does():
+    """joblib's workers idle 5 minutes for more work, and a process started by
+    multiprocessing (a search trial's worker, a served flow run) waits for them when it
+    ends: `kiln serve` and the search hung that long."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(target=fit_a_grid)
+    child.start()
+    child.join(timeout=120)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung and child.exitcode == 0

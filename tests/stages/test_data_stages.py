@@ -1,4 +1,5 @@
-"""Stages run as a user runs them, through `kiln stage` and `dvc repro`, in a copy of the repo."""
+"""Stages run as a user runs them, through `kiln stage` and `dvc repro`, in a copy of the
+repo."""
 
 import json
 import re
@@ -93,3 +94,26 @@ def test_kiln_run_stops_on_a_user_error_with_its_message(repo):
     assert "Traceback" not in out.stdout + out.stderr
     # The failed stage's row says so, with the time it took before failing.
     assert re.search(r"^ingest\s+failed\s+\d+\.\d s", out.stdout, re.MULTILINE), out.stdout
+
+
+@pytest.mark.slow
+def test_stage_learns_from_train_only(repo):
+    frame = tiny_frame(30)
+    # A marker word per row, three times so it clears min_frequency; where each marker
+    # lands tells whether the tokenizer saw that row's split.
+    frame["text"] = [f"{t} marker{i}x marker{i}x marker{i}x" for i, t in enumerate(frame["text"])]
+    frame.to_csv(repo / "data/external/mine.csv", index=False)
+    set_params(repo, ingest={"source": "file", "file": {"path": "data/external/mine.csv"}})
+    out = kiln("run", "tokenize", cwd=repo)
+    assert out.returncode == 0, out.stdout + out.stderr
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(repo / "models/tokenizer.json")).get_vocab()
+    splits = {name: pd.read_parquet(repo / f"data/split/{name}.parquet") for name in ("train", "val", "test")}
+
+    def markers(split: str) -> set[str]:
+        return {w for t in splits[split]["text"] for w in t.split() if w.startswith("marker")}
+
+    assert markers("train") and markers("train") <= set(vocab)
+    assert markers("val") | markers("test")
+    assert not (markers("val") | markers("test")) & set(vocab)

@@ -1,4 +1,5 @@
-"""A Prefect server for a test session's pipeline runs, started as `kiln run` starts its own."""
+"""A Prefect server for a test session's pipeline runs, started as `kiln run` starts its
+own."""
 
 import os
 import signal

@@ -93,3 +93,34 @@ def tiny_onnx(folder: Path, seed: int = 0):
     raw.unlink()
     stamp(path, {"labels": {label: i for i, label in enumerate(LABELS)}, "max_length": 32, "git_commit": "abc"})
     return model, path, folder / "tokenizer.json"
+
+
+def tiny_tokenizer(folder: Path):
+    """A WordPiece tokenizer learned from `tiny_frame`, saved in `folder` and loaded as the
+    stages load theirs (a transformers fast tokenizer)."""
+    from components.text.data import load_tokenizer
+    from components.text.tokenizer import train_tokenizer
+
+    path = folder / "tokenizer.json"
+    train_tokenizer(tiny_frame()["text"].tolist() * 3, shipped("tokenize", vocab_size=300)).save(str(path))
+    return load_tokenizer(path, "test")
+
+
+def tiny_bert(vocab: int, hidden: int, layers: int, positions: int = 64, labels: int = 5):
+    """An untrained mean-pooling BERT classifier of that shape, in eval mode, seeded."""
+    import torch
+    from transformers import BertConfig
+
+    from components.text.classifier import MeanPoolClassifier
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=positions,
+        num_labels=labels,
+    )
+    return MeanPoolClassifier(config).eval()

@@ -268,21 +268,26 @@ def test_patterns_find_pythons_tokens_on_every_known_code_point(analyzer):
     assert _onnx_tokens(text, pattern.re2) == re.findall(pattern.python, text)
 
 
-def _grid() -> None:
-    _select(english)
+def test_the_classical_grid_picks_balanced_weights_where_val_favours_them():
+    from components.classical.model import select
 
+    def skewed(seed: int) -> tuple[list[str], list[str]]:
+        """65/26/9 % of three labels; a label's own words are one token in six, the rest shared."""
+        rng = np.random.default_rng(seed)
+        shared = [f"w{i}" for i in range(40)]
+        texts, labels = [], []
+        for k, n in enumerate((65, 26, 9)):
+            own = [f"c{k}x{i}" for i in range(10)]
+            for _ in range(n):
+                size = int(rng.integers(6, 12))
+                texts.append(" ".join(str(rng.choice(own if rng.random() < 1 / 6 else shared)) for _ in range(size)))
+                labels.append(f"class_{k}")
+        return texts, labels
 
-@pytest.mark.slow  # a fresh interpreter importing scikit-learn: seconds the fast tier need not wait
-def test_a_process_that_multiprocessing_started_ends_when_its_grid_does():
-    """joblib's workers idle 5 minutes for more work, and a process started by
-    multiprocessing (a search trial's worker, a served flow run) waits for them when it
-    ends: `kiln serve` and the search hung that long."""
-    import multiprocessing
-
-    child = multiprocessing.get_context("spawn").Process(target=_grid)
-    child.start()
-    child.join(timeout=120)
-    hung = child.is_alive()
-    if hung:
-        child.kill()
-    assert not hung and child.exitcode == 0
+    cfg = shipped("classical", analyzers=["word"], word_ngrams=[(1, 1)], c=[1.0], max_features=500)
+    chosen = select(*skewed(0), *skewed(100), cfg, seed=0)
+    scores = {point.class_weight: point.val_macro_f1 for point in chosen.table}
+    # Unweighted, the 9 % label is never predicted: 0.45; balanced about 0.7.
+    assert scores["balanced"] > scores["none"] + 0.1
+    assert chosen.best.class_weight == "balanced"
+    assert chosen.pipeline["model"].class_weight == "balanced"

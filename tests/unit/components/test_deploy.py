@@ -12,12 +12,10 @@ from components.deploy.metadata import read_metadata, stamp
 from components.deploy.onnx import quantize_dynamic, quantize_static
 from components.deploy.parity import TorchClassifier, agreement, agreement_gate, parity_gate
 from components.errors import KilnError
-from components.runtime.session import MAX_BATCH
-from components.runtime.transformer import OnnxClassifier, TextEncoder
+from components.runtime.transformer import OnnxClassifier
 from components.stats import Comparison, Interval
 from tests.support.data import LABELS, TEXTS
 from tests.support.params import shipped
-from tests.support.repo import ROOT
 from tests.support.tiny import tiny_onnx
 
 
@@ -129,63 +127,6 @@ class _Shifted:
         return np.roll(self.runtime.logits(texts), 1, axis=-1)
 
 
-class _Run:
-    """A stage's MLflow run that keeps the tags set on it."""
-
-    def __init__(self):
-        self.tags: dict[str, str] = {}
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        self.tags.update(tags)
-
-
-def _quantize_stage(tiny, root: Path, monkeypatch, int8: Path | None):
-    """The quantize stage in `root`: FP32 is the tiny model, val is labelled with its own
-    predictions, and test holds a label no model knows. INT8 is `int8` (None: FP32's copy)."""
-    import shutil
-
-    import pandas as pd
-
-    from components.deploy import gated
-    from pipelines.core.params import load
-    from pipelines.stagekit.contract import StageContext, StageParams
-    from pipelines.stages import quantize
-
-    _, path, tokenizer = tiny
-    (root / "models/onnx").mkdir(parents=True)
-    shutil.copy(path, root / "models/onnx/pruned.onnx")
-    shutil.copy(tokenizer, root / "models/onnx/tokenizer.json")
-    (root / "data/split").mkdir(parents=True)
-    predicted = OnnxClassifier(path, tokenizer).logits(TEXTS).argmax(-1)
-    pd.DataFrame({"text": TEXTS, "label": [LABELS[i] for i in predicted]}).to_parquet(root / "data/split/val.parquet")
-    pd.DataFrame({"text": ["sunny"], "label": ["weather"]}).to_parquet(root / "data/split/test.parquet")
-    monkeypatch.setattr(gated, "quantize_dynamic", lambda source, out: shutil.copy(int8 or source, out))
-    params = StageParams(load(ROOT / "params.yaml"), "quantize", ("quantize",))
-    ctx = StageContext("quantize", root, params, ("quantize",), _Run())
-    return ctx, quantize.run(ctx), quantize.report(ctx)
-
-
-def test_quantize_decides_on_val_and_never_reads_test(tiny, tmp_path, monkeypatch):
-    ctx, result, report = _quantize_stage(tiny, tmp_path, monkeypatch, None)
-    assert report.passed and report.texts == len(TEXTS) and report.agreement == 1.0
-    assert f"0 of {len(TEXTS)} val texts" in report.verdict
-    assert result.metrics["onnx_int8/passed"] == 1.0 and result.metrics["onnx_int8/val_agreement"] == 1.0
-    assert not result.summary and not ctx.run.tags
-
-
-def test_a_refused_int8_is_written_and_says_why(tiny, tmp_path, monkeypatch):
-    """Another model in the INT8 file: the stage does not fail (the run goes on without it),
-    and the file, the metrics, the run's tags and the summary carry the refusal."""
-    _, other, _ = tiny_onnx(tmp_path / "other", seed=1)
-    ctx, result, report = _quantize_stage(tiny, tmp_path / "repo", monkeypatch, other)
-    assert not report.passed and report.agreement < 0.9
-    assert report.verdict.startswith("INT8 labels ") and "val texts differently from FP32 (allowed 1:" in report.verdict
-    assert (tmp_path / "repo/models/model.int8.onnx").is_file()
-    assert result.metrics["onnx_int8/passed"] == 0.0
-    assert ctx.run.tags == {"kiln.quantize.refused": report.verdict}
-    assert result.summary == [f"INT8 refused, not a candidate of select: {report.verdict}"]
-
-
 def test_static_quantization_calibrates_on_given_texts(tiny, tmp_path):
     _, path, tokenizer = tiny
     fp32 = OnnxClassifier(path, tokenizer)
@@ -223,46 +164,6 @@ def test_export_and_quantize_stamp_one_record_and_return_their_gates_records(tin
     assert after == {**before, "quantization": "dynamic", QUANTIZE_KEY: report.model_dump()}
     assert before["kiln.model"] == "pruned" and before["labels"] == labels and before["max_length"] == 32
     assert before["config"]["num_hidden_layers"] == 1 and before["git_commit"] == "abc"
-
-
-def test_missing_and_corrupt_onnx_files_name_the_file(tiny, tmp_path):
-    _, _, tokenizer = tiny
-    with pytest.raises(KilnError, match="missing.onnx is missing"):
-        OnnxClassifier(tmp_path / "missing.onnx", tokenizer)
-    junk = tmp_path / "junk.onnx"
-    junk.write_bytes(b"\x00\x01 not a model")
-    with pytest.raises(KilnError, match="junk.onnx is corrupt"):
-        OnnxClassifier(junk, tokenizer)
-
-
-def test_requests_are_checked(tiny, caplog):
-    _, path, tokenizer = tiny
-    runtime = OnnxClassifier(path, tokenizer)
-    out = runtime.predict("business story " * 50)
-    assert out[0]["label"] in LABELS and abs(sum(out[0]["probabilities"].values()) - 1) < 1e-5
-    assert "truncated" in caplog.text
-    for bad, message in (
-        ([], "no texts"),
-        (["  "], "text 0 is empty"),
-        ([3], "text 0 is a int"),
-        (7, "got int"),
-        (["x"] * (MAX_BATCH + 1), "at most"),
-    ):
-        with pytest.raises(KilnError, match=message):
-            runtime.predict(bad)
-
-
-def test_head_tokenization_equals_whole_text(tiny):
-    from tokenizers import Tokenizer
-
-    _, _, tokenizer = tiny
-    whole = Tokenizer.from_file(str(tokenizer))
-    whole.enable_truncation(32)
-    encode = TextEncoder(tokenizer, 32)
-    long = [" ".join(TEXTS[i : i + 6]) for i in range(0, 30, 3)] + ["word " * 400, "short text", "x" * 5000]
-    for text in long:
-        ids = encode([text])["input_ids"][0].tolist()
-        assert ids == whole.encode(text).ids
 
 
 PASSED = Evidence(

@@ -70,49 +70,6 @@ def test_the_classifier_trains_on_the_weighted_loss_and_reports_the_plain_one():
     assert plain.item() == pytest.approx(_weighted_ce(logits, labels, [1.0, 1.0, 1.0]), rel=1e-5)
 
 
-def test_kd_loss_weights_only_its_hard_label_term():
-    from components.text.distill import kd_loss
-
-    student = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 0.5], [0.3, 0.1, 0.0]])
-    teacher = torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
-    labels, weight, alpha, t = [0, 1, 2], [0.25, 1.0, 3.0], 0.3, 2.0
-    soft = kd_loss(student, teacher, torch.tensor(labels), 0.0, t)
-    found = kd_loss(student, teacher, torch.tensor(labels), alpha, t, torch.tensor(weight))
-    assert found.item() == pytest.approx(alpha * _weighted_ce(student, labels, weight) + (1 - alpha) * soft.item())
-    # A text without a label (an unlabelled one of the transfer set) adds to the soft term
-    # alone; a batch of those alone has no hard term at all.
-    unlabeled = torch.tensor([-100, 1, -100])
-    mixed = kd_loss(student, teacher, unlabeled, alpha, t, torch.tensor(weight))
-    assert mixed.item() == pytest.approx(alpha * _weighted_ce(student[1:2], [1], weight) + (1 - alpha) * soft.item())
-    none = kd_loss(student, teacher, torch.full((3,), -100), alpha, t, torch.tensor(weight))
-    assert none.item() == pytest.approx((1 - alpha) * soft.item())
-
-
-def test_the_classical_grid_picks_balanced_weights_where_val_favours_them():
-    from components.classical.model import select
-
-    def skewed(seed: int) -> tuple[list[str], list[str]]:
-        """65/26/9 % of three labels; a label's own words are one token in six, the rest shared."""
-        rng = np.random.default_rng(seed)
-        shared = [f"w{i}" for i in range(40)]
-        texts, labels = [], []
-        for k, n in enumerate((65, 26, 9)):
-            own = [f"c{k}x{i}" for i in range(10)]
-            for _ in range(n):
-                size = int(rng.integers(6, 12))
-                texts.append(" ".join(str(rng.choice(own if rng.random() < 1 / 6 else shared)) for _ in range(size)))
-                labels.append(f"class_{k}")
-        return texts, labels
-
-    cfg = shipped("classical", analyzers=["word"], word_ngrams=[(1, 1)], c=[1.0], max_features=500)
-    chosen = select(*skewed(0), *skewed(100), cfg, seed=0)
-    scores = {point.class_weight: point.val_macro_f1 for point in chosen.table}
-    # Unweighted, the 9 % label is never predicted: 0.45; balanced about 0.7.
-    assert scores["balanced"] > scores["none"] + 0.1
-    assert chosen.best.class_weight == "balanced"
-    assert chosen.pipeline["model"].class_weight == "balanced"
-
-
 def _fit_and_record_modes(module, tmp_path) -> list[tuple[int, dict[str, bool]]]:
     """Fit `module` for three steps (validating after each) and record each module's
     training flag at the start of every step."""
@@ -155,3 +112,22 @@ def test_a_model_loaded_in_eval_mode_trains_in_training_mode_beside_a_frozen_tea
         assert teachers and not any(teachers.values())  # dropout off in every teacher module
         rest = {name: training for name, training in modes.items() if not name.startswith("teacher")}
         assert all(rest.values()), sorted(name for name, training in rest.items() if not training)
+
+
+def test_masked_only_loss_equals_the_full_loss():
+    from transformers import BertForMaskedLM
+
+    from components.text.model import bert_config
+    from components.text.modules import masked_lm_loss
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(
+        bert_config(
+            shipped("encoder", layers=1, hidden=32, heads=2, intermediate=64, max_length=16, dropout=0.0), 100, 0
+        )
+    ).eval()
+    ids = torch.randint(5, 100, (4, 16))
+    labels = torch.where(torch.rand(4, 16) < 0.3, ids, torch.full_like(ids, -100))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    with torch.no_grad():
+        assert masked_lm_loss(model, batch).item() == pytest.approx(model(**batch).loss.item(), rel=1e-5)

@@ -1,4 +1,3 @@
-import pandas as pd
 import pytest
 from tokenizers import Tokenizer
 
@@ -15,9 +14,7 @@ from components.text.tokenizer import (
     used_tokens,
     vocabulary_fit,
 )
-from tests.support.data import tiny_frame
-from tests.support.params import set_params, shipped
-from tests.support.repo import kiln
+from tests.support.params import shipped
 
 # Kana whose voicing marks BERT's accent stripping removed (ヤバイ -> ヤハイ), Russian ё,
 # Latin accents, Han, Thai and Devanagari vowel signs, full- and half-width forms.
@@ -197,26 +194,3 @@ def test_a_cut_vocabulary_reads_the_texts_it_was_cut_for_as_before(tmp_path):
     unknown = cut.token_to_id("[UNK]")
     for new, old in zip(cut.encode_batch(other), minilm.encode_batch(other), strict=True):
         assert new.ids[0] == 2 and new.ids.count(unknown) >= old.ids.count(100)
-
-
-@pytest.mark.slow
-def test_stage_learns_from_train_only(repo):
-    frame = tiny_frame(30)
-    # A marker word per row, three times so it clears min_frequency; where each marker
-    # lands tells whether the tokenizer saw that row's split.
-    frame["text"] = [f"{t} marker{i}x marker{i}x marker{i}x" for i, t in enumerate(frame["text"])]
-    frame.to_csv(repo / "data/external/mine.csv", index=False)
-    set_params(repo, ingest={"source": "file", "file": {"path": "data/external/mine.csv"}})
-    out = kiln("run", "tokenize", cwd=repo)
-    assert out.returncode == 0, out.stdout + out.stderr
-    from tokenizers import Tokenizer
-
-    vocab = Tokenizer.from_file(str(repo / "models/tokenizer.json")).get_vocab()
-    splits = {name: pd.read_parquet(repo / f"data/split/{name}.parquet") for name in ("train", "val", "test")}
-
-    def markers(split: str) -> set[str]:
-        return {w for t in splits[split]["text"] for w in t.split() if w.startswith("marker")}
-
-    assert markers("train") and markers("train") <= set(vocab)
-    assert markers("val") | markers("test")
-    assert not (markers("val") | markers("test")) & set(vocab)

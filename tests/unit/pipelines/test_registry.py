@@ -1,39 +1,27 @@
 """The MLflow registry end of Kiln on a real (SQLite) store: registration as a model from
-code, the promotion gate, rollback, the history, a concurrent alias move, and serving
-the champion over HTTP with `mlflow models serve`."""
+code, the promotion gate, rollback, the history, a concurrent alias move, and the check
+that refuses a version Kiln did not register (serving: tests/ops/test_serving.py)."""
 
-import json
 import shutil
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from components.deploy.metadata import read_metadata, stamp
 from components.errors import KilnError
 from components.runtime.transformer import OnnxClassifier
-from pipelines.registry import gating, models, promotion
+from pipelines.registry import models, promotion
 from pipelines.registry.gating import Bounds
 from pipelines.tracking import runs
 from tests.support.data import LABELS, TEXTS
 from tests.support.params import shipped
+from tests.support.registry import NAME, TAGS, register, use_store
 from tests.support.repo import ROOT, clean_env
 from tests.support.tiny import tiny_onnx
 
-NAME = "kiln-test"
-TAGS = {
-    "gate.export_max_abs_diff": "1e-06",
-    "gate.export_agreement": "1.0",
-    "gate.quantize_agreement": "1.0",
-    "gate.quantize_f1_drop": "0.0",
-    "data.validation": "passed",
-}
 FAST = shipped("evaluate", latency_texts=10, batches=2, rounds=1, warmup=1)
 GATE = shipped("promote", tolerance=0.0, min_macro_f1=0.0, max_latency_ms_p95_b1=1000, max_size_mb=10)
 BOUNDS = Bounds(GATE, FAST, shipped("export"), shipped("quantize"), floor=0.0, floor_source="test")
@@ -41,28 +29,13 @@ BOUNDS = Bounds(GATE, FAST, shipped("export"), shipped("quantize"), floor=0.0, f
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the SQLite store keeps artifacts under ./mlruns
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
-    import mlflow
-
-    mlflow.set_tracking_uri(uri)
-    return tmp_path
+    return use_store(tmp_path, monkeypatch)
 
 
-def _register(folder: Path, seed: int, commit: str = "abc", temperature: float = 1.0) -> str:
-    """A tiny model registered with the PyTorch model that explains it; `commit` goes into
-    its metadata, so the same weights with another commit are another file."""
-    torch_model, model, tokenizer = tiny_onnx(folder, seed)
-    stamp(model, {**read_metadata(model), "git_commit": commit})
-    source = folder / "explainer"
-    torch_model.save_pretrained(source)
-    (source / "tokenizer.json").write_bytes(tokenizer.read_bytes())
-    registered = models.register_model(
-        NAME, model, tokenizer, TEXTS[:2], TAGS, None, {"dvc.lock": "stages: {}\n"}, source, temperature
-    )
-    return registered.version
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_the_same_file_registered_again_is_the_same_version(store):
@@ -80,7 +53,7 @@ def _gate(test: pd.DataFrame, number: str):
 
 
 def test_gate_promotes_refuses_and_rolls_back(store):
-    a = _register(store / "a", seed=0)
+    a = register(store / "a", seed=0)
     # The test labels are model a's own predictions: a scores what it can, others less.
     runtime = OnnxClassifier(next((store / "a").glob("model.onnx")), store / "a" / "tokenizer.json")
     test = pd.DataFrame({"text": TEXTS, "label": [LABELS[i] for i in runtime.logits(TEXTS).argmax(-1)]})
@@ -88,7 +61,7 @@ def test_gate_promotes_refuses_and_rolls_back(store):
     champion, decision = _gate(test, a)
     assert decision.promoted and champion == a  # no champion yet: the floors decide
 
-    worse = _register(store / "b", seed=7)
+    worse = register(store / "b", seed=7)
     champion, decision = _gate(test, worse)
     assert not decision.promoted and champion == a
     client = runs.client()
@@ -96,7 +69,7 @@ def test_gate_promotes_refuses_and_rolls_back(store):
     assert tags["promotion.decision"] == "refused" and tags["promotion.vs_champion"].startswith("fail")
     assert str(models.alias(client, NAME, models.CHAMPION).version) == a
 
-    again = _register(store / "c", seed=0, commit="def")
+    again = register(store / "c", seed=0, commit="def")
     champion, decision = _gate(test, again)
     assert decision.promoted and champion == again
 
@@ -116,8 +89,8 @@ def test_gate_promotes_refuses_and_rolls_back(store):
 
 
 def test_alias_moved_by_someone_else_is_not_overwritten(store):
-    a = _register(store / "a", seed=0)
-    b = _register(store / "b", seed=1)
+    a = register(store / "a", seed=0)
+    b = register(store / "b", seed=1)
     client = runs.client()
     client.set_registered_model_alias(NAME, models.CHAMPION, b)
     with pytest.raises(KilnError, match="moved to version"):
@@ -127,7 +100,7 @@ def test_alias_moved_by_someone_else_is_not_overwritten(store):
 
 def test_unknown_version_and_unreachable_registry_are_clear(store, monkeypatch):
     client = runs.client()
-    _register(store / "a", seed=0)
+    register(store / "a", seed=0)
     with pytest.raises(KilnError, match="has no version 42"):
         models.version(client, NAME, 42)
     assert models.alias(client, NAME, models.CHAMPION) is None
@@ -138,105 +111,6 @@ def test_unknown_version_and_unreachable_registry_are_clear(store, monkeypatch):
     mlflow.set_tracking_uri("http://127.0.0.1:9")
     with pytest.raises(KilnError, match="unreachable|Connection|connect"), models.registry_errors("history"):
         promotion.history(runs.client(), NAME)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.slow
-def test_mlflow_serves_the_champion_over_http(store):
-    a = _register(store / "a", seed=0, temperature=2.0)
-    client = runs.client()
-    client.set_registered_model_alias(NAME, models.CHAMPION, a)
-    port = _free_port()
-    env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}", MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            f"models:/{NAME}@champion",
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        cwd=store,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError as err:
-                if time.time() > deadline or server.poll() is not None:
-                    output = server.stdout.read().decode() if server.poll() is not None else "no /ping"
-                    raise AssertionError(output) from err
-                time.sleep(1)
-
-        def post(records: list[dict], params: dict | None = None) -> tuple[int, dict]:
-            body = {"dataframe_records": records, **({"params": params} if params else {})}
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/invocations",
-                data=json.dumps(body).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    return response.status, json.loads(response.read())
-            except urllib.error.HTTPError as err:
-                return err.code, json.loads(err.read())
-
-        status, body = post([{"text": TEXTS[0]}, {"text": TEXTS[5]}])
-        assert status == 200, body
-        rows = body["predictions"]
-        assert len(rows) == 2 and all(r["label"] in LABELS for r in rows)
-        assert abs(sum(rows[0][label] for label in LABELS) - 1) < 1e-5
-        assert "attributions" not in rows[0]  # explaining costs nothing unless asked for
-        # The temperature fitted on val divides the logits: probabilities are flatter than raw.
-        raw = OnnxClassifier(store / "a" / "model.onnx", store / "a" / "tokenizer.json").predict([TEXTS[0]])[0]
-        assert max(rows[0][label] for label in LABELS) < max(raw["probabilities"].values())
-        status, body = post([{"text": TEXTS[0]}], {"explain": True})
-        assert status == 200, body
-        words = json.loads(body["predictions"][0]["attributions"])
-        assert [w for w, _ in words] == TEXTS[0].split() and all(isinstance(score, float) for _, score in words)
-        status, body = post([{"text": "   "}])
-        assert status == 400 and "text 0 is empty" in body["message"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def test_runs_of_a_process_that_died_are_marked_killed(store):
-    import socket
-
-    from pipelines.tracking.owners import owner, reap
-
-    client = runs.client()
-    experiment = runs.experiment_id(client, "kiln", store)
-    # The UI opens it on its training runs, not on MLflow 3's GenAI view.
-    assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    dead = client.create_run(
-        experiment, tags={"kiln.host": socket.gethostname(), "kiln.pid": str(gone.pid), "kiln.pid_started": "0"}
-    )
-    alive = client.create_run(experiment, tags=owner())
-    assert reap(client, experiment) == 1
-    assert client.get_run(dead.info.run_id).info.status == "KILLED"
-    assert client.get_run(alive.info.run_id).info.status == "RUNNING"
 
 
 class _Payload:
@@ -255,7 +129,7 @@ def test_a_registered_version_edited_to_hold_a_pickle_is_never_unpickled(store):
     import yaml
     from mlflow.exceptions import MlflowException
 
-    number = _register(store / "a", seed=0)
+    number = register(store / "a", seed=0)
     source = models.version(runs.client(), NAME, number).source.removeprefix("models:/")
     folder = next(p.parent for p in (store / "mlruns").rglob("MLmodel") if source in str(p))
     mark = store / "payload-ran"
@@ -293,69 +167,6 @@ def test_a_registered_version_edited_to_hold_a_pickle_is_never_unpickled(store):
     assert not mark.exists()
 
 
-def _version_folder(store: Path, number: str) -> Path:
-    """The registered version's folder in the SQLite store's artifact root."""
-    source = models.version(runs.client(), NAME, number).source.removeprefix("models:/")
-    return next(p.parent for p in (store / "mlruns").rglob("MLmodel") if source in str(p))
-
-
-def _plant_loader(folder: Path, mark: Path) -> None:
-    """The version's MLmodel rewritten to load a module of its own from code/: no pickle."""
-    import yaml
-
-    (folder / "code" / "planted.py").write_text(
-        f"import pathlib\npathlib.Path({str(mark)!r}).touch()\n"
-        "def _load_pyfunc(path, model_config=None):\n    raise RuntimeError('planted')\n"
-    )
-    described = yaml.safe_load((folder / "MLmodel").read_text())
-    described["flavors"]["python_function"]["loader_module"] = "planted"
-    (folder / "MLmodel").write_text(yaml.safe_dump(described))
-
-
-@pytest.mark.slow
-def test_a_version_that_loads_its_own_code_is_refused_everywhere(store):
-    """A registered version whose MLmodel names its own loader module in code/ (row 1 of
-    issue 25): predict, serve-model, explain, the gate and the retrain's champion lookup
-    refuse it in one line, and its code never runs."""
-    number = _register(store / "a", seed=0)
-    mark = store / "planted-ran"
-    _plant_loader(_version_folder(store, number), mark)
-    client = runs.client()
-    client.set_registered_model_alias(NAME, models.CHAMPION, number)
-    refusal = f"version {number} of '{NAME}' is not a model Kiln registered (its MLmodel loads 'planted'"
-    with pytest.raises(KilnError, match="not a model Kiln registered"):
-        models.champion_reference(NAME)
-    test = pd.DataFrame({"text": TEXTS, "label": [LABELS[i % len(LABELS)] for i in range(len(TEXTS))]})
-    with pytest.raises(KilnError, match="gate: version 1 of 'kiln-test' is not a model Kiln registered"):
-        gating.score(NAME, number, test, FAST)
-
-    repo = store / "repo"
-    repo.mkdir()
-    (repo / "dvc.yaml").write_text("stages: {}\n")
-    shutil.copy(ROOT / "params.yaml", repo / "params.yaml")
-    env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}")
-    uri = f"models:/{NAME}/{number}"
-    commands = {
-        "predict": ["predict", "a text", "--model", uri],
-        "explain": ["explain", "a text", "--model", f"models:/{NAME}@{models.CHAMPION}"],
-        "serve-model": ["serve-model", "--model", uri, "--port", str(_free_port())],
-    }
-    for command, args in commands.items():
-        out = subprocess.run(
-            [str(Path(sys.executable).parent / "kiln"), *args],
-            cwd=repo,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        lines = out.stderr.strip().splitlines()
-        assert out.returncode == 1 and len(lines) == 1, out.stderr
-        assert lines[0].startswith(f"kiln: error: {command}: ") and refusal in lines[0], lines[0]
-        assert "nothing of it was loaded" in lines[0]
-    assert not mark.exists()
-
-
 def test_only_kilns_own_files_pass_the_check(store, tmp_path, monkeypatch):
     """What the check refuses, one change at a time, and a version registered from an
     older commit of Kiln's, which loads although this installation's code differs."""
@@ -365,7 +176,7 @@ def test_only_kilns_own_files_pass_the_check(store, tmp_path, monkeypatch):
 
     from pipelines.registry import versions
 
-    number = _register(store / "a", seed=0)
+    number = register(store / "a", seed=0)
     good = versions.fetch(models.version(runs.client(), NAME, number), tmp_path / "good", "test")
     versions.check(good, "it", None)
 

@@ -1,6 +1,6 @@
 """Credentials of `kiln up`'s servers: generated once, readable by their owner alone, sent
 only to the servers they belong to; a local store needs no sign-in. The servers
-themselves, users and roles are tested on PostgreSQL in test_operations.py."""
+themselves, users and roles are tested in tests/ops/ (test_operations.py on PostgreSQL)."""
 
 import json
 import os

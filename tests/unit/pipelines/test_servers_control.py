@@ -1,4 +1,4 @@
-"""`kiln up`'s choice of backend stores (the servers themselves: test_operations.py)."""
+"""`kiln up`'s choice of backend stores (the servers themselves: tests/ops/)."""
 
 from pathlib import Path
 

@@ -1,0 +1,91 @@
+"""The data modules: windows over long texts, masking, and what a validation check scores."""
+
+import pytest
+import torch
+
+from components.text.data import MaskedLMData, windows
+from tests.support.data import tiny_frame
+from tests.support.tiny import tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return tiny_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+def test_a_corrupt_tokenizer_file_is_named_with_what_to_rerun(tmp_path):
+    from components.errors import KilnError
+    from components.text.data import load_tokenizer
+
+    (tmp_path / "tokenizer.json").write_text("{not json")
+    with pytest.raises(KilnError, match=r"pretrain: tokenizer .*tokenizer.json is corrupt .*rerun the tokenize stage"):
+        load_tokenizer(tmp_path / "tokenizer.json", "pretrain")
+
+
+def test_windows_cover_the_whole_text(tokenizer):
+    text = " ".join(f"word{i}" for i in range(200))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    out = windows([text], tokenizer, 16)
+    assert all(len(w) <= 16 and w[0] == tokenizer.cls_token_id and w[-1] == tokenizer.sep_token_id for w in out)
+    assert [t for w in out for t in w[1:-1]] == ids
+
+
+def test_masking_is_15_percent_with_80_10_10(tokenizer):
+    texts = [" ".join(f"story{i % 7} about tech and business" for i in range(60))] * 40
+    data = MaskedLMData(texts, texts[:2], tokenizer, 64, 4096, 0.15, seed=0, val_windows=1024)
+    batch = data.collator(data.train_rows)
+    original = tokenizer.pad(data.train_rows, return_tensors="pt")["input_ids"]
+    chosen = batch["labels"] != -100
+    special = torch.isin(original, torch.tensor(tokenizer.all_special_ids))
+    assert not (chosen & special).any()
+    share = chosen.sum().item() / (~special).sum().item()
+    assert 0.14 < share < 0.16
+    inputs = batch["input_ids"][chosen]
+    masked = (inputs == tokenizer.mask_token_id).float().mean().item()
+    kept = (inputs == original[chosen]).float().mean().item()
+    assert 0.77 < masked < 0.83
+    # Kept: the 10 % left as they were, plus random replacements that drew the same token.
+    assert 0.08 < kept < 0.13
+    assert (batch["labels"][chosen] == original[chosen]).all()
+
+
+def test_val_masks_do_not_change_between_epochs(tokenizer):
+    texts = tiny_frame()["text"].tolist()
+    data = MaskedLMData(texts, texts, tokenizer, 32, 8, 0.15, seed=0, val_windows=1024)
+    first = [b["input_ids"].clone() for b in data.val_dataloader()]
+    second = [b["input_ids"] for b in data.val_dataloader()]
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_a_val_check_scores_at_most_val_windows(tokenizer):
+    texts = tiny_frame()["text"].tolist()
+    every = windows(texts, tokenizer, 8)
+    assert len(every) > 40
+
+    def scored(cap: int) -> list[list[int]]:
+        data = MaskedLMData(texts, texts, tokenizer, 8, 4, 0.15, seed=0, val_windows=cap)
+        return [row.tolist() for batch in data.val_dataloader() for row in batch["labels"]]
+
+    assert len(scored(len(every))) == len(every)  # under the cap: all of them
+    assert len(scored(40)) == 40
+    assert scored(40) == scored(40)  # the same sample at every check and run
+
+
+def test_a_classifiers_val_check_scores_a_sample_keeping_label_shares_and_the_split_stays_whole(tokenizer):
+    import pandas as pd
+
+    from components.stats import stratified_sample
+    from components.text.data import ClassificationData
+
+    # 65 / 25 / 10 %, the skew the checks must keep: a check of 40 texts holds 26 / 10 / 4.
+    labels = ["a"] * 130 + ["b"] * 50 + ["c"] * 20
+    val = pd.DataFrame({"text": [f"text number {i}" for i in range(200)], "label": labels})
+    data = ClassificationData({"val": val}, {"a": 0, "b": 1, "c": 2}, tokenizer, 16, 8, 0, val_texts=40)
+    checked = [int(y) for batch in data.val_dataloader() for y in batch["labels"]]
+    assert [checked.count(i) for i in range(3)] == [26, 10, 4]
+    assert sum(len(batch["labels"]) for batch in data.loader("val")) == 200
+    assert stratified_sample(labels, 40, 0) == stratified_sample(labels, 40, 0)  # the same at every check and run
+    assert stratified_sample(labels, 40, 0) != stratified_sample(labels, 40, 1)
+    assert stratified_sample(["a"] * 99 + ["rare"], 10, 0)[-1] == 99  # every label keeps one text
+    whole = ClassificationData({"val": val}, {"a": 0, "b": 1, "c": 2}, tokenizer, 16, 8, 0, val_texts=200)
+    assert sum(len(batch["labels"]) for batch in whole.val_dataloader()) == 200
