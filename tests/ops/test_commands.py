@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.support.repo import BIN, clean_env
+from tests.support.repo import BIN, clean_env, kiln
 
 
 def _free_port() -> int:
@@ -53,13 +53,11 @@ def test_kiln_ui_serves_the_local_store(repo):
 
 @pytest.mark.slow
 def test_gpu_profile_merges_into_params_and_keeps_comments(repo):
-    from tests.support.repo import kiln as run_kiln
-
     before = (repo / "params.yaml").read_text()
-    out = run_kiln("profile", "gpu", cwd=repo)
+    out = kiln("profile", "gpu", cwd=repo)
     assert out.returncode == 0, out.stderr
     after = (repo / "params.yaml").read_text()
     assert "# Every knob of Kiln" in after and "precision: bf16-mixed" in after
     assert "  layers: 6" in after and after != before
-    bad = run_kiln("profile", "tpu", cwd=repo)
+    bad = kiln("profile", "tpu", cwd=repo)
     assert bad.returncode == 1 and "no profile 'tpu'" in bad.stderr and "profiles: gpu" in bad.stderr

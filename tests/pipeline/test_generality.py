@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.data import TOPICS, chinese
 from tests.support.params import set_params
-from tests.support.repo import copy_repo
+from tests.support.repo import BIN, clean_env, copy_repo
 from tests.support.tiny import TINY_TRAINING
 
 pytestmark = pytest.mark.slow
@@ -71,8 +71,6 @@ def on_a_terminal(repo) -> tuple[int, str]:
     import os
     import pty
     import subprocess
-
-    from tests.support.repo import BIN, clean_env
 
     leader, follower = pty.openpty()
     proc = subprocess.Popen(

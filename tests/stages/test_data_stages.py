@@ -1,5 +1,5 @@
-"""Stages run as a user runs them, through `kiln stage` and `dvc repro`, in a copy of the
-repo."""
+"""The data stages and the tokenizer run as a user runs them, through `kiln stage`, `kiln run`
+and `dvc repro`, in a copy of the repo: bad input fails with one line and costs nothing."""
 
 import json
 import re

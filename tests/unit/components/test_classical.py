@@ -1,5 +1,6 @@
-"""The classical family: grid selection on generated data, ONNX export and its parity with
-scikit-learn, the runtime, and the tokenizer patterns against Python's on all of Unicode."""
+"""The classical family: grid selection on generated data (balanced class weights where val
+favours them), ONNX export and its parity with scikit-learn, the runtime, and the
+tokenizer patterns against Python's on all of Unicode."""
 
 import re
 import subprocess
@@ -269,8 +270,6 @@ def test_patterns_find_pythons_tokens_on_every_known_code_point(analyzer):
 
 
 def test_the_classical_grid_picks_balanced_weights_where_val_favours_them():
-    from components.classical.model import select
-
     def skewed(seed: int) -> tuple[list[str], list[str]]:
         """65/26/9 % of three labels; a label's own words are one token in six, the rest shared."""
         rng = np.random.default_rng(seed)

@@ -1,4 +1,5 @@
-"""Retraining on new batches: the batch checks, drift, and the retrain flow's refusals."""
+"""The checks a new batch passes before a retrain learns it: labels, format, rows already
+in the dataset, drift. (The retrain runs themselves: tests/pipeline/test_retrain.py.)"""
 
 import pandas as pd
 import pytest

@@ -1,4 +1,4 @@
-"""ONNX export, parity gates, the runtime and the promotion gate, on a tiny model."""
+"""ONNX export and quantization, the parity gates and the promotion gate, on a tiny model."""
 
 from pathlib import Path
 

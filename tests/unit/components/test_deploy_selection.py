@@ -1,5 +1,5 @@
-"""Choosing the candidate to ship on val: budgets, ties within the interval, a pinned family;
-and the baseline the chosen one is compared with and floored by."""
+"""Choosing the candidate to ship on val: budgets, ties within the interval, a pinned
+family, and candidates that learned nothing left out."""
 
 import pytest
 

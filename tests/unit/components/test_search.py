@@ -5,6 +5,7 @@ import pytest
 
 from components.errors import KilnError
 from tests.support.params import shipped, shipped_params
+from tests.support.repo import ROOT
 
 
 def _config(**values):
@@ -122,7 +123,6 @@ def test_the_shipped_search_params_are_off_and_valid():
     import yaml
 
     from pipelines.core.params import parse
-    from tests.support.repo import ROOT
 
     params = parse(yaml.safe_load((ROOT / "params.yaml").read_text()), "params.yaml")
     assert params.search.enabled is False and params.search.scheduler is None

@@ -1,5 +1,6 @@
-"""Class-weighted losses for macro-F1 on skewed labels (both families), and models that
-train in training mode while a distillation teacher stays in eval mode."""
+"""The Lightning modules: class-weighted losses for macro-F1 on skewed labels, the MLM loss
+on masked positions alone, and models that train in training mode while a distillation
+teacher stays in eval mode."""
 
 import math
 

@@ -14,6 +14,7 @@ from components.text.tokenizer import (
     used_tokens,
     vocabulary_fit,
 )
+from tests.support.data import chinese
 from tests.support.params import shipped
 
 # Kana whose voicing marks BERT's accent stripping removed (ヤバイ -> ヤハイ), Russian ё,
@@ -166,7 +167,6 @@ def test_vocabulary_fit_counts_word_pieces_and_unknowns_per_word():
 
 def test_minilm_fits_english_news_and_not_chinese(tmp_path):
     from pipelines.stagekit import pretrained
-    from tests.support.data import chinese
 
     minilm = Tokenizer.from_file(f"{pretrained.resolve('all-MiniLM-L6-v2', tmp_path)}/tokenizer.json")
     news = vocabulary_fit(minilm, read_bbc()["text"].head(200))

@@ -1,4 +1,5 @@
-"""The `kiln` command's own behaviour: the UI, and which failures Prefect retries."""
+"""The `kiln` command's own behaviour: a usage error in one line, and a stop that stays a
+stop. (`kiln ui`: tests/ops/test_commands.py.)"""
 
 import io
 import sqlite3

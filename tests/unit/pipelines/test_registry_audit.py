@@ -1,6 +1,7 @@
-"""The audit trail: the hash chain on its own, then the log Kiln writes next to an MLflow
-(SQLite) store, its copy there, and `kiln audit --verify` catching edits, deletions and a
-lost log, with `kiln audit --restore` rebuilding it."""
+"""The audit trail: the log Kiln writes next to an MLflow (SQLite) store, its copy there,
+and `kiln audit --verify` catching edits, deletions and a lost log, with `kiln audit
+--restore` rebuilding it; a quarantined batch's entry holds none of its text. (The hash
+chain on its own: tests/unit/components/test_audit.py.)"""
 
 import json
 import shutil
