@@ -10,17 +10,19 @@ STAMP := $(VENV)/.kiln-installed
 run: $(STAMP)
 	$(BIN)/kiln run
 
-# Everything CI runs: lint, then every test tier (unit, stage, pipeline, PostgreSQL).
-# Two workers, a test file each, in the order tests/conftest.py gives: much of a test's
-# time is a fresh interpreter importing or a server starting, which the second core overlaps.
+# Everything CI runs: lint, then every test tier (tests/ops, pipeline, stages, unit).
+# Two workers, a test file each, in the order tests/conftest.py gives (tier by tier, long
+# files first): much of a test's time is a fresh interpreter importing or a server
+# starting, which the second core overlaps.
 # Each process keeps to one thread (torch, BLAS): two workers on two cores with two threads
 # apiece spend their time taking cores from each other (the generality tests: 202 s -> 159 s).
 test: lint test-packages
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
-# The unit tier alone: seconds per test, no pipeline runs, no servers.
+# The unit tier alone: seconds per test, no pipeline runs, no servers (every test neither
+# slow nor postgres, and no other: tests/conftest.py fails a test in the wrong folder).
 test-fast: lint
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not slow and not postgres"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder tests/unit
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -57,35 +58,45 @@ def webhook():
         yield endpoint
 
 
-# The order `make test`'s workers take whole files in (with --no-loadscope-reorder), longest
-# first (as measured). xdist hands each worker one file, then another whenever it is down
-# to two tests: a file of one or two long tests is followed by a short one, which its
-# worker takes at once and runs after it, so that no long file waits behind another.
-ORDER = [
-    "test_faults.py",
-    "test_operations.py",  # 2 tests
-    "test_training_stages.py",
-    "test_params.py",
-    "test_pipeline.py",  # 1 test
-    "test_layout.py",
-    "test_search.py",
-    "test_generality.py",  # 2 tests
-    "test_stats.py",
-    "test_pretrained.py",  # 1 test
-    "test_split.py",
-    "test_retrain.py",
-    "test_roles.py",  # 2 tests
-    "test_sources.py",
-    "test_stages.py",
-    "test_registry.py",
-    "test_audit.py",
-    "test_pii_pipeline.py",  # 1 test
-    "test_selection.py",
-    "test_cli.py",
-    "test_tokenizer.py",
-]
+# The tier folders, in the order `make test`'s workers take them.
+TIERS = ("ops", "pipeline", "stages", "unit")
+# Why a test fails before it runs: it sits in the wrong tier folder.
+MISPLACED = pytest.StashKey[str]()
 
 
 def pytest_collection_modifyitems(items: list) -> None:
-    rank = {name: i for i, name in enumerate(ORDER)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    """Order the tests for `make test`'s two workers, which take whole files in the order
+    given here (--dist loadfile --no-loadscope-reorder), the next file whenever one is down
+    to its last two tests. The rule: tier by tier, ops, pipeline, stages, then unit, as a
+    tier's files run longer than the next tier's (servers and whole pipelines take minutes,
+    a stage tests' file tens of seconds to minutes, a unit file seconds); within a tier,
+    the files with more slow tests first, then by path; within a file, the order it
+    defines its tests in (a module's later tests may change what its earlier ones read).
+    Long files first leaves the short ones to fill in at the end, so the two workers
+    finish together.
+
+    The tiers hold their markers: tests/unit holds every test that is neither slow nor
+    postgres, and no other (`make test-fast` runs that folder alone); a test in the wrong
+    folder fails, saying so."""
+    tests = Path(__file__).parent
+
+    def tier(item) -> str:
+        return item.path.relative_to(tests).parts[0] if item.path.is_relative_to(tests) else ""
+
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    for item in items:
+        if (tier(item) == "unit") == bool(item.get_closest_marker("slow") or item.get_closest_marker("postgres")):
+            item.stash[MISPLACED] = (
+                f"{item.nodeid} is in the wrong tier folder: slow and postgres tests go outside tests/unit, "
+                "the rest in it"
+            )
+
+    def rank(item) -> tuple:
+        return (TIERS.index(tier(item)) if tier(item) in TIERS else len(TIERS), -slow[item.path], str(item.path))
+
+    items.sort(key=rank)
+
+
+def pytest_runtest_setup(item) -> None:
+    if why := item.stash.get(MISPLACED, None):
+        pytest.fail(why, pytrace=False)
