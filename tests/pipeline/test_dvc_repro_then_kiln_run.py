@@ -1,8 +1,15 @@
-"""Every stage end to end on the bundled corpus: `dvc repro`, then `kiln run`."""
+"""Every stage end to end on the bundled corpus: `dvc repro` once (the module's fixture),
+then what a user reads and runs next, a test for each thing checked.
+
+The last two tests change the repository (a param, then a forced run): pytest runs a
+module's tests in the order written here, and `make test` runs a module on one worker,
+so every test before them reads the repository as `dvc repro` left it."""
 
 import json
 import re
 import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -10,7 +17,7 @@ import pytest
 import yaml
 
 from tests.support.params import set_params
-from tests.support.repo import BIN, ROOT, kiln, run
+from tests.support.repo import BIN, ROOT, copy_repo, kiln, run
 from tests.support.tiny import TINY_TRAINING
 
 pytestmark = pytest.mark.slow
@@ -18,6 +25,7 @@ pytestmark = pytest.mark.slow
 
 STAGES = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
 FORCED = ["ingest", "validate", "split", "augment", "tokenize"]
+TEXT = "Shares in the bank rose after its profits beat forecasts."
 
 
 def lock_without_docs(repo) -> dict:
@@ -65,23 +73,38 @@ def runs(repo) -> pd.DataFrame:
     return mlflow.search_runs(experiment_names=["kiln"])
 
 
-def test_dvc_repro_then_kiln_run(repo, tmp_path):
-    # The bundled corpus, with the model shrunk and its training cut short so it takes seconds.
+@dataclass
+class Built:
+    """The repository after its first `dvc repro`, and what that run left."""
+
+    repo: Path
+    lock: str  # dvc.lock as written
+    expected: dict  # dvc.lock less Data Docs (lock_without_docs)
+    runs: int  # MLflow runs logged
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Built:
+    """A copy of the repository on the bundled corpus, with the model shrunk and its
+    training cut short so that it takes seconds, through `dvc repro` once."""
+    repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "kiln")
     set_params(repo, **TINY_TRAINING)
     short = {"loop": {"max_steps": 20, "val_every_steps": 10}}
     set_params(repo, finetune=short, distill=short, prune=short, classical={"c": [1.0]})
     set_params(repo, explain={"aopc_texts": 20, "max_misclassified": 10})
-    dvc = str(BIN / "dvc")
-    first = run([dvc, "repro"], repo)
+    first = run([str(BIN / "dvc"), "repro"], repo)
     assert first.returncode == 0, first.stdout + first.stderr
-    lock = (repo / "dvc.lock").read_text()
-    expected = lock_without_docs(repo)
-    for name in ("raw/dataset.parquet", "validated/dataset.parquet", "split/test.parquet", "augmented/train.parquet"):
-        assert (repo / "data" / name).exists(), name
-    assert json.loads((repo / "reports/validation.json").read_text())["duplicates"]["rows"] == 98
+    return Built(repo, (repo / "dvc.lock").read_text(), lock_without_docs(repo), len(runs(repo)))
 
-    # One parent run for the execution, one child per stage, each with DVC hashes.
-    found = runs(repo)
+
+def test_dvc_repro_writes_the_data_stages_outputs(built):
+    for name in ("raw/dataset.parquet", "validated/dataset.parquet", "split/test.parquet", "augmented/train.parquet"):
+        assert (built.repo / "data" / name).exists(), name
+    assert json.loads((built.repo / "reports/validation.json").read_text())["duplicates"]["rows"] == 98
+
+
+def test_one_parent_run_and_a_child_per_stage_each_with_dvc_hashes(built):
+    found = runs(built.repo)
     parents = found[found["tags.mlflow.parentRunId"].isna()]
     assert len(parents) == 1 and parents["tags.kiln.trigger"].iloc[0] == "dvc repro"
     children = found[found["tags.mlflow.parentRunId"] == parents["run_id"].iloc[0]]
@@ -89,18 +112,23 @@ def test_dvc_repro_then_kiln_run(repo, tmp_path):
     assert children["tags.dvc.out.data/raw/dataset.parquet"].notna().any()
     assert (children["tags.git.commit"].str.len() == 40).all()
 
-    # The first run registers version 1 and, with no champion, the floors promote it.
-    promotion = json.loads((repo / "reports/promotion.json").read_text())
+
+def test_the_first_version_is_promoted_and_the_audit_trail_records_it(built):
+    # The first run registers version 1 and, with no champion, the floors promote it...
+    promotion = json.loads((built.repo / "reports/promotion.json").read_text())
     assert promotion["promoted"] and promotion["champion"] == "1"
     # ...and the audit trail records the decision, under `dvc repro` as under `kiln run`.
-    trail = [json.loads(line) for line in (repo / ".kiln/audit.jsonl").read_text().splitlines()]
+    trail = [json.loads(line) for line in (built.repo / ".kiln/audit.jsonl").read_text().splitlines()]
     assert [(e["action"], e["model"], e["version"]) for e in trail] == [("promote", "kiln-bbc-news", "1")]
-    report = json.loads((repo / "reports/evaluation.json").read_text())
+
+
+def test_evaluation_compares_every_variant_with_its_interval(built):
+    report = json.loads((built.repo / "reports/evaluation.json").read_text())
     evaluation = report["variants"]
     assert set(evaluation) == {"teacher", "student", "pruned", "onnx_fp32", "onnx_int8", "onnx_teacher", "classical"}
     for v in evaluation.values():  # every compared number carries its interval
         assert v["macro_f1_ci95"][0] <= v["macro_f1"] <= v["macro_f1_ci95"][1]
-    selection = json.loads((repo / "reports/selection.json").read_text())
+    selection = json.loads((built.repo / "reports/selection.json").read_text())
     assert report["selected"] == selection["selected"] in selection["candidates"]
     assert set(report["comparisons"]) == {
         f"selected_vs_{report['baseline']['family']}",
@@ -109,61 +137,81 @@ def test_dvc_repro_then_kiln_run(repo, tmp_path):
     }
     explained = report["explain"]
     assert set(explained["families"]) == {"transformer", "classical"} and explained["temperature"] > 0
-    dom, requested = in_a_browser(repo / "reports/explanations.html", tmp_path)
+
+
+def test_the_explanations_render_offline_in_chromium(built, tmp_path):
+    dom, requested = in_a_browser(built.repo / "reports/explanations.html", tmp_path)
     assert dom.count("<svg") == 2 and "Reliability diagrams" in dom  # before and after temperature scaling
     assert re.search(r'<span class="[pn][1-5]"', dom), "no highlighted word"  # misclassified texts, highlighted
     assert not [url for url in requested if not url.startswith("file:") and not CHROMIUM_OWN.search(url)]
-    lineage = kiln("lineage", "1", cwd=repo)
+
+
+def test_lineage_names_the_quantized_file_and_its_validation(built):
+    lineage = kiln("lineage", "1", cwd=built.repo)
     assert lineage.returncode == 0, lineage.stdout + lineage.stderr
-    quantized = next(o["md5"] for o in yaml.safe_load(lock)["stages"]["quantize"]["outs"])
+    quantized = next(o["md5"] for o in yaml.safe_load(built.lock)["stages"]["quantize"]["outs"])
     assert quantized in lineage.stdout and "validation   passed" in lineage.stdout
     assert "0 expectations failed" in lineage.stdout
-    predicted = kiln("predict", "Shares in the bank rose after its profits beat forecasts.", cwd=repo)
+
+
+def test_predict_labels_a_text_with_a_label_of_the_corpus(built):
+    predicted = kiln("predict", TEXT, cwd=built.repo)
     assert predicted.returncode == 0, predicted.stdout + predicted.stderr
-    assert json.loads(predicted.stdout.splitlines()[-1])["label"] in evaluation["teacher"]["per_class"]
-    explained = kiln("explain", "--json", "Shares in the bank rose after its profits beat forecasts.", cwd=repo)
+    labels = json.loads((built.repo / "reports/evaluation.json").read_text())["variants"]["teacher"]["per_class"]
+    assert json.loads(predicted.stdout.splitlines()[-1])["label"] in labels
+
+
+def test_explain_scores_each_word_and_says_the_same_from_the_cached_champion(built):
+    explained = kiln("explain", "--json", TEXT, cwd=built.repo)
     assert explained.returncode == 0, explained.stdout + explained.stderr
     words = json.loads(explained.stdout)[0]["words"]
     assert [w["word"] for w in words][:3] == ["Shares", "in", "the"] and all("score" in w for w in words)
     # The second call reads the champion cached by the first, and says the same.
-    assert (repo / ".kiln/cache/champion.json").is_file()
-    cached = kiln("explain", "--json", "Shares in the bank rose after its profits beat forecasts.", cwd=repo)
+    assert (built.repo / ".kiln/cache/champion.json").is_file()
+    cached = kiln("explain", "--json", TEXT, cwd=built.repo)
     assert cached.returncode == 0 and cached.stdout == explained.stdout
 
-    # Nothing changed: nothing reruns and dvc.lock stays as it was.
-    again = run([dvc, "repro"], repo)
+
+def test_nothing_changed_so_dvc_repro_reruns_nothing(built):
+    again = run([str(BIN / "dvc"), "repro"], built.repo)
     assert again.returncode == 0
     assert again.stdout.count("didn't change, skipping") == len(STAGES)
-    assert (repo / "dvc.lock").read_text() == lock
-    assert len(runs(repo)) == len(found)
+    assert (built.repo / "dvc.lock").read_text() == built.lock
+    assert len(runs(built.repo)) == built.runs
 
-    out = kiln("run", cwd=repo)
+
+def test_nothing_changed_so_kiln_run_reruns_nothing(built):
+    out = kiln("run", cwd=built.repo)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("up to date") == len(STAGES)
-    assert (repo / "dvc.lock").read_text() == lock
-    assert len(runs(repo)) == len(found)
+    assert (built.repo / "dvc.lock").read_text() == built.lock
+    assert len(runs(built.repo)) == built.runs
 
-    # A param change makes augment stale, and `kiln status` says why.
-    set_params(repo, augment={"alpha": 0.2})
-    status = kiln("status", cwd=repo)
+
+# The tests from here on change the repository: they stay last.
+
+
+def test_a_param_change_makes_augment_stale_and_kiln_status_says_why(built):
+    set_params(built.repo, augment={"alpha": 0.2})
+    status = kiln("status", cwd=built.repo)
     assert "augment:\n  changed deps: params.yaml (augment modified)" in status.stdout
     assert "finetune:\n  downstream of augment" in status.stdout
     assert "pretrain" not in status.stdout
 
-    # `kiln run --force` reruns the stages in one Prefect flow and leaves dvc.lock as
-    # `dvc repro` did (the data half and tokenizer: training stages would only repeat it
-    # at a cost in test time).
-    set_params(repo, augment={"alpha": 0.1})
-    forced = kiln("run", "--force", "tokenize", "augment", cwd=repo)
+
+def test_kiln_run_force_reruns_the_data_stages_in_one_flow_and_leaves_dvc_lock_as_dvc_repro_did(built):
+    """Forced: the data half and the tokenizer (the training stages would only repeat it, at
+    a cost in test time)."""
+    set_params(built.repo, augment={"alpha": 0.1})  # as `dvc repro` ran it
+    forced = kiln("run", "--force", "tokenize", "augment", cwd=built.repo)
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert forced.stdout.count(" ran ") == len(FORCED)
     assert "overhead" in forced.stdout
-    assert lock_without_docs(repo) == expected
-    latest = runs(repo)
+    assert lock_without_docs(built.repo) == built.expected
+    latest = runs(built.repo)
     flows = latest[latest["tags.kiln.trigger"] == "kiln run"]
     parent = flows[flows["tags.mlflow.parentRunId"].isna()]
     assert len(parent) == 1
     assert parent["tags.prefect.flow_run_id"].notna().all()
-    assert (flows[flows["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]["status"] == "FINISHED").sum() == len(
-        FORCED
-    )
+    children = flows[flows["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]
+    assert (children["status"] == "FINISHED").sum() == len(FORCED)
