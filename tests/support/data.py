@@ -42,9 +42,9 @@ def drifted_batch() -> pd.DataFrame:
     return pd.DataFrame({"text": [f"lol omg zzyzx qwv {i} sooo gud #blessed wow" for i in range(20)], "label": "tech"})
 
 
-def dataset() -> pd.DataFrame:
-    """`tiny_frame` as ingest writes it from data/external/mine.csv."""
-    frame = tiny_frame()
+def dataset(frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`frame` (`tiny_frame` when None) as ingest writes it from data/external/mine.csv."""
+    frame = tiny_frame() if frame is None else frame.reset_index(drop=True)
     return frame.assign(
         id=[f"mine.csv:{i + 2}" for i in range(len(frame))],
         source="file",

@@ -1,14 +1,18 @@
 """A stage adapter run in the test's own process: its context built as the executor builds
 it, less DVC (no hashes, no git state), and a run that keeps what the adapter logs."""
 
+import importlib
 import re
+import shutil
 from pathlib import Path
 
 import yaml
 
 from pipelines.core.params import load
-from pipelines.stagekit.contract import StageContext, StageParams
+from pipelines.stagekit.contract import StageContext, StageParams, StageResult
 from pipelines.tracking.runs import StageRun
+from tests.support.repo import ROOT
+from tests.support.tiny import tiny_repo
 
 
 class RecordingRun(StageRun):
@@ -50,7 +54,7 @@ def _paths(entries: list, params: dict) -> list[str]:
 def stage_context(root: Path, name: str) -> StageContext:
     """Stage `name`'s context in `root`, from root's dvc.yaml and params.yaml: the params
     sections dvc.yaml lists for it, its deps (each path, hashed as nothing), and the stage
-    that makes every output of the DAG."""
+    that makes every output of the DAG (outs, metrics and plots, as DVC counts them)."""
     raw = yaml.safe_load((root / "params.yaml").read_text())
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     sections = tuple(stages[name].get("params", []))
@@ -61,5 +65,26 @@ def stage_context(root: Path, name: str) -> StageContext:
         sections=sections,
         run=RecordingRun(),
         deps=dict.fromkeys(_paths(stages[name].get("deps", []), raw), ""),
-        producers={out: stage for stage, spec in stages.items() for out in _paths(spec.get("outs", []), raw)},
+        producers={
+            out: stage
+            for stage, spec in stages.items()
+            for kind in ("outs", "metrics", "plots")
+            for out in _paths(spec.get(kind, []), raw)
+        },
     )
+
+
+def stage_repo(folder: Path, **overrides: dict) -> Path:
+    """The least a stage adapter runs in: `folder` holding dvc.yaml and params.yaml as
+    shipped, set up for the tiny config (`tiny_repo`: ingest reads `tiny_frame` from
+    data/external/mine.csv), with `overrides` merged into params.yaml."""
+    (folder / "data/external").mkdir(parents=True)
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, folder / name)
+    return tiny_repo(folder, **overrides)
+
+
+def run_stage(root: Path, name: str) -> tuple[StageContext, StageResult]:
+    """Stage `name`'s adapter called in this process on `root`: its context, and what it returned."""
+    ctx = stage_context(root, name)
+    return ctx, importlib.import_module(f"pipelines.stages.{name}").run(ctx)
