@@ -3,7 +3,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -11,17 +10,12 @@ import urllib.request
 import pytest
 
 from tests.support.repo import BIN, clean_env, kiln
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.shared import free_port
 
 
 @pytest.mark.slow
 def test_kiln_ui_serves_the_local_store(repo):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "kiln"), "ui", "--port", str(port)],
         cwd=repo,

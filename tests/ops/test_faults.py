@@ -8,7 +8,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pipelines.core.env import SERVER_JOBS_OFF
 from tests.support.classical import fit_a_grid
 from tests.support.params import set_params
 from tests.support.repo import BIN, clean_env, kiln, run
+from tests.support.shared import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -128,12 +128,6 @@ def test_a_killed_dvc_repro_takes_its_stage_with_it(prepared):
     assert not (prepared / "models/teacher").exists()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _tracking_server(repo: Path, port: int) -> subprocess.Popen:
     server = subprocess.Popen(
         [
@@ -172,7 +166,7 @@ def _tracking_server(repo: Path, port: int) -> subprocess.Popen:
 
 
 def test_a_gone_tracking_server_fails_the_run_fast_and_the_rerun_registers_once(prepared):
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _tracking_server(prepared, port)
     first = start([str(BIN / "kiln"), "run"], prepared, MLFLOW_TRACKING_URI=uri)

@@ -3,7 +3,6 @@ serve`, and a version planted with code of its own refused by every command that
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from tests.support.data import LABELS, TEXTS
 from tests.support.params import shipped
 from tests.support.registry import NAME, register, use_store
 from tests.support.repo import ROOT, clean_env
+from tests.support.shared import free_port
 
 FAST = shipped("evaluate", latency_texts=10, batches=2, rounds=1, warmup=1)
 
@@ -31,18 +31,12 @@ def store(tmp_path, monkeypatch):
     return use_store(tmp_path, monkeypatch)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_mlflow_serves_the_champion_over_http(store):
     a = register(store / "a", seed=0, temperature=2.0)
     client = runs.client()
     client.set_registered_model_alias(NAME, models.CHAMPION, a)
-    port = _free_port()
+    port = free_port()
     env = clean_env(MLFLOW_TRACKING_URI=f"sqlite:///{store / 'mlflow.db'}", MLFLOW_ALLOW_PICKLE_DESERIALIZATION="false")
     server = subprocess.Popen(
         [
@@ -155,7 +149,7 @@ def test_a_version_that_loads_its_own_code_is_refused_everywhere(store):
     commands = {
         "predict": ["predict", "a text", "--model", uri],
         "explain": ["explain", "a text", "--model", f"models:/{NAME}@{models.CHAMPION}"],
-        "serve-model": ["serve-model", "--model", uri, "--port", str(_free_port())],
+        "serve-model": ["serve-model", "--model", uri, "--port", str(free_port())],
     }
     for command, args in commands.items():
         out = subprocess.run(

@@ -88,3 +88,15 @@ def run_stage(root: Path, name: str) -> tuple[StageContext, StageResult]:
     """Stage `name`'s adapter called in this process on `root`: its context, and what it returned."""
     ctx = stage_context(root, name)
     return ctx, importlib.import_module(f"pipelines.stages.{name}").run(ctx)
+
+
+def evaluate_context(sections: tuple[str, ...], root: Path = ROOT) -> StageContext:
+    """The evaluate stage's context over `sections` of the shipped params.yaml, offline."""
+    return StageContext(
+        "evaluate",
+        root,
+        StageParams(load(ROOT / "params.yaml"), "evaluate", sections),
+        sections,
+        StageRun.offline(),
+        producers={"models/onnx": "export"},
+    )

@@ -4,6 +4,7 @@ elsewhere adds."""
 import pytest
 
 from components.audit import GENESIS, chain, describe, digest, verify
+from tests.support.shared import rechain
 
 
 def _log(n: int, log: str = "1" * 32) -> list[dict]:
@@ -12,15 +13,6 @@ def _log(n: int, log: str = "1" * 32) -> list[dict]:
         fields = {"log": log, "when": f"2026-11-0{i + 1}T10:00:00Z", "action": "promote", "version": str(i + 1)}
         entries.append(chain(entries[-1] if entries else None, fields))
     return entries
-
-
-def _rechain(entries: list[dict], log: str) -> list[dict]:
-    """The entries' contents as a fresh chain under another log id."""
-    fresh: list[dict] = []
-    for entry in entries:
-        fields = {k: v for k, v in entry.items() if k not in ("seq", "prev", "hash")} | {"log": log}
-        fresh.append(chain(fresh[-1] if fresh else None, fields))
-    return fresh
 
 
 def test_an_untouched_chain_verifies_and_links_each_entry_to_the_one_before():
@@ -61,7 +53,7 @@ def test_a_deleted_tail_is_found_only_against_the_copy_kept_elsewhere():
 
 def test_a_log_rewritten_as_a_new_chain_without_an_entry_is_found_against_the_copy():
     entries = _log(3)
-    fresh = _rechain([entries[0], entries[2]], "2" * 32)
+    fresh = rechain([entries[0], entries[2]], "2" * 32)
     assert verify(fresh) == []
     assert verify(fresh, entries) == [
         "entry 1: in the tracking server, but the log holds it as entry 1 of log 22222222 (rewritten as a new chain): "

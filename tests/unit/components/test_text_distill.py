@@ -9,6 +9,7 @@ import torch
 from components.text.tokenizer import train_tokenizer
 from tests.support.data import tiny_frame
 from tests.support.params import shipped
+from tests.support.shared import weighted_ce
 from tests.support.tiny import tiny_bert, tiny_tokenizer
 
 
@@ -17,18 +18,7 @@ def tokenizer(tmp_path_factory):
     return tiny_tokenizer(tmp_path_factory.mktemp("tok"))
 
 
-def _weighted_ce(logits: torch.Tensor, labels: list[int], weight: list[float]) -> float:
-    """sum_i w[y_i] * -log softmax(z_i)[y_i] / sum_i w[y_i], by hand."""
-    total = norm = 0.0
-    for row, y in zip(logits.tolist(), labels):
-        log_z = math.log(sum(math.exp(v) for v in row))
-        total += weight[y] * (log_z - row[y])
-        norm += weight[y]
-    return total / norm
-
-
 def test_kd_loss_matches_a_hand_computation():
-    import math
 
     from components.text.distill import kd_loss
 
@@ -151,11 +141,11 @@ def test_kd_loss_weights_only_its_hard_label_term():
     labels, weight, alpha, t = [0, 1, 2], [0.25, 1.0, 3.0], 0.3, 2.0
     soft = kd_loss(student, teacher, torch.tensor(labels), 0.0, t)
     found = kd_loss(student, teacher, torch.tensor(labels), alpha, t, torch.tensor(weight))
-    assert found.item() == pytest.approx(alpha * _weighted_ce(student, labels, weight) + (1 - alpha) * soft.item())
+    assert found.item() == pytest.approx(alpha * weighted_ce(student, labels, weight) + (1 - alpha) * soft.item())
     # A text without a label (an unlabelled one of the transfer set) adds to the soft term
     # alone; a batch of those alone has no hard term at all.
     unlabeled = torch.tensor([-100, 1, -100])
     mixed = kd_loss(student, teacher, unlabeled, alpha, t, torch.tensor(weight))
-    assert mixed.item() == pytest.approx(alpha * _weighted_ce(student[1:2], [1], weight) + (1 - alpha) * soft.item())
+    assert mixed.item() == pytest.approx(alpha * weighted_ce(student[1:2], [1], weight) + (1 - alpha) * soft.item())
     none = kd_loss(student, teacher, torch.full((3,), -100), alpha, t, torch.tensor(weight))
     assert none.item() == pytest.approx((1 - alpha) * soft.item())

@@ -2,14 +2,13 @@
 on masked positions alone, and models that train in training mode while a distillation
 teacher stays in eval mode."""
 
-import math
-
 import numpy as np
 import pytest
 import torch
 
 from components.text.modules import class_weights
 from tests.support.params import shipped
+from tests.support.shared import weighted_ce
 
 
 def test_balanced_weights_are_scikit_learns_and_one_on_balanced_labels():
@@ -49,16 +48,6 @@ def _batch(labels: list[int]) -> dict:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.tensor(labels)}
 
 
-def _weighted_ce(logits: torch.Tensor, labels: list[int], weight: list[float]) -> float:
-    """sum_i w[y_i] * -log softmax(z_i)[y_i] / sum_i w[y_i], by hand."""
-    total = norm = 0.0
-    for row, y in zip(logits.tolist(), labels):
-        log_z = math.log(sum(math.exp(v) for v in row))
-        total += weight[y] * (log_z - row[y])
-        norm += weight[y]
-    return total / norm
-
-
 def test_the_classifier_trains_on_the_weighted_loss_and_reports_the_plain_one():
     from components.text.modules import Classifier
 
@@ -66,9 +55,9 @@ def test_the_classifier_trains_on_the_weighted_loss_and_reports_the_plain_one():
     module = Classifier(_model().eval(), shipped("finetune.optim"), {}, 3, torch.tensor(weight))
     batch = _batch(labels)
     logits = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.detach()
-    assert module.training_step(batch, 0).item() == pytest.approx(_weighted_ce(logits, labels, weight), rel=1e-5)
+    assert module.training_step(batch, 0).item() == pytest.approx(weighted_ce(logits, labels, weight), rel=1e-5)
     plain, _ = module.loss(batch)  # val/loss and test/loss
-    assert plain.item() == pytest.approx(_weighted_ce(logits, labels, [1.0, 1.0, 1.0]), rel=1e-5)
+    assert plain.item() == pytest.approx(weighted_ce(logits, labels, [1.0, 1.0, 1.0]), rel=1e-5)
 
 
 def _fit_and_record_modes(module, tmp_path) -> list[tuple[int, dict[str, bool]]]:

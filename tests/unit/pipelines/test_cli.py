@@ -8,16 +8,7 @@ import subprocess
 import pytest
 
 from tests.support.repo import BIN, clean_env
-
-
-def _wrapped(inner: BaseException) -> BaseException:
-    try:
-        try:
-            raise inner
-        except BaseException as err:
-            raise RuntimeError("failed to reproduce 'ingest'") from err
-    except RuntimeError as outer:
-        return outer
+from tests.support.shared import wrapped
 
 
 @pytest.mark.parametrize(
@@ -47,7 +38,7 @@ def _raised_during_a_stop() -> BaseException:
             # The store a SIGTERM left locked mid-write fails the next write.
             raise sqlite3.OperationalError("database is locked") from None
     except sqlite3.OperationalError as err:
-        return _wrapped(err)
+        return wrapped(err)
 
 
 def test_an_error_raised_while_stopping_is_still_a_stop(monkeypatch):
@@ -65,4 +56,4 @@ def test_an_error_raised_while_stopping_is_still_a_stop(monkeypatch):
         pipelines.cli.main()
     assert ended.value.code == 130 and said.getvalue() == "kiln: stopped\n"
     assert _status(_raised_during_a_stop()) == "KILLED"
-    assert _status(_wrapped(sqlite3.OperationalError("database is locked"))) == "FAILED"
+    assert _status(wrapped(sqlite3.OperationalError("database is locked"))) == "FAILED"

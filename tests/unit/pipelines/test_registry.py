@@ -3,7 +3,6 @@ code, the promotion gate, rollback, the history, a concurrent alias move, and th
 that refuses a version Kiln did not register (serving: tests/ops/test_serving.py)."""
 
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from tests.support.data import LABELS, TEXTS
 from tests.support.params import shipped
 from tests.support.registry import NAME, TAGS, register, use_store
 from tests.support.repo import ROOT, clean_env
+from tests.support.shared import free_port
 from tests.support.tiny import tiny_onnx
 
 FAST = shipped("evaluate", latency_texts=10, batches=2, rounds=1, warmup=1)
@@ -30,12 +30,6 @@ BOUNDS = Bounds(GATE, FAST, shipped("export"), shipped("quantize"), floor=0.0, f
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     return use_store(tmp_path, monkeypatch)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_same_file_registered_again_is_the_same_version(store):
@@ -154,7 +148,7 @@ def test_a_registered_version_edited_to_hold_a_pickle_is_never_unpickled(store):
             "--model",
             f"models:/{NAME}/{number}",
             "--port",
-            str(_free_port()),
+            str(free_port()),
         ],
         cwd=repo,
         env=env,

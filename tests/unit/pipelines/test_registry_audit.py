@@ -14,18 +14,10 @@ from pipelines.registry import audit, audit_copy
 from pipelines.tracking import runs
 from tests.support.data import check_batch, good_batch
 from tests.support.repo import ROOT, kiln
+from tests.support.shared import rechain
 
 # The registered model of a repository whose params.yaml is empty (the defaults).
 MODEL = "kiln-bbc-news"
-
-
-def _rechain(entries: list[dict], log: str) -> list[dict]:
-    """The entries' contents as a fresh chain under another log id."""
-    fresh: list[dict] = []
-    for entry in entries:
-        fields = {k: v for k, v in entry.items() if k not in ("seq", "prev", "hash")} | {"log": log}
-        fresh.append(chain(fresh[-1] if fresh else None, fields))
-    return fresh
 
 
 @pytest.fixture
@@ -86,7 +78,7 @@ def test_a_lost_log_fails_verify_naming_each_missing_entry_and_restore_rebuilds_
     log = audit.path(store)
     whole = log.read_text()
     entries = audit.read(store)
-    rechained = "".join(json.dumps(e) + "\n" for e in _rechain([entries[0], entries[2]], "f" * 32))
+    rechained = "".join(json.dumps(e) + "\n" for e in rechain([entries[0], entries[2]], "f" * 32))
     cases = {
         "emptied": ("", [1, 2, 3]),
         "deleted": (None, [1, 2, 3]),

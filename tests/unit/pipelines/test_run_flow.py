@@ -2,6 +2,7 @@
 
 from components.errors import KilnError
 from pipelines.run.flow import StageRow, footer, transient
+from tests.support.shared import wrapped
 
 
 class _State:
@@ -12,22 +13,12 @@ class _State:
         return self.err
 
 
-def _wrapped(inner: BaseException) -> BaseException:
-    try:
-        try:
-            raise inner
-        except BaseException as err:
-            raise RuntimeError("failed to reproduce 'ingest'") from err
-    except RuntimeError as outer:
-        return outer
-
-
 def test_only_os_and_network_errors_are_retried():
-    assert transient(None, None, _State(_wrapped(ConnectionError("tracking server went away")))) is True
-    assert transient(None, None, _State(_wrapped(TimeoutError("read timed out")))) is True
-    assert transient(None, None, _State(_wrapped(AttributeError("a bug fails again the same way")))) is False
-    assert transient(None, None, _State(_wrapped(FileNotFoundError("data/raw/dataset.parquet")))) is False
-    assert transient(None, None, _State(_wrapped(KilnError("ingest: x.csv: the file is empty")))) is False
+    assert transient(None, None, _State(wrapped(ConnectionError("tracking server went away")))) is True
+    assert transient(None, None, _State(wrapped(TimeoutError("read timed out")))) is True
+    assert transient(None, None, _State(wrapped(AttributeError("a bug fails again the same way")))) is False
+    assert transient(None, None, _State(wrapped(FileNotFoundError("data/raw/dataset.parquet")))) is False
+    assert transient(None, None, _State(wrapped(KilnError("ingest: x.csv: the file is empty")))) is False
 
 
 def test_the_footer_counts_a_failed_stage_as_work():

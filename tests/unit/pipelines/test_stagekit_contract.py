@@ -1,30 +1,15 @@
 """The stage contract: the params a stage may read, and how it says an input is missing."""
 
-from pathlib import Path
-
 import pytest
 
 from components.errors import KilnError
 from pipelines.core.params import load
-from pipelines.stagekit.contract import StageContext, StageParams
-from pipelines.tracking.runs import StageRun
 from tests.support.repo import ROOT
-
-
-def context(sections: tuple[str, ...], root: Path = ROOT) -> StageContext:
-    params = load(ROOT / "params.yaml")
-    return StageContext(
-        "evaluate",
-        root,
-        StageParams(params, "evaluate", sections),
-        sections,
-        StageRun.offline(),
-        producers={"models/onnx": "export"},
-    )
+from tests.support.stages import evaluate_context
 
 
 def test_a_stage_reads_only_the_params_dvc_yaml_lists_for_it():
-    ctx = context(("evaluate", "hardware.seed"))
+    ctx = evaluate_context(("evaluate", "hardware.seed"))
     assert ctx.params.evaluate.threads == 1 and ctx.params.hardware.seed == 42
     assert ctx.params.paths.reports == "reports"  # interpolated into every stage's deps and outs
     with pytest.raises(KilnError, match="stage 'evaluate' reads params section 'finetune', which dvc.yaml"):
@@ -34,7 +19,7 @@ def test_a_stage_reads_only_the_params_dvc_yaml_lists_for_it():
 
 
 def test_a_missing_input_names_the_stage_that_makes_it(tmp_path):
-    ctx = context(("evaluate",), tmp_path)
+    ctx = evaluate_context(("evaluate",), tmp_path)
     with pytest.raises(
         KilnError,
         match=r"^evaluate: tokenizer models/onnx/tokenizer.json is missing; the export "

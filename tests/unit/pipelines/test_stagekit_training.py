@@ -1,18 +1,14 @@
 """Fitting and scoring shared by the training stages: the final score, and the model card."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from components.text.tokenizer import train_tokenizer
-from pipelines.core.params import load
 from pipelines.core.records import ModelCard
-from pipelines.stagekit.contract import StageContext, StageParams
-from pipelines.tracking.runs import StageRun
 from tests.support.data import TEXTS, tiny_frame
 from tests.support.params import shipped
-from tests.support.repo import ROOT
+from tests.support.stages import evaluate_context
 from tests.support.tiny import tiny_bert, tiny_tokenizer
 
 
@@ -47,18 +43,6 @@ def test_the_final_score_reads_val_predictions_off_its_own_pass(tokenizer):
     assert {"val/macro_f1", "test/macro_f1", "test/accuracy"} <= set(scored.metrics)
 
 
-def context(sections: tuple[str, ...], root: Path = ROOT) -> StageContext:
-    params = load(ROOT / "params.yaml")
-    return StageContext(
-        "evaluate",
-        root,
-        StageParams(params, "evaluate", sections),
-        sections,
-        StageRun.offline(),
-        producers={"models/onnx": "export"},
-    )
-
-
 def test_a_model_card_carries_the_sequence_length_and_an_older_card_takes_it_from_the_config(tmp_path):
     from transformers import PreTrainedTokenizerFast
 
@@ -70,7 +54,7 @@ def test_a_model_card_carries_the_sequence_length_and_an_older_card_takes_it_fro
     encoder = shipped("encoder", layers=1, hidden=32, heads=2, intermediate=64, max_length=24)
     model = MeanPoolClassifier(bert_config(encoder, tokenizer.get_vocab_size(), 0, num_labels=2))
     described = ModelCard(stage="finetune", tokenizer="sha", params={}, data={}, metrics={})
-    ctx = context(("evaluate",), tmp_path)
+    ctx = evaluate_context(("evaluate",), tmp_path)
     save_model(ctx, model, PreTrainedTokenizerFast(tokenizer_object=tokenizer), described, "models/teacher")
     written = tmp_path / "models/teacher/kiln.json"
     assert ModelCard.read(written, "test", "finetune").max_length == 24
