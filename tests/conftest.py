@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import prefect
+from tests.support import prefect_server
 from tests.support import webhook as hook
 from tests.support.repo import SHARED_PREFECT, copy_repo, kiln
 from tests.support.tiny import tiny_repo
@@ -45,7 +45,7 @@ def prefect_api(request, tmp_path_factory):
     if not any(item.get_closest_marker("slow") for item in request.session.items):
         yield None
         return
-    with prefect.server(tmp_path_factory.mktemp("prefect")) as url:
+    with prefect_server.server(tmp_path_factory.mktemp("prefect")) as url:
         os.environ[SHARED_PREFECT] = url
         yield url
         del os.environ[SHARED_PREFECT]
