@@ -268,8 +268,14 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
         assert cut.returncode == 1 and "entry 7: recorded in the tracking server but missing" in cut.stderr
     finally:
         serve.terminate()
-        ended = serve.wait(timeout=60)
-        down = kiln("down", cwd=repo)
+        try:
+            ended = serve.wait(timeout=60)
+        finally:
+            # A runner that did not stop in time must not leave kiln up's servers behind
+            # for the tests that run after this one.
+            if serve.poll() is None:
+                serve.kill()
+            down = kiln("down", cwd=repo)
     # SIGTERM stops it as Ctrl-C does, its schedule paused on the way out.
     assert ended == 130 and "All deployments have been paused" in log.read_text(), log.read_text()[-3000:]
     assert down.returncode == 0 and "stopped: prefect, mlflow" in down.stdout
