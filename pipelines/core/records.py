@@ -32,7 +32,7 @@ def read_record(cls: type[Record], path: Path, stage: str, maker: str) -> Record
         ) from None
 
 
-class _Record(BaseModel):
+class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     def write(self, path: Path) -> None:
@@ -43,7 +43,7 @@ class _Record(BaseModel):
         return read_record(cls, path, stage, maker)
 
 
-class ModelCard(_Record):
+class ModelCard(Record):
     """`kiln.json` beside a model's weights: where it came from and how it scored."""
 
     stage: Literal["pretrain", "finetune", "distill", "prune", "search"]
@@ -63,12 +63,12 @@ class ModelCard(_Record):
         return [label for label, _ in sorted(self.labels.items(), key=lambda item: item[1])]
 
 
-class ExportReport(_Record):
+class ExportReport(Record):
     models: dict[str, Parity]  # by exported file: pruned (the one shipped), teacher
     max_abs_diff: float  # the bound the gate held them to
 
 
-class FrontMember(_Record):
+class FrontMember(Record):
     """A model of the search's Pareto front: a candidate of the select stage."""
 
     trial: int
@@ -85,13 +85,13 @@ class FrontMember(_Record):
     evidence: dict[str, Any]
 
 
-class Front(_Record):
+class Front(Record):
     study: str | None  # None: the search is off
     storage: str | None
     members: dict[str, FrontMember]  # by candidate name, search_<trial>
 
 
-class Candidate(_Record):
+class Candidate(Record):
     """One servable file as the select stage measured it on val."""
 
     family: Literal["transformer", "classical"]
@@ -106,7 +106,7 @@ class Candidate(_Record):
     tied_with_best: bool
 
 
-class Selection(_Record):
+class Selection(Record):
     family: Literal["any", "transformer", "classical"]  # select.family
     selected: str
     reason: str
@@ -142,7 +142,7 @@ class Selection(_Record):
         )
 
 
-class Registration(_Record):
+class Registration(Record):
     model_name: str
     version: str
     run_id: str | None
@@ -151,7 +151,7 @@ class Registration(_Record):
     tags: dict[str, str]
 
 
-class Promotion(_Record):
+class Promotion(Record):
     model_name: str
     version: str
     promoted: bool

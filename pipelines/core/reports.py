@@ -9,16 +9,16 @@ from typing import Any, Literal
 
 from pydantic import model_serializer, model_validator
 
-from pipelines.core.records import _Record
+from pipelines.core.records import Record
 
 
-class Duplicates(_Record):
+class Duplicates(Record):
     rows: int  # rows that repeat an earlier text
     groups: int
     examples: list[list[str]]  # the ids of the first 20 groups, first occurrence first
 
 
-class Validation(_Record):
+class Validation(Record):
     """The expectation suite's verdict on the raw dataset (components.data.validation)."""
 
     success: bool
@@ -33,14 +33,14 @@ class Validation(_Record):
     failures: list[str]  # one line per failed expectation
 
 
-class ClassScores(_Record):
+class ClassScores(Record):
     precision: float
     recall: float
     f1: float
     support: int
 
 
-class VariantScores(_Record):
+class VariantScores(Record):
     """One variant on the test split."""
 
     accuracy: float
@@ -64,13 +64,13 @@ class VariantScores(_Record):
         return {key: value for key, value in handler(self).items() if value is not None}
 
 
-class Baseline(_Record):
+class Baseline(Record):
     name: str  # a candidate of the selection: `Selection.baseline`
     family: Literal["transformer", "classical"]
     why: str
 
 
-class Paired(_Record):
+class Paired(Record):
     """`model` against `other` on the same test texts."""
 
     model: str
@@ -81,7 +81,7 @@ class Paired(_Record):
     n_discordant: int  # texts only one of the two labels right
 
 
-class FaithfulnessScores(_Record):
+class FaithfulnessScores(Record):
     """AOPC of one family's attributions: deleting the top-k words against k random ones."""
 
     aopc_top: float
@@ -93,7 +93,7 @@ class FaithfulnessScores(_Record):
     texts: int
 
 
-class Explained(_Record):
+class Explained(Record):
     """The selected model's explanations and calibration (stagekit.explaining)."""
 
     explained: str  # the candidate explained: the selected one
@@ -109,7 +109,7 @@ class Explained(_Record):
     mean_abs_delta: float
 
 
-class Evaluation(_Record):
+class Evaluation(Record):
     """Every variant on the same test split, the selected model against its baseline and
     the teacher, and the explanations of the selected model."""
 
