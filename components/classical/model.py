@@ -165,11 +165,4 @@ def parity(pipeline: Pipeline, runtime: ClassicalClassifier, texts: list[str]) -
 def parity_gate(pipeline: Pipeline, runtime: ClassicalClassifier, texts: list[str], max_abs_diff: float) -> Parity:
     """`parity`, or a KilnError if the file differs by more than the gate allows."""
     found = parity(pipeline, runtime, texts)
-    if not found.within(max_abs_diff):
-        differ = round((1 - found.agreement) * found.texts)
-        raise KilnError(
-            f"classical: parity gate failed: max |probability difference| {found.max_abs_diff:.2e} "
-            f"(allowed {max_abs_diff:.0e}) and {differ} of {found.texts} predicted labels differ from "
-            f"scikit-learn on held-out texts"
-        )
-    return found
+    return found.require(max_abs_diff, "classical: parity gate failed", "probability", "scikit-learn")

@@ -59,14 +59,8 @@ def parity_gate(
     feeds = [runtime.encode(texts[i : i + 32]) for i in range(0, len(texts), 32)]
     onnx = np.concatenate([runtime.session.run(["logits"], feed)[0] for feed in feeds])
     result = parity(np.concatenate([model.run(feed) for feed in feeds]), onnx)
-    if not result.within(max_abs_diff):
-        differ = round((1 - result.agreement) * result.texts)
-        raise KilnError(
-            f"export: parity gate failed for {name}: max |logit difference| {result.max_abs_diff:.2e} "
-            f"(allowed {max_abs_diff:.0e}) and {differ} of {result.texts} predicted labels differ "
-            f"from PyTorch on held-out texts; nothing is exported"
-        )
-    return result
+    gate = f"export: parity gate failed for {name}"
+    return result.require(max_abs_diff, gate, "logit", "PyTorch", after="; nothing is exported")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from components.errors import KilnError
+
 
 class Parity(BaseModel):
     """How far an exported file's logits are from the model it was made from, on the
@@ -19,8 +21,17 @@ class Parity(BaseModel):
     agreement: float  # share of texts both label alike
     size_mb: float | None = None  # the exported file's; None where only logits were compared
 
-    def within(self, max_abs_diff: float) -> bool:
-        return self.max_abs_diff <= max_abs_diff and self.agreement == 1.0
+    def require(self, max_abs_diff: float, gate: str, measure: str, reference: str, after: str = "") -> "Parity":
+        """Itself, or a KilnError that starts with `gate` ("export: parity gate failed for
+        tiny") and ends with `after` if the file differs from `reference` by more than
+        `max_abs_diff` in any `measure` (logit, probability) or labels any text differently."""
+        if self.max_abs_diff <= max_abs_diff and self.agreement == 1.0:
+            return self
+        differ = round((1 - self.agreement) * self.texts)
+        raise KilnError(
+            f"{gate}: max |{measure} difference| {self.max_abs_diff:.2e} (allowed {max_abs_diff:.0e}) and "
+            f"{differ} of {self.texts} predicted labels differ from {reference} on held-out texts{after}"
+        )
 
 
 class QuantizeReport(BaseModel):
