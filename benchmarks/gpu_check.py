@@ -426,7 +426,7 @@ def pack(out: Path, params: Params) -> None:
 def chain(params: Params, tiny: bool, packed: Path | None) -> None:
     from pipelines.stagekit import training
     from pipelines.stagekit.contract import StageContext, StageParams
-    from pipelines.tracking.runs import StageRun
+    from pipelines.tracking.stagerun import StageRun
 
     # No MLflow there: the fits log nowhere, as in a distributed worker (StageRun.offline).
     training.mlflow_logger = lambda _ctx: []

@@ -55,7 +55,8 @@ class _Trained(L.LightningModule):
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         schedule = get_linear_schedule_with_warmup(optimizer, int(self.optim.warmup * total), total)
-        return [optimizer], [{"scheduler": schedule, "interval": "step"}]
+        # Lightning's LearningRateMonitor logs it under this name, a curve for each group.
+        return [optimizer], [{"scheduler": schedule, "interval": "step", "name": "train/lr_step"}]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         best = self.trainer.checkpoint_callback.best_model_score if self.trainer.checkpoint_callback else None

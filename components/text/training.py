@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
 from components.errors import KilnError
 from components.text.checkpoints import AtomicCheckpointIO, load_reason, move_aside, read_weights, recorded_best
@@ -167,6 +167,9 @@ def build_trainer(
         if patience is not None:
             callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=patience))
     callbacks.append(LineProgress(name, loop.log_every, progress))
+    if loggers:
+        # The schedule as it ran (the warm-up, the decay), beside the loss it explains.
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
     return Trainer(
         accelerator=hardware.accelerator,
         devices=hardware.devices,

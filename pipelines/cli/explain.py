@@ -69,5 +69,5 @@ def _model_folder(root: Path, model: str | None) -> Path:
         found = lookup.resolve(runs.client(), model, name, "explain")
         folder = local_folder(root, found, "explain")
     if model is None:
-        local_model.remember_champion(root, uri, name, folder, found.tags.get("git.commit"))
+        local_model.remember_champion(root, uri, name, folder, versions.lineage(found).get("git.commit"))
     return folder

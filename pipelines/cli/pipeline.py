@@ -39,13 +39,13 @@ def run(
     from pipelines.core import lock
     from pipelines.core.lifecycle import temporary_api
     from pipelines.core.params import load
-    from pipelines.tracking import runs
+    from pipelines.tracking import experiments
 
     load(root / "params.yaml")  # a typo in params.yaml fails here, before any work
     with lock.hold(root, "kiln run"), running(root, "run"), temporary_api() as api:
         from pipelines.run.flow import pipeline, run_flow  # Prefect's import overlaps the server's start
 
-        runs.check()
+        experiments.check()
         state = run_flow(pipeline, api, targets=targets or None, force=force)
         if state.is_crashed():  # stopped by a signal: the same ending as Ctrl-C
             raise KeyboardInterrupt(state.message)

@@ -101,15 +101,16 @@ def lineage(version: Annotated[int, typer.Argument(help="registered version numb
 
     root = repo_root()
     from pipelines.registry import models
+    from pipelines.registry.versions import lineage
 
     client, name, _ = registry_of(root)
     with models.registry_errors(f"lineage of version {version} of '{name}'"):
         found = models.version(client, name, version)
-        tags = found.tags
+        tags = lineage(found)
         lock = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{found.run_id}/lineage/dvc.lock"))
         validation = mlflow.artifacts.load_dict(f"runs:/{found.run_id}/lineage/validation.json")
     typer.echo(f"model        {name} version {found.version} (aliases: {', '.join(found.aliases) or '-'})")
-    typer.echo(f"mlflow run   {found.run_id} (parent {tags.get('mlflow.parent_run_id') or '-'})")
+    typer.echo(f"mlflow run   {found.run_id} (parent {tags.get('parent_run_id') or '-'})")
     typer.echo(f"prefect      flow run {tags.get('prefect.flow_run_id') or '- (not run by Prefect)'}")
     typer.echo(f"git          {tags.get('git.commit')}{' (dirty tree)' if tags.get('git.dirty') == 'true' else ''}")
     typer.echo(f"dvc.lock     sha256 {tags.get('dvc.lock.sha256')}")

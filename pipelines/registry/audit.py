@@ -28,8 +28,10 @@ from components.errors import KilnError
 from pipelines.core import statedir
 from pipelines.core.records import Promotion
 from pipelines.registry.models import version, who
+from pipelines.registry.versions import lineage
 from pipelines.servers.roles import Denied
-from pipelines.tracking.runs import experiment_id
+from pipelines.tracking.experiments import experiment_id
+from pipelines.tracking.runs import context_tags
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -124,7 +126,11 @@ def record(
 def _copy(root: Path, client: "MlflowClient", entry: dict) -> None:
     from mlflow.entities import RunTag
 
-    run = client.create_run(experiment_id(client, EXPERIMENT, root), run_name=f"{entry['seq']} {entry['action']}")
+    run = client.create_run(
+        experiment_id(client, EXPERIMENT),
+        run_name=f"{entry['seq']} {entry['action']}",
+        tags=context_tags(f"kiln {entry['action']}"),
+    )
     tags = {k: v for k, v in entry.items() if k != "detail"} | {"detail": json.dumps(entry["detail"], sort_keys=True)}
     client.log_batch(
         run.info.run_id,
@@ -142,7 +148,7 @@ def promotion(root: Path, client: "MlflowClient", decision: Promotion, action: s
     name = ACTIONS.get(action, action)
     if name == "promote" and not decision.promoted:
         name = "refuse"
-    tags = version(client, decision.model_name, decision.version).tags
+    tags = lineage(version(client, decision.model_name, decision.version))
     record(
         root,
         client,

@@ -15,6 +15,7 @@ from components.errors import KilnError
 from components.stats import Comparison
 from pipelines.core.reports import Evaluation
 from pipelines.registry.models import CHAMPION, alias
+from pipelines.registry.versions import lineage
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -149,7 +150,7 @@ def gate(
         versus,
         bounds.floor,
         bounds.floor_source,
-        Evidence.from_tags(challenger.tags),
+        Evidence.from_tags(lineage(challenger)),
         bounds.export,
         bounds.quantize,
     )

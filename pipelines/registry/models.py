@@ -2,12 +2,13 @@
 aliases up, and what a retrain compares new data with (the champion's training profile).
 
 Aliases, not the stages MLflow 3 deprecated: `challenger` is the newest registered
-version, `champion` the one in production.
+version awaiting the promotion gate (none once it is promoted), `champion` the one in
+production.
 """
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ import pandas as pd
 
 from components.errors import KilnError
 from pipelines.core.env import tracking_uri
+from pipelines.registry.evaluated import Evaluated
 from pipelines.servers.auth import refused
 from pipelines.tracking import runs
 
@@ -114,12 +116,14 @@ def register_model(
     lineage: dict[str, object],
     explainer: Path | None = None,
     temperature: float = 1.0,
+    evaluated: Evaluated | None = None,
 ) -> Registered:
     """Log the ONNX file (with its tokenizer, for a transformer) and what explains it as an
     MLflow model defined by pipelines/registry/serving.py (with the `components` package as its
     code) and register it as a version of `name` with `tags` and alias `challenger`;
-    `lineage` files go beside it in the run. A version already holding the same ONNX file
-    is reused."""
+    `lineage` files go beside it in the run, and what `evaluated` holds on the model itself
+    (the version's page shows them). A version already holding the same ONNX file is
+    reused."""
     import mlflow
     from mlflow.models import infer_signature
 
@@ -130,7 +134,10 @@ def register_model(
     components = Path(__file__).resolve().parents[2] / "components"
     sha256 = _sha256([model, tokenizer, explainer, Path(serving.__file__), components], temperature)
     if (existing := find(client, name, sha256)) is not None:
-        client.set_registered_model_alias(name, CHALLENGER, existing.version)
+        champion = alias(client, name, CHAMPION)
+        # A rerun that made the champion's file again has nothing awaiting the gate.
+        if champion is None or str(champion.version) != str(existing.version):
+            client.set_registered_model_alias(name, CHALLENGER, existing.version)
         return Registered(str(existing.version), f"models:/{name}/{existing.version}", True)
     inputs = pd.DataFrame({"text": example})
     predictions = load_classifier(model, tokenizer).predict(example, temperature)
@@ -140,7 +147,7 @@ def register_model(
         artifacts["tokenizer"] = str(tokenizer)
     if explainer is not None:
         artifacts["explainer"] = str(explainer)
-    with mlflow.start_run(run_id=run_id):
+    with _in_run(run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=serving.__file__,
@@ -151,14 +158,32 @@ def register_model(
             input_example=inputs,
             pip_requirements=requirements(tokenizer is not None),
         )
-        for file, content in lineage.items():
-            if isinstance(content, str):
-                mlflow.log_text(content, f"lineage/{file}")
-            else:
-                mlflow.log_dict(content, f"lineage/{file}")
+        if evaluated is not None:
+            evaluated.log(info.model_id)
+        _log_lineage(lineage)
     registered = mlflow.register_model(info.model_uri, name, tags={**tags, MODEL_HASH_TAG: sha256})
     client.set_registered_model_alias(name, CHALLENGER, registered.version)
     return Registered(str(registered.version), info.model_uri, False)
+
+
+def _in_run(run_id: str | None):
+    """Run `run_id` as MLflow's active run: a stage's is already (tracking.runs.stage_run);
+    elsewhere it starts here."""
+    import mlflow
+
+    active = mlflow.active_run()
+    return nullcontext() if active is not None and active.info.run_id == run_id else mlflow.start_run(run_id=run_id)
+
+
+def _log_lineage(files: dict[str, object]) -> None:
+    """Each file under lineage/ of the active run: text as it is, anything else as JSON."""
+    import mlflow
+
+    for file, content in files.items():
+        if isinstance(content, str):
+            mlflow.log_text(content, f"lineage/{file}")
+        else:
+            mlflow.log_dict(content, f"lineage/{file}")
 
 
 def requirements(transformer: bool) -> list[str]:

@@ -16,8 +16,9 @@ from components.errors import KilnError
 from pipelines.core.env import tracking_uri
 from pipelines.core.records import Promotion
 from pipelines.registry.gating import Bounds, gate
-from pipelines.registry.models import CHAMPION, alias, version, who
+from pipelines.registry.models import CHALLENGER, CHAMPION, alias, version, who
 from pipelines.servers import roles
+from pipelines.tracking import experiments, runs
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -42,7 +43,7 @@ def _history_experiment(client: "MlflowClient", name: str, create: bool) -> str 
     found = client.get_experiment_by_name(f"{name}.promotions")
     if found is not None:
         return found.experiment_id
-    return client.create_experiment(f"{name}.promotions") if create else None
+    return experiments.experiment_id(client, f"{name}.promotions") if create else None
 
 
 def history(client: "MlflowClient", name: str) -> list[dict]:
@@ -82,6 +83,10 @@ def conclude(
         )
     if decision.promote:
         move_champion(client, name, number, champion)
+        # `challenger` names a version awaiting the gate, which this one no longer is.
+        waiting = alias(client, name, CHALLENGER)
+        if waiting is not None and str(waiting.version) == str(number):
+            client.delete_registered_model_alias(name, CHALLENGER)
     before = str(champion.version) if champion else None
     after = str(number) if decision.promote else before
     event = {
@@ -94,7 +99,11 @@ def conclude(
         "who": who(),
         "why": why,
     }
-    run = client.create_run(_history_experiment(client, name, create=True), run_name=f"{action} v{number}")
+    run = client.create_run(
+        _history_experiment(client, name, create=True),
+        run_name=f"{action} v{number}",
+        tags=runs.context_tags(f"kiln {action}"),
+    )
     client.log_batch(
         run.info.run_id,
         tags=[RunTag(f"kiln.{k}", "" if v is None else str(v)) for k, v in event.items()],

@@ -6,7 +6,7 @@ version's `code/` folder first on sys.path: whoever can write a version could ma
 exactly what `registry.register_model` writes:
 - one flavor, python_function, loaded by MLflow's models-from-code loader from serving.py;
 - serving.py and every file under code/ byte-identical to Kiln's own: this installation's,
-  or those of the commit the version was registered from (its `git.commit` tag) in this
+  or those of the commit the version was registered from (its `kiln.git.commit` tag) in this
   repository's git history, so a version an older Kiln registered still loads;
 - artifacts of the kinds Kiln writes (ONNX, JSON, safetensors), and no links.
 `kiln predict`, `kiln serve-model`, `kiln explain`, the promotion gate and the retrain
@@ -65,6 +65,16 @@ ARTIFACTS = {"model", "tokenizer", "explainer"}
 DATA_SUFFIXES = {".onnx", ".json", ".safetensors"}
 
 
+def lineage(found: "ModelVersion") -> dict[str, str]:
+    """A version's tags by Kiln's names without their `kiln.` prefix ("git.commit",
+    "data.split", "gate.export_agreement"): versions registered before the tags moved under
+    kiln.* carry the bare names (and mlflow.parent_run_id), and read the same."""
+    tags = dict(found.tags)
+    if "mlflow.parent_run_id" in tags:
+        tags["parent_run_id"] = tags["mlflow.parent_run_id"]
+    return tags | {key.removeprefix("kiln."): value for key, value in tags.items() if key.startswith("kiln.")}
+
+
 def fetch(found: "ModelVersion", into: Path, command: str) -> Path:
     """The version's files in `into` (downloaded once, whole or not at all), checked;
     `command` heads the refusal."""
@@ -74,7 +84,7 @@ def fetch(found: "ModelVersion", into: Path, command: str) -> Path:
         with atomic(into) as tmp:
             tmp.mkdir()
             mlflow.artifacts.download_artifacts(f"models:/{found.name}/{found.version}", dst_path=str(tmp))
-    check(into, f"{command}: version {found.version} of '{found.name}'", found.tags.get("git.commit"))
+    check(into, f"{command}: version {found.version} of '{found.name}'", lineage(found).get("git.commit"))
     return into
 
 

@@ -31,7 +31,7 @@ from pipelines.retrain import intake
 from pipelines.retrain.notify import on_failure
 from pipelines.retrain.summary import StageLine, Summary
 from pipelines.run.flow import pipeline
-from pipelines.tracking import runs
+from pipelines.tracking import experiments, runs
 
 if TYPE_CHECKING:
     from prefect.runner import Runner
@@ -40,7 +40,7 @@ DEPLOYMENT = "retrain"
 FLOW = "kiln-retrain"
 
 
-@flow(name=FLOW, on_failure=[on_failure], on_crashed=[on_failure])
+@flow(name=FLOW, flow_run_name=lambda: runs.run_name("retrain"), on_failure=[on_failure], on_crashed=[on_failure])
 def retrain():
     """Check new batches, rerun the DAG on the accepted ones, and let the gate decide."""
     root = find_root()
@@ -63,7 +63,7 @@ def retrain():
 
 def _retrain(root: Path, params: Params, summary: Summary) -> str | None:
     """The run itself, under the lock; returns why it failed, or None."""
-    runs.check()
+    experiments.check()
     if params.ingest.source != "incoming":
         raise KilnError(
             f"retrain reads new batches through the `incoming` ingest source, but params.yaml has "
@@ -72,7 +72,8 @@ def _retrain(root: Path, params: Params, summary: Summary) -> str | None:
     key = f"retrain-{uuid.uuid4().hex}"
     mlflow = runs.client()
     repo = dag.open_repo(root)
-    experiment = runs.experiment_id(mlflow, params.tracking.experiment, root)
+    experiment = experiments.experiment_id(mlflow, params.tracking.experiment)
+    os.environ[runs.RUN_NAME_ENV] = flow_run.get_name() or runs.run_name("retrain")
     run_id = runs.create_parent(mlflow, experiment, key, runs.run_tags("retrain", git_state(root, dag.generated(repo))))
     if dag.remote(repo):
         summary.dvc.append(dag.pull(repo))

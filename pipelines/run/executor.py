@@ -4,10 +4,11 @@ The executor validates params.yaml before anything is touched, takes the reposit
 run lock, moves the stage's previous outputs aside (dvc.yaml marks them `persist`, so DVC
 leaves that to Kiln, and nothing moves when params are invalid or another run holds the
 repository), opens the stage's MLflow child run with every params section the stage
-reads, times the adapter, writes the stage's metrics file, and tags the run with DVC's
-hashes. A stage that succeeds drops its previous outputs. One that fails puts them back
-as they were, except the reports it wrote, which explain the failure: it leaves no output
-a later stage could mistake for its own, and loses none that the last good run made.
+reads, times the adapter, writes the stage's metrics file, and logs DVC's hashes as one
+artifact and the pipeline's headline figures on the parent run. A stage that succeeds
+drops its previous outputs. One that fails puts them back as they were, except the
+reports it wrote, which explain the failure: it leaves no output a later stage could
+mistake for its own, and loses none that the last good run made.
 
 The previous outputs wait in .kiln/previous/, moved there by a rename (the same file
 system). Under the run lock no other stage runs, so what a stage finds there when it
@@ -34,10 +35,14 @@ from pipelines.core.params import Params, load
 from pipelines.core.statedir import DROPPED, PREVIOUS
 from pipelines.stagekit.contract import StageContext, StageParams, StageResult
 from pipelines.tracking import metrics, runs
+from pipelines.tracking.stagerun import StageRun
 
 if TYPE_CHECKING:
     from dvc.repo import Repo
     from dvc.stage import PipelineStage
+
+
+DVC_HASHES = "dvc/hashes.json"
 
 
 @dataclass
@@ -99,7 +104,7 @@ def execute(root: Path, name: str, stage: "PipelineStage | None" = None) -> Outc
         # A distributed worker trains alongside rank 0 and nothing else: rank 0 alone
         # clears and writes outputs and logs to MLflow.
         start = time.perf_counter()
-        result = _adapter(name).run(_context(root, name, params, stage, runs.StageRun.offline(), rank))
+        result = _adapter(name).run(_context(root, name, params, stage, StageRun.offline(), rank))
         return Outcome(name, time.perf_counter() - start, result)
     with lock.hold(root, f"kiln stage {name}"):
         return _execute(root, name, params, stage)
@@ -169,9 +174,9 @@ def _execute(root: Path, name: str, params: Params, stage: "PipelineStage") -> O
 
 def _run(root: Path, name: str, params: Params, stage: "PipelineStage", outs: list) -> Outcome:
     adapter = _adapter(name)
-    probe = _context(root, name, params, stage, runs.StageRun.offline(), 0)
-    tags = {f"dvc.dep.{path}": value for path, value in probe.deps.items()}
-    with runs.stage_run(name, probe.section_params(), root, params.tracking.experiment, tags, probe.git) as run:
+    probe = _context(root, name, params, stage, StageRun.offline(), 0)
+    everything = params.model_dump(mode="json", by_alias=True)
+    with runs.stage_run(name, probe.section_params(), params.tracking.experiment, probe.git, everything) as run:
         ctx = StageContext(**{**vars(probe), "run": run})
         start = time.perf_counter()
         result = adapter.run(ctx)
@@ -186,5 +191,7 @@ def _run(root: Path, name: str, params: Params, stage: "PipelineStage", outs: li
         run.log_metrics({**result.metrics, "time/stage_s": seconds})
         for folder, path in result.artifacts.items():
             run.log_artifact(path, folder)
-        run.set_tags({f"dvc.out.{path}": value for path, value in dag.hashes(stage, "outs").items()})
+        run.log_headline({key: value for key, value in result.metrics.items() if metrics.pipeline_level(key)})
+        # DVC's hashes of what the stage read and wrote: one file, not a tag a path.
+        run.log_dict({"deps": probe.deps, "outs": dag.hashes(stage, "outs")}, DVC_HASHES)
     return Outcome(name, seconds, result)

@@ -9,6 +9,7 @@ import importlib
 import os
 import pkgutil
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,8 +26,8 @@ from pipelines.core.io import chain, user_error
 from pipelines.core.lifecycle import TemporaryApi
 from pipelines.core.params import load
 from pipelines.core.records import Promotion
-from pipelines.run import executor
-from pipelines.tracking import metrics, runs
+from pipelines.run import executor, publish
+from pipelines.tracking import experiments, metrics, runs
 
 
 @dataclass
@@ -71,7 +72,15 @@ def reproduce(repo, stage, force: bool, outcomes: dict[str, executor.Outcome]) -
     return StageRow(name, "ran", outcome.seconds, metrics.headline(name, outcome.result.metrics))
 
 
-@flow(name="kiln-pipeline")
+def _run_name() -> str:
+    """Under the retrain flow, the name of its run, whose MLflow parent this run's stages
+    share; otherwise `kiln run` and the time."""
+    if flow_run.get_parameters().get("execution") and (shared := os.environ.get(runs.RUN_NAME_ENV)):
+        return shared
+    return runs.run_name("kiln run")
+
+
+@flow(name="kiln-pipeline", flow_run_name=_run_name)
 def pipeline(targets: list[str] | None = None, force: bool = False, execution: str | None = None):
     """Bring the stages of dvc.yaml up to date, a line per stage as it ends. A stage that
     fails on a user error ends the flow Failed, with that error's message; a new version
@@ -80,11 +89,13 @@ def pipeline(targets: list[str] | None = None, force: bool = False, execution: s
     root = find_root()
     params = load(root / "params.yaml")
     os.environ[runs.FLOW_RUN_ENV] = str(flow_run.get_id())
+    os.environ[runs.RUN_NAME_ENV] = flow_run.get_name() or _run_name()
     repo = dag.open_repo(root)
     rows: list[StageRow] = []
     failure: KilnError | None = None
+    key = execution or f"flow-{uuid.uuid4().hex}"  # a run of its own, or the retrain flow's
     try:
-        _reproduce_all(root, params, repo, targets, force, execution, rows)
+        _reproduce_all(root, params, repo, targets, force, (key, execution is None), rows)
     except KilnError as err:
         failure = err
     show = console.get()
@@ -96,15 +107,18 @@ def pipeline(targets: list[str] | None = None, force: bool = False, execution: s
     )
     if promotion is not None:
         _show_promotion(promotion)
+    publish.report(
+        root / params.paths.reports, params.tracking.experiment, key, {r.name for r in rows if r.status == "ran"}
+    )
     data = {"rows": rows, "promotion": promotion}
     if failure is not None:
         return Failed(message=str(failure), data=failure)
     if promotion is not None and not promotion.promoted:
         return Completed(message=promotion.headline(), name="Not promoted", data=data)
-    return Completed(message="pipeline up to date", data=data)
+    return Completed(message=publish.outcome([r.status for r in rows], promotion), data=data)
 
 
-def _reproduce_all(root, params, repo, targets: list[str] | None, force: bool, execution, rows: list[StageRow]) -> None:
+def _reproduce_all(root, params, repo, targets: list[str] | None, force: bool, parent, rows: list[StageRow]) -> None:
     """Each stage of the plan as a task, its row added to `rows` and shown as it ends;
     the first failed stage's error is raised inside the MLflow parent run, so that run
     ends FAILED."""
@@ -124,7 +138,7 @@ def _reproduce_all(root, params, repo, targets: list[str] | None, force: bool, e
         "retry_delay_seconds": params.orchestration.retry_delay_s,
         "retry_condition_fn": transient,
     }
-    with runs.pipeline_run(root, params.tracking.experiment, execution), dag.in_process(execute):
+    with runs.pipeline_run(params.tracking.experiment, *parent), dag.in_process(execute):
         for stage in dag.plan(repo, targets):
             name = dag.stage_name(stage)
             show.status(f"{name} ...")
@@ -147,7 +161,7 @@ def _stage_error(state) -> BaseException:
     error = state.result(raise_on_failure=False)
     if isinstance(error, BaseException) and user_error(error) is None:
         # A gone tracking server fails a stage with MLflow's own error: say so in one line instead.
-        runs.check()
+        experiments.check()
     return error if isinstance(error, BaseException) else RuntimeError(state.message)
 
 

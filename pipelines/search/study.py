@@ -144,6 +144,7 @@ class TrialLog:
             start_time=int(outcome["start"] * 1000),
             run_name=f"trial {number}",
             tags={
+                **runs.context_tags("kiln stage search"),
                 runs.PARENT_TAG: self.run_id,
                 "kiln.stage": "search",
                 "kiln.search.study": study,

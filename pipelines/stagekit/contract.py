@@ -18,7 +18,7 @@ from pipelines.core.params import Params, section_name
 if TYPE_CHECKING:
     import pandas as pd
 
-    from pipelines.tracking.runs import StageRun
+    from pipelines.tracking.stagerun import StageRun
 
 
 @dataclass

@@ -15,6 +15,7 @@ from components.deploy.records import Parity
 from components.errors import KilnError
 from pipelines.core.records import ExportReport, Registration, Selection, read_record
 from pipelines.core.reports import Evaluation, Validation
+from pipelines.registry.evaluated import Evaluated
 from pipelines.registry.models import register_model, registry_errors
 from pipelines.stagekit.contract import StageContext, StageResult
 from pipelines.stagekit.explaining import front_member, source
@@ -76,11 +77,12 @@ def _evidence(ctx: StageContext, selection: Selection, validation: Validation) -
 def _tags(
     ctx: StageContext, selection: Selection, validation: Validation, evaluation: Evaluation, lock: Lock
 ) -> dict[str, str]:
-    """The version's lineage (code, data, runs) and what the gate holds it to, as tags."""
+    """The version's lineage (code, data, runs) and what the gate holds it to, as tags under
+    kiln.* (its run is the version's own `run_id`)."""
     paths, (commit, dirty) = ctx.params.paths, ctx.git
-    return {
-        "kiln.family": selection.chosen.family,
-        "kiln.candidate": selection.selected,
+    tags = {
+        "family": selection.chosen.family,
+        "candidate": selection.selected,
         "git.commit": commit,
         "git.dirty": str(dirty).lower(),
         "dvc.lock.sha256": lock.sha256,
@@ -90,11 +92,32 @@ def _tags(
             f"{path}={md5}" for path, md5 in sorted(lock.outs.get("split", {}).items()) if path.startswith(paths.split)
         ),
         **_evidence(ctx, selection, validation).to_tags(),
-        "mlflow.run_id": ctx.run.run_id or "",
-        "mlflow.parent_run_id": ctx.run.parent_id or "",
+        "parent_run_id": ctx.run.parent_id or "",
         "prefect.flow_run_id": os.environ.get(runs.FLOW_RUN_ENV, ""),
         "test.macro_f1": str(evaluation.variants[selection.selected].macro_f1),
     }
+    return {f"kiln.{key}": value for key, value in tags.items()}
+
+
+def _evaluated(ctx: StageContext, splits: dict, lock: Lock, selection: Selection, evaluation: Evaluation) -> Evaluated:
+    """The splits under DVC's md5 of their files, and the selected model's test figures
+    under the names its pipeline run shows them."""
+    hashes, folder = lock.outs.get("split", {}), ctx.params.paths.split
+    chosen = evaluation.variants[selection.selected]
+    return Evaluated(
+        splits={
+            name: (rows, f"{folder}/{name}.parquet", hashes.get(f"{folder}/{name}.parquet") or None)
+            for name, rows in splits.items()
+        },
+        test_metrics={
+            "selected/test_macro_f1": chosen.macro_f1,
+            "selected/test_macro_f1_lo": chosen.macro_f1_ci95[0],
+            "selected/test_macro_f1_hi": chosen.macro_f1_ci95[1],
+            "selected/test_accuracy": chosen.accuracy,
+            "selected/size_mb": chosen.size_mb,
+            "selected/latency_ms_p50_b1": chosen.latency_ms_p50_b1,
+        },
+    )
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -110,7 +133,7 @@ def run(ctx: StageContext) -> StageResult:
         ctx.input(f"{paths.reports}/evaluation.json", "evaluation report"), ctx.name, "evaluate"
     )
     lock = _lock(ctx)
-    splits = ctx.read_split("train", "test")
+    splits = ctx.read_split()
     example = splits["test"]["text"].head(2).tolist()
     # What the retrain flow measures a new batch's drift against once this is champion: the
     # training split's profile, under the transformer tokenizer whichever family ships.
@@ -136,6 +159,7 @@ def run(ctx: StageContext) -> StageResult:
             lineage,
             explainer=source(ctx, selection.selected),
             temperature=evaluation.explain.temperature,
+            evaluated=_evaluated(ctx, splits, lock, selection, evaluation),
         )
     number = registered.version
     Registration(

@@ -76,13 +76,8 @@ def run(ctx: StageContext) -> StageResult:
     record = _record(ctx, choice, files, excluded, len(texts))
     path = ctx.path(params.paths.reports) / "selection.json"
     record.write(path)
-    ctx.run.set_tags(
-        {
-            "kiln.selected": choice.selected,
-            "kiln.selected_family": record.chosen.family,
-            **{f"kiln.excluded.{name}": why for name, why in excluded.items()},
-        }
-    )
+    ctx.run.set_tags({"kiln.selected": choice.selected, "kiln.selected_family": record.chosen.family}, parent=True)
+    ctx.run.set_tags({f"kiln.excluded.{name}": why for name, why in excluded.items()})
     summary = [f"selected {choice.reason}"] + [f"{name} left out: {why}" for name, why in excluded.items()]
     return StageResult(metrics=_metrics(record), artifacts={"selection": path}, summary=summary)
 
@@ -152,7 +147,12 @@ def _record(ctx: StageContext, choice, files, excluded: dict[str, str], val_text
 
 
 def _metrics(record: Selection) -> dict[str, float]:
-    metrics = {}
+    chosen = record.candidates[record.selected]
+    metrics = {
+        "selected/val_macro_f1": chosen.val_macro_f1,
+        "selected/val_macro_f1_lo": chosen.val_macro_f1_ci95[0],
+        "selected/val_macro_f1_hi": chosen.val_macro_f1_ci95[1],
+    }
     for name, c in record.candidates.items():
         metrics.update(
             {

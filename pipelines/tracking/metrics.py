@@ -52,6 +52,8 @@ TABLE: dict[str, str] = {
     "start/unknown_share": "pretrain.init auto: share of [UNK] among those pieces",
     "start/pretrained": "pretrain.init auto: 1 if the encoder started from the checkpoint, 0 if from scratch",
     "train/loss": "training loss (logged by Lightning as it trains)",
+    "train/lr_step/{group}": "learning rate at each step as the schedule set it (warm-up, then linear decay); pg1 the "
+    "weight-decayed matrices, pg2 biases and norms (logged by Lightning's LearningRateMonitor)",
     "train/hidden_loss": "hidden-state matching loss of distillation",
     "val/loss": "validation loss",
     "val/perplexity": "masked-LM perplexity on val windows",
@@ -125,7 +127,13 @@ TABLE: dict[str, str] = {
     "selected_vs_{other}/ci_{end}": "ends of the paired-bootstrap 95 % interval of that difference",
     "selected_vs_{other}/p_value": "exact McNemar p-value of the two on the same texts",
     "selected_vs_{other}/discordant": "test texts exactly one of the two gets right",
+    "selected/val_macro_f1": "val macro-F1 of the candidate select chose",
+    "selected/val_macro_f1_{end}": "its 95 % interval",
     "selected/test_macro_f1": "test macro-F1 of the candidate select chose",
+    "selected/test_macro_f1_{end}": "its 95 % interval",
+    "selected/test_accuracy": "its test accuracy",
+    "selected/size_mb": "size of the candidate select chose, MB",
+    "selected/latency_ms_p50_b1": "its median latency at batch 1, ms",
     "explain/aopc_top": "mean drop of the predicted label's probability after deleting the top k attributed words",
     "explain/aopc_random": "the same after deleting k random words: the baseline top-k deletion must beat",
     "explain/ece": "expected calibration error of the shipped model on test",
@@ -154,6 +162,8 @@ TABLE: dict[str, str] = {
     "{side}/size_mb": "the same, model size",
     "promote/promoted": "1 if the gate moved champion to this run's version",
     "time/stage_s": "seconds the stage's own work took",
+    "system/{system}": "the machine while the stage ran, every 10 s (MLflow's system metrics: CPU, memory, disk, "
+    "network, and GPU where there is one)",
 }
 
 _SLOTS = {
@@ -170,6 +180,8 @@ _SLOTS = {
     "column": "[A-Za-z0-9_]+",
     "other": "classical|transformer|teacher",
     "rival": "scratch|unadapted",
+    "group": "pg1|pg2",
+    "system": "[a-z0-9_]+",
 }
 _PATTERNS = [
     re.compile("^" + re.sub(r"\\\{(\w+)\\\}", lambda m: f"(?:{_SLOTS[m.group(1)]})", re.escape(name)) + "$")
@@ -196,6 +208,15 @@ HEADLINE = {
     "evaluate": ("selected/test_macro_f1",),
     "register": ("registered/version",),
 }
+
+
+# What the pipeline's parent run shows of its stages' metrics: the figures of the model it
+# made, so that two pipeline runs compare side by side.
+_PIPELINE = re.compile(r"^(selected/.*|promote/promoted)$")
+
+
+def pipeline_level(name: str) -> bool:
+    return bool(_PIPELINE.match(name))
 
 
 def known(name: str) -> bool:

@@ -10,88 +10,32 @@ Every run records the process that owns it (see owners.py): a run whose owner di
 without ending it is marked KILLED by the next run.
 """
 
+import getpass
 import os
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from components.errors import KilnError
-from pipelines.core.env import local_tracking_uri, tracking_uri
 from pipelines.core.lifecycle import bookkeeping, stopped
-from pipelines.servers.auth import refused
+from pipelines.tracking.experiments import experiment_id
 from pipelines.tracking.owners import dvc_ancestor, owner, reap
+from pipelines.tracking.stagerun import StageRun, log_params
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 EXECUTION_ENV, FLOW_RUN_ENV = "KILN_EXECUTION_ID", "KILN_PREFECT_FLOW_RUN_ID"
+# The Prefect flow run's name, which the parent run takes, so the two UIs name it alike.
+RUN_NAME_ENV = "KILN_RUN_NAME"
 EXECUTION_TAG, PARENT_TAG = "kiln.execution", "mlflow.parentRunId"
-# MLflow caps a param value at 6000 characters.
-PARAM_LIMIT = 6000
-# Opens the experiment on its training runs in MLflow 3's UI, not on the GenAI view.
-KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 
 def client() -> "MlflowClient":
     from mlflow import MlflowClient
 
     return MlflowClient()
-
-
-def check() -> None:
-    """Fail fast, naming the URI, when the tracking server is not there: a run that finds
-    out at the register stage has spent its training time for nothing."""
-    import requests
-
-    where = tracking_uri()
-    if where.startswith(("http://", "https://")):
-        try:
-            answer = requests.get(where.rstrip("/") + "/health", timeout=10)
-        except requests.RequestException as err:
-            raise KilnError(
-                f"the MLflow tracking server at {where} is not answering ({type(err).__name__}); "
-                f"start it (`kiln up`) or set MLFLOW_TRACKING_URI"
-            ) from None
-        if not answer.ok:
-            raise KilnError(f"the MLflow tracking server at {where} answered {answer.status_code} to /health")
-
-
-def experiment_id(mlflow: "MlflowClient", name: str, root: Path) -> str:
-    """The experiment's id, created on first use. On the embedded store its artifacts go
-    under mlflow/artifacts/ (the SQLite store would otherwise use ./mlruns of the cwd)."""
-    from mlflow.exceptions import MlflowException
-
-    location = (root / "mlflow" / "artifacts").as_uri() if tracking_uri() == local_tracking_uri(root) else None
-    try:
-        found = mlflow.get_experiment_by_name(name)
-        if found is None:
-            try:
-                return mlflow.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND})
-            except MlflowException:
-                # Another process created it between our lookup and create.
-                found = mlflow.get_experiment_by_name(name)
-                if found is None:
-                    raise
-        if KIND_TAG not in found.tags:
-            mlflow.set_experiment_tag(found.experiment_id, KIND_TAG, KIND)
-        return found.experiment_id
-    except MlflowException as err:
-        check()  # a server that is gone is said so, in one line
-        where = tracking_uri()
-        raise KilnError(refused(err, where) or f"MLflow tracking at {where} failed: {err.message}") from None
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, str]:
-    """Nested config as MLflow params: {"file": {"path": "x"}} -> {"file.path": "x"}."""
-    if isinstance(data, dict):
-        out: dict[str, str] = {}
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: str(data)[:PARAM_LIMIT]}
 
 
 def _execution() -> tuple[str, str, bool]:
@@ -109,21 +53,48 @@ def _find(mlflow: "MlflowClient", experiment: str, key: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
+def parent_of(experiment_name: str, key: str) -> tuple[str, str | None]:
+    """(experiment id, parent run id or None) of execution `key`."""
+    mlflow = client()
+    experiment = experiment_id(mlflow, experiment_name)
+    return experiment, _find(mlflow, experiment, key)
+
+
+def run_name(trigger: str) -> str:
+    """A pipeline run's name, in MLflow and Prefect alike: its trigger and start time."""
+    return f"{trigger} {time.strftime('%Y-%m-%d %H:%M:%S')}"
+
+
 def create_parent(mlflow: "MlflowClient", experiment: str, key: str, tags: dict[str, str]) -> str:
-    """A parent run for execution `key`, named by its trigger and start time."""
+    """A parent run for execution `key`, named as its Prefect flow run, or by its trigger
+    and start time."""
     run = mlflow.create_run(
         experiment,
-        run_name=f"{tags['kiln.trigger']} {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        run_name=os.environ.get(RUN_NAME_ENV) or run_name(tags["kiln.trigger"]),
         tags={EXECUTION_TAG: key, **tags},
     )
     return run.info.run_id
 
 
+def context_tags(source: str) -> dict[str, str]:
+    """The tags `mlflow.start_run` would give a run (Kiln creates its runs with
+    `MlflowClient.create_run`, which gives none): the UI's User and Source columns."""
+    return {"mlflow.user": getpass.getuser(), "mlflow.source.name": source, "mlflow.source.type": "LOCAL"}
+
+
 def run_tags(trigger: str, git: tuple[str, bool]) -> dict[str, str]:
+    """A pipeline run's tags: MLflow's context (the commit is the UI's Version column) and
+    Kiln's own, under kiln.*."""
     commit, dirty = git
-    tags = {"kiln.trigger": trigger, "git.commit": commit, "git.dirty": str(dirty).lower(), **owner()}
+    tags = {
+        **context_tags(trigger),
+        "mlflow.source.git.commit": commit,
+        "kiln.trigger": trigger,
+        "kiln.git.dirty": str(dirty).lower(),
+        **owner(),
+    }
     if flow_run := os.environ.get(FLOW_RUN_ENV):
-        tags["prefect.flow_run_id"] = flow_run
+        tags["kiln.prefect.flow_run_id"] = flow_run
     return tags
 
 
@@ -144,62 +115,50 @@ def _status(err: BaseException | None) -> str:
     return "KILLED" if stopped(err) else "FAILED"
 
 
-class StageRun:
-    """What a stage adapter may log while it runs; everything else the executor logs."""
+def _active(run_id: str):
+    """MLflow's fluent API with the stage's run active and its system metrics (CPU, memory,
+    disk, network, GPU) sampled, as `mlflow.start_run(log_system_metrics=True)` does for
+    the runs it creates."""
+    import mlflow as fluent
 
-    def __init__(self, mlflow: "MlflowClient | None", run_id: str | None, parent_id: str | None):
-        self.mlflow, self.run_id, self.parent_id = mlflow, run_id, parent_id
-
-    @classmethod
-    def offline(cls) -> "StageRun":
-        """For processes that must not log (distributed workers): every call is a no-op."""
-        return cls(None, None, None)
-
-    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
-        if self.mlflow is not None:
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            self.mlflow.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
-
-    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        if self.mlflow is not None and path.is_dir():
-            self.mlflow.log_artifacts(self.run_id, str(path), artifact_path)
-        elif self.mlflow is not None and path.exists():
-            self.mlflow.log_artifact(self.run_id, str(path), artifact_path)
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        if self.mlflow is not None:
-            from mlflow.entities import RunTag
-
-            self.mlflow.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    fluent.start_run(run_id=run_id, log_system_metrics=True)
+    return fluent
 
 
 @contextmanager
 def stage_run(
-    name: str, params: dict[str, Any], root: Path, experiment_name: str, tags: dict[str, str], git: tuple[str, bool]
+    name: str,
+    params: dict[str, Any],
+    experiment_name: str,
+    git: tuple[str, bool],
+    pipeline_params: dict[str, Any],
 ) -> Iterator[StageRun]:
     """A child run for one stage under this execution's parent; FAILED (or KILLED) if the
-    block raises, and the parent (when this process owns it) follows the child's status."""
-    from mlflow.entities import Param
-
+    block raises, and the parent (when this process owns it) follows the child's status.
+    The stage's run carries the params sections it reads; a parent made here, every param."""
     mlflow = client()
-    experiment = experiment_id(mlflow, experiment_name, root)
+    experiment = experiment_id(mlflow, experiment_name)
     key, trigger, owned = _execution()
     if owned:
         reap(mlflow, experiment)
     base = run_tags(trigger, git)
-    parent = _find(mlflow, experiment, key) or create_parent(mlflow, experiment, key, base)
+    parent = _find(mlflow, experiment, key)
+    if parent is None:
+        parent = create_parent(mlflow, experiment, key, base)
+        log_params(mlflow, parent, pipeline_params)
     if owned:
         mlflow.update_run(parent, status="RUNNING")
-    run = mlflow.create_run(experiment, run_name=name, tags={PARENT_TAG: parent, "kiln.stage": name, **base, **tags})
-    mlflow.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flatten(params).items()])
+    run = mlflow.create_run(experiment, run_name=name, tags={PARENT_TAG: parent, "kiln.stage": name, **base})
+    log_params(mlflow, run.info.run_id, params)
+    fluent = _active(run.info.run_id)
     failure: BaseException | None = None
 
     def close() -> None:
         if failure is not None:
             with suppress(Exception):  # best effort, as `end`; see lifecycle.bookkeeping
                 mlflow.set_tag(run.info.run_id, "kiln.error", str(failure)[:5000])
+        with suppress(Exception):  # its system metrics stop here; a gone server changes nothing
+            fluent.end_run(_status(failure))
         end(mlflow, run.info.run_id, _status(failure))
         if owned:
             end(mlflow, parent, _status(failure))
@@ -214,14 +173,12 @@ def stage_run(
 
 
 @contextmanager
-def pipeline_run(root: Path, experiment_name: str, key: str | None = None) -> Iterator[None]:
-    """Group the stages a `kiln run` executes under one parent run, created when the first
-    stage starts (a run with nothing to do leaves no empty parent) and closed here. With
-    `key`, the parent is the run already tagged with it, and its owner closes it."""
-    owner = key is None
-    key = key or f"flow-{uuid.uuid4().hex}"
+def pipeline_run(experiment_name: str, key: str, owner: bool) -> Iterator[None]:
+    """Group the stages of execution `key` under one parent run, created when the first
+    stage starts (a run with nothing to do leaves no empty parent) and, if this is its
+    `owner`, closed here; otherwise (the retrain flow's run) whoever made it closes it."""
     mlflow = client()
-    experiment = experiment_id(mlflow, experiment_name, root)
+    experiment = experiment_id(mlflow, experiment_name)
     reap(mlflow, experiment)
     previous = os.environ.get(EXECUTION_ENV)
     os.environ[EXECUTION_ENV] = key

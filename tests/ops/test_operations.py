@@ -68,6 +68,41 @@ def wait_for_deployment(env: dict, log: Path, timeout: float = 120) -> None:
     pytest.fail("kiln serve did not start serving:\n" + log.read_text()[-3000:])
 
 
+def published(database: str, prefect_db: str, mlflow_port: int) -> None:
+    """The pipeline's flow run, as a team watching Prefect sees it: named as its MLflow run,
+    a table of the candidates, the decision in markdown, links to the MLflow run and the
+    version, and a `kiln.model.promoted` event with the version as its resource."""
+    found = query(
+        database,
+        "SELECT a.key, a.type, a.data, r.name FROM artifact a JOIN flow_run r ON r.id = a.flow_run_id "
+        "WHERE a.key LIKE 'kiln-%'",
+        prefect_db,
+    )
+    # Prefect keeps a link artifact as the markdown of its link.
+    kinds = {key: kind for key, kind, _, _ in found}
+    assert kinds == {
+        "kiln-candidates": "table",
+        "kiln-promotion": "markdown",
+        "kiln-mlflow-run": "markdown",
+        "kiln-model-version": "markdown",
+    }, found
+    data = {key: value for key, _, value, _ in found}
+    assert "(selected)" in data["kiln-candidates"] and "promoted to champion" in data["kiln-promotion"]
+    assert data["kiln-model-version"] == (
+        f"[kiln-mine version 1](http://127.0.0.1:{mlflow_port}/#/models/kiln-mine/versions/1)"
+    )
+    flow_name = found[0][3]
+    assert query(database, f"SELECT count(*) FROM runs WHERE name = '{flow_name}'") == [(1,)]
+    # The event persister writes in batches: a few seconds after the run.
+    deadline, events = time.monotonic() + 60, []
+    while not events and time.monotonic() < deadline:
+        events = query(database, "SELECT event, resource FROM events WHERE event LIKE 'kiln.model.%'", prefect_db)
+        time.sleep(1)
+    assert [(event, resource["prefect.resource.id"]) for event, resource in events] == [
+        ("kiln.model.promoted", "kiln.model.kiln-mine.1")
+    ]
+
+
 def roles(repo: Path, database: str, mlflow_port: int, prefect_port: int, password: str) -> None:
     """kiln up's servers refuse anonymous requests; a reader reads but cannot move the
     champion; a promoter can."""
@@ -185,7 +220,9 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
         )
         assert sorted(s for _, s in flow_runs) == ["CANCELLED", "COMPLETED"]
         aliases = dict(query(database, "SELECT alias, version FROM registered_model_aliases WHERE name = 'kiln-mine'"))
-        assert aliases == {"champion": 1, "challenger": 1}
+        assert aliases == {"champion": 1}  # promoted, version 1 awaits no gate: no challenger
+        prefect_db = make_url(database).database + "_prefect"
+        published(database, prefect_db, mlflow_port)
         runs_table = query(database, "SELECT name, status FROM runs WHERE name LIKE 'retrain %'")
         assert [status for _, status in runs_table] == ["FINISHED"]
         # The run's summary: a Prefect markdown artifact and a file of its MLflow run.

@@ -5,7 +5,9 @@ The last two tests change the repository (a param, then a forced run): pytest ru
 module's tests in the order written here, and `make test` runs a module on one worker,
 so every test before them reads the repository as `dvc repro` left it."""
 
+import getpass
 import json
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -14,10 +16,11 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+import requests
 import yaml
 
 from tests.support.params import set_params
-from tests.support.repo import BIN, ROOT, copy_repo, kiln, run
+from tests.support.repo import BIN, ROOT, SHARED_PREFECT, copy_repo, kiln, run
 from tests.support.tiny import TINY_TRAINING
 
 pytestmark = pytest.mark.slow
@@ -103,14 +106,58 @@ def test_dvc_repro_writes_the_data_stages_outputs(built):
     assert json.loads((built.repo / "reports/validation.json").read_text())["duplicates"]["rows"] == 98
 
 
-def test_one_parent_run_and_a_child_per_stage_each_with_dvc_hashes(built):
+def test_one_parent_run_and_a_child_per_stage_with_mlflows_context_and_dvcs_hashes(built):
     found = runs(built.repo)
     parents = found[found["tags.mlflow.parentRunId"].isna()]
     assert len(parents) == 1 and parents["tags.kiln.trigger"].iloc[0] == "dvc repro"
     children = found[found["tags.mlflow.parentRunId"] == parents["run_id"].iloc[0]]
     assert sorted(children["tags.mlflow.runName"]) == sorted(STAGES)
-    assert children["tags.dvc.out.data/raw/dataset.parquet"].notna().any()
-    assert (children["tags.git.commit"].str.len() == 40).all()
+    # The UI's User, Source and Version columns, on every run.
+    assert (found["tags.mlflow.user"] == getpass.getuser()).all()
+    assert (found["tags.mlflow.source.name"] == "dvc repro").all()
+    assert (found["tags.mlflow.source.git.commit"].str.len() == 40).all()
+    assert not [name for name in found.columns if name.startswith(("tags.dvc.", "tags.git."))]
+    ingest = children[children["tags.mlflow.runName"] == "ingest"]["run_id"].iloc[0]
+    hashes = mlflow.artifacts.load_dict(f"runs:/{ingest}/dvc/hashes.json")
+    lock = yaml.safe_load(built.lock)["stages"]["ingest"]
+    raw = next(o["md5"] for o in lock["outs"] if o["path"] == "data/raw/dataset.parquet")
+    assert hashes["outs"]["data/raw/dataset.parquet"] == raw
+    assert set(hashes["deps"]) == {d["path"] for d in lock["deps"]}
+
+
+def test_the_parent_run_shows_the_model_the_pipeline_made(built):
+    found = runs(built.repo)
+    parent = found[found["tags.mlflow.parentRunId"].isna()].iloc[0]
+    selection = json.loads((built.repo / "reports/selection.json").read_text())
+    evaluation = json.loads((built.repo / "reports/evaluation.json").read_text())
+    chosen = evaluation["variants"][selection["selected"]]
+    assert parent["tags.kiln.selected"] == selection["selected"]
+    assert parent["metrics.selected/test_macro_f1"] == pytest.approx(chosen["macro_f1"])
+    assert parent["metrics.selected/test_macro_f1_lo"] == pytest.approx(chosen["macro_f1_ci95"][0])
+    val = selection["candidates"][selection["selected"]]["val_macro_f1"]
+    assert parent["metrics.selected/val_macro_f1"] == pytest.approx(val)
+    assert parent["metrics.selected/size_mb"] > 0 and parent["metrics.promote/promoted"] == 1
+    # Every param, so that two pipeline runs compare side by side.
+    assert parent["params.augment.alpha"] == "0.1" and "params.finetune.optim.lr" in parent
+
+
+def test_the_model_version_shows_its_figures_and_the_splits_it_was_measured_on(built):
+    client = mlflow.MlflowClient(f"sqlite:///{built.repo / 'mlflow' / 'mlflow.db'}")
+    version = client.get_model_version("kiln-bbc-news", "1")
+    evaluation = json.loads((built.repo / "reports/evaluation.json").read_text())
+    model = client.get_logged_model(version.source.removeprefix("models:/"))
+    figures = {m.key: m for m in model.metrics}
+    test = evaluation["variants"][evaluation["selected"]]["macro_f1"]
+    assert figures["selected/test_macro_f1"].value == pytest.approx(test)
+    split = {o["path"]: o["md5"] for o in yaml.safe_load(built.lock)["stages"]["split"]["outs"]}
+    assert figures["selected/test_macro_f1"].dataset_digest == split["data/split/test.parquet"]
+    inputs = client.get_run(version.run_id).inputs.dataset_inputs
+    assert {(d.dataset.name, d.dataset.digest) for d in inputs} == {
+        (name, split[f"data/split/{name}.parquet"]) for name in ("train", "val", "test")
+    }
+    # Kiln's own tags under kiln.*; promoted, version 1 awaits no gate: no challenger.
+    assert version.tags["kiln.git.commit"] and not [t for t in version.tags if t.startswith(("mlflow.", "git."))]
+    assert set(version.aliases) == {"champion"}
 
 
 def test_the_first_version_is_promoted_and_the_audit_trail_records_it(built):
@@ -212,6 +259,14 @@ def test_kiln_run_force_reruns_the_data_stages_in_one_flow_and_leaves_dvc_lock_a
     flows = latest[latest["tags.kiln.trigger"] == "kiln run"]
     parent = flows[flows["tags.mlflow.parentRunId"].isna()]
     assert len(parent) == 1
-    assert parent["tags.prefect.flow_run_id"].notna().all()
+    # The flow run in Prefect: named as the MLflow run, saying what ran, linking to it.
+    prefect = os.environ[SHARED_PREFECT]
+    flow_run = requests.get(f"{prefect}/flow_runs/{parent['tags.kiln.prefect.flow_run_id'].iloc[0]}", timeout=30).json()
+    assert flow_run["name"] == parent["tags.mlflow.runName"].iloc[0]
+    assert flow_run["state"]["message"].startswith(f"{len(FORCED)} of ")
+    wanted = {"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}}
+    links = requests.post(f"{prefect}/artifacts/filter", json=wanted, timeout=30).json()
+    assert [(a["key"], a["type"]) for a in links] == [("kiln-mlflow-run", "markdown")]  # a link, as Prefect keeps it
+    assert parent["run_id"].iloc[0] in links[0]["data"]
     children = flows[flows["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]
     assert (children["status"] == "FINISHED").sum() == len(FORCED)

@@ -10,7 +10,7 @@ import yaml
 
 from pipelines.core.params import load
 from pipelines.stagekit.contract import StageContext, StageParams, StageResult
-from pipelines.tracking.runs import StageRun
+from pipelines.tracking.stagerun import StageRun
 from tests.support.repo import ROOT
 from tests.support.tiny import tiny_repo
 

@@ -48,8 +48,10 @@ MACHINERY = frozenset(
         "pipelines.core.lifecycle",
         # What `kiln` prints.
         "pipelines.core.console",
-        # MLflow runs, their owners and the metric names.
+        # MLflow experiments and runs, their owners, what a stage logs, and the metric names.
+        "pipelines.tracking.experiments",
         "pipelines.tracking.runs",
+        "pipelines.tracking.stagerun",
         "pipelines.tracking.owners",
         "pipelines.tracking.metrics",
         # `kiln up`'s servers: starting them, signing in, who may do what.

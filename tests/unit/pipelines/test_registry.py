@@ -62,10 +62,14 @@ def test_gate_promotes_refuses_and_rolls_back(store):
     tags = models.version(client, NAME, worse).tags
     assert tags["promotion.decision"] == "refused" and tags["promotion.vs_champion"].startswith("fail")
     assert str(models.alias(client, NAME, models.CHAMPION).version) == a
+    # Refused, the newest version is still the challenger...
+    assert str(models.alias(client, NAME, models.CHALLENGER).version) == worse
 
     again = register(store / "c", seed=0, commit="def")
     champion, decision = _gate(test, again)
     assert decision.promoted and champion == again
+    # ...promoted, it no longer awaits the gate, and nothing else does.
+    assert models.alias(client, NAME, models.CHALLENGER) is None
 
     back = promotion.rollback(client, NAME, "test")
     assert back.promoted and back.version == a and back.champion == a
@@ -77,7 +81,7 @@ def test_gate_promotes_refuses_and_rolls_back(store):
         ("gate", worse),
         ("gate", a),
     ]
-    assert str(models.alias(client, NAME, models.CHALLENGER).version) == again
+    assert models.alias(client, NAME, models.CHALLENGER) is None
     with pytest.raises(KilnError, match="no champion before version 1"):
         promotion.rollback(client, NAME, None)  # a was the first champion
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from pipelines.tracking import runs
+from pipelines.tracking import experiments, runs
 from tests.support.registry import use_store
 
 
@@ -19,7 +19,7 @@ def test_runs_of_a_process_that_died_are_marked_killed(store):
     from pipelines.tracking.owners import owner, reap
 
     client = runs.client()
-    experiment = runs.experiment_id(client, "kiln", store)
+    experiment = experiments.experiment_id(client, "kiln")
     # The UI opens it on its training runs, not on MLflow 3's GenAI view.
     assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
