@@ -2,8 +2,9 @@
 rows are set aside with their reasons, and a failure stops the pipeline here."""
 
 from components.data.validation import validate
+from components.data.validation_page import render
 from components.errors import KilnError
-from pipelines.core.io import write_parquet
+from pipelines.core.io import atomic, write_parquet
 from pipelines.core.reports import Validation
 from pipelines.stagekit.contract import StageContext, StageResult
 
@@ -18,6 +19,9 @@ def run(ctx: StageContext) -> StageResult:
     outcome = validate(raw, ctx.params.validate_.resolved(ctx.params.ingest.base), docs)
     report, report_path = Validation.model_validate(outcome.report), reports / "validation.json"
     report.write(report_path)
+    page = reports / "validation.html"
+    with atomic(page) as tmp:
+        tmp.write_text(render(report.model_dump(mode="json"), paths.raw), encoding="utf-8")
     metrics = {
         "data/rows": report.rows,
         "data/valid_rows": report.rows_valid,
@@ -26,17 +30,20 @@ def run(ctx: StageContext) -> StageResult:
         "data/failed_expectations": len(report.failures),
     }
     if not outcome.success:
-        # The report and Data Docs are what a person opens to see why: log them first.
+        # The report and its pages are what a person opens to see why: log them first.
         ctx.run.log_metrics(metrics)
         ctx.run.log_artifact(report_path, "validation")
+        ctx.run.log_artifact(page, "validation/page")
         ctx.run.log_artifact(docs, "validation/data_docs")
         ctx.run.set_tags({"kiln.validation": "failed"})
         lines = "\n".join(f"  - {line}" for line in outcome.failures)
         raise KilnError(
             f"validate: {len(outcome.failures)} expectation(s) failed on {paths.raw}:\n{lines}\n"
-            f"  report: {report_path.relative_to(ctx.root)}, Data Docs: {(docs / 'index.html').relative_to(ctx.root)}"
+            f"  report: {page.relative_to(ctx.root)} (offline), {report_path.relative_to(ctx.root)}, "
+            f"Data Docs: {(docs / 'index.html').relative_to(ctx.root)}"
         )
     write_parquet(outcome.quarantined, ctx.path(paths.quarantine))
     write_parquet(outcome.valid, ctx.path(paths.validated))
     ctx.run.set_tags({"kiln.validation": "passed"})
-    return StageResult(metrics=metrics, artifacts={"validation": report_path, "validation/data_docs": docs})
+    artifacts = {"validation": report_path, "validation/page": page, "validation/data_docs": docs}
+    return StageResult(metrics=metrics, artifacts=artifacts)

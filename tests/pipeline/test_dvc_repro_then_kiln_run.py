@@ -193,6 +193,13 @@ def test_the_explanations_render_offline_in_chromium(built, tmp_path):
     assert not [url for url in requested if not url.startswith("file:") and not CHROMIUM_OWN.search(url)]
 
 
+def test_the_validation_page_renders_offline_in_chromium(built, tmp_path):
+    dom, requested = in_a_browser(built.repo / "reports/validation.html", tmp_path)
+    expectations = json.loads((built.repo / "reports/validation.json").read_text())["expectations"]
+    assert len(expectations) > 10 and dom.count("<code>expect_") == len(expectations)
+    assert not [url for url in requested if not url.startswith("file:") and not CHROMIUM_OWN.search(url)]
+
+
 def test_lineage_names_the_quantized_file_and_its_validation(built):
     lineage = kiln("lineage", "1", cwd=built.repo)
     assert lineage.returncode == 0, lineage.stdout + lineage.stderr

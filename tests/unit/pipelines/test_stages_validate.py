@@ -30,6 +30,8 @@ def test_validate_passes_every_valid_row_on_with_its_report(tmp_path):
     report = json.loads((root / "reports/validation.json").read_text())
     assert report["success"] is True and report["rows"] == 60
     assert (root / "reports/validation_docs/index.html").is_file()
+    page = (root / "reports/validation.html").read_text()
+    assert page.count('<span class="pass">passed</span>') == len(report["expectations"]) + 1
     assert result.metrics == {
         "data/rows": 60,
         "data/valid_rows": 60,
@@ -38,7 +40,7 @@ def test_validate_passes_every_valid_row_on_with_its_report(tmp_path):
         "data/failed_expectations": 0,
     }
     assert not metrics.unknown(result.metrics)
-    assert set(result.artifacts) == {"validation", "validation/data_docs"}
+    assert set(result.artifacts) == {"validation", "validation/page", "validation/data_docs"}
     assert ctx.run.tags == {"kiln.validation": "passed"}
 
 
@@ -52,13 +54,18 @@ def test_a_failed_expectation_stops_validate_after_it_logs_what_a_person_opens_t
     with pytest.raises(KilnError, match=failed_on) as failed:
         validate.run(ctx)
     assert "expect_column_values_to_be_in_set(label): 1 rows, e.g. 'sprot'" in str(failed.value)
-    assert "report: reports/validation.json, Data Docs: reports/validation_docs/index.html" in str(failed.value)
+    assert (
+        "report: reports/validation.html (offline), reports/validation.json, "
+        "Data Docs: reports/validation_docs/index.html" in str(failed.value)
+    )
+    page = (root / "reports/validation.html").read_text()
+    assert "<h2>Why it failed</h2>" in page and "&#x27;sprot&#x27;" in page  # escaped, as every value
     assert not (root / "data/validated").exists()
     assert json.loads((root / "reports/validation.json").read_text())["success"] is False
     # The report and Data Docs, what a person opens to see why, are logged before it fails.
     assert ctx.run.tags == {"kiln.validation": "failed"}
     assert ctx.run.metrics["data/rows"] == 60 and ctx.run.metrics["data/failed_expectations"] >= 1
-    assert set(ctx.run.artifacts) == {"validation", "validation/data_docs"}
+    assert set(ctx.run.artifacts) == {"validation", "validation/page", "validation/data_docs"}
 
 
 def test_the_quarantine_policy_sets_bad_rows_aside_and_passes_the_rest_on(tmp_path):
