@@ -14,6 +14,9 @@ from transformers import get_linear_schedule_with_warmup
 from components.text.config import ClassWeight, OptimConfig
 from components.text.model import perplexity
 
+# The learning rate at each step, as the schedule set it (see training.build_trainer).
+LR_CURVE = "train/lr_step"
+
 
 def class_weights(mode: ClassWeight, labels: Sequence[int], num_labels: int) -> torch.Tensor | None:
     """The cross-entropy weight of each label id given the train rows' `labels`; None for
@@ -56,7 +59,7 @@ class _Trained(L.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         schedule = get_linear_schedule_with_warmup(optimizer, int(self.optim.warmup * total), total)
         # Lightning's LearningRateMonitor logs it under this name, a curve for each group.
-        return [optimizer], [{"scheduler": schedule, "interval": "step", "name": "train/lr_step"}]
+        return [optimizer], [{"scheduler": schedule, "interval": "step", "name": LR_CURVE}]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         best = self.trainer.checkpoint_callback.best_model_score if self.trainer.checkpoint_callback else None

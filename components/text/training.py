@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMon
 from components.errors import KilnError
 from components.text.checkpoints import AtomicCheckpointIO, load_reason, move_aside, read_weights, recorded_best
 from components.text.config import HardwareConfig, LoopConfig
+from components.text.modules import LR_CURVE
 
 
 class Trainer(L.Trainer):
@@ -74,7 +75,9 @@ class LineProgress(Callback):
         if step % self.every or not trainer.is_global_zero:
             return
         total = trainer.max_steps if trainer.max_steps > 0 else int(trainer.estimated_stepping_batches)
-        metrics = " ".join(f"{k}={float(v):.4f}" for k, v in sorted(trainer.callback_metrics.items()))
+        # The learning rate is a curve in MLflow; on the terminal it would read 0.0000.
+        shown = {k: v for k, v in trainer.callback_metrics.items() if not k.startswith(LR_CURVE)}
+        metrics = " ".join(f"{k}={float(v):.4f}" for k, v in sorted(shown.items()))
         self.report(f"{self.name}: step {step}/{total} {metrics} ({time.perf_counter() - self.start:.0f} s)")
 
 

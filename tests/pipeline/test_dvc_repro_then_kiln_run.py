@@ -123,6 +123,9 @@ def test_one_parent_run_and_a_child_per_stage_with_mlflows_context_and_dvcs_hash
     raw = next(o["md5"] for o in lock["outs"] if o["path"] == "data/raw/dataset.parquet")
     assert hashes["outs"]["data/raw/dataset.parquet"] == raw
     assert set(hashes["deps"]) == {d["path"] for d in lock["deps"]}
+    # Training stages log the learning-rate schedule as it ran (Lightning's LearningRateMonitor).
+    trained = children[children["tags.mlflow.runName"].isin(["finetune", "distill", "prune"])]
+    assert trained["metrics.train/lr_step/pg1"].notna().all()
 
 
 def test_the_parent_run_shows_the_model_the_pipeline_made(built):
