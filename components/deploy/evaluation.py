@@ -123,29 +123,47 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], title: str, out: 
     plt.close(fig)
 
 
-def plot_pareto(variants: dict[str, dict], out: Path) -> None:
+def plot_pareto(variants: dict[str, dict], selected: str, out: Path) -> None:
     """Macro-F1 (with its 95 % interval) against batch-1 p50 latency and against size,
-    one point per variant."""
+    one point per variant, named in a legend (variants often sit on one another, where
+    labels beside the points would collide); the selected one is a larger star."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colours = plt.get_cmap("tab10")
     for ax, key, label in (
-        (axes[0], "latency_ms_p50_b1", "p50 latency at batch 1 (ms)"),
-        (axes[1], "size_mb", "size (MB)"),
+        (axes[0], "latency_ms_p50_b1", "p50 latency at batch 1 (ms, log scale)"),
+        (axes[1], "size_mb", "size (MB, log scale)"),
     ):
-        for name, v in variants.items():
+        for i, (name, v) in enumerate(variants.items()):
             low, high = v["macro_f1_ci95"]
+            chosen = name == selected
             # The 95 % interval: two variants whose bars overlap are not told apart by this split.
-            ax.errorbar(v[key], v["macro_f1"], yerr=[[v["macro_f1"] - low], [high - v["macro_f1"]]], fmt="o", capsize=3)
-            ax.annotate(name, (v[key], v["macro_f1"]), fontsize=8, xytext=(3, 3), textcoords="offset points")
+            ax.errorbar(
+                v[key],
+                v["macro_f1"],
+                yerr=[[v["macro_f1"] - low], [high - v["macro_f1"]]],
+                fmt="*" if chosen else "o",
+                markersize=14 if chosen else 6,
+                color=colours(i % 10),
+                capsize=3,
+                label=f"{name} (selected)" if chosen else name,
+            )
         ax.set_xscale("log")
+        # Plain numbers at 1, 2 and 5 of each decade: no 10^x labels, no crowded minor ones.
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda *_: ""))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
         ax.set_xlabel(label)
         ax.set_ylabel("test macro-F1")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center right", fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0, 0.84, 1))
     fig.savefig(out, dpi=100)
     plt.close(fig)
 

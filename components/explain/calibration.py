@@ -50,12 +50,17 @@ class Calibration:
     temperature: float  # what serving divides logits by: the fitted one if it lowers val ECE, else 1
     val_ece: float  # at T = 1
     val_ece_scaled: float  # at the fitted T
-    test: Reliability  # the shipped model as it is (T = 1)
+    test: Reliability  # at T = 1
     test_scaled: Reliability  # at the fitted T
 
     @property
     def applied(self) -> bool:
         return self.temperature != 1.0
+
+    @property
+    def served(self) -> Reliability:
+        """Test as the served model answers: at the temperature serving divides by."""
+        return self.test_scaled if self.applied else self.test
 
 
 def _checked(probabilities: np.ndarray, truth: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -22,8 +22,9 @@ def calibration_section(c: Calibration) -> str:
         f"confidence; a calibrated model follows the diagonal. Expected calibration error over "
         f"{len(c.test.bins)} equal-width confidence bins. "
         f"Temperature fitted on val (minimum NLL): T = {c.fitted_temperature:.3f}, {escape(decision)}.</p>"
-        f'<div class="diagrams">{_diagram(c.test, "Test, as shipped (T = 1)")}'
-        f"{_diagram(c.test_scaled, f'Test at T = {c.fitted_temperature:.3f}')}</div>"
+        f'<div class="diagrams">{_diagram(c.test, "Test at T = 1" + ("" if c.applied else ", as served"))}'
+        f"{_diagram(c.test_scaled, f'Test at T = {c.fitted_temperature:.3f}' + (', as served' if c.applied else ''))}"
+        "</div>"
     )
 
 

@@ -129,11 +129,14 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 """
 
 
-def render(report: ExplanationReport) -> str:
+def render(report: ExplanationReport, provenance: Sequence[tuple[str, str]] = ()) -> str:
+    """The report as one page; `provenance` (what, value) heads it: the model, its code, when."""
+    heading = " &middot; ".join(f"{escape(k)}: {escape(v)}" for k, v in provenance)
     parts = [
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(report.title)}</title>',
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{escape(report.title)}</h1>",
+        f'<p class="meta">{heading}</p>' if heading else "",
         _summary(report),
         _classes(report),
         _confusions(report),
@@ -150,8 +153,8 @@ def _summary(report: ExplanationReport) -> str:
     rows = [
         ("test texts explained", str(report.texts)),
         ("misclassified", f"{report.misclassified_total} ({report.misclassified_total / max(report.texts, 1):.1%})"),
-        ("test ECE of the shipped model", f"{c.test.ece:.4f}"),
-        ("temperature served", f"{c.temperature:.3f}" + ("" if c.applied else " (scaling not applied)")),
+        ("test ECE as served", f"{c.served.ece:.4f}"),
+        ("temperature served", f"{c.temperature:.3f} ({'fitted on val' if c.applied else 'scaling not applied'})"),
         ("mean |convergence error| of the attributions", f"{report.mean_abs_delta:.2e}"),
     ]
     if report.faithfulness:

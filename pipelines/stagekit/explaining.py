@@ -8,6 +8,7 @@ ONNX file was exported from (Integrated Gradients on its embeddings), or the cla
 model's stored weights (each term's weight times its value).
 """
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -99,8 +100,20 @@ def run(
     )
     path = ctx.path(ctx.params.paths.reports) / "explanations.html"
     with atomic(path) as tmp:
-        tmp.write_text(render(report), encoding="utf-8")
+        tmp.write_text(render(report, _provenance(ctx, selection)), encoding="utf-8")
     return _section(selection, explained, calibration, faithfulness), path
+
+
+def _provenance(ctx: StageContext, selection: Selection) -> list[tuple[str, str]]:
+    """What heads the report: the model, the code and data that made it, and when. The
+    registry version does not exist yet: register, the next stage, makes it."""
+    commit, dirty = ctx.git
+    return [
+        ("model", f"{selection.selected} ({selection.chosen.family}), {selection.chosen.file}"),
+        ("registry version", "the next one `register` makes (reports/register.json, `kiln lineage`)"),
+        ("git", commit[:12] + (" with uncommitted changes" if dirty else "")),
+        ("written", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())),
+    ]
 
 
 def _faithfulness(

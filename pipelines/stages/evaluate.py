@@ -171,6 +171,12 @@ def run(ctx: StageContext) -> StageResult:
     )
     reports = ctx.path(paths.reports)
     figures = _write(report, selection.reason, labels, reports)
+    # DVC's confusion template reads it: `dvc plots diff` compares two experiments' matrices.
+    chosen = predicted[selection.selected]
+    write_json(
+        [{"actual": labels[t], "predicted": labels[p]} for t, p in zip(truth, chosen, strict=True)],
+        reports / "predictions.json",
+    )
     return StageResult(
         metrics=_metrics(report),
         artifacts={
@@ -191,7 +197,7 @@ def _write(report: Evaluation, reason: str, labels: list[str], reports: Path) ->
         for name, v in report.variants.items():
             title = f"{name}: test macro-F1 {v.macro_f1:.3f}"
             ev.plot_confusion(v.confusion_matrix, labels, title, tmp / f"confusion_{name}.png")
-        ev.plot_pareto(variants, tmp / "pareto.png")
+        ev.plot_pareto(variants, report.selected, tmp / "pareto.png")
     report.write(reports / "evaluation.json")
     write_json(
         [

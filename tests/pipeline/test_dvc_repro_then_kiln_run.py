@@ -203,6 +203,18 @@ def test_the_validation_page_renders_offline_in_chromium(built, tmp_path):
     assert not [url for url in requested if not url.startswith("file:") and not CHROMIUM_OWN.search(url)]
 
 
+def test_dvc_plots_draw_the_selected_models_confusion_matrix_and_the_variants(built):
+    shown = run([str(BIN / "dvc"), "plots", "show", "--json"], built.repo)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    plots = json.loads(shown.stdout)["data"]
+    cells = plots["reports/predictions.json"][0]["content"]["data"]["values"]
+    test = pd.read_parquet(built.repo / "data/split/test.parquet")
+    assert sorted(c["actual"] for c in cells) == sorted(test["label"])  # a cell a test text
+    variants = plots["reports/pareto.json"][0]["content"]["data"]["values"]
+    evaluation = json.loads((built.repo / "reports/evaluation.json").read_text())
+    assert {v["variant"] for v in variants} == set(evaluation["variants"])
+
+
 def test_lineage_names_the_quantized_file_and_its_validation(built):
     lineage = kiln("lineage", "1", cwd=built.repo)
     assert lineage.returncode == 0, lineage.stdout + lineage.stderr

@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -416,6 +417,20 @@ def test_report_is_self_contained_and_escapes_everything():
     # Nothing of Kiln's own markup points outside the file.
     clean = render(_report("plain words"))
     assert "http" not in clean and "<script" not in clean and "@import" not in clean and "url(" not in clean
+
+
+def test_report_names_its_model_and_says_one_thing_about_the_temperature_it_serves():
+    report = _report("plain words")
+    c = report.calibration
+    assert c.applied  # logits made at T = 2: scaling lowers val ECE
+    html = render(report, [("model", "onnx_int8 <b>"), ("git", "abc123")])
+    assert '<p class="meta">model: onnx_int8 &lt;b&gt; &middot; git: abc123</p>' in html
+    # The served model is the scaled one: its ECE in the summary, "as served" on its diagram alone.
+    assert f"<th>test ECE as served</th><td>{c.test_scaled.ece:.4f}</td>" in html
+    assert "T = 1, as served" not in html and f"T = {c.fitted_temperature:.3f}, as served" in html
+    unscaled = render(replace(report, calibration=replace(c, temperature=1.0)))
+    assert f"<th>test ECE as served</th><td>{c.test.ece:.4f}</td>" in unscaled
+    assert "Test at T = 1, as served" in unscaled
 
 
 def test_report_summaries():
