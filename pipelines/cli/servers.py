@@ -1,5 +1,6 @@
 """Commands that start servers: `up`, `down`, `ui`, `serve-model`."""
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -76,13 +77,24 @@ def ui(
     port: Annotated[int, typer.Option(help="port to serve on")] = 5000,
     host: Annotated[str, typer.Option(help="address to bind; 127.0.0.1 keeps it local")] = "127.0.0.1",
 ) -> None:
-    """Start the MLflow UI on Kiln's tracking store."""
+    """Start the MLflow UI on Kiln's tracking store, and print the address of its runs."""
+    from pipelines.core.params import load
+    from pipelines.tracking import experiments, runs
+
     root = repo_root()
     uri = os.environ["MLFLOW_TRACKING_URI"]
     (root / "mlflow").mkdir(exist_ok=True)
+    import mlflow  # noqa: F401 - sets up its own loggers, which the next line quiets
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its note that it made the store's tables
+    experiment = experiments.experiment_id(runs.client(), load(root / "params.yaml").tracking.experiment)
+    # MLflow 3's UI opens an experiment on its GenAI view unless the address asks for the
+    # machine-learning one: no tag of the experiment chooses it (3.17 reads the address,
+    # then the browser's last choice).
+    runs_page = f"http://{host}:{port}/#/experiments/{experiment}/runs?workflowType=machine_learning"
     _become(
         [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)],
-        f"MLflow UI: http://{host}:{port}  (store: {uri}; Ctrl-C stops it)",
+        f"MLflow UI: {runs_page}  (store: {uri}; Ctrl-C stops it)",
     )
 
 

@@ -11,7 +11,8 @@ from pipelines.servers.auth import refused
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-# Opens the experiment on its training runs in MLflow 3's UI, not on the GenAI view.
+# MLflow's kind of experiment: model development, not GenAI. In MLflow 3.17 it does not
+# choose the view the UI opens on (only the address does: see `kiln ui`).
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 
 

@@ -2,6 +2,7 @@
 `kiln profile`."""
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -27,7 +28,9 @@ def test_kiln_ui_serves_the_local_store(repo):
     )
     try:
         first = proc.stdout.readline()
-        assert f"MLflow UI: http://127.0.0.1:{port}" in first
+        # The address of the experiment's runs, on MLflow 3's machine-learning view.
+        runs_page = rf"http://127.0.0.1:{port}/#/experiments/\d+/runs\?workflowType=machine_learning"
+        assert re.search(f"MLflow UI: {runs_page}", first), first
         deadline = time.time() + 90
         while True:
             try:
