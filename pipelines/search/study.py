@@ -18,6 +18,9 @@ from components.search.space import DIRECTIONS
 from pipelines.servers.control import DB_ENV, ensure_databases
 from pipelines.tracking import runs
 
+# The study attribute `interrupted.<trial>` marks a trial a killed search left running.
+INTERRUPTED = "interrupted"
+
 SEARCH_DB_SUFFIX = "_search"
 
 
@@ -105,7 +108,8 @@ class Study:
     def finished(self) -> int:
         from optuna.trial import TrialState
 
-        return sum(1 for t in self.trials(TrialState.COMPLETE, TrialState.FAIL) if not t.user_attrs.get("interrupted"))
+        done, marks = self.trials(TrialState.COMPLETE, TrialState.FAIL), self.study.user_attrs
+        return sum(1 for t in done if not interrupted(marks, t))
 
     def requeue_interrupted(self) -> list[int]:
         """Trials a killed search left RUNNING: failed as interrupted, and asked again."""
@@ -113,7 +117,8 @@ class Study:
 
         found = []
         for trial in self.trials(TrialState.RUNNING):
-            self.study._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+            # On the study: Optuna's public API sets a trial's attributes only while it runs here.
+            self.study.set_user_attr(f"{INTERRUPTED}.{trial.number}", True)
             self.study.tell(trial.number, state=TrialState.FAIL)
             params = {k: v for k, v in trial.params.items()}
             self.study.enqueue_trial(params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
@@ -175,6 +180,12 @@ class TrialLog:
         self.mlflow.set_terminated(run_id, "FINISHED" if outcome["state"] == "COMPLETE" else "FAILED", end_time=end)
 
 
+def interrupted(marks: dict, trial) -> bool:
+    """Whether a killed search left `trial` running, by the study's user attributes `marks`
+    (an older Kiln marked the trial itself)."""
+    return bool(marks.get(f"{INTERRUPTED}.{trial.number}") or trial.user_attrs.get(INTERRUPTED))
+
+
 def records(study) -> tuple[list[dict], list]:
     """Every trial as search.json lists it, and the candidates: each family's Pareto
     front (on BBC the classical family dominates every student; a user who pins
@@ -190,7 +201,7 @@ def records(study) -> tuple[list[dict], list]:
     chosen: set[int] = set()
     for family in {t.user_attrs["family"] for t in complete}:
         chosen |= pareto({t.number: values[t.number] for t in complete if t.user_attrs["family"] == family})
-    records = []
+    records, marks = [], study.user_attrs
     for t in study.get_trials(deepcopy=False):
         result = t.user_attrs.get("result") or {}
         records.append(
@@ -206,7 +217,7 @@ def records(study) -> tuple[list[dict], list]:
                 "family_front": t.number in chosen,
                 "worker": t.user_attrs.get("worker"),
                 "seconds": t.user_attrs.get("seconds"),
-                "interrupted": bool(t.user_attrs.get("interrupted")),
+                "interrupted": interrupted(marks, t),
                 "retry_of": t.user_attrs.get("retry_of"),
                 "error": t.user_attrs.get("error"),
             }

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.search.study import interrupted
 from tests.support.params import set_params
 from tests.support.repo import BIN, SHARED_PREFECT, clean_env, kiln
 
@@ -270,10 +271,11 @@ def test_a_killed_search_resumes_its_study_without_rerunning_finished_trials(sea
     after = {t.number: t for t in study.get_trials(deepcopy=False)}
     for n, completed in done.items():
         assert after[n].state == TrialState.COMPLETE and after[n].datetime_complete == completed, n
-    finished = [t for t in after.values() if t.state.is_finished() and not t.user_attrs.get("interrupted")]
+    marks = study.user_attrs
+    finished = [t for t in after.values() if t.state.is_finished() and not interrupted(marks, t)]
     assert len(finished) == n_trials, after
     for n in cut:
-        assert after[n].state == TrialState.FAIL and after[n].user_attrs.get("interrupted") is True, n
+        assert after[n].state == TrialState.FAIL and interrupted(marks, after[n]), n
         retries = [t for t in after.values() if t.user_attrs.get("retry_of") == n]
         # The params it had been given (all of them, unless the kill came between its
         # suggestions: the retry samples the rest).

@@ -15,7 +15,7 @@ def test_a_study_that_did_not_end_is_resumed_and_its_cut_trials_asked_again(tmp_
     from optuna.trial import TrialState
 
     from components.search.space import suggest
-    from pipelines.search.study import Study
+    from pipelines.search.study import Study, interrupted
 
     url, cfg = f"sqlite:///{tmp_path / 'search.db'}", _config(n_trials=3, families=["classical"])
     first = Study("kiln-search-0123456789ab", url, cfg)
@@ -32,7 +32,8 @@ def test_a_study_that_did_not_end_is_resumed_and_its_cut_trials_asked_again(tmp_
     retry = again.study.ask()
     assert suggest(retry, cfg) == ("classical", params) and retry.user_attrs == {"retry_of": cut.number}
     trials = again.study.get_trials(deepcopy=False)
-    assert trials[cut.number].state == TrialState.FAIL and trials[cut.number].user_attrs == {"interrupted": True}
+    assert trials[cut.number].state == TrialState.FAIL and interrupted(again.study.user_attrs, trials[cut.number])
+    assert not interrupted(again.study.user_attrs, trials[done.number])
     assert trials[done.number].state == TrialState.COMPLETE
 
     again.end()
