@@ -6,10 +6,11 @@ import json
 import pytest
 
 from components.errors import KilnError
-from pipelines.core.records import Candidate, Promotion, Selection
+from pipelines.core.records import Promotion
 from pipelines.core.reports import Baseline, Evaluation, Explained, VariantScores
 from pipelines.registry.gating import floor
 from tests.support.params import shipped
+from tests.support.records import selection
 
 
 def test_a_refused_version_says_why_in_one_line():
@@ -27,41 +28,11 @@ def test_a_refused_version_says_why_in_one_line():
     )
 
 
-def _selection(selected: str, **val_macro_f1: float) -> Selection:
-    """A selection among candidates named classical or search_* (classical family) and
-    onnx_* (transformers), with these val macro-F1s; a refused INT8 left out."""
-
-    def candidate(name: str, f1: float) -> Candidate:
-        family = "transformer" if name.startswith("onnx_") else "classical"
-        return Candidate(
-            family=family,
-            file=f"models/{name}.onnx",
-            tokenizer=None,
-            val_macro_f1=f1,
-            val_macro_f1_ci95=(f1 - 0.05, f1 + 0.05),
-            val_accuracy=f1,
-            latency_ms_p95_b1=1.0,
-            size_mb=1.0,
-            within_budgets=True,
-            tied_with_best=name == selected,
-        )
-
-    return Selection(
-        family="any",
-        selected=selected,
-        reason="the best on val",
-        val_texts=185,
-        budgets={},
-        candidates={name: candidate(name, f1) for name, f1 in val_macro_f1.items()},
-        excluded={"onnx_int8": "refused by quantize's gate: INT8 labels 9 of 185 val texts differently"},
-    )
-
-
 def test_a_classical_model_is_held_to_the_best_transformer_not_to_itself(tmp_path):
-    classical = _selection("classical", classical=0.95, search_3=0.94, onnx_fp32=0.90, onnx_teacher=0.92)
+    classical = selection("classical", classical=0.95, search_3=0.94, onnx_fp32=0.90, onnx_teacher=0.92)
     name, why = classical.baseline()
     assert name == "onnx_teacher" and why.startswith("the selected model is classical")
-    transformer = _selection("onnx_fp32", classical=0.90, onnx_fp32=0.95, onnx_teacher=0.92)
+    transformer = selection("onnx_fp32", classical=0.90, onnx_fp32=0.95, onnx_teacher=0.92)
     assert transformer.baseline()[0] == "classical"
 
     # promote.min_macro_f1: baseline is the lower end of that candidate's test interval.
@@ -116,7 +87,7 @@ def _evaluation(selected: str, baseline: Baseline) -> Evaluation:
 
 
 def test_a_classical_model_whose_rivals_all_learned_nothing_is_held_to_the_fp32_student():
-    selection = _selection("classical", classical=0.95, search_3=0.94)
-    name, why = selection.baseline()
+    chosen = selection("classical", classical=0.95, search_3=0.94)
+    name, why = chosen.baseline()
     assert name == "onnx_fp32" and "no transformer candidate learned anything" in why
-    assert selection.baseline_family == "transformer"
+    assert chosen.baseline_family == "transformer"

@@ -3,38 +3,17 @@ and a registered version's tags read alike whether written under kiln.* or befor
 
 from types import SimpleNamespace
 
-from pipelines.core.records import Candidate, Promotion, Selection
+from pipelines.core.records import Promotion
 from pipelines.registry.versions import lineage
 from pipelines.run import publish
-
-
-def candidate(family: str, f1: float) -> Candidate:
-    return Candidate(
-        family=family,
-        file=f"models/{family}.onnx",
-        tokenizer=None,
-        val_macro_f1=f1,
-        val_macro_f1_ci95=(f1 - 0.02, f1 + 0.01),
-        val_accuracy=f1,
-        latency_ms_p95_b1=1.234,
-        size_mb=1.5,
-        within_budgets=True,
-        tied_with_best=False,
-    )
+from tests.support.records import selection
 
 
 def test_each_candidate_is_a_row_with_its_interval_and_the_selected_one_is_marked():
-    selection = Selection(
-        family="any",
-        selected="onnx_int8",
-        reason="best on val",
-        val_texts=300,
-        budgets={},
-        candidates={"onnx_int8": candidate("transformer", 0.9612), "classical": candidate("classical", 0.95)},
-    )
-    rows = publish.candidates(selection, None)
+    chosen = selection("onnx_int8", onnx_int8=0.9612, classical=0.95)
+    rows = publish.candidates(chosen, None)
     assert [r["candidate"] for r in rows] == ["onnx_int8 (selected)", "classical"]
-    assert rows[0]["val macro-F1 [95 % CI]"] == "0.9612 [0.9412, 0.9712]"
+    assert rows[0]["val macro-F1 [95 % CI]"] == "0.9612 [0.9112, 1.0112]"
     assert rows[0]["test macro-F1 [95 % CI]"] == "-"  # evaluate did not score this selection
 
 
