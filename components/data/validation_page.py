@@ -32,7 +32,8 @@ def _observed(entry: dict[str, Any]) -> str:
         found = f"{entry['unexpected_count']} unexpected ({entry.get('unexpected_percent', 0):.2f} %)"
         samples = entry.get("samples") or []
         return escape(found + (": " + ", ".join(map(str, samples[:5])) if samples else ""))
-    return escape(str(entry.get("observed", "")))
+    observed = entry.get("observed", "")
+    return escape(f"{observed:.4f}" if isinstance(observed, float) else str(observed))
 
 
 def render(report: dict[str, Any], source: str) -> str:
