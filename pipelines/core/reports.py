@@ -131,6 +131,17 @@ class Evaluation(Record):
             raise ValueError(f"no scores for {', '.join(missing)}")
         return self
 
+    def selected_figures(self) -> dict[str, float]:
+        """The selected model's test figures under the names a pipeline run shows them."""
+        chosen = self.variants[self.selected]
+        return {
+            "selected/test_macro_f1": chosen.macro_f1,
+            "selected/test_macro_f1_lo": chosen.macro_f1_ci95[0],
+            "selected/test_macro_f1_hi": chosen.macro_f1_ci95[1],
+            "selected/size_mb": chosen.size_mb,
+            "selected/latency_ms_p50_b1": chosen.latency_ms_p50_b1,
+        }
+
     def markdown(self, reason: str, table: str) -> str:
         """evaluation.md: `reason` is why select chose the model, `table` the variants' as
         components.deploy.evaluation.markdown writes it."""

@@ -107,9 +107,8 @@ def pipeline(targets: list[str] | None = None, force: bool = False, execution: s
     )
     if promotion is not None:
         _show_promotion(promotion)
-    publish.report(
-        root / params.paths.reports, params.tracking.experiment, key, {r.name for r in rows if r.status == "ran"}
-    )
+    ran = {r.name for r in rows if r.status == "ran"}
+    publish.report(root / params.paths.reports, params.tracking.experiment, key, ran, promotion)
     data = {"rows": rows, "promotion": promotion}
     if failure is not None:
         return Failed(message=str(failure), data=failure)

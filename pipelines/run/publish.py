@@ -62,23 +62,31 @@ def outcome(statuses: list[str], promotion: Promotion | None) -> str:
     return f"{said}; {promotion.headline()}" if promotion is not None else said
 
 
-def report(reports: Path, experiment_name: str, key: str, ran: set[str]) -> None:
+def report(reports: Path, experiment_name: str, key: str, ran: set[str], promotion: Promotion | None) -> None:
     """The artifacts and event of a flow run whose stages `ran` under MLflow execution
-    `key`; a failure to publish them is said and logged, and fails nothing (the stages'
-    outputs and MLflow runs are what counts)."""
+    `key`, with the `promotion` its promote stage decided (if it ran); a failure to publish
+    them is said and logged, and fails nothing (the stages' outputs and MLflow runs are
+    what counts)."""
     from prefect.runtime import flow_run
 
     if not ran:
         return
     try:
         experiment, parent = runs.parent_of(experiment_name, key)
-        publish(reports, ran, experiment, parent, str(flow_run.get_id()))
+        publish(reports, ran, experiment, parent, str(flow_run.get_id()), promotion)
     except Exception as err:  # noqa: BLE001 - reported, and the run's work stands
         logging.getLogger(__name__).warning("publishing to Prefect failed", exc_info=True)
         console.get().line(f"note: the run's Prefect artifacts were not published ({type(err).__name__}: {err})")
 
 
-def publish(reports: Path, ran: set[str], experiment: str | None, parent_run: str | None, flow_run_id: str) -> None:
+def publish(
+    reports: Path,
+    ran: set[str],
+    experiment: str | None,
+    parent_run: str | None,
+    flow_run_id: str,
+    promotion: Promotion | None,
+) -> None:
     """Artifacts and an event for what this flow run's stages (`ran`) decided."""
     from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
@@ -99,8 +107,7 @@ def publish(reports: Path, ran: set[str], experiment: str | None, parent_run: st
             key="kiln-candidates",
             description=f"Each candidate on val and test; selected: {selection.selected}.",
         )
-    if "promote" in ran and (reports / "promotion.json").is_file():
-        promotion = Promotion.read(reports / "promotion.json", "kiln run", "promote")
+    if promotion is not None:
         create_markdown_artifact(decision(promotion), key="kiln-promotion", description=promotion.headline())
         name, version = promotion.model_name, promotion.version
         create_link_artifact(

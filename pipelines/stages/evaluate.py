@@ -229,14 +229,7 @@ def _metrics(report: Evaluation) -> dict[str, float]:
         found |= {"p_value": c.p_value, "discordant": c.n_discordant}
         metrics |= {f"{group}/{key}": value for key, value in found.items()}
     metrics |= {f"{group}/{key}": value for group, values in report.ratios.items() for key, value in values.items()}
-    chosen = report.variants[report.selected]
-    metrics |= {
-        "selected/test_macro_f1": chosen.macro_f1,
-        "selected/test_macro_f1_lo": chosen.macro_f1_ci95[0],
-        "selected/test_macro_f1_hi": chosen.macro_f1_ci95[1],
-        "selected/size_mb": chosen.size_mb,
-        "selected/latency_ms_p50_b1": chosen.latency_ms_p50_b1,
-    }
+    metrics |= report.selected_figures()
     e = report.explain
     return metrics | {
         "explain/aopc_top": e.aopc_top,

@@ -99,23 +99,18 @@ def _tags(
     return {f"kiln.{key}": value for key, value in tags.items()}
 
 
-def _evaluated(ctx: StageContext, splits: dict, lock: Lock, selection: Selection, evaluation: Evaluation) -> Evaluated:
+def _evaluated(ctx: StageContext, splits: dict, lock: Lock, evaluation: Evaluation) -> Evaluated:
     """The splits under DVC's md5 of their files, and the selected model's test figures
     under the names its pipeline run shows them."""
     hashes, folder = lock.outs.get("split", {}), ctx.params.paths.split
-    chosen = evaluation.variants[selection.selected]
     return Evaluated(
         splits={
             name: (rows, f"{folder}/{name}.parquet", hashes.get(f"{folder}/{name}.parquet") or None)
             for name, rows in splits.items()
         },
         test_metrics={
-            "selected/test_macro_f1": chosen.macro_f1,
-            "selected/test_macro_f1_lo": chosen.macro_f1_ci95[0],
-            "selected/test_macro_f1_hi": chosen.macro_f1_ci95[1],
-            "selected/test_accuracy": chosen.accuracy,
-            "selected/size_mb": chosen.size_mb,
-            "selected/latency_ms_p50_b1": chosen.latency_ms_p50_b1,
+            **evaluation.selected_figures(),
+            "selected/test_accuracy": evaluation.variants[evaluation.selected].accuracy,
         },
     )
 
@@ -159,7 +154,7 @@ def run(ctx: StageContext) -> StageResult:
             lineage,
             explainer=source(ctx, selection.selected),
             temperature=evaluation.explain.temperature,
-            evaluated=_evaluated(ctx, splits, lock, selection, evaluation),
+            evaluated=_evaluated(ctx, splits, lock, evaluation),
         )
     number = registered.version
     Registration(

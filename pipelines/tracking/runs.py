@@ -157,9 +157,10 @@ def stage_run(
         if failure is not None:
             with suppress(Exception):  # best effort, as `end`; see lifecycle.bookkeeping
                 mlflow.set_tag(run.info.run_id, "kiln.error", str(failure)[:5000])
-        with suppress(Exception):  # its system metrics stop here; a gone server changes nothing
-            fluent.end_run(_status(failure))
-        end(mlflow, run.info.run_id, _status(failure))
+        try:
+            fluent.end_run(_status(failure))  # ends the run and its system metrics
+        except Exception:  # noqa: BLE001 - ended by the client then, or marked KILLED by the next run
+            end(mlflow, run.info.run_id, _status(failure))
         if owned:
             end(mlflow, parent, _status(failure))
 
