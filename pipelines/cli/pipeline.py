@@ -116,10 +116,20 @@ def status() -> None:
 
 
 @app.command()
-def profile(name: Annotated[str, typer.Argument(help="a file of profiles/, without .yaml")]) -> None:
+def profile(
+    name: Annotated[str, typer.Argument(help="a file of profiles/, without .yaml")],
+    sets: Annotated[
+        bool, typer.Option("--sets", help="print it as a `dvc exp run -S` command instead; params.yaml stays")
+    ] = False,
+) -> None:
     """Merge a named params profile (profiles/NAME.yaml) into params.yaml."""
     root = repo_root()
-    from pipelines.core.profiles import apply
+    from pipelines.core import profiles
 
-    path = apply(root, name)
+    if sets:
+        import shlex
+
+        typer.echo(" ".join(["dvc exp run", *(f"-S {shlex.quote(item)}" for item in profiles.sets(root, name))]))
+        return
+    path = profiles.apply(root, name)
     typer.echo(f"{path.name}: profile '{name}' merged; `kiln status` shows what it makes stale")

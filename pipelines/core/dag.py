@@ -159,11 +159,18 @@ def dvc_lock_errors(root: Path) -> Iterator[None]:
         raise busy(root) from None
 
 
-def reproduce(repo: "Repo", stage: "PipelineStage", force: bool = False) -> bool:
-    """Reproduce one stage if DVC finds it changed; True if it ran, False if it was up
-    to date."""
+def changed(repo: "Repo", stage: "PipelineStage") -> bool:
+    """Whether DVC would reproduce `stage`: its code, data, params or outputs differ from
+    what dvc.lock records."""
+    with dvc_lock_errors(Path(repo.root_dir)), repo.lock:
+        return bool(stage.changed())
+
+
+def reproduce(repo: "Repo", stage: "PipelineStage", force: bool = False) -> None:
+    """Reproduce one stage as `dvc repro` does: run it, or restore its outputs from DVC's
+    run-cache when it has seen these inputs before."""
     with dvc_lock_errors(Path(repo.root_dir)):
-        return bool(repo.reproduce(stage.addressing, single_item=True, force=force))
+        repo.reproduce(stage.addressing, single_item=True, force=force)
 
 
 def status(repo: "Repo", targets: list[str] | None = None) -> dict[str, list[str]]:
@@ -215,34 +222,3 @@ def hashes(stage: "PipelineStage", kind: str) -> dict[str, str]:
         if info and info.value:
             found[entry.def_path] = info.value
     return found
-
-
-def remote(repo: "Repo") -> str | None:
-    return repo.config.get("core", {}).get("remote") or None
-
-
-def pull(repo: "Repo") -> str:
-    from dvc.exceptions import DvcException
-
-    try:
-        repo.pull()
-    except DvcException as err:
-        # A fresh remote holds nothing yet; the run rebuilds what it lacks.
-        return f"pull: {err}"
-    return "pulled"
-
-
-def push(repo: "Repo") -> str:
-    from dvc.exceptions import DvcException
-
-    try:
-        count = repo.push()
-    except DvcException as err:
-        raise KilnError(f"dvc push to remote '{remote(repo)}' failed: {err}") from None
-    return f"pushed {count} file(s)"
-
-
-def add(repo: "Repo", paths: list[Path]) -> None:
-    """Track data files with `.dvc` pointers: the data version that travels with git."""
-    if paths:
-        repo.add([str(p) for p in paths])

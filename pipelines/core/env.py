@@ -76,7 +76,9 @@ def find_root(start: Path | None = None) -> Path:
 
 
 def local_tracking_uri(root: Path) -> str:
-    return f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
+    """The SQLite store in mlflow/ of the repository (of `statedir.home`: an experiment's
+    workspace tracks into the store of the repository it was queued from)."""
+    return f"sqlite:///{statedir.home(root) / 'mlflow' / 'mlflow.db'}"
 
 
 def tracking_uri() -> str:

@@ -22,7 +22,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled, Completed, Failed
 
 from components.errors import KilnError
-from pipelines.core import dag, lock
+from pipelines.core import dag, dvcdata, lock
 from pipelines.core.env import find_root, git_state
 from pipelines.core.params import Params, load
 from pipelines.registry import audit
@@ -75,8 +75,8 @@ def _retrain(root: Path, params: Params, summary: Summary) -> str | None:
     experiment = experiments.experiment_id(mlflow, params.tracking.experiment)
     os.environ[runs.RUN_NAME_ENV] = flow_run.get_name() or runs.run_name("retrain")
     run_id = runs.create_parent(mlflow, experiment, key, runs.run_tags("retrain", git_state(root, dag.generated(repo))))
-    if dag.remote(repo):
-        summary.dvc.append(dag.pull(repo))
+    if dvcdata.remote(repo):
+        summary.dvc.append(dvcdata.pull(repo))
     model = params.register_.name_for(params.ingest)
     reference = champion_reference(model)
     summary.reference = reference.note or f"champion v{reference.version}'s training data"
@@ -110,8 +110,8 @@ def _retrain(root: Path, params: Params, summary: Summary) -> str | None:
             summary.outcome = learned + (
                 summary.promotion.headline() if summary.promotion else "every stage was up to date, no new model"
             )
-            if dag.remote(repo):
-                summary.dvc.append(dag.push(repo))
+            if dvcdata.remote(repo):
+                summary.dvc.append(dvcdata.push(repo))
     _finish(summary, run_id, failure)
     return failure
 

@@ -11,7 +11,7 @@ import pandas as pd
 from components.data.batches import BatchOutcome, check
 from components.data.folders import batch_files
 from components.data.sources import learned
-from pipelines.core import dag
+from pipelines.core import dag, dvcdata
 from pipelines.core.params import Params
 from pipelines.registry.models import Reference
 
@@ -59,5 +59,5 @@ def learn(paths: list[Path], folder: Path, repo) -> list[Path]:
         target = _free(folder, path.name)
         shutil.move(path, target)
         moved.append(target)
-    dag.add(repo, moved)
+    dvcdata.add(repo, moved)
     return moved

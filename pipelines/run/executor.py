@@ -1,14 +1,15 @@
 """Run one stage the way DVC asks for it, the same way for every stage.
 
 The executor validates params.yaml before anything is touched, takes the repository's
-run lock, moves the stage's previous outputs aside (dvc.yaml marks them `persist`, so DVC
-leaves that to Kiln, and nothing moves when params are invalid or another run holds the
-repository), opens the stage's MLflow child run with every params section the stage
-reads, times the adapter, writes the stage's metrics file, and logs DVC's hashes as one
-artifact and the pipeline's headline figures on the parent run. A stage that succeeds
-drops its previous outputs. One that fails puts them back as they were, except the
-reports it wrote, which explain the failure: it leaves no output a later stage could
-mistake for its own, and loses none that the last good run made.
+run lock, moves the stage's previous outputs aside (`kept`; nothing moves when params are
+invalid or another run holds the repository), opens the stage's MLflow child run with
+every params section the stage reads, times the adapter, writes the stage's metrics file,
+and logs DVC's hashes as one artifact and the pipeline's headline figures on the parent
+run. A stage that succeeds drops its previous outputs. One that fails puts them back as
+they were, except the reports it wrote, which explain the failure: it leaves no output a
+later stage could mistake for its own, and loses none that the last good run made.
+`kiln run` keeps a stage's outputs the same way, around DVC's whole reproduction of the
+stage: DVC would otherwise remove them before a run or a restore from its run-cache.
 
 The previous outputs wait in .kiln/previous/, moved there by a rename (the same file
 system). Under the run lock no other stage runs, so what a stage finds there when it
@@ -20,7 +21,8 @@ import importlib
 import os
 import shutil
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -92,8 +94,9 @@ def _context(root: Path, name: str, params: Params, stage: "PipelineStage", run,
     )
 
 
-def execute(root: Path, name: str, stage: "PipelineStage | None" = None) -> Outcome:
-    """Run stage `name` once, with `stage` as DVC loaded it (loaded here if None)."""
+def execute(root: Path, name: str, stage: "PipelineStage | None" = None, keep: bool = True) -> Outcome:
+    """Run stage `name` once, with `stage` as DVC loaded it (loaded here if None); with
+    `keep`, its previous outputs are `kept` (`kiln run` keeps them itself, around DVC)."""
     params = load(root / "params.yaml")
     if stage is None:
         stage = dag.load_stage(dag.open_repo(root), name)
@@ -107,7 +110,10 @@ def execute(root: Path, name: str, stage: "PipelineStage | None" = None) -> Outc
         result = _adapter(name).run(_context(root, name, params, stage, StageRun.offline(), rank))
         return Outcome(name, time.perf_counter() - start, result)
     with lock.hold(root, f"kiln stage {name}"):
-        return _execute(root, name, params, stage)
+        if not keep:
+            return _run(root, name, params, stage)
+        with kept(root, stage, root / params.paths.reports):
+            return _run(root, name, params, stage)
 
 
 def _set_aside(root: Path, outs: list[Path]) -> None:
@@ -150,30 +156,33 @@ def _drop_previous(root: Path) -> None:
         remove(root / DROPPED)
 
 
-def _execute(root: Path, name: str, params: Params, stage: "PipelineStage") -> Outcome:
-    outs = [(root / out.def_path, out) for out in stage.outs]
-    reports = (root / params.paths.reports).resolve()
+@contextmanager
+def kept(root: Path, stage: "PipelineStage", reports: Path) -> Iterator[None]:
+    """The stage's outputs set aside while the block runs: dropped if it succeeds, back
+    in place if it raises (less the reports under `reports` it wrote). Under the run lock."""
+    outs = [root / out.def_path for out in stage.outs]
+    reports = reports.resolve()
     # What a killed run left: outputs it was deleting go, outputs it had set aside return.
     remove(root / DROPPED)
     _put_back(root)
-    _set_aside(root, [path for path, _ in outs])
+    _set_aside(root, outs)
     try:
-        outcome = _run(root, name, params, stage, outs)
+        yield
     except BaseException:
         # The reports this run wrote stay, since they explain the failure; every other
         # output is the last good run's again, or none if there was none.
-        written = {path for path, _ in outs if path.exists() and path.resolve().is_relative_to(reports)}
-        for path, _ in outs:
+        written = {path for path in outs if path.exists() and path.resolve().is_relative_to(reports)}
+        for path in outs:
             if path not in written:
                 remove(path)
         _put_back(root, keep=written)
         raise
     _drop_previous(root)
-    return outcome
 
 
-def _run(root: Path, name: str, params: Params, stage: "PipelineStage", outs: list) -> Outcome:
+def _run(root: Path, name: str, params: Params, stage: "PipelineStage") -> Outcome:
     adapter = _adapter(name)
+    outs = [(root / out.def_path, out) for out in stage.outs]
     probe = _context(root, name, params, stage, StageRun.offline(), 0)
     everything = params.model_dump(mode="json", by_alias=True)
     with runs.stage_run(name, probe.section_params(), params.tracking.experiment, probe.git, everything) as run:

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 from prefect import flow, task
@@ -33,7 +34,7 @@ from pipelines.tracking import experiments, metrics, runs
 @dataclass
 class StageRow:
     name: str
-    status: str  # ran | up to date | failed
+    status: str  # ran | restored | up to date | failed
     seconds: float
     headline: str = ""
 
@@ -56,18 +57,24 @@ def transient(_task, _task_run, state) -> bool:
 
 
 @task(cache_policy=NO_CACHE)
-def reproduce(repo, stage, force: bool, outcomes: dict[str, executor.Outcome]) -> StageRow:
+def reproduce(repo, stage, force: bool, outcomes: dict[str, executor.Outcome], reports: Path) -> StageRow:
+    """DVC's reproduction of one stage, if it changed, with its outputs kept (see
+    executor.kept): it runs, or DVC restores its outputs from the run-cache."""
     name = dag.stage_name(stage)
+    start = time.perf_counter()
     try:
-        ran = dag.reproduce(repo, stage, force=force)
+        if not (force or dag.changed(repo, stage)):
+            return StageRow(name, "up to date", 0.0)
+        with executor.kept(Path(repo.root_dir), stage, reports):
+            dag.reproduce(repo, stage, force=force)
     except Exception as err:
         # A user error (bad data, bad params, a missing input, a full disk) fails the task
         # with its message alone: no retry, and no traceback in the log.
         if user := user_error(err):
             return Failed(message=str(user), data=user)
         raise
-    if not ran:
-        return StageRow(name, "up to date", 0.0)
+    if name not in outcomes:
+        return StageRow(name, "restored", time.perf_counter() - start, "outputs from DVC's run-cache")
     outcome = outcomes[name]
     return StageRow(name, "ran", outcome.seconds, metrics.headline(name, outcome.result.metrics))
 
@@ -128,7 +135,7 @@ def _reproduce_all(root, params, repo, targets: list[str] | None, force: bool, p
     def execute(stage, name: str) -> None:
         start = time.perf_counter()
         try:
-            outcomes[name] = executor.execute(root, name, stage)
+            outcomes[name] = executor.execute(root, name, stage, keep=False)
         finally:
             spent[name] = time.perf_counter() - start
 
@@ -142,7 +149,7 @@ def _reproduce_all(root, params, repo, targets: list[str] | None, force: bool, p
             name = dag.stage_name(stage)
             show.status(f"{name} ...")
             state = reproduce.with_options(task_run_name=name, **options)(
-                repo, stage, force, outcomes, return_state=True
+                repo, stage, force, outcomes, root / params.paths.reports, return_state=True
             )
             if state.is_failed():
                 rows.append(StageRow(name, "failed", spent.get(name, 0.0)))

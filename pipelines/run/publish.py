@@ -57,8 +57,14 @@ def ui_base() -> str:
 
 def outcome(statuses: list[str], promotion: Promotion | None) -> str:
     """The flow run's final message: what ran, and what became of the new version."""
-    ran = statuses.count("ran")
-    said = f"{ran} of {len(statuses)} stages ran" if ran else "pipeline up to date: no stage ran"
+    ran, restored = statuses.count("ran"), statuses.count("restored")
+    cached = "restored from DVC's run-cache"
+    if ran:
+        said = f"{ran} of {len(statuses)} stages ran" + (f", {restored} {cached}" if restored else "")
+    elif restored:
+        said = f"{restored} of {len(statuses)} stages {cached}"
+    else:
+        said = "pipeline up to date: no stage ran"
     return f"{said}; {promotion.headline()}" if promotion is not None else said
 
 

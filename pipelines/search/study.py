@@ -15,6 +15,7 @@ from pathlib import Path
 from components.errors import KilnError
 from components.search.config import SearchConfig
 from components.search.space import DIRECTIONS
+from pipelines.core import statedir
 from pipelines.servers.control import DB_ENV, ensure_databases
 from pipelines.tracking import runs
 
@@ -37,7 +38,7 @@ def storage_url(root: Path, setting: str) -> str:
         url = make_url(db_url)
         url = url.set(drivername="postgresql+psycopg2", database=url.database + SEARCH_DB_SUFFIX)
         return url.render_as_string(hide_password=False)
-    return f"sqlite:///{root / 'mlflow' / 'search.db'}"
+    return f"sqlite:///{statedir.home(root) / 'mlflow' / 'search.db'}"
 
 
 def shown(url: str) -> str:

@@ -30,6 +30,8 @@ EXECUTION_ENV, FLOW_RUN_ENV = "KILN_EXECUTION_ID", "KILN_PREFECT_FLOW_RUN_ID"
 # The Prefect flow run's name, which the parent run takes, so the two UIs name it alike.
 RUN_NAME_ENV = "KILN_RUN_NAME"
 EXECUTION_TAG, PARENT_TAG = "kiln.execution", "mlflow.parentRunId"
+# The experiment `dvc exp run` is running (DVC sets it for the stages): the parent run's name.
+DVC_EXPERIMENT_ENV = "DVC_EXP_NAME"
 
 
 def client() -> "MlflowClient":
@@ -44,7 +46,8 @@ def _execution() -> tuple[str, str, bool]:
         return key, "kiln run", False
     proc = dvc_ancestor()
     if proc is not None:
-        return f"dvc-{proc.pid}-{int(proc.create_time())}", "dvc repro", True
+        trigger = "dvc exp run" if os.environ.get(DVC_EXPERIMENT_ENV) else "dvc repro"
+        return f"dvc-{proc.pid}-{int(proc.create_time())}", trigger, True
     return f"stage-{uuid.uuid4().hex}", "kiln stage", True
 
 
@@ -68,9 +71,11 @@ def run_name(trigger: str) -> str:
 def create_parent(mlflow: "MlflowClient", experiment: str, key: str, tags: dict[str, str]) -> str:
     """A parent run for execution `key`, named as its Prefect flow run, or by its trigger
     and start time."""
+    experiment_name = os.environ.get(DVC_EXPERIMENT_ENV)
     run = mlflow.create_run(
         experiment,
-        run_name=os.environ.get(RUN_NAME_ENV) or run_name(tags["kiln.trigger"]),
+        run_name=os.environ.get(RUN_NAME_ENV)
+        or (f"dvc exp {experiment_name}" if experiment_name else run_name(tags["kiln.trigger"])),
         tags={EXECUTION_TAG: key, **tags},
     )
     return run.info.run_id
@@ -95,6 +100,8 @@ def run_tags(trigger: str, git: tuple[str, bool]) -> dict[str, str]:
     }
     if flow_run := os.environ.get(FLOW_RUN_ENV):
         tags["kiln.prefect.flow_run_id"] = flow_run
+    if experiment := os.environ.get(DVC_EXPERIMENT_ENV):
+        tags["kiln.dvc.experiment"] = experiment
     return tags
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -292,3 +293,67 @@ def test_kiln_run_force_reruns_the_data_stages_in_one_flow_and_leaves_dvc_lock_a
     assert parent["run_id"].iloc[0] in links[0]["data"]
     children = flows[flows["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]
     assert (children["status"] == "FINISHED").sum() == len(FORCED)
+
+
+def experiments(repo) -> dict[str, dict]:
+    """Each experiment `dvc exp show` lists: its name, and its params and metrics."""
+    shown = run([str(BIN / "dvc"), "exp", "show", "--json"], repo)
+    assert shown.returncode == 0, shown.stderr
+    return {
+        rev["name"]: rev["data"]
+        for baseline in json.loads(shown.stdout)
+        for experiment in baseline.get("experiments") or []
+        for rev in experiment["revs"]
+    }
+
+
+def test_dvc_exp_sweeps_track_into_the_repositorys_store_and_the_run_cache_restores_training(built):
+    """Two learning rates queued with `dvc exp run -S` and run by `dvc queue start`, each in
+    a workspace of its own under .dvc/tmp/exps/: both are in `dvc exp show` with their
+    metrics and are one pipeline run each in the repository's MLflow store. Then the
+    workspace takes the first rate, and back: DVC's run-cache restores the pruned model
+    both times, trained by neither run."""
+    dvc = str(BIN / "dvc")
+    who = {"GIT_AUTHOR_NAME": "kiln-test", "GIT_AUTHOR_EMAIL": "test@kiln.invalid"}
+    who |= {"GIT_COMMITTER_NAME": "kiln-test", "GIT_COMMITTER_EMAIL": "test@kiln.invalid"}
+    subprocess.run(["git", "add", "-A"], cwd=built.repo, check=True)
+    subprocess.run(["git", "commit", "-qm", "tiny pipeline"], cwd=built.repo, env={**os.environ, **who}, check=True)
+    before = runs(built.repo)
+    rates = {"exp-low": 3e-4, "exp-high": 1e-2}
+    for name, lr in rates.items():
+        queued = run([dvc, "exp", "run", "--queue", "-n", name, "-S", f"prune.optim.lr={lr}"], built.repo, **who)
+        assert queued.returncode == 0, queued.stdout + queued.stderr
+    try:
+        started = run([dvc, "queue", "start"], built.repo, **who)
+        assert started.returncode == 0, started.stdout + started.stderr
+        deadline = time.monotonic() + 800
+        while time.monotonic() < deadline:
+            status = run([dvc, "queue", "status"], built.repo).stdout
+            if not re.search(r"\b(Queued|Running)\b", status):
+                break
+            time.sleep(5)
+    finally:
+        run([dvc, "queue", "stop", "--kill"], built.repo)
+    assert status.count("Success") == 2, status + run([dvc, "queue", "logs", "exp-low"], built.repo).stdout
+    shown = experiments(built.repo)
+    for name, lr in rates.items():
+        assert shown[name]["params"]["params.yaml"]["data"]["prune"]["optim"]["lr"] == lr
+        assert "val/macro_f1" in shown[name]["metrics"]["reports/prune.json"]["data"]
+    found = runs(built.repo)
+    new = found[~found["run_id"].isin(before["run_id"])]
+    parents = new[new["tags.mlflow.parentRunId"].isna()]
+    assert sorted(parents["tags.mlflow.runName"]) == sorted(f"dvc exp {name}" for name in rates)
+    assert set(parents["tags.kiln.trigger"]) == {"dvc exp run"}
+    for parent, lr in zip(parents["run_id"], parents["params.prune.optim.lr"], strict=True):
+        stages = new[new["tags.mlflow.parentRunId"] == parent]
+        assert "prune" in set(stages["tags.mlflow.runName"]) and float(lr) in rates.values()
+    assert not (built.repo / ".dvc/tmp/exps/mlflow").exists()
+
+    shipped_lr = yaml.safe_load((built.repo / "params.yaml").read_text())["prune"]["optim"]["lr"]
+    for lr in (rates["exp-low"], shipped_lr):
+        set_params(built.repo, prune={"optim": {"lr": lr}})
+        restored = kiln("run", cwd=built.repo)
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert re.search(r"^prune +restored ", restored.stdout, re.M), restored.stdout
+    after = runs(built.repo)
+    assert "prune" not in set(after[~after["run_id"].isin(found["run_id"])]["tags.mlflow.runName"])

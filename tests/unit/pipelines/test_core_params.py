@@ -86,6 +86,25 @@ def test_every_shipped_profile_merges_into_valid_params(profile, tmp_path):
     load(apply(tmp_path, profile))
 
 
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml")))
+def test_every_profile_as_dvc_exp_sets_gives_the_params_the_profile_gives(profile, tmp_path):
+    """`kiln profile NAME --sets` for `dvc exp run -S`: DVC's own override of params.yaml
+    reads them back to what merging the profile writes."""
+    import shutil
+
+    from dvc.utils.hydra import apply_overrides
+
+    from pipelines.core.profiles import apply, sets
+
+    for folder in ("merged", "set"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(ROOT / "params.yaml", tmp_path / folder / "params.yaml")
+        shutil.copytree(ROOT / "profiles", tmp_path / folder / "profiles")
+    apply(tmp_path / "merged", profile)
+    apply_overrides(tmp_path / "set" / "params.yaml", sets(ROOT, profile))
+    assert load(tmp_path / "set" / "params.yaml") == load(tmp_path / "merged" / "params.yaml")
+
+
 def test_unknown_key_is_named():
     with pytest.raises(KilnError, match=r"ingest\.sourse: unknown key"):
         parse(shipped_params(ingest={"sourse": "bbc"}), "params.yaml")

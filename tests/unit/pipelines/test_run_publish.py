@@ -31,6 +31,8 @@ def test_the_decision_names_every_check_and_the_final_message_says_what_ran():
     assert "- FAIL vs_champion: -0.03 below tolerance" in text and "- PASS floor" in text
     assert publish.outcome(["ran", "up to date", "ran"], None) == "2 of 3 stages ran"
     assert publish.outcome(["up to date"], None) == "pipeline up to date: no stage ran"
+    assert publish.outcome(["ran", "restored"], None) == "1 of 2 stages ran, 1 restored from DVC's run-cache"
+    assert publish.outcome(["restored", "up to date"], None) == "1 of 2 stages restored from DVC's run-cache"
     assert publish.outcome(["ran"], refused).startswith("1 of 1 stages ran; version 3 of 'kiln-x' registered")
 
 
