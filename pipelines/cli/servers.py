@@ -47,8 +47,8 @@ def up(
             f"`kiln users add` makes more"
         )
     typer.echo(
-        f"backend store: {state['backend']}; addresses in {statedir.servers_file(root)}, "
-        f"used by every kiln command here; `kiln down` stops both"
+        f"backend store: {state['backend']}; artifacts: {state['artifacts']}; "
+        f"addresses in {statedir.servers_file(root)}, used by every kiln command here; `kiln down` stops both"
     )
 
 

@@ -40,6 +40,7 @@ SERVER_JOBS_OFF = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 # what it does. infra/README.md explains each one.
 VARIABLES = {
     "KILN_DB_URL": "kiln up: PostgreSQL URL; MLflow uses its database, Prefect the same name plus _prefect",
+    "KILN_ARTIFACTS_URL": "kiln up: the MLflow server's artifacts (s3://bucket/prefix); default mlflow/artifacts",
     "MLFLOW_TRACKING_URI": "the MLflow tracking server (or store) every kiln command uses",
     "MLFLOW_BACKEND_STORE_URI": "the MLflow server's own database (the server of docker-compose.yml)",
     "MLFLOW_S3_ENDPOINT_URL": "the S3 endpoint (MinIO) of MLflow's artifact store",

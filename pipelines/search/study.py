@@ -16,7 +16,7 @@ from components.errors import KilnError
 from components.search.config import SearchConfig
 from components.search.space import DIRECTIONS
 from pipelines.core import statedir
-from pipelines.servers.control import DB_ENV, ensure_databases
+from pipelines.servers.stores import DB_ENV, ensure_databases
 from pipelines.tracking import runs
 
 # The study attribute `interrupted.<trial>` marks a trial a killed search left running.

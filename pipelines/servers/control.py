@@ -18,80 +18,8 @@ from pathlib import Path
 from components.errors import KilnError
 from pipelines.core import statedir
 from pipelines.core.env import read_servers
-from pipelines.servers import auth
-
-DB_ENV = "KILN_DB_URL"
-PREFECT_DB_SUFFIX = "_prefect"
-
-
-def databases(db_url: str | None, root: Path) -> tuple[str, str]:
-    """(MLflow backend store URI, Prefect database URL). MLflow and Prefect each keep an
-    `alembic_version` table, so on one PostgreSQL server they get a database each: the
-    one KILN_DB_URL names for MLflow, and the same name plus `_prefect` for Prefect."""
-    if not db_url:
-        return (f"sqlite:///{root / 'mlflow' / 'mlflow.db'}", f"sqlite+aiosqlite:///{root / '.prefect' / 'prefect.db'}")
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        url = make_url(db_url)
-    except ArgumentError:
-        raise KilnError(
-            f"{DB_ENV}='{_hide(db_url)}' is not a database URL (expected postgresql://user:password@host:5432/kiln)"
-        ) from None
-    if url.get_backend_name() != "postgresql" or not url.database:
-        raise KilnError(
-            f"{DB_ENV} must name a PostgreSQL database (postgresql://user:password@host:5432/kiln), "
-            f"got '{_hide(db_url)}'"
-        )
-    mlflow = url.set(drivername="postgresql+psycopg2")
-    prefect = url.set(drivername="postgresql+asyncpg", database=url.database + PREFECT_DB_SUFFIX)
-    return mlflow.render_as_string(hide_password=False), prefect.render_as_string(hide_password=False)
-
-
-def _hide(db_url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(db_url).render_as_string(hide_password=True)
-    except Exception:  # not a URL at all: show nothing of it that could be a secret
-        return "<unparseable>"
-
-
-def ensure_databases(db_url: str, suffixes: tuple[str, ...] = ("", PREFECT_DB_SUFFIX)) -> None:
-    """Create the databases named KILN_DB_URL's database plus each suffix (MLflow's and
-    Prefect's by default) if the server lacks them (needs CREATEDB; a DBA may make them
-    beforehand instead)."""
-    import psycopg2
-    from psycopg2 import sql
-    from sqlalchemy.engine import make_url
-
-    url = make_url(db_url)
-    names = [url.database + suffix for suffix in suffixes]
-    try:
-        connection = psycopg2.connect(
-            host=url.host,
-            port=url.port or 5432,
-            user=url.username,
-            password=url.password,
-            dbname="postgres",
-            connect_timeout=10,
-        )
-    except psycopg2.OperationalError as err:
-        raise KilnError(f"cannot reach PostgreSQL at {_hide(db_url)}: {str(err).strip().splitlines()[0]}") from None
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            for name in names:
-                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
-                if cursor.fetchone() is None:
-                    cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg2.Error as err:
-        raise KilnError(
-            f"PostgreSQL at {_hide(db_url)}: cannot create {' and '.join(names)}: {str(err).strip().splitlines()[0]}"
-        ) from None
-    finally:
-        connection.close()
+from pipelines.servers import auth, stores
+from pipelines.servers.stores import DB_ENV
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -156,22 +84,29 @@ def up(root: Path, host: str, prefect_port: int, mlflow_port: int, secure: bool 
     if alive:
         host, prefect_port, mlflow_port, secure = _settings(current)
     db_url = os.environ.get(DB_ENV) or None
-    mlflow_store, prefect_db = databases(db_url, root)
-    plan = _plan(root, host, prefect_port, mlflow_port, secure, mlflow_store, prefect_db)
+    mlflow_store, prefect_db = stores.databases(db_url, root)
+    artifacts = current.get("artifacts") if alive else None
+    artifacts = artifacts or stores.artifacts_destination(root)
+    plan = _plan(root, host, (prefect_port, mlflow_port), secure, (mlflow_store, prefect_db, artifacts))
     starting = [name for name in plan if name not in alive]
     for name in starting:
         port = prefect_port if name == "prefect" else mlflow_port
         if not _port_free(host, port):
             raise KilnError(f"port {port} on {host} is taken; choose another with --prefect-port/--mlflow-port")
     if db_url:
-        ensure_databases(db_url)
+        stores.ensure_databases(db_url)
     for folder in ("mlflow", ".prefect"):
         (root / folder).mkdir(exist_ok=True)
     servers = {name: current["servers"][name] for name in alive}
     for name in starting:
         command, server_env, url, log = plan[name]
         servers[name] = {"url": url, "log": str(log), "pid": _start(command, log, server_env)}
-    state = {"servers": servers, "backend": "postgresql" if db_url else "sqlite", "auth": secure}
+    state = {
+        "servers": servers,
+        "backend": "postgresql" if db_url else "sqlite",
+        "auth": secure,
+        "artifacts": artifacts,
+    }
     statedir.servers_file(root).parent.mkdir(exist_ok=True)
     statedir.servers_file(root).write_text(json.dumps(state, indent=2))
     try:
@@ -179,7 +114,7 @@ def up(root: Path, host: str, prefect_port: int, mlflow_port: int, secure: bool 
             what = "Prefect server" if name == "prefect" else "MLflow server"
             _wait(f"{servers[name]['url']}/health", servers[name]["pid"], Path(servers[name]["log"]), what, timeout)
         if secure and "mlflow" in starting:
-            auth.check_admin(root, servers["mlflow"]["url"], auth.ensure(root), _hide(mlflow_store))
+            auth.check_admin(root, servers["mlflow"]["url"], auth.ensure(root), stores.hide(mlflow_store))
     except KilnError:
         down(root)
         raise
@@ -195,9 +130,12 @@ def _settings(state: dict) -> tuple[str, int, int, bool]:
 
 
 def _plan(
-    root: Path, host: str, prefect_port: int, mlflow_port: int, secure: bool, mlflow_store: str, prefect_db: str
+    root: Path, host: str, ports: tuple[int, int], secure: bool, stores: tuple[str, str, str]
 ) -> dict[str, tuple[list[str], dict[str, str], str, Path]]:
-    """Each server's (command, environment, URL, log)."""
+    """Each server's (command, environment, URL, log), for (Prefect, MLflow) `ports` and
+    `stores` (MLflow's backend store, Prefect's database, MLflow's artifact destination)."""
+    prefect_port, mlflow_port = ports
+    mlflow_store, prefect_db, artifacts = stores
     logs = statedir.folder(root)
     bin_dir = Path(sys.executable).parent
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
@@ -217,7 +155,7 @@ def _plan(
         # grant, which readers lack (roles.py); without, any signed-in user may create.
         mlflow_app = ["--app-name", "basic-auth", "--enable-workspaces"]
     mlflow_command = [str(bin_dir / "mlflow"), "server", *mlflow_app, "--backend-store-uri", mlflow_store]
-    mlflow_command += ["--artifacts-destination", (root / "mlflow" / "artifacts").as_uri(), "--workers", "1"]
+    mlflow_command += ["--artifacts-destination", artifacts, "--workers", "1"]
     mlflow_command += ["--host", host, "--port", str(mlflow_port)]
     prefect_command = [str(bin_dir / "prefect"), "server", "start", "--host", host, "--port", str(prefect_port)]
     return {

@@ -1,6 +1,7 @@
 """Kiln in operation on real servers: PostgreSQL behind `kiln up`'s Prefect and MLflow
-servers, the `retrain` deployment served by `kiln serve` and triggered through Prefect's
-`run_deployment`, the results read back from the databases themselves."""
+servers, an S3 server holding MLflow's artifacts and the DVC remote, the `retrain`
+deployment served by `kiln serve` and triggered through Prefect's `run_deployment`, the
+results read back from the databases and the bucket themselves."""
 
 import json
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 import requests
 from sqlalchemy.engine import make_url
 
-from tests.support import postgres
+from tests.support import postgres, s3
 from tests.support.data import drifted_batch, good_batch
 from tests.support.params import shipped
 from tests.support.repo import BIN, ROOT, clean_env, copy_repo, kiln
@@ -28,6 +29,42 @@ TRIGGER = ROOT / "tests/support/trigger.py"
 def database():
     with postgres.server() as url:
         yield url
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+    """An S3 endpoint with bucket `kiln`; its credentials in the environment, as on a
+    machine set up for MinIO (infra/README.md)."""
+    for key, value in {**s3.CREDENTIALS, **s3.REGION}.items():
+        monkeypatch.setenv(key, value)
+    with s3.server() as endpoint:
+        yield endpoint
+
+
+def second_clone(repo: Path, clone: Path, bucket: str) -> None:
+    """What a teammate's machine does with the repository after a retrain: clone it, pull
+    the data from the S3 remote, find every stage up to date, and rebuild the split to the
+    bytes dvc.lock names."""
+    git = ["git", "-c", "user.name=kiln-test", "-c", "user.email=test@kiln.invalid"]
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "retrained"], cwd=repo, check=True)
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    dvc = str(BIN / "dvc")
+    pulled = subprocess.run([dvc, "pull"], cwd=clone, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    assert (clone / "data/processed/2026-11-22.csv").is_file() and (clone / "models/model.int8.onnx").is_file()
+    status = subprocess.run([dvc, "status"], cwd=clone, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert "Data and pipelines are up to date." in status.stdout, status.stdout + status.stderr
+    rebuilt = subprocess.run(
+        [dvc, "repro", "--force", "--single-item", "split"],
+        cwd=clone,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert subprocess.run(["git", "diff", "--exit-code", "dvc.lock"], cwd=clone).returncode == 0
 
 
 def query(url: str, sql: str, database: str | None = None) -> list[tuple]:
@@ -160,21 +197,28 @@ def roles(repo: Path, database: str, mlflow_port: int, prefect_port: int, passwo
     assert query(database, champion) == [(2,)]
 
 
-def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
+def test_scheduled_retrain_on_postgres_and_s3(database, bucket, tmp_path, webhook):
     url, notifications = webhook
     repo = incoming_repo(copy_repo(tmp_path / "kiln"), retrain={"notify": {"apprise_url": url}})
-    remote = tmp_path / "remote"
-    subprocess.run(
-        [str(BIN / "dvc"), "remote", "add", "-d", "store", str(remote)], cwd=repo, check=True, env=clean_env()
-    )
+    remote = f"s3://{s3.BUCKET}/dvc"
+    for setting in (["add", "-d", "store", remote], ["modify", "store", "endpointurl", bucket]):
+        subprocess.run([str(BIN / "dvc"), "remote", *setting], cwd=repo, check=True, env=clean_env())
     env = clean_env(KILN_DB_URL=database)
     prefect_port, mlflow_port = postgres.free_port(), postgres.free_port()
     up = kiln(
-        "up", "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port), cwd=repo, KILN_DB_URL=database
+        "up",
+        "--prefect-port",
+        str(prefect_port),
+        "--mlflow-port",
+        str(mlflow_port),
+        cwd=repo,
+        KILN_DB_URL=database,
+        KILN_ARTIFACTS_URL=f"s3://{s3.BUCKET}/mlflow",
+        MLFLOW_S3_ENDPOINT_URL=bucket,
     )
     assert up.returncode == 0, up.stdout + up.stderr
     servers = json.loads((repo / ".kiln/servers.json").read_text())
-    assert servers["backend"] == "postgresql"
+    assert servers["backend"] == "postgresql" and servers["artifacts"] == f"s3://{s3.BUCKET}/mlflow"
     assert servers["servers"]["mlflow"]["url"] == f"http://127.0.0.1:{mlflow_port}"
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
@@ -210,7 +254,7 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
         assert (repo / "data/processed/2026-11-22.csv.dvc").is_file()
         status = kiln("status", cwd=repo, PREFECT_API_URL=api["PREFECT_API_URL"])
         assert "Every stage is up to date." in status.stdout, status.stdout + status.stderr
-        assert any(remote.rglob("*")), "the run pushed to the DVC remote"
+        assert s3.keys(bucket, "dvc/files/md5/"), "the run pushed to the DVC remote"
 
         # What the databases hold: the flow runs in Prefect's, the registry in MLflow's.
         flow_runs = query(
@@ -234,9 +278,15 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
         assert [kind for kind, _ in summaries] == ["markdown"]
         summary = summaries[0][1]
         assert "version 1 of 'kiln-mine' promoted to champion" in summary and "2026-11-22.csv" in summary
-        assert len(list((repo / "mlflow/artifacts").rglob("retrain/summary.md"))) == 1
+        # MLflow's artifacts are in the bucket, through the server: the summary, the
+        # registered model's ONNX file, and nothing on the local disk.
+        stored = s3.keys(bucket, "mlflow/")
+        assert len([key for key in stored if key.endswith("retrain/summary.md")]) == 1, stored
+        assert [key for key in stored if key.endswith(".onnx")], stored
+        assert not (repo / "mlflow/artifacts").exists()
         artifacts = kiln("lineage", "1", cwd=repo)
         assert artifacts.returncode == 0, artifacts.stderr
+        second_clone(repo, tmp_path / "clone", bucket)
 
         # A drifted batch: quarantined, a notification, and the champion stays.
         drifted_batch().to_csv(repo / "data/incoming/2026-11-23.csv", index=False)

@@ -54,9 +54,10 @@ MACHINERY = frozenset(
         "pipelines.tracking.stagerun",
         "pipelines.tracking.owners",
         "pipelines.tracking.metrics",
-        # `kiln up`'s servers: starting them, signing in, who may do what.
+        # `kiln up`'s servers: starting them, where they keep data, signing in, who may do what.
         "pipelines.servers.auth",
         "pipelines.servers.control",
+        "pipelines.servers.stores",
         "pipelines.servers.roles",
         # The error type.
         "components.errors",
