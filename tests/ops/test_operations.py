@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 import requests
+import yaml
 from sqlalchemy.engine import make_url
 
 from tests.support import postgres, s3
@@ -105,37 +106,64 @@ def wait_for_deployment(env: dict, log: Path, timeout: float = 120) -> None:
     pytest.fail("kiln serve did not start serving:\n" + log.read_text()[-3000:])
 
 
-def published(database: str, prefect_db: str, mlflow_port: int) -> None:
-    """The pipeline's flow run, as a team watching Prefect sees it: named as its MLflow run,
-    a table of the candidates, the decision in markdown, links to the MLflow run and the
-    version, and a `kiln.model.promoted` event with the version as its resource."""
-    found = query(
-        database,
-        "SELECT a.key, a.type, a.data, r.name FROM artifact a JOIN flow_run r ON r.id = a.flow_run_id "
-        "WHERE a.key LIKE 'kiln-%'",
-        prefect_db,
-    )
+def published(repo: Path, prefect: str, mlflow: str, auth: tuple[str, str]) -> None:
+    """The retrain's pipeline run as a team's tools read it, through the servers' REST APIs.
+    MLflow: every run carries its user, source and commit; the parent run the headline
+    figures; the registered version's logged model the test figures, measured on the split
+    whose DVC hash they name, and its run the three splits as datasets. Prefect: the flow
+    run named as its MLflow run, a table of the candidates, the decision in markdown, links
+    to the MLflow run and the version, and a `kiln.model.promoted` event with the version as
+    its resource."""
+
+    def mlflow_api(method: str, path: str, **body):
+        call = requests.get if method == "GET" else requests.post
+        options = {"params": body} if method == "GET" else {"json": body}
+        answer = call(f"{mlflow}/api/2.0/mlflow/{path}", auth=auth, timeout=30, **options)
+        assert answer.status_code == 200, (path, answer.text)
+        return answer.json()
+
+    name = yaml.safe_load((repo / "params.yaml").read_text())["tracking"]["experiment"]
+    experiment = mlflow_api("GET", "experiments/get-by-name", experiment_name=name)["experiment"]["experiment_id"]
+    found = mlflow_api("POST", "runs/search", experiment_ids=[experiment], max_results=500)["runs"]
+    tags = [{t["key"]: t["value"] for t in run["data"].get("tags", [])} for run in found]
+    assert all(t["mlflow.user"] and t["mlflow.source.name"] and len(t["mlflow.source.git.commit"]) == 40 for t in tags)
+    parents = [run for run, t in zip(found, tags, strict=True) if "mlflow.parentRunId" not in t]
+    pipeline = next(run for run in parents if "selected/test_macro_f1" in {m["key"] for m in run["data"]["metrics"]})
+    headline = {m["key"]: m["value"] for m in pipeline["data"]["metrics"]}
+    assert headline["promote/promoted"] == 1 and headline["selected/val_macro_f1"] > 0
+
+    version = mlflow_api("GET", "model-versions/get", name="kiln-mine", version="1")["model_version"]
+    model = mlflow_api("GET", f"logged-models/{version['source'].removeprefix('models:/')}")["model"]
+    figures = {m["key"]: m for m in model["data"]["metrics"]}
+    split = {o["path"]: o["md5"] for o in yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["split"]["outs"]}
+    assert figures["selected/test_macro_f1"]["dataset_digest"] == split["data/split/test.parquet"]
+    inputs = mlflow_api("GET", "runs/get", run_id=version["run_id"])["run"]["inputs"]["dataset_inputs"]
+    assert {(d["dataset"]["name"], d["dataset"]["digest"]) for d in inputs} == {
+        (part, split[f"data/split/{part}.parquet"]) for part in ("train", "val", "test")
+    }
+
+    wanted = {"artifacts": {"key": {"like_": "kiln-"}}}
+    found = requests.post(f"{prefect}/artifacts/filter", json=wanted, auth=auth, timeout=30).json()
     # Prefect keeps a link artifact as the markdown of its link.
-    kinds = {key: kind for key, kind, _, _ in found}
-    assert kinds == {
+    assert {a["key"]: a["type"] for a in found} == {
         "kiln-candidates": "table",
         "kiln-promotion": "markdown",
         "kiln-mlflow-run": "markdown",
         "kiln-model-version": "markdown",
     }, found
-    data = {key: value for key, _, value, _ in found}
+    data = {a["key"]: a["data"] for a in found}
     assert "(selected)" in data["kiln-candidates"] and "promoted to champion" in data["kiln-promotion"]
-    assert data["kiln-model-version"] == (
-        f"[kiln-mine version 1](http://127.0.0.1:{mlflow_port}/#/models/kiln-mine/versions/1)"
-    )
-    flow_name = found[0][3]
-    assert query(database, f"SELECT count(*) FROM runs WHERE name = '{flow_name}'") == [(1,)]
+    assert data["kiln-model-version"] == f"[kiln-mine version 1]({mlflow}/#/models/kiln-mine/versions/1)"
+    assert pipeline["info"]["run_id"] in data["kiln-mlflow-run"]
+    flow_run = requests.get(f"{prefect}/flow_runs/{found[0]['flow_run_id']}", auth=auth, timeout=30).json()
+    assert flow_run["name"] == pipeline["info"]["run_name"]
     # The event persister writes in batches: a few seconds after the run.
     deadline, events = time.monotonic() + 60, []
     while not events and time.monotonic() < deadline:
-        events = query(database, "SELECT event, resource FROM events WHERE event LIKE 'kiln.model.%'", prefect_db)
+        wanted = {"filter": {"event": {"prefix": ["kiln.model."]}}}
+        events = requests.post(f"{prefect}/events/filter", json=wanted, auth=auth, timeout=30).json()["events"]
         time.sleep(1)
-    assert [(event, resource["prefect.resource.id"]) for event, resource in events] == [
+    assert [(e["event"], e["resource"]["prefect.resource.id"]) for e in events] == [
         ("kiln.model.promoted", "kiln.model.kiln-mine.1")
     ]
 
@@ -266,7 +294,7 @@ def test_scheduled_retrain_on_postgres_and_s3(database, bucket, tmp_path, webhoo
         aliases = dict(query(database, "SELECT alias, version FROM registered_model_aliases WHERE name = 'kiln-mine'"))
         assert aliases == {"champion": 1}  # promoted, version 1 awaits no gate: no challenger
         prefect_db = make_url(database).database + "_prefect"
-        published(database, prefect_db, mlflow_port)
+        published(repo, api["PREFECT_API_URL"], f"http://127.0.0.1:{mlflow_port}", ("admin", admin["password"]))
         runs_table = query(database, "SELECT name, status FROM runs WHERE name LIKE 'retrain %'")
         assert [status for _, status in runs_table] == ["FINISHED"]
         # The run's summary: a Prefect markdown artifact and a file of its MLflow run.
