@@ -75,10 +75,29 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
 
 
+# The services of `prefect server start` a run's own API has no use for: schedules,
+# workers, automations and the like belong to a server that outlives the run (`kiln up`).
+# Left on: the task run recorder, without which the flow run shows no task runs, and the
+# event persister, which keeps the run's events (`kiln.model.promoted`).
+IDLE_SERVICES = {
+    f"PREFECT_SERVER_SERVICES_{name}_ENABLED": "false"
+    for name in (
+        "CANCELLATION_CLEANUP",
+        "CLEANUP_RECONCILER",
+        "FOREMAN",
+        "LATE_RUNS",
+        "PAUSE_EXPIRATIONS",
+        "REPOSSESSOR",
+        "SCHEDULER",
+        "TRIGGERS",
+    )
+} | {"PREFECT_API_EVENTS_STREAM_OUT_ENABLED": "false"}
+
+
 class TemporaryApi:
     """A Prefect API server for this process alone, on a free local port: Prefect's own
-    `prefect server start`, without its UI and background services (a run in this process
-    needs the API alone), as a child that ends with this process however it ends. Started
+    `prefect server start`, without its UI and the services only a lasting server needs
+    (IDLE_SERVICES), as a child that ends with this process however it ends. Started
     before the run imports Prefect, so its few seconds overlap that work (see
     flow.run_flow); its output goes where this process's does (the run's log)."""
 
@@ -91,10 +110,9 @@ class TemporaryApi:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}/api"
-        env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false")
+        env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false", **IDLE_SERVICES)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-            + ["--no-services", "--no-ui"],
+            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
             env=env,
             stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent,

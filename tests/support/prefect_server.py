@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipelines.core.lifecycle import IDLE_SERVICES
 from tests.support.repo import BIN, clean_env
 
 
@@ -25,13 +26,13 @@ def server(home: Path) -> Iterator[str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_UI_ENABLED="false",
         PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        **IDLE_SERVICES,
     )
     with open(home / "server.log", "w") as log:
         proc = subprocess.Popen(
-            # As `kiln run` starts its own (lifecycle.TemporaryApi): runs need the API alone,
-            # and the background services would take CPU from the tests all session.
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
-            + ["--no-services", "--no-ui"],
+            # As `kiln run` starts its own (lifecycle.TemporaryApi): the services that record
+            # task runs and events, no others.
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
