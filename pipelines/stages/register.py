@@ -112,6 +112,7 @@ def _evaluated(ctx: StageContext, splits: dict, lock: Lock, evaluation: Evaluati
             **evaluation.selected_figures(),
             "selected/test_accuracy": evaluation.variants[evaluation.selected].accuracy,
         },
+        parent_run_id=ctx.run.parent_id,
     )
 
 

@@ -141,8 +141,13 @@ def test_the_parent_run_shows_the_model_the_pipeline_made(built):
     val = selection["candidates"][selection["selected"]]["val_macro_f1"]
     assert parent["metrics.selected/val_macro_f1"] == pytest.approx(val)
     assert parent["metrics.selected/size_mb"] > 0 and parent["metrics.promote/promoted"] == 1
-    # Every param, so that two pipeline runs compare side by side.
+    # Every param, so that two pipeline runs compare side by side, and the data it split.
     assert parent["params.augment.alpha"] == "0.1" and "params.finetune.optim.lr" in parent
+    split = {o["path"]: o["md5"] for o in yaml.safe_load(built.lock)["stages"]["split"]["outs"]}
+    inputs = mlflow.MlflowClient(f"sqlite:///{built.repo / 'mlflow' / 'mlflow.db'}").get_run(parent["run_id"]).inputs
+    assert {(d.dataset.name, d.dataset.digest) for d in inputs.dataset_inputs} == {
+        (name, split[f"data/split/{name}.parquet"]) for name in ("train", "val", "test")
+    }
 
 
 def test_the_model_version_shows_its_figures_and_the_splits_it_was_measured_on(built):
