@@ -1,5 +1,5 @@
 """Faults a run meets in operation, each reproduced as it happened: invalid params under
-`dvc repro`, two runs in one repository, a run killed by SIGTERM or kill -9, `dvc repro`
+`kiln run` and `dvc repro`, two runs in one repository, a run killed by SIGTERM or kill -9, `dvc repro`
 killed under its stage, the tracking server gone mid-run, a full disk."""
 
 import hashlib
@@ -71,12 +71,20 @@ def runs(repo: Path, uri: str | None = None):
     return mlflow.search_runs(experiment_names=["kiln"])
 
 
-def test_invalid_params_under_dvc_repro_delete_nothing(prepared):
+def test_invalid_params_stop_a_run_naming_the_key_and_lose_no_data(prepared):
+    """`kiln run` validates params before any stage and deletes nothing. Under `dvc repro`
+    DVC removes a stage's outputs before running it, as it always does: the stage stops on
+    the key, and `dvc checkout` brings the last good split back from DVC's cache."""
     before = {name: md5(prepared / f"data/split/{name}.parquet") for name in ("train", "val", "test")}
     set_params(prepared, split={"test": 1.5})
+    out = kiln("run", "split", cwd=prepared)
+    assert out.returncode == 1 and "split.test" in out.stderr and "Traceback" not in out.stderr
+    assert {name: md5(prepared / f"data/split/{name}.parquet") for name in before} == before
     out = run([str(BIN / "dvc"), "repro", "split"], prepared)
     assert out.returncode != 0
     assert "split.test" in out.stdout + out.stderr
+    restored = run([str(BIN / "dvc"), "checkout", "split"], prepared)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
     assert {name: md5(prepared / f"data/split/{name}.parquet") for name in before} == before
 
 
