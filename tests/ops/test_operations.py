@@ -384,7 +384,9 @@ def test_scheduled_retrain_on_postgres_and_s3(database, bucket, tmp_path, webhoo
     finally:
         serve.terminate()
         try:
-            ended = serve.wait(timeout=60)
+            # Pausing the schedule is a few API calls; on a machine busy with other tests
+            # (the suite's second worker and a training run beside it) it took over 60 s.
+            ended = serve.wait(timeout=180)
         finally:
             # A runner that did not stop in time must not leave kiln up's servers behind
             # for the tests that run after this one.
