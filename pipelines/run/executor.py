@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,11 +109,11 @@ def execute(root: Path, name: str, stage: "PipelineStage | None" = None, keep: b
         start = time.perf_counter()
         result = _adapter(name).run(_context(root, name, params, stage, StageRun.offline(), rank))
         return Outcome(name, time.perf_counter() - start, result)
-    with lock.hold(root, f"kiln stage {name}"):
-        if not keep:
-            return _run(root, name, params, stage)
-        with kept(root, stage, root / params.paths.reports):
-            return _run(root, name, params, stage)
+    with (
+        lock.hold(root, f"kiln stage {name}"),
+        kept(root, stage, root / params.paths.reports) if keep else nullcontext(),
+    ):
+        return _run(root, name, params, stage)
 
 
 def _set_aside(root: Path, outs: list[Path]) -> None:

@@ -85,8 +85,7 @@ def up(root: Path, host: str, prefect_port: int, mlflow_port: int, secure: bool 
         host, prefect_port, mlflow_port, secure = _settings(current)
     db_url = os.environ.get(DB_ENV) or None
     mlflow_store, prefect_db = stores.databases(db_url, root)
-    artifacts = current.get("artifacts") if alive else None
-    artifacts = artifacts or stores.artifacts_destination(root)
+    artifacts = (current.get("artifacts") if alive else None) or stores.artifacts_destination(root)
     plan = _plan(root, host, (prefect_port, mlflow_port), secure, (mlflow_store, prefect_db, artifacts))
     starting = [name for name in plan if name not in alive]
     for name in starting:
