@@ -1,6 +1,7 @@
 """Kiln in operation on real servers: PostgreSQL behind `kiln up`'s Prefect and MLflow
-servers, the `retrain` deployment served by `kiln serve` and triggered through Prefect's
-`run_deployment`, the results read back from the databases themselves."""
+servers, an S3 server holding MLflow's artifacts and the DVC remote, the `retrain`
+deployment served by `kiln serve` and triggered through Prefect's `run_deployment`, the
+results read back from the databases and the bucket themselves."""
 
 import json
 import subprocess
@@ -11,9 +12,10 @@ from pathlib import Path
 import psycopg2
 import pytest
 import requests
+import yaml
 from sqlalchemy.engine import make_url
 
-from tests.support import postgres
+from tests.support import postgres, s3
 from tests.support.data import drifted_batch, good_batch
 from tests.support.params import shipped
 from tests.support.repo import BIN, ROOT, clean_env, copy_repo, kiln
@@ -28,6 +30,42 @@ TRIGGER = ROOT / "tests/support/trigger.py"
 def database():
     with postgres.server() as url:
         yield url
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+    """An S3 endpoint with bucket `kiln`; its credentials in the environment, as on a
+    machine set up for MinIO (infra/README.md)."""
+    for key, value in {**s3.CREDENTIALS, **s3.REGION}.items():
+        monkeypatch.setenv(key, value)
+    with s3.server() as endpoint:
+        yield endpoint
+
+
+def second_clone(repo: Path, clone: Path, bucket: str) -> None:
+    """What a teammate's machine does with the repository after a retrain: clone it, pull
+    the data from the S3 remote, find every stage up to date, and rebuild the split to the
+    bytes dvc.lock names."""
+    git = ["git", "-c", "user.name=kiln-test", "-c", "user.email=test@kiln.invalid"]
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "retrained"], cwd=repo, check=True)
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    dvc = str(BIN / "dvc")
+    pulled = subprocess.run([dvc, "pull"], cwd=clone, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    assert (clone / "data/processed/2026-11-22.csv").is_file() and (clone / "models/model.int8.onnx").is_file()
+    status = subprocess.run([dvc, "status"], cwd=clone, env=clean_env(), capture_output=True, text=True, timeout=600)
+    assert "Data and pipelines are up to date." in status.stdout, status.stdout + status.stderr
+    rebuilt = subprocess.run(
+        [dvc, "repro", "--force", "--single-item", "split"],
+        cwd=clone,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert subprocess.run(["git", "diff", "--exit-code", "dvc.lock"], cwd=clone).returncode == 0
 
 
 def query(url: str, sql: str, database: str | None = None) -> list[tuple]:
@@ -68,37 +106,64 @@ def wait_for_deployment(env: dict, log: Path, timeout: float = 120) -> None:
     pytest.fail("kiln serve did not start serving:\n" + log.read_text()[-3000:])
 
 
-def published(database: str, prefect_db: str, mlflow_port: int) -> None:
-    """The pipeline's flow run, as a team watching Prefect sees it: named as its MLflow run,
-    a table of the candidates, the decision in markdown, links to the MLflow run and the
-    version, and a `kiln.model.promoted` event with the version as its resource."""
-    found = query(
-        database,
-        "SELECT a.key, a.type, a.data, r.name FROM artifact a JOIN flow_run r ON r.id = a.flow_run_id "
-        "WHERE a.key LIKE 'kiln-%'",
-        prefect_db,
-    )
+def published(repo: Path, prefect: str, mlflow: str, auth: tuple[str, str]) -> None:
+    """The retrain's pipeline run as a team's tools read it, through the servers' REST APIs.
+    MLflow: every run carries its user, source and commit; the parent run the headline
+    figures; the registered version's logged model the test figures, measured on the split
+    whose DVC hash they name, and its run the three splits as datasets. Prefect: the flow
+    run named as its MLflow run, a table of the candidates, the decision in markdown, links
+    to the MLflow run and the version, and a `kiln.model.promoted` event with the version as
+    its resource."""
+
+    def mlflow_api(method: str, path: str, **body):
+        call = requests.get if method == "GET" else requests.post
+        options = {"params": body} if method == "GET" else {"json": body}
+        answer = call(f"{mlflow}/api/2.0/mlflow/{path}", auth=auth, timeout=30, **options)
+        assert answer.status_code == 200, (path, answer.text)
+        return answer.json()
+
+    name = yaml.safe_load((repo / "params.yaml").read_text())["tracking"]["experiment"]
+    experiment = mlflow_api("GET", "experiments/get-by-name", experiment_name=name)["experiment"]["experiment_id"]
+    found = mlflow_api("POST", "runs/search", experiment_ids=[experiment], max_results=500)["runs"]
+    tags = [{t["key"]: t["value"] for t in run["data"].get("tags", [])} for run in found]
+    assert all(t["mlflow.user"] and t["mlflow.source.name"] and len(t["mlflow.source.git.commit"]) == 40 for t in tags)
+    parents = [run for run, t in zip(found, tags, strict=True) if "mlflow.parentRunId" not in t]
+    pipeline = next(run for run in parents if "selected/test_macro_f1" in {m["key"] for m in run["data"]["metrics"]})
+    headline = {m["key"]: m["value"] for m in pipeline["data"]["metrics"]}
+    assert headline["promote/promoted"] == 1 and headline["selected/val_macro_f1"] > 0
+
+    version = mlflow_api("GET", "model-versions/get", name="kiln-mine", version="1")["model_version"]
+    model = mlflow_api("GET", f"logged-models/{version['source'].removeprefix('models:/')}")["model"]
+    figures = {m["key"]: m for m in model["data"]["metrics"]}
+    split = {o["path"]: o["md5"] for o in yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["split"]["outs"]}
+    assert figures["selected/test_macro_f1"]["dataset_digest"] == split["data/split/test.parquet"]
+    inputs = mlflow_api("GET", "runs/get", run_id=version["run_id"])["run"]["inputs"]["dataset_inputs"]
+    assert {(d["dataset"]["name"], d["dataset"]["digest"]) for d in inputs} == {
+        (part, split[f"data/split/{part}.parquet"]) for part in ("train", "val", "test")
+    }
+
+    wanted = {"artifacts": {"key": {"like_": "kiln-"}}}
+    found = requests.post(f"{prefect}/artifacts/filter", json=wanted, auth=auth, timeout=30).json()
     # Prefect keeps a link artifact as the markdown of its link.
-    kinds = {key: kind for key, kind, _, _ in found}
-    assert kinds == {
+    assert {a["key"]: a["type"] for a in found} == {
         "kiln-candidates": "table",
         "kiln-promotion": "markdown",
         "kiln-mlflow-run": "markdown",
         "kiln-model-version": "markdown",
     }, found
-    data = {key: value for key, _, value, _ in found}
+    data = {a["key"]: a["data"] for a in found}
     assert "(selected)" in data["kiln-candidates"] and "promoted to champion" in data["kiln-promotion"]
-    assert data["kiln-model-version"] == (
-        f"[kiln-mine version 1](http://127.0.0.1:{mlflow_port}/#/models/kiln-mine/versions/1)"
-    )
-    flow_name = found[0][3]
-    assert query(database, f"SELECT count(*) FROM runs WHERE name = '{flow_name}'") == [(1,)]
+    assert data["kiln-model-version"] == f"[kiln-mine version 1]({mlflow}/#/models/kiln-mine/versions/1)"
+    assert pipeline["info"]["run_id"] in data["kiln-mlflow-run"]
+    flow_run = requests.get(f"{prefect}/flow_runs/{found[0]['flow_run_id']}", auth=auth, timeout=30).json()
+    assert flow_run["name"] == pipeline["info"]["run_name"]
     # The event persister writes in batches: a few seconds after the run.
     deadline, events = time.monotonic() + 60, []
     while not events and time.monotonic() < deadline:
-        events = query(database, "SELECT event, resource FROM events WHERE event LIKE 'kiln.model.%'", prefect_db)
+        wanted = {"filter": {"event": {"prefix": ["kiln.model."]}}}
+        events = requests.post(f"{prefect}/events/filter", json=wanted, auth=auth, timeout=30).json()["events"]
         time.sleep(1)
-    assert [(event, resource["prefect.resource.id"]) for event, resource in events] == [
+    assert [(e["event"], e["resource"]["prefect.resource.id"]) for e in events] == [
         ("kiln.model.promoted", "kiln.model.kiln-mine.1")
     ]
 
@@ -160,21 +225,28 @@ def roles(repo: Path, database: str, mlflow_port: int, prefect_port: int, passwo
     assert query(database, champion) == [(2,)]
 
 
-def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
+def test_scheduled_retrain_on_postgres_and_s3(database, bucket, tmp_path, webhook):
     url, notifications = webhook
     repo = incoming_repo(copy_repo(tmp_path / "kiln"), retrain={"notify": {"apprise_url": url}})
-    remote = tmp_path / "remote"
-    subprocess.run(
-        [str(BIN / "dvc"), "remote", "add", "-d", "store", str(remote)], cwd=repo, check=True, env=clean_env()
-    )
+    remote = f"s3://{s3.BUCKET}/dvc"
+    for setting in (["add", "-d", "store", remote], ["modify", "store", "endpointurl", bucket]):
+        subprocess.run([str(BIN / "dvc"), "remote", *setting], cwd=repo, check=True, env=clean_env())
     env = clean_env(KILN_DB_URL=database)
     prefect_port, mlflow_port = postgres.free_port(), postgres.free_port()
     up = kiln(
-        "up", "--prefect-port", str(prefect_port), "--mlflow-port", str(mlflow_port), cwd=repo, KILN_DB_URL=database
+        "up",
+        "--prefect-port",
+        str(prefect_port),
+        "--mlflow-port",
+        str(mlflow_port),
+        cwd=repo,
+        KILN_DB_URL=database,
+        KILN_ARTIFACTS_URL=f"s3://{s3.BUCKET}/mlflow",
+        MLFLOW_S3_ENDPOINT_URL=bucket,
     )
     assert up.returncode == 0, up.stdout + up.stderr
     servers = json.loads((repo / ".kiln/servers.json").read_text())
-    assert servers["backend"] == "postgresql"
+    assert servers["backend"] == "postgresql" and servers["artifacts"] == f"s3://{s3.BUCKET}/mlflow"
     assert servers["servers"]["mlflow"]["url"] == f"http://127.0.0.1:{mlflow_port}"
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
@@ -210,7 +282,7 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
         assert (repo / "data/processed/2026-11-22.csv.dvc").is_file()
         status = kiln("status", cwd=repo, PREFECT_API_URL=api["PREFECT_API_URL"])
         assert "Every stage is up to date." in status.stdout, status.stdout + status.stderr
-        assert any(remote.rglob("*")), "the run pushed to the DVC remote"
+        assert s3.keys(bucket, "dvc/files/md5/"), "the run pushed to the DVC remote"
 
         # What the databases hold: the flow runs in Prefect's, the registry in MLflow's.
         flow_runs = query(
@@ -222,7 +294,7 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
         aliases = dict(query(database, "SELECT alias, version FROM registered_model_aliases WHERE name = 'kiln-mine'"))
         assert aliases == {"champion": 1}  # promoted, version 1 awaits no gate: no challenger
         prefect_db = make_url(database).database + "_prefect"
-        published(database, prefect_db, mlflow_port)
+        published(repo, api["PREFECT_API_URL"], f"http://127.0.0.1:{mlflow_port}", ("admin", admin["password"]))
         runs_table = query(database, "SELECT name, status FROM runs WHERE name LIKE 'retrain %'")
         assert [status for _, status in runs_table] == ["FINISHED"]
         # The run's summary: a Prefect markdown artifact and a file of its MLflow run.
@@ -234,9 +306,15 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
         assert [kind for kind, _ in summaries] == ["markdown"]
         summary = summaries[0][1]
         assert "version 1 of 'kiln-mine' promoted to champion" in summary and "2026-11-22.csv" in summary
-        assert len(list((repo / "mlflow/artifacts").rglob("retrain/summary.md"))) == 1
+        # MLflow's artifacts are in the bucket, through the server: the summary, the
+        # registered model's ONNX file, and nothing on the local disk.
+        stored = s3.keys(bucket, "mlflow/")
+        assert len([key for key in stored if key.endswith("retrain/summary.md")]) == 1, stored
+        assert [key for key in stored if key.endswith(".onnx")], stored
+        assert not (repo / "mlflow/artifacts").exists()
         artifacts = kiln("lineage", "1", cwd=repo)
         assert artifacts.returncode == 0, artifacts.stderr
+        second_clone(repo, tmp_path / "clone", bucket)
 
         # A drifted batch: quarantined, a notification, and the champion stays.
         drifted_batch().to_csv(repo / "data/incoming/2026-11-23.csv", index=False)
@@ -306,6 +384,8 @@ def test_scheduled_retrain_on_postgres(database, tmp_path, webhook):
     finally:
         serve.terminate()
         try:
+            # Pausing the schedule is a few API calls; on a machine busy with other tests
+            # (the suite's second worker and a training run beside it) it took over 60 s.
             ended = serve.wait(timeout=180)
         finally:
             # A runner that did not stop in time must not leave kiln up's servers behind
