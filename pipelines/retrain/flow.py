@@ -175,4 +175,8 @@ def serve(served: "Runner") -> None:
     # be, and the shutdown then hung pausing the schedule (Prefect 3.8). SIGINT is asyncio's
     # way out: it cancels the runner's task, which pauses the schedule and returns.
     served.handle_sigterm = lambda *_: signal.raise_signal(signal.SIGINT)
+    # A process started in the background by a shell without job control (`kiln serve &`
+    # in a script, the way `make` or a scheduler may start it) inherits SIGINT ignored,
+    # and Python and asyncio then leave it ignored: Ctrl-C and SIGTERM would stop nothing.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     asyncio.run(served.start())
