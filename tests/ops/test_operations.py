@@ -4,6 +4,7 @@ deployment served by `kiln serve` and triggered through Prefect's `run_deploymen
 results read back from the databases and the bucket themselves."""
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -258,6 +259,8 @@ def test_scheduled_retrain_on_postgres_and_s3(database, bucket, tmp_path, webhoo
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # As a script's `kiln serve &` starts it: with SIGINT ignored.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
     admin = json.loads((repo / ".kiln/auth.json").read_text())
     assert (repo / ".kiln/auth.json").stat().st_mode & 0o777 == 0o600
