@@ -78,12 +78,14 @@ TOPICS = {
 }
 
 
-def chinese(rows_per_label: int, seed: int = 0) -> pd.DataFrame:
-    """Reviews (column `review`) rated by `stars`, in characters without spaces."""
+def chinese(rows_per_label: int | dict[str, int], seed: int = 0) -> pd.DataFrame:
+    """Reviews (column `review`) rated by `stars`, in characters without spaces;
+    `rows_per_label` the same for every label, or a count for each (a skewed set)."""
     rng = random.Random(seed)
+    counts = rows_per_label if isinstance(rows_per_label, dict) else dict.fromkeys(TOPICS, rows_per_label)
     rows = []
     for label, own in TOPICS.items():
-        for _ in range(rows_per_label):
+        for _ in range(counts[label]):
             chars = [rng.choice(own) for _ in range(rng.randint(4, 8))] + [rng.choice(SHARED) for _ in range(12)]
             rng.shuffle(chars)
             rows.append({"review": "".join(chars) + rng.choice("。！？"), "stars": label})
