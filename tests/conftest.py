@@ -10,6 +10,7 @@ import pytest
 from tests.support import prefect_server
 from tests.support import webhook as hook
 from tests.support.repo import SHARED_PREFECT, copy_repo, kiln
+from tests.support.stores import empty_store
 from tests.support.tiny import tiny_repo
 
 
@@ -35,6 +36,7 @@ def prepared(prepared_template: Path, tmp_path: Path) -> Path:
     shutil.copytree(
         prepared_template, dest, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "artifacts", ".prefect")
     )
+    empty_store(dest / "mlflow/mlflow.db", home=dest)
     return dest
 
 

@@ -16,6 +16,7 @@ from tests.support.shared import free_port
 
 @pytest.mark.slow
 def test_kiln_ui_serves_the_local_store(repo):
+    (repo / "mlflow" / "mlflow.db").unlink()  # a clone `make install` has not run in: the UI makes the store
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "kiln"), "ui", "--port", str(port)],

@@ -50,11 +50,12 @@ def test_bad_file_fails_ingest_and_keeps_the_last_good_dataset(repo):
 
 def test_params_typo_fails_before_any_work(repo):
     set_params(repo, split={"tset": 0.2})
+    store = (repo / "mlflow/mlflow.db").read_bytes()
     out = kiln("stage", "ingest", cwd=repo)
     assert out.returncode == 1
     assert "split.tset: unknown key" in out.stderr
     assert not (repo / "data/raw/dataset.parquet").exists()
-    assert not (repo / "mlflow/mlflow.db").exists()
+    assert (repo / "mlflow/mlflow.db").read_bytes() == store  # no run, not even a failed one
 
 
 def test_failed_validation_stops_dvc_repro(repo):

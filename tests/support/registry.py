@@ -4,6 +4,7 @@ registers them."""
 from pathlib import Path
 
 from tests.support.data import TEXTS
+from tests.support.stores import empty_store
 from tests.support.tiny import tiny_onnx
 
 NAME = "kiln-test"
@@ -22,7 +23,7 @@ def use_store(folder: Path, monkeypatch) -> Path:
     import mlflow
 
     monkeypatch.chdir(folder)  # the SQLite store keeps artifacts under ./mlruns
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = empty_store(folder / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     mlflow.set_tracking_uri(uri)

@@ -1,10 +1,14 @@
 """A throwaway copy of the repository, and Kiln's commands run in it as a user runs them."""
 
+import io
 import os
 import shutil
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
+
+from tests.support.stores import empty_store
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -47,13 +51,15 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def copy_repo(dest: Path) -> Path:
-    """`dest` as a new git repo holding the project's files, without any outputs."""
+    """`dest` as a new git repo holding the project's files, without any outputs, and the
+    empty MLflow store `make install` makes in a clone."""
     for name in project_files():
         if (name.startswith(OUTPUTS) and not name.endswith(".gitignore")) or name == "dvc.lock":
             continue
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, target)
+    empty_store(dest / "mlflow/mlflow.db", home=dest)
     git = ["git", "-c", "user.name=kiln-test", "-c", "user.email=test@kiln.invalid"]
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
@@ -72,3 +78,29 @@ def kiln(*args: str, cwd: Path, own_prefect: bool = False, **extra: str) -> subp
     if args[:1] in (("run",), ("retrain",)) and not own_prefect and os.environ.get(SHARED_PREFECT):
         extra.setdefault("PREFECT_API_URL", os.environ[SHARED_PREFECT])
     return run([str(BIN / "kiln"), *args], cwd, **extra)
+
+
+def kiln_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`kiln ARGS` in `cwd` inside this process, for the unit tests of a command's output and
+    exit code, where a process of its own (seconds of imports) checks nothing more. The
+    environment, working directory and console are put back after."""
+    from pipelines import cli
+    from pipelines.core import console
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ), Path.cwd(), sys.argv, console._current
+    os.chdir(cwd)
+    sys.argv = ["kiln", *args]
+    console._current = console.Console(out, err)
+    code = 0
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            cli.main()
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved[0])
+        os.chdir(saved[1])
+        sys.argv, console._current = saved[2], saved[3]
+    return subprocess.CompletedProcess(["kiln", *args], code, out.getvalue(), err.getvalue())

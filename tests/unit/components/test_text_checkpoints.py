@@ -2,16 +2,15 @@
 
 import os
 import pickle
-import subprocess
-import sys
-import textwrap
+import resource
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 
+from components.errors import KilnError
 from components.text.checkpoints import AtomicCheckpointIO
-from tests.support.repo import ROOT
 
 
 class _Payload:
@@ -34,20 +33,16 @@ def test_checkpoints_are_written_whole_and_never_unpickled(tmp_path, monkeypatch
 
 def test_a_full_disk_names_the_checkpoint_and_the_operating_systems_reason(tmp_path):
     """torch's zip writer reports a cut-short write as a position mismatch: the message
-    still gives the OS's reason."""
-    script = textwrap.dedent(
-        f"""
-        import resource, signal, torch
-        from components.errors import KilnError
-        from components.text.checkpoints import AtomicCheckpointIO
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
-        try:
-            AtomicCheckpointIO().save_checkpoint({{"w": torch.zeros(1000, 1000)}}, "{tmp_path}/last.ckpt")
-        except KilnError as err:
-            print(err)
-        """
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert out.stdout.strip() == f"cannot write checkpoint {tmp_path}/last.ckpt: File too large", out.stderr
+    still gives the OS's reason. The disk fills at 1 MB: this process's file size limit,
+    lowered for the one write (a write past it fails with EFBIG once SIGXFSZ is ignored)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, hard))
+    try:
+        with pytest.raises(KilnError) as raised:
+            AtomicCheckpointIO().save_checkpoint({"w": torch.zeros(1000, 1000)}, f"{tmp_path}/last.ckpt")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert str(raised.value) == f"cannot write checkpoint {tmp_path}/last.ckpt: File too large"
     assert list(tmp_path.iterdir()) == []

@@ -40,8 +40,9 @@ def test_a_stop_inside_a_tracking_write_still_ends_its_run(tmp_path, monkeypatch
     from mlflow.entities import Metric
 
     from pipelines.core.lifecycle import bookkeeping
+    from tests.support.stores import empty_store
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", empty_store(tmp_path / "mlflow.db"))
     client = MlflowClient()
     experiment = client.create_experiment("stops")
 

@@ -13,8 +13,9 @@ from components.errors import KilnError
 from pipelines.registry import audit, audit_copy
 from pipelines.tracking import runs
 from tests.support.data import check_batch, good_batch
-from tests.support.repo import ROOT, kiln
+from tests.support.repo import ROOT, kiln_here
 from tests.support.shared import rechain
+from tests.support.stores import empty_store
 
 # The registered model of a repository whose params.yaml is empty (the defaults).
 MODEL = "kiln-bbc-news"
@@ -23,8 +24,7 @@ MODEL = "kiln-bbc-news"
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     # Where the CLI looks by default in a repository (dvc.yaml and params.yaml make one).
-    (tmp_path / "mlflow").mkdir()
-    uri = f"sqlite:///{tmp_path / 'mlflow/mlflow.db'}"
+    uri = empty_store(tmp_path / "mlflow/mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     import mlflow
 
@@ -45,10 +45,10 @@ def test_entries_are_appended_copied_to_mlflow_and_checked_by_the_cli(store):
     assert {c.origin for c in found} == {audit.origin(store)}
     assert audit_copy.check(store, client, MODEL).problems == []
 
-    intact = kiln("audit", "--verify", cwd=store)
+    intact = kiln_here("audit", "--verify", cwd=store)
     assert intact.returncode == 0, intact.stdout + intact.stderr
     assert "audit log intact: 2 entries; the hash chain and the tracking server's copy agree" in intact.stdout
-    listed = kiln("audit", "--action", "force", cwd=store)
+    listed = kiln_here("audit", "--action", "force", cwd=store)
     assert "force" in listed.stdout and "kiln-x v2" in listed.stdout and "why: hotfix" in listed.stdout
     assert "batch-learned" not in listed.stdout
 
@@ -56,7 +56,7 @@ def test_entries_are_appended_copied_to_mlflow_and_checked_by_the_cli(store):
     lines = log.read_text().splitlines()
     forged = json.loads(lines[1]) | {"why": "routine"}
     log.write_text(lines[0] + "\n" + json.dumps(forged) + "\n")
-    broken = kiln("audit", "--verify", cwd=store)
+    broken = kiln_here("audit", "--verify", cwd=store)
     assert broken.returncode == 1 and "entry 2: its content does not match its hash (edited)" in broken.stderr
     assert "kiln: error: the audit log" in broken.stderr and "Traceback" not in broken.stderr
 
@@ -85,7 +85,7 @@ def test_a_lost_log_fails_verify_naming_each_missing_entry_and_restore_rebuilds_
         "truncated": (whole.splitlines()[0] + "\n", [2, 3]),
         "re-chained under a new log id, one entry dropped": (rechained, [2]),
     }
-    # Each case through the check itself; the CLI (a process each) for a missing log and a cut one.
+    # Each case through the check itself; the CLI for a missing log and a cut one.
     for case, (text, missing) in cases.items():
         if text is None:
             log.unlink()
@@ -96,7 +96,7 @@ def test_a_lost_log_fails_verify_naming_each_missing_entry_and_restore_rebuilds_
         problems = audit_copy.check(store, client, MODEL).problems
         assert all(line in problems for line in expected), case
         if case in ("deleted", "truncated"):
-            out = kiln("audit", "--verify", cwd=store)
+            out = kiln_here("audit", "--verify", cwd=store)
             assert out.returncode == 1, f"{case}: {out.stdout}{out.stderr}"
             assert all(f"kiln: audit: {line}" in out.stderr for line in expected), case
             state = " (missing)" if text is None else ""
@@ -109,7 +109,7 @@ def test_a_lost_log_fails_verify_naming_each_missing_entry_and_restore_rebuilds_
     with pytest.raises(KilnError, match="holds 2 entries the tracking server's copy lacks"):
         audit_copy.restore(store, client, MODEL)
     log.unlink()
-    restored = kiln("audit", "--restore", cwd=store)
+    restored = kiln_here("audit", "--restore", cwd=store)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert f"restored 3 entries of log {entries[0]['log'][:8]}" in restored.stdout
     assert log.read_text() == whole and audit_copy.check(store, client, MODEL).problems == []
@@ -189,7 +189,7 @@ def test_a_quarantined_batch_leaves_no_text_of_it_in_the_audit_trail(tmp_path, m
 
     from pipelines.registry import audit, audit_copy
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = empty_store(tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     client = MlflowClient(uri)  # this store, whatever tracking URI an earlier test set in this process
     # Control characters mark a wrong encoding; a validation line quotes such texts.
