@@ -88,7 +88,7 @@ def kiln_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     from pipelines.core import console
 
     out, err = io.StringIO(), io.StringIO()
-    saved = dict(os.environ), Path.cwd(), sys.argv, console._current
+    environ, here, argv, shown = dict(os.environ), Path.cwd(), sys.argv, console._current
     os.chdir(cwd)
     sys.argv = ["kiln", *args]
     console._current = console.Console(out, err)
@@ -100,7 +100,7 @@ def kiln_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         code = exit.code if isinstance(exit.code, int) else 1
     finally:
         os.environ.clear()
-        os.environ.update(saved[0])
-        os.chdir(saved[1])
-        sys.argv, console._current = saved[2], saved[3]
+        os.environ.update(environ)
+        os.chdir(here)
+        sys.argv, console._current = argv, shown
     return subprocess.CompletedProcess(["kiln", *args], code, out.getvalue(), err.getvalue())

@@ -4,27 +4,30 @@ import atexit
 import shutil
 import sqlite3
 import tempfile
+from contextlib import closing
+from functools import cache
 from pathlib import Path
 
-_TEMPLATE: list[Path] = []  # the empty store this process copies, once made
+
+@cache
+def _template() -> Path:
+    """An empty store made once in this process: MLflow's migrations take about 2 s a
+    new store, a copy milliseconds."""
+    from mlflow import MlflowClient
+
+    folder = Path(tempfile.mkdtemp(prefix="kiln-mlflow-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+    return folder / "mlflow.db"
 
 
 def empty_store(db: Path, home: Path | None = None) -> str:
-    """The URI of an empty MLflow SQLite store at `db`: a copy of one this process made
-    first (MLflow's migrations take about 2 s a new store; a copy takes milliseconds). Its
-    Default experiment keeps artifacts under mlruns/ in `home` (default: beside `db`), as
-    a store made by a command run in that folder would."""
-    if not _TEMPLATE:
-        from mlflow import MlflowClient
-
-        folder = Path(tempfile.mkdtemp(prefix="kiln-mlflow-"))
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        MlflowClient(f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
-        _TEMPLATE.append(folder / "mlflow.db")
+    """The URI of an empty MLflow SQLite store at `db`, a copy of `_template()`. Its Default
+    experiment keeps artifacts under mlruns/ in `home` (default: beside `db`), as a store
+    made by a command run in that folder would."""
     db.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(_TEMPLATE[0], db)
-    with sqlite3.connect(db) as copy:
-        where = str((home or db.parent) / "mlruns" / "0")
+    shutil.copyfile(_template(), db)
+    where = str((home or db.parent) / "mlruns" / "0")
+    with closing(sqlite3.connect(db)) as copy, copy:
         copy.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (where,))
-    copy.close()
     return f"sqlite:///{db}"
