@@ -74,9 +74,11 @@ def check(
     reference: Profile | None,
     tokenizer: Tokenizer | None,
     drift_cfg: DriftConfig,
+    no_drift: str | None = None,
 ) -> BatchOutcome:
     """Check one batch file against `dataset` (everything learned so far). No reference
-    (no champion yet) skips the drift checks, and the report says so."""
+    (no champion yet), or a reason in `no_drift`, skips the drift checks, and the report
+    says so."""
     try:
         batch = read_file(path, file_cfg, f"batch:{path.name}")
     except KilnError as err:
@@ -95,7 +97,9 @@ def check(
         outcome.note = "every row is already in the dataset"
         return outcome
     _check_validation(outcome, combined, validate_cfg)
-    if reference is None or tokenizer is None:
+    if no_drift is not None:
+        outcome.drift = DriftReport(skipped=no_drift)
+    elif reference is None or tokenizer is None:
         outcome.drift = DriftReport(skipped="no champion to compare with")
     else:
         outcome.drift = drift(reference, fresh, tokenizer, drift_cfg)

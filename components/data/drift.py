@@ -42,6 +42,9 @@ class Profile:
     label_shares: dict[str, float]
     lengths: list[int]
     oov_share: float
+    # The served model's mean top probability on val: what `kiln monitor` compares live
+    # traffic's with. None in the profiles of versions registered before it was kept.
+    confidence: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,11 +56,12 @@ class Profile:
             label_shares={str(k): float(v) for k, v in data["label_shares"].items()},
             lengths=[int(n) for n in data["lengths"]],
             oov_share=float(data["oov_share"]),
+            confidence=float(data["confidence"]) if data.get("confidence") is not None else None,
         )
 
 
 class DriftCheck(BaseModel):
-    name: Literal["labels", "length", "vocabulary"]
+    name: Literal["labels", "length", "vocabulary", "predictions", "confidence"]
     value: float
     threshold: float
     passed: bool
@@ -110,40 +114,53 @@ def psi(expected: dict[str, float], actual: dict[str, float]) -> float:
     return total
 
 
-def drift(reference: Profile, batch: pd.DataFrame, tokenizer: Tokenizer, cfg: DriftConfig) -> DriftReport:
-    """The three checks of `batch` against `reference`; the batch drifted if any failed."""
+def label_check(reference: dict[str, float], shares: dict[str, float], cfg: DriftConfig, name="labels") -> DriftCheck:
+    value = psi(reference, shares)
+    what = "label" if name == "labels" else "predicted label"
+    return DriftCheck(
+        name=name,
+        value=value,
+        threshold=cfg.max_label_psi,
+        passed=value <= cfg.max_label_psi,
+        detail=f"{what} PSI {value:.3f} (limit {cfg.max_label_psi}); shares "
+        + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()),
+    )
+
+
+def length_check(reference: list[int], lengths: list[int], cfg: DriftConfig) -> DriftCheck:
     from scipy.stats import ks_2samp
 
+    ks = ks_2samp(reference, lengths)
+    ref_median, median = pd.Series(reference).median(), pd.Series(lengths).median()
+    return DriftCheck(
+        name="length",
+        value=float(ks.statistic),
+        threshold=cfg.max_length_ks,
+        passed=not (ks.statistic > cfg.max_length_ks and ks.pvalue < cfg.length_alpha),
+        detail=f"text length KS {ks.statistic:.3f} (limit {cfg.max_length_ks}), p={ks.pvalue:.2g}; "
+        f"median {median:.0f} chars vs {ref_median:.0f} in training",
+    )
+
+
+def vocabulary_check(reference: float, share: float, cfg: DriftConfig) -> DriftCheck:
+    rise = share - reference
+    return DriftCheck(
+        name="vocabulary",
+        value=rise,
+        threshold=cfg.max_oov_increase,
+        passed=rise <= cfg.max_oov_increase,
+        detail=f"out-of-vocabulary words {share:.1%} vs {reference:.1%} in training "
+        f"(rise limit {cfg.max_oov_increase:.0%})",
+    )
+
+
+def drift(reference: Profile, batch: pd.DataFrame, tokenizer: Tokenizer, cfg: DriftConfig) -> DriftReport:
+    """The three checks of `batch` against `reference`; the batch drifted if any failed."""
     current = profile(batch, tokenizer)
-    label_psi = psi(reference.label_shares, current.label_shares)
-    ks = ks_2samp(reference.lengths, current.lengths)
-    rise = current.oov_share - reference.oov_share
-    ref_median, median = pd.Series(reference.lengths).median(), pd.Series(current.lengths).median()
     return DriftReport(
         checks=[
-            DriftCheck(
-                name="labels",
-                value=label_psi,
-                threshold=cfg.max_label_psi,
-                passed=label_psi <= cfg.max_label_psi,
-                detail=f"label PSI {label_psi:.3f} (limit {cfg.max_label_psi}); batch shares "
-                + ", ".join(f"{k} {v:.0%}" for k, v in current.label_shares.items()),
-            ),
-            DriftCheck(
-                name="length",
-                value=float(ks.statistic),
-                threshold=cfg.max_length_ks,
-                passed=not (ks.statistic > cfg.max_length_ks and ks.pvalue < cfg.length_alpha),
-                detail=f"text length KS {ks.statistic:.3f} (limit {cfg.max_length_ks}), p={ks.pvalue:.2g}; "
-                f"median {median:.0f} chars vs {ref_median:.0f} in training",
-            ),
-            DriftCheck(
-                name="vocabulary",
-                value=rise,
-                threshold=cfg.max_oov_increase,
-                passed=rise <= cfg.max_oov_increase,
-                detail=f"out-of-vocabulary words {current.oov_share:.1%} vs {reference.oov_share:.1%} in training "
-                f"(rise limit {cfg.max_oov_increase:.0%})",
-            ),
+            label_check(reference.label_shares, current.label_shares, cfg),
+            length_check(reference.lengths, current.lengths, cfg),
+            vocabulary_check(reference.oov_share, current.oov_share, cfg),
         ]
     )

@@ -11,7 +11,7 @@ and organisations are therefore NOT found; list the ones you know under `deny_li
 import functools
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -184,3 +184,11 @@ def scan(frame: pd.DataFrame, cfg: PiiConfig) -> PiiResult:
     if masked:
         frame = frame.assign(**{column: pd.Series(values, index=frame.index) for column, values in masked.items()})
     return PiiResult(frame, report)
+
+
+def masker(cfg: PiiConfig) -> Callable[[list[str]], list[str]]:
+    """A function masking each text as `scan` does under the mask policy, whatever
+    `cfg.policy` says: what the inference log keeps of a served text. Presidio loads here,
+    not on the first call."""
+    engine = _engine(_detection(cfg))
+    return lambda texts: [engine.mask(text)[0] for text in texts]

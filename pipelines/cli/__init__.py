@@ -5,7 +5,7 @@ import traceback
 
 import typer
 
-from pipelines.cli import audit, explain, pipeline, registry, servers, users  # noqa: F401  (each registers its commands)
+from pipelines.cli import audit, explain, monitor, pipeline, registry, servers, users  # noqa: F401  (each registers its commands)
 from pipelines.cli.app import app
 from pipelines.core import console
 from pipelines.core.io import user_error

@@ -78,9 +78,10 @@ def retrain() -> None:
 
 @app.command()
 def serve() -> None:
-    """Serve the scheduled `retrain` deployment (cron from params.yaml) until stopped."""
+    """Serve the scheduled `retrain` and `monitor` deployments (crons from params.yaml) until stopped."""
     root = repo_root()
     from pipelines.core.params import load
+    from pipelines.monitor.flow import add_deployment
     from pipelines.retrain.flow import DEPLOYMENT, FLOW, runner
     from pipelines.retrain.flow import serve as serve_deployment
 
@@ -90,9 +91,11 @@ def serve() -> None:
             "kiln serve needs a Prefect server to hold the schedule: start one with `kiln up` or set PREFECT_API_URL"
         )
     served = runner(params)
+    add_deployment(served, params)
     typer.echo(
-        f"deployment '{FLOW}/{DEPLOYMENT}' is being served (cron '{params.retrain.cron}' {params.retrain.timezone}) "
-        f"on {os.environ['PREFECT_API_URL']}; Ctrl-C stops it"
+        f"deployments '{FLOW}/{DEPLOYMENT}' (cron '{params.retrain.cron}') and 'kiln-monitor/monitor' "
+        f"(cron '{params.monitor.cron}') are being served, {params.retrain.timezone}, "
+        f"on {os.environ['PREFECT_API_URL']}; Ctrl-C stops them"
     )
     serve_deployment(served)
 

@@ -131,6 +131,9 @@ def predict(
     text: Annotated[str | None, typer.Argument(help="a text to classify")] = None,
     file: Annotated[str | None, typer.Option("--file", help="JSONL with a 'text' field per line")] = None,
     model: Annotated[str | None, typer.Option(help="model URI (default: models:/<name>@champion)")] = None,
+    log: Annotated[
+        bool, typer.Option("--log", help="record the texts and answers in the inference log, as serve-model does")
+    ] = False,
 ) -> None:
     """Labels and probabilities from the champion, through ONNX Runtime."""
     import logging
@@ -150,12 +153,22 @@ def predict(
     from pipelines.registry import lookup
 
     with models.registry_errors(f"predict: loading {model or name}"):
-        folder = local_folder(root, lookup.resolve(client, model, name, "predict"), "predict")
+        found = lookup.resolve(client, model, name, "predict")
+        folder = local_folder(root, found, "predict")
         loaded = mlflow.pyfunc.load_model(str(folder))
+    if log:
+        from pipelines.core.params import load
+        from pipelines.servers.scoring import Logged, inference_log
+
+        recorder = inference_log(root, load(root / "params.yaml"), found.name, str(found.version))
+        loaded = Logged(loaded, recorder)
     try:
         out = loaded.predict(pd.DataFrame({"text": texts}))
     except MlflowException as err:
         raise KilnError(f"predict: {err.message}") from None
+    finally:
+        if log:
+            recorder.close()
     for _, row in out.iterrows():
         probabilities = {k: round(float(v), 4) for k, v in row.items() if k != "label"}
         typer.echo(json.dumps({"label": row["label"], "probabilities": probabilities}))

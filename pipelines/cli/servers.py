@@ -103,8 +103,12 @@ def serve_model(
     model: Annotated[str | None, typer.Option(help="model URI (default: models:/<name>@champion)")] = None,
     port: Annotated[int, typer.Option(help="port to serve on")] = 5001,
     host: Annotated[str, typer.Option(help="address to bind; 127.0.0.1 keeps it local")] = "127.0.0.1",
+    log: Annotated[
+        bool, typer.Option("--log/--no-log", help="record each request in the inference log (params.yaml: serve)")
+    ] = True,
 ) -> None:
-    """Serve a registered model over HTTP (MLflow's scoring server), never unpickling."""
+    """Serve a registered model over HTTP (MLflow's scoring server), never unpickling, and
+    record what it is asked and answers in the inference log."""
     root = repo_root()
     from pipelines.core.params import load
 
@@ -125,21 +129,20 @@ def serve_model(
 
         mlflow.pyfunc.load_model(str(folder))
     uri = f"models:/{found.name}/{found.version}"
+    where = (
+        f"requests logged to {params.serve.log_dir} (texts {params.serve.log_text})" if log else "requests not logged"
+    )
     _become(
         [
             sys.executable,
             "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
+            "pipelines.servers.scoring",
             str(folder),
-            "--env-manager",
-            "local",
-            "-h",
             host,
-            "-p",
             str(port),
+            found.name,
+            str(found.version),
+            *([] if log else ["--no-log"]),
         ],
-        f"serving {uri} on http://{host}:{port}/invocations (Ctrl-C stops it)",
+        f"serving {uri} on http://{host}:{port}/invocations; {where} (Ctrl-C stops it)",
     )

@@ -17,6 +17,7 @@ from components.data.validation import ValidateConfig
 from components.deploy.config import EvaluateConfig, ExportConfig, GateConfig, QuantizeConfig, SelectConfig
 from components.errors import KilnError
 from components.explain.config import ExplainConfig
+from components.monitor.config import LabelConfig, MonitorConfig, ServeConfig
 from components.search.config import SearchConfig
 from components.text.config import EncoderConfig, HardwareConfig
 from components.text.sections import DistillConfig, FinetuneConfig, PretrainConfig, PruneConfig
@@ -96,6 +97,17 @@ class NotifyConfig(_Section):
         return self
 
 
+def _cron(expression: str) -> None:
+    from datetime import datetime
+
+    from cronsim import CronSim, CronSimError
+
+    try:
+        CronSim(expression, datetime(2000, 1, 1))
+    except CronSimError as err:
+        raise ValueError(f"cron '{expression}' is not a valid cron expression ({err})") from None
+
+
 class RetrainConfig(_Section):
     cron: str = Field(description="when the `retrain` deployment runs (cron, in `timezone`)")
     timezone: str
@@ -104,15 +116,9 @@ class RetrainConfig(_Section):
 
     @model_validator(mode="after")
     def _schedule(self) -> "RetrainConfig":
-        from datetime import datetime
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-        from cronsim import CronSim, CronSimError
-
-        try:
-            CronSim(self.cron, datetime(2000, 1, 1))
-        except CronSimError as err:
-            raise ValueError(f"cron '{self.cron}' is not a valid cron expression ({err})") from None
+        _cron(self.cron)
         try:
             ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
@@ -149,6 +155,17 @@ class Params(_Section):
     register_: RegisterConfig = Field(alias="register")
     promote: GateConfig
     retrain: RetrainConfig
+    serve: ServeConfig
+    monitor: MonitorConfig
+    label: LabelConfig
+
+    @model_validator(mode="after")
+    def _monitor_schedule(self) -> "Params":
+        try:
+            _cron(self.monitor.cron)
+        except ValueError as err:
+            raise ValueError(f"monitor.{err}") from None
+        return self
 
     @model_validator(mode="after")
     def _student_smaller(self) -> "Params":

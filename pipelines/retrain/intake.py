@@ -26,11 +26,26 @@ def check_batches(repo, params: Params, reference: Reference) -> list[BatchOutco
     dataset = learned(cfg, root, folders)
     outcomes = []
     for path in batch_files(root / cfg.incoming.dir, root, folders):
-        outcome = check(path, dataset, cfg.file, rules, reference.profile, reference.tokenizer, params.retrain.drift)
+        no_drift = queued(root, params, path)
+        outcome = check(
+            path, dataset, cfg.file, rules, reference.profile, reference.tokenizer, params.retrain.drift, no_drift
+        )
         outcomes.append(outcome)
         if outcome.accepted:
             dataset = pd.concat([dataset, outcome.fresh], ignore_index=True)
     return outcomes
+
+
+def queued(root: Path, params: Params, path: Path) -> str | None:
+    """Why a batch skips the drift checks, when `kiln label import` made it: a labelling
+    queue is chosen for what the champion is least sure of, so it differs from the
+    training data on purpose (its labels and expectations are still checked)."""
+    from pipelines.monitor.labelling import MANIFEST, PREFIX
+
+    export = path.stem.removeprefix(PREFIX)
+    if path.stem.startswith(PREFIX) and (root / params.label.dir / export / MANIFEST).is_file():
+        return f"labels of the queue exported as {export}: chosen to differ from the training data, drift not checked"
+    return None
 
 
 def _free(folder: Path, name: str) -> Path:

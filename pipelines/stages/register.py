@@ -116,6 +116,18 @@ def _evaluated(ctx: StageContext, splits: dict, lock: Lock, evaluation: Evaluati
     )
 
 
+def _confidence(model, tokenizer, texts: list[str], evaluation: Evaluation) -> float:
+    """Mean top probability of `model` on `texts`, at the temperature it is served with."""
+    import numpy as np
+
+    from components.runtime.loader import load_classifier
+    from components.runtime.session import predictions
+
+    classifier = load_classifier(model, tokenizer)
+    served = predictions(classifier.labels, classifier.logits(texts), evaluation.explain.temperature)
+    return float(np.mean([max(p["probabilities"].values()) for p in served]))
+
+
 def run(ctx: StageContext) -> StageResult:
     paths, name = ctx.params.paths, ctx.params.register_.name_for(ctx.params.ingest)
     selection = Selection.read(ctx.input(f"{paths.reports}/selection.json", "selection"), ctx.name, "select")
@@ -134,14 +146,16 @@ def run(ctx: StageContext) -> StageResult:
     # What the retrain flow measures a new batch's drift against once this is champion: the
     # training split's profile, under the transformer tokenizer whichever family ships.
     words = ctx.input(paths.onnx_tokenizer("pruned"), "tokenizer")
-    reference = profile(splits["train"], Tokenizer.from_file(str(words))).to_dict()
+    reference = profile(splits["train"], Tokenizer.from_file(str(words)))
+    # And how sure the model is as served, on val: what `kiln monitor` compares traffic's with.
+    reference.confidence = _confidence(model, tokenizer, splits["val"]["text"].tolist(), evaluation)
     tags = _tags(ctx, selection, validation, evaluation, lock)
     lineage = {
         "dvc.lock": lock.text,
         "validation.json": validation.model_dump(mode="json"),
         "evaluation.json": evaluation.model_dump(mode="json"),
         "selection.json": selection.model_dump(mode="json"),
-        "profile.json": reference,
+        "profile.json": reference.to_dict(),
         "tokenizer.json": words.read_text(encoding="utf-8"),
     }
     with registry_errors(f"register: registering '{name}'"):

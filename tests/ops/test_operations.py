@@ -101,7 +101,7 @@ def trigger(repo: Path, count: int, env: dict) -> list[dict]:
 def wait_for_deployment(env: dict, log: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if "is being served" in log.read_text():
+        if "being served" in log.read_text():
             return
         time.sleep(1)
     pytest.fail("kiln serve did not start serving:\n" + log.read_text()[-3000:])

@@ -3,6 +3,7 @@ serve`, and a version planted with code of its own refused by every command that
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -18,12 +19,41 @@ from components.runtime.transformer import OnnxClassifier
 from pipelines.registry import gating, models
 from pipelines.tracking import runs
 from tests.support.data import LABELS, TEXTS
-from tests.support.params import shipped
+from tests.support.params import set_params, shipped
 from tests.support.registry import NAME, register, use_store
-from tests.support.repo import ROOT, clean_env
+from tests.support.repo import BIN, ROOT, clean_env
 from tests.support.shared import free_port
 
 FAST = shipped("evaluate", latency_texts=10, batches=2, rounds=1, warmup=1)
+
+
+def awaited(server: subprocess.Popen, port: int) -> None:
+    """Return once the server on `port` answers /ping; fail with its output if it died."""
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+            return
+        except OSError as err:
+            if time.time() > deadline or server.poll() is not None:
+                output = server.stdout.read().decode() if server.poll() is not None else "no /ping"
+                raise AssertionError(output) from err
+            time.sleep(1)
+
+
+def posted(port: int, records: list[dict], params: dict | None = None) -> tuple[int, dict]:
+    """(status, JSON answer) of an /invocations request of `records`."""
+    body = {"dataframe_records": records, **({"params": params} if params else {})}
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
 
 
 @pytest.fixture
@@ -60,29 +90,10 @@ def test_mlflow_serves_the_champion_over_http(store):
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError as err:
-                if time.time() > deadline or server.poll() is not None:
-                    output = server.stdout.read().decode() if server.poll() is not None else "no /ping"
-                    raise AssertionError(output) from err
-                time.sleep(1)
+        awaited(server, port)
 
         def post(records: list[dict], params: dict | None = None) -> tuple[int, dict]:
-            body = {"dataframe_records": records, **({"params": params} if params else {})}
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/invocations",
-                data=json.dumps(body).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    return response.status, json.loads(response.read())
-            except urllib.error.HTTPError as err:
-                return err.code, json.loads(err.read())
+            return posted(port, records, params)
 
         status, body = post([{"text": TEXTS[0]}, {"text": TEXTS[5]}])
         assert status == 200, body
@@ -102,6 +113,50 @@ def test_mlflow_serves_the_champion_over_http(store):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_kiln_serve_model_logs_every_request_with_personal_data_masked(repo, monkeypatch):
+    """`kiln serve-model` records each text it answers in the inference log, masked by
+    ingest's recognizers, and a shutdown writes what was still queued."""
+    import mlflow
+
+    from components.monitor import inference
+
+    set_params(repo, register={"model_name": NAME}, serve={"flush_s": 60.0})
+    monkeypatch.chdir(repo)
+    uri = f"sqlite:///{repo / 'mlflow/mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    runs.client().set_registered_model_alias(NAME, models.CHAMPION, register(repo / "a", seed=0))
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "kiln"), "serve-model", "--port", str(port)],
+        cwd=repo,
+        env=clean_env(MLFLOW_TRACKING_URI=uri),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        awaited(server, port)
+        address = "jane.doe@example.com"
+        assert posted(port, [{"text": f"{TEXTS[0]} write to {address}"}, {"text": TEXTS[1]}])[0] == 200
+        status, body = posted(port, [{"text": TEXTS[2]}])
+        assert status == 200
+        assert posted(port, [{"text": " "}])[0] == 400, "a refused request answers nothing to log"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output = server.communicate(timeout=60)[0].decode()
+    assert "requests logged to data/inference (texts masked)" in output, output
+    rows = inference.read(repo / "data/inference")
+    assert rows["text"].tolist() == [f"{TEXTS[0]} write to <EMAIL>", TEXTS[1], TEXTS[2]]
+    assert rows["length"][0] == len(f"{TEXTS[0]} write to {address}")
+    assert (rows["model"] == NAME).all() and (rows["version"] == "1").all()
+    assert rows["label"][2] == body["predictions"][0]["label"]
+    assert json.loads(rows["probabilities"][2]) == pytest.approx({k: body["predictions"][0][k] for k in LABELS})
+    assert rows["request"].nunique() == 2 and (rows["latency_ms"] > 0).all()
+    logged = b"".join(f.read_bytes() for f in (repo / "data/inference").rglob("*") if f.is_file())
+    assert address.encode() not in logged
 
 
 def _version_folder(store: Path, number: str) -> Path:

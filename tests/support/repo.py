@@ -72,10 +72,10 @@ def run(args: list[str], cwd: Path, **extra: str) -> subprocess.CompletedProcess
 
 
 def kiln(*args: str, cwd: Path, own_prefect: bool = False, **extra: str) -> subprocess.CompletedProcess:
-    """`kiln ARGS` in `cwd`. A run or retrain uses the test session's Prefect server instead
+    """`kiln ARGS` in `cwd`. A run, retrain or monitor uses the test session's Prefect server instead
     of starting its own (seconds each), unless `own_prefect` or PREFECT_API_URL is given:
     tests of the temporary server itself use `own_prefect`."""
-    if args[:1] in (("run",), ("retrain",)) and not own_prefect and os.environ.get(SHARED_PREFECT):
+    if args[:1] in (("run",), ("retrain",), ("monitor",)) and not own_prefect and os.environ.get(SHARED_PREFECT):
         extra.setdefault("PREFECT_API_URL", os.environ[SHARED_PREFECT])
     return run([str(BIN / "kiln"), *args], cwd, **extra)
 

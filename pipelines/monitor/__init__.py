@@ -1,0 +1,1 @@
+"""The production loop: `kiln monitor` watching the served champion's traffic, and the labelling queue."""
