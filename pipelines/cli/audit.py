@@ -17,7 +17,8 @@ _SHOWN = 20
 @app.command()
 def audit(
     action: Annotated[
-        str | None, typer.Option(help="only this action: promote, refuse, force, rollback, batch-learned, ...")
+        str | None,
+        typer.Option(help="only this action: promote, refuse, force, rollback, batch-learned, labels-imported, ..."),
     ] = None,
     who: Annotated[str | None, typer.Option(help="only entries by this user")] = None,
     version: Annotated[str | None, typer.Option("--version", "-v", help="only this model version")] = None,

@@ -42,7 +42,10 @@ def test_kiln_services_point_at_services_of_the_compose_file():
 
 def test_prefect_yaml_deploys_what_kiln_serve_serves():
     params = load(ROOT / "params.yaml").retrain
-    [deployment] = yaml.safe_load((INFRA / "prefect.yaml").read_text())["deployments"]
+    [deployment, monitor] = yaml.safe_load((INFRA / "prefect.yaml").read_text())["deployments"]
+    assert monitor["name"] == "monitor" and monitor["entrypoint"] == "pipelines/monitor/flow.py:monitor"
+    assert monitor["schedules"] == [{"cron": load(ROOT / "params.yaml").monitor.cron, "timezone": params.timezone}]
+    assert monitor["work_pool"] == deployment["work_pool"]
     assert deployment["name"] == DEPLOYMENT
     assert deployment["entrypoint"] == "pipelines/retrain/flow.py:retrain"
     assert deployment["schedules"] == [{"cron": params.cron, "timezone": params.timezone}]
