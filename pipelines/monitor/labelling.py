@@ -12,6 +12,7 @@ when) is an entry of the audit trail.
 
 import hashlib
 import json
+import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ from pipelines.registry import audit, models
 MANIFEST = "export.json"
 # An imported queue's batch file is named PREFIX + its export id.
 PREFIX = "labelled-"
+EXPORT_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{6}")
 
 
 def _known_texts(root: Path, params: Params) -> list[str]:
@@ -116,7 +118,7 @@ def export(root: Path, params: Params, n: int | None) -> tuple[Path, pd.DataFram
 
 def _manifest(root: Path, params: Params, ids: pd.Series, path: Path) -> dict:
     """The manifest of the one export the ids of a labelled file come from."""
-    exports = {i.rsplit("-", 1)[0] for i in ids if "-" in i}
+    exports = {i.rsplit("-", 1)[0] for i in ids if EXPORT_ID.fullmatch(i.rsplit("-", 1)[0])}
     if len(exports) != 1:
         raise KilnError(
             f"{path}: its ids must come from one `kiln label export`, found {', '.join(sorted(exports)[:3]) or 'none'}"

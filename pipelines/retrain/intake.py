@@ -26,7 +26,7 @@ def check_batches(repo, params: Params, reference: Reference) -> list[BatchOutco
     dataset = learned(cfg, root, folders)
     outcomes = []
     for path in batch_files(root / cfg.incoming.dir, root, folders):
-        no_drift = queued(root, params, path)
+        no_drift = queued(path)
         outcome = check(
             path, dataset, cfg.file, rules, reference.profile, reference.tokenizer, params.retrain.drift, no_drift
         )
@@ -36,14 +36,15 @@ def check_batches(repo, params: Params, reference: Reference) -> list[BatchOutco
     return outcomes
 
 
-def queued(root: Path, params: Params, path: Path) -> str | None:
+def queued(path: Path) -> str | None:
     """Why a batch skips the drift checks, when `kiln label import` made it: a labelling
     queue is chosen for what the champion is least sure of, so it differs from the
-    training data on purpose (its labels and expectations are still checked)."""
-    from pipelines.monitor.labelling import MANIFEST, PREFIX
+    training data on purpose (its labels and expectations are still checked). Known by its
+    name alone, as the export's manifest may have stayed on the machine that made it."""
+    from pipelines.monitor.labelling import EXPORT_ID, PREFIX
 
     export = path.stem.removeprefix(PREFIX)
-    if path.stem.startswith(PREFIX) and (root / params.label.dir / export / MANIFEST).is_file():
+    if path.stem.startswith(PREFIX) and EXPORT_ID.fullmatch(export):
         return f"labels of the queue exported as {export}: chosen to differ from the training data, drift not checked"
     return None
 
