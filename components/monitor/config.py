@@ -17,7 +17,7 @@ class ServeConfig(BaseModel):
     )
     log_dir: str = Field(min_length=1, description="daily Parquet files of the inference log")
     flush_rows: int = Field(ge=1, description="a batch of requests is written once it holds this many")
-    flush_s: float = Field(gt=0, description="or once its oldest request is this old")
+    flush_s: float = Field(gt=0, description="or at the latest this many seconds after the last write")
     retention_days: int = Field(ge=1, description="days of log kept; older days are deleted")
     max_mb: float = Field(gt=0, description="the log's largest size; the oldest files go first")
 

@@ -17,12 +17,11 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import shutil
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,8 +31,8 @@ from components.monitor.config import ServeConfig
 
 log = logging.getLogger("kiln")
 
-# Requests waiting for the writer; beyond, new ones are counted as dropped, not queued:
-# a log that cannot keep up must not take the server's memory.
+# Texts waiting for the writer; beyond, new ones are counted as dropped, not kept: a log
+# that cannot keep up must not take the server's memory.
 MAX_PENDING = 100_000
 COLUMNS = [
     "time",
@@ -75,7 +74,14 @@ class InferenceLog:
         self.folder, self.model, self.version, self.cfg, self.mask = folder, model, version, cfg, mask
         self.dropped = 0
         self.written = 0
-        self._pending: queue.Queue = queue.Queue(MAX_PENDING)
+        # Requests wait in a list, and the writer wakes only when a batch is due: waking
+        # it at every request (a queue) took the interpreter lock (GIL) from the request at hand
+        # and cost each request a thread switch.
+        self._lock = threading.Lock()
+        self._pending: list = []
+        self._rows = 0
+        self._due = threading.Event()
+        self._closed = False
         self._files = 0
         self._thread = threading.Thread(target=self._run, name="kiln-inference-log", daemon=True)
         self._thread.start()
@@ -83,32 +89,37 @@ class InferenceLog:
     def record(self, texts: Sequence[str], predictions: pd.DataFrame, latency_ms: float) -> None:
         """One request's texts and what the model answered: a frame with `label` and a
         column per label's probability (other columns, such as attributions, are not kept)."""
-        try:
-            self._pending.put_nowait((datetime.now(UTC), list(texts), predictions, float(latency_ms)))
-        except queue.Full:
-            self.dropped += len(texts)
+        with self._lock:
+            if self._rows >= MAX_PENDING:
+                self.dropped += len(texts)
+                return
+            self._pending.append((datetime.now(UTC), list(texts), predictions, float(latency_ms)))
+            self._rows += len(texts)
+            if self._rows >= self.cfg.flush_rows:
+                self._due.set()
 
     def close(self, timeout: float = 30.0) -> None:
-        self._pending.put(None)
+        self._closed = True
+        self._due.set()
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        batch: list = []
-        rows, oldest = 0, 0.0
+        # The lowest CPU priority for this thread alone (Linux schedules threads by their
+        # own nice value): masking a batch took a core from the model's ONNX Runtime
+        # threads, and a request that met a write waited a scheduler slice (p95 latency
+        # 5.5 ms against 1.5 ms in-process; at nice 19, 1.2 against 1.4).
+        with suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         while True:
-            timeout = max(self.cfg.flush_s - (time.monotonic() - oldest), 0.0) if batch else None
-            try:
-                item = self._pending.get(timeout=timeout)
-            except queue.Empty:
-                item = False  # the oldest request waited flush_s
-            if item:
-                oldest = oldest if batch else time.monotonic()
-                batch.append(item)
-                rows += len(item[1])
-            if batch and (not item or rows >= self.cfg.flush_rows):
+            # Every flush_s at the latest, or as soon as flush_rows texts wait.
+            self._due.wait(self.cfg.flush_s)
+            self._due.clear()
+            closed = self._closed
+            with self._lock:
+                batch, self._pending, self._rows = self._pending, [], 0
+            if batch:
                 self._write(batch)
-                batch, rows = [], 0
-            if item is None:  # close()
+            if closed:
                 return
 
     def _write(self, batch: list) -> None:

@@ -54,7 +54,7 @@ def test_the_log_keeps_each_text_masked_with_its_answer_and_writes_nothing_until
     assert day.name == datetime.now(UTC).strftime("%Y-%m-%d") and [f.suffix for f in day.iterdir()] == [".parquet"]
 
 
-def test_a_batch_is_written_once_its_oldest_request_is_flush_s_old(tmp_path):
+def test_a_batch_is_written_flush_s_after_the_last_even_if_small(tmp_path):
     log = served(tmp_path, flush_rows=1000, flush_s=0.2)
     log.record(["one"], answers(["one"]), 1.0)
     deadline = time.monotonic() + 10
