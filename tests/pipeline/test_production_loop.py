@@ -27,6 +27,12 @@ def logged(repo, texts: list[str]) -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def new_window(repo) -> None:
+    """The inference log emptied, as if its earlier traffic were out of the window."""
+    for file in (repo / "data/inference").glob("*/*.parquet"):
+        file.unlink()
+
+
 def drift_events(since: datetime) -> list[dict]:
     """The kiln.monitor.drift events the session's Prefect server holds since `since`."""
     wanted = {"filter": {"event": {"name": ["kiln.monitor.drift"]}, "occurred": {"since": since.isoformat()}}}
@@ -51,9 +57,7 @@ def test_monitor_fires_on_shifted_traffic_only_and_a_labelled_queue_is_learned(t
 
     # A window of another domain's texts: drift, and the event.
     (repo / "reports/monitor.html").unlink()
-    for day in (repo / "data/inference").iterdir():
-        for file in day.iterdir():
-            file.unlink()
+    new_window(repo)
     logged(repo, [f"Recipe {i}: whisk two eggs, fold in the flour and bake for {20 + i} minutes." for i in range(40)])
     shifted = kiln("monitor", cwd=repo)
     assert shifted.returncode == 0, shifted.stdout + shifted.stderr
@@ -74,6 +78,7 @@ def test_monitor_fires_on_shifted_traffic_only_and_a_labelled_queue_is_learned(t
     assert sorted(verdicts) == ["drift", "no drift"]
 
     # New texts asked of the champion; the queue picks some, a script labels them.
+    new_window(repo)
     logged(repo, good_batch(start=12, rows_per_label=6)["text"].tolist())
     exported = kiln("label", "export", "--n", "10", cwd=repo)
     assert exported.returncode == 0, exported.stdout + exported.stderr
@@ -81,9 +86,9 @@ def test_monitor_fires_on_shifted_traffic_only_and_a_labelled_queue_is_learned(t
     queue = pd.read_csv(folder / "queue.csv", dtype=str, keep_default_na=False)
     assert len(queue) == 10 and not set(queue["text"]) & set(split["text"])
     assert {t["data"]["kiln_id"] for t in json.loads((folder / "tasks.json").read_text())} == set(queue["id"])
-    # The recipes have no label the model knows: the labeller leaves them out.
-    queue["label"] = [m.group(1) if (m := re.search(r"about (\w+):", t)) else "" for t in queue["text"]]
-    assert (queue["label"] != "").sum() >= 5, queue
+    # The labeller leaves two out.
+    queue["label"] = [re.search(r"about (\w+):", t).group(1) for t in queue["text"]]
+    queue.loc[[3, 7], "label"] = ""
     queue.to_csv(tmp_path / "labelled.csv", index=False)
     imported = kiln("label", "import", str(tmp_path / "labelled.csv"), "--by", "rita", cwd=repo)
     assert imported.returncode == 0, imported.stdout + imported.stderr
@@ -99,6 +104,6 @@ def test_monitor_fires_on_shifted_traffic_only_and_a_labelled_queue_is_learned(t
     trail = [json.loads(line) for line in (repo / ".kiln/audit.jsonl").read_text().splitlines()]
     (given,) = [e for e in trail if e["action"] == "labels-imported"]
     assert given["detail"]["export"] == folder.name and given["detail"]["labelled_by"] == "rita"
-    assert given["detail"]["rows"] == (queue["label"] != "").sum() and given["version"] == "1"
+    assert given["detail"]["rows"] == 8 and given["detail"]["unlabelled"] == 2 and given["version"] == "1"
     (took,) = [e for e in trail if e["action"] == "batch-learned"]
     assert took["detail"]["file"] == f"data/processed/{batch}" and took["data"] == given["data"]
