@@ -211,3 +211,14 @@ def test_params_and_policy_off_never_import_presidio():
 def test_report_round_trips_as_json():
     report = scan(frame([PLANTED[0][0]]), CFG).report
     assert PiiReport.model_validate_json(report.model_dump_json()) == report
+
+
+def test_a_large_column_is_scanned_on_every_core_with_the_same_result(monkeypatch):
+    import components.data.pii as pii
+
+    data = frame([text for text, _ in PLANTED] + PLAIN)
+    alone = scan(data, CFG)
+    monkeypatch.setattr(pii, "PARALLEL_MIN", 2)
+    monkeypatch.setattr("components.runtime.session.cores", lambda: 2)
+    shared = scan(data, CFG)
+    assert shared.frame.equals(alone.frame) and shared.report == alone.report
