@@ -31,9 +31,7 @@ def monitor() -> None:
         state = run_flow(flow, api)
         if state.is_crashed():
             raise KeyboardInterrupt(state.message)
-        if state.is_failed():
-            state.result()  # a user error (no tracking server, an unreadable log) as its one line
-        report = state.result()
+        report = state.result()  # a failed run raises its user error, shown as one line
         shown.line(state.message)
         for check in report["checks"]:
             shown.line(f"  {check['name']:<12} {'passed' if check['passed'] else 'FAILED':<7} {check['detail']}")
