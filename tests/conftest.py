@@ -2,10 +2,13 @@
 
 import os
 import shutil
+import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from tests.support import prefect_server
 from tests.support import webhook as hook
@@ -20,13 +23,45 @@ def repo(tmp_path: Path) -> Path:
     return copy_repo(tmp_path / "kiln")
 
 
+def built_once(tmp_path_factory, worker_id: str, name: str, build: Callable[[Path], None]) -> Path:
+    """`build(folder)` run once for the whole `pytest` run, by the first worker to ask: each
+    of `make test`'s workers is a session of its own, and would otherwise build it again.
+    The others wait for it, then read it; nobody changes it (tests copy it first)."""
+    # The workers' temporary folders share this parent (pytest-xdist's own recipe).
+    root = tmp_path_factory.getbasetemp()
+    root = root if worker_id == "master" else root.parent
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(root / f"{name}.lock"):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # what a build that failed left
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
-def prepared_template(tmp_path_factory) -> Path:
-    """A tiny-config copy whose data stages and tokenizer have run: made once a session."""
-    dest = tiny_repo(copy_repo(tmp_path_factory.mktemp("prepared") / "kiln"))
-    out = kiln("run", "augment", "tokenize", cwd=dest)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return dest
+def prepared_template(tmp_path_factory, worker_id) -> Path:
+    """A tiny-config copy whose data stages and tokenizer have run."""
+
+    def build(folder: Path) -> None:
+        dest = tiny_repo(copy_repo(folder / "kiln"))
+        out = kiln("run", "augment", "tokenize", cwd=dest)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+    return built_once(tmp_path_factory, worker_id, "prepared", build) / "kiln"
+
+
+@pytest.fixture(scope="session")
+def trained_template(prepared_template: Path, tmp_path_factory, worker_id) -> Path:
+    """The prepared repo with pretrain, finetune, distill and prune run once."""
+
+    def build(folder: Path) -> None:
+        dest = folder / "kiln"
+        shutil.copytree(prepared_template, dest, symlinks=True)
+        out = kiln("run", "prune", cwd=dest)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+    return built_once(tmp_path_factory, worker_id, "trained", build) / "kiln"
 
 
 @pytest.fixture
@@ -37,6 +72,14 @@ def prepared(prepared_template: Path, tmp_path: Path) -> Path:
         prepared_template, dest, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "artifacts", ".prefect")
     )
     empty_store(dest / "mlflow/mlflow.db", home=dest)
+    return dest
+
+
+@pytest.fixture
+def trained(trained_template: Path, tmp_path: Path) -> Path:
+    """A fresh copy of `trained_template`, its MLflow store with it."""
+    dest = tmp_path / "kiln"
+    shutil.copytree(trained_template, dest, symlinks=True)
     return dest
 
 
@@ -51,6 +94,19 @@ def prefect_api(request, tmp_path_factory):
         os.environ[SHARED_PREFECT] = url
         yield url
         del os.environ[SHARED_PREFECT]
+
+
+@pytest.fixture(autouse=True)
+def tracking_uri_put_back():
+    """MLflow's tracking URI as it was before each test: `mlflow.set_tracking_uri` names it
+    for the whole process (a global, and MLFLOW_TRACKING_URI), so a test that named a
+    server it then stopped left every later test in its worker talking to that server."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if (mlflow := sys.modules.get("mlflow")) is not None:
+        mlflow.set_tracking_uri(None)
+    if before is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 @pytest.fixture

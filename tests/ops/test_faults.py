@@ -173,30 +173,31 @@ def _tracking_server(repo: Path, port: int) -> subprocess.Popen:
     return server
 
 
-def test_a_gone_tracking_server_fails_the_run_fast_and_the_rerun_registers_once(prepared):
+def test_a_gone_tracking_server_fails_the_run_fast_and_the_rerun_registers_once(trained):
+    """From the trained models on: the stages up to prune are up to date."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = _tracking_server(prepared, port)
-    first = start([str(BIN / "kiln"), "run"], prepared, MLFLOW_TRACKING_URI=uri)
+    server = _tracking_server(trained, port)
+    first = start([str(BIN / "kiln"), "run"], trained, MLFLOW_TRACKING_URI=uri)
     # Late in the run, so the rerun has little left to do.
-    wait_for(lambda: (prepared / "reports/selection.json").is_file(), "select to finish", proc=first)
+    wait_for(lambda: (trained / "reports/selection.json").is_file(), "select to finish", proc=first)
     os.killpg(server.pid, signal.SIGKILL)
     killed = time.monotonic()
     _, err = first.communicate(timeout=300)
     assert time.monotonic() - killed < 60, "the run did not stop within a minute of the server"
     assert first.returncode == 1 and f"the MLflow tracking server at {uri} is not answering" in err
     assert "Traceback" not in err
-    assert (prepared / "models/encoder/kiln.json").is_file()  # what finished is kept
+    assert (trained / "models/onnx/pruned.onnx").is_file()  # what finished is kept
 
-    server = _tracking_server(prepared, port)
+    server = _tracking_server(trained, port)
     try:
-        second = kiln("run", cwd=prepared, MLFLOW_TRACKING_URI=uri)
+        second = kiln("run", cwd=trained, MLFLOW_TRACKING_URI=uri)
         assert second.returncode == 0, second.stdout + second.stderr
-        assert re.search(r"^pretrain\s+up to date", second.stdout, re.MULTILINE), second.stdout
+        assert re.search(r"^export\s+up to date", second.stdout, re.MULTILINE), second.stdout
         # Register once more on the same inputs, as a rerun after a failure past registration does.
-        again = kiln("stage", "register", cwd=prepared, MLFLOW_TRACKING_URI=uri)
+        again = kiln("stage", "register", cwd=trained, MLFLOW_TRACKING_URI=uri)
         assert again.returncode == 0 and "already holds this model" in again.stdout, again.stdout
-        found = runs(prepared, uri)
+        found = runs(trained, uri)
         assert not (found["status"] == "RUNNING").any()
         assert len(mlflow.MlflowClient(uri).search_model_versions("name = 'kiln-mine'")) == 1
     finally:
@@ -282,10 +283,9 @@ def test_a_stage_killed_with_its_outputs_set_aside_blocks_nothing(prepared):
     assert not (prepared / ".kiln/previous").exists()
 
 
-def test_a_planted_model_file_is_never_unpickled(prepared, tmp_path):
+def test_a_planted_model_file_is_never_unpickled(trained, tmp_path):
     """A `pytorch_model.bin` holding code, planted in a model folder a stage loads."""
-    assert kiln("run", "pretrain", cwd=prepared).returncode == 0
-    folder = prepared / "models/encoder"
+    folder = trained / "models/encoder"
     (folder / "model.safetensors").unlink()
     mark = tmp_path / "payload-ran"
     code = (
@@ -295,7 +295,7 @@ def test_a_planted_model_file_is_never_unpickled(prepared, tmp_path):
         f"torch.save({{'bert.embeddings.word_embeddings.weight': P()}}, {str(folder / 'pytorch_model.bin')!r})\n"
     )
     subprocess.run([sys.executable, "-c", code], env={**os.environ, "MARK": str(mark)}, check=True)
-    out = kiln("stage", "finetune", cwd=prepared, MARK=str(mark))
+    out = kiln("stage", "finetune", cwd=trained, MARK=str(mark))
     assert out.returncode == 1 and "kiln: error: finetune: model models/encoder is corrupt" in out.stderr
     assert not mark.exists()
     shutil.rmtree(folder)

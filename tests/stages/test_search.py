@@ -39,12 +39,10 @@ STUDY = re.compile(r"kiln-search-[0-9a-f]{12}-(\d+)")
 
 
 @pytest.fixture(scope="module")
-def search_template(prepared_template: Path, tmp_path_factory) -> Path:
-    """The prepared repo with its teacher fine-tuned once, and SEARCH in params.yaml."""
+def search_template(trained_template: Path, tmp_path_factory) -> Path:
+    """The trained repo (its teacher fine-tuned), with SEARCH in params.yaml."""
     dest = tmp_path_factory.mktemp("search") / "kiln"
-    shutil.copytree(prepared_template, dest, symlinks=True)
-    out = kiln("run", "finetune", cwd=dest)
-    assert out.returncode == 0, out.stdout + out.stderr
+    shutil.copytree(trained_template, dest, symlinks=True)
     set_params(dest, search=SEARCH)
     return dest
 

@@ -4,7 +4,6 @@ resume after kill -9 for every training stage, and DDP."""
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -18,23 +17,6 @@ from tests.support.params import set_params, shipped
 from tests.support.repo import BIN, clean_env, kiln
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def trained_template(prepared_template: Path, tmp_path_factory) -> Path:
-    """The prepared repo with pretrain, finetune, distill and prune run once."""
-    dest = tmp_path_factory.mktemp("trained") / "kiln"
-    shutil.copytree(prepared_template, dest, symlinks=True)
-    out = kiln("run", "prune", cwd=dest)
-    assert out.returncode == 0, out.stdout + out.stderr
-    return dest
-
-
-@pytest.fixture
-def trained(trained_template: Path, tmp_path: Path) -> Path:
-    dest = tmp_path / "kiln"
-    shutil.copytree(trained_template, dest, symlinks=True)
-    return dest
 
 
 def card(repo: Path, folder: str) -> dict:
