@@ -1,9 +1,11 @@
-"""Every stage end to end on the bundled corpus: `dvc repro` once (the module's fixture),
-then what a user reads and runs next, a test for each thing checked.
+"""Every stage end to end on the bundled corpus: `kiln run` once (the module's fixture),
+then what a user reads and runs next, a test for each thing checked, `dvc repro` among
+them: it finds nothing to do, and forced, it runs the data stages as DVC runs any
+command, a process each, and leaves dvc.lock as `kiln run` did.
 
-The last two tests change the repository (a param, then a forced run): pytest runs a
-module's tests in the order written here, and `make test` runs a module on one worker,
-so every test before them reads the repository as `dvc repro` left it."""
+The last three tests change the repository (a param, a forced `dvc repro`, experiments):
+pytest runs a module's tests in the order written here, and `make test` runs a module on
+one worker, so every test before them reads the repository as `kiln run` left it."""
 
 import getpass
 import json
@@ -21,7 +23,7 @@ import requests
 import yaml
 
 from tests.support.params import set_params
-from tests.support.repo import BIN, ROOT, SHARED_PREFECT, copy_repo, kiln, run
+from tests.support.repo import BIN, ROOT, SHARED_PREFECT, copy_repo, kiln, kiln_here, run
 from tests.support.tiny import TINY_TRAINING
 
 pytestmark = pytest.mark.slow
@@ -79,7 +81,7 @@ def runs(repo) -> pd.DataFrame:
 
 @dataclass
 class Built:
-    """The repository after its first `dvc repro`, and what that run left."""
+    """The repository after its first `kiln run`, and what that run left."""
 
     repo: Path
     lock: str  # dvc.lock as written
@@ -90,18 +92,18 @@ class Built:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Built:
     """A copy of the repository on the bundled corpus, with the model shrunk and its
-    training cut short so that it takes seconds, through `dvc repro` once."""
+    training cut short so that it takes seconds, through `kiln run` once."""
     repo = copy_repo(tmp_path_factory.mktemp("pipeline") / "kiln")
     set_params(repo, **TINY_TRAINING)
     short = {"loop": {"max_steps": 20, "val_every_steps": 10}}
     set_params(repo, finetune=short, distill=short, prune=short, classical={"c": [1.0]})
     set_params(repo, explain={"aopc_texts": 20, "max_misclassified": 10})
-    first = run([str(BIN / "dvc"), "repro"], repo)
+    first = kiln("run", cwd=repo)
     assert first.returncode == 0, first.stdout + first.stderr
     return Built(repo, (repo / "dvc.lock").read_text(), lock_without_docs(repo), len(runs(repo)))
 
 
-def test_dvc_repro_writes_the_data_stages_outputs(built):
+def test_kiln_run_writes_the_data_stages_outputs(built):
     for name in ("raw/dataset.parquet", "validated/dataset.parquet", "split/test.parquet", "augmented/train.parquet"):
         assert (built.repo / "data" / name).exists(), name
     assert json.loads((built.repo / "reports/validation.json").read_text())["duplicates"]["rows"] == 98
@@ -110,12 +112,12 @@ def test_dvc_repro_writes_the_data_stages_outputs(built):
 def test_one_parent_run_and_a_child_per_stage_with_mlflows_context_and_dvcs_hashes(built):
     found = runs(built.repo)
     parents = found[found["tags.mlflow.parentRunId"].isna()]
-    assert len(parents) == 1 and parents["tags.kiln.trigger"].iloc[0] == "dvc repro"
+    assert len(parents) == 1 and parents["tags.kiln.trigger"].iloc[0] == "kiln run"
     children = found[found["tags.mlflow.parentRunId"] == parents["run_id"].iloc[0]]
     assert sorted(children["tags.mlflow.runName"]) == sorted(STAGES)
     # The UI's User, Source and Version columns, on every run.
     assert (found["tags.mlflow.user"] == getpass.getuser()).all()
-    assert (found["tags.mlflow.source.name"] == "dvc repro").all()
+    assert (found["tags.mlflow.source.name"] == "kiln run").all()
     assert (found["tags.mlflow.source.git.commit"].str.len() == 40).all()
     assert not [name for name in found.columns if name.startswith(("tags.dvc.", "tags.git."))]
     ingest = children[children["tags.mlflow.runName"] == "ingest"]["run_id"].iloc[0]
@@ -150,6 +152,20 @@ def test_the_parent_run_shows_the_model_the_pipeline_made(built):
     }
 
 
+def test_the_flow_run_in_prefect_is_named_as_the_mlflow_run_and_links_to_it(built):
+    found = runs(built.repo)
+    parent = found[found["tags.mlflow.parentRunId"].isna()].iloc[0]
+    prefect = os.environ[SHARED_PREFECT]
+    flow_run = requests.get(f"{prefect}/flow_runs/{parent['tags.kiln.prefect.flow_run_id']}", timeout=30).json()
+    assert flow_run["name"] == parent["tags.mlflow.runName"]
+    assert flow_run["state"]["message"].startswith(f"{len(STAGES)} of {len(STAGES)} stages ran; ")
+    wanted = {"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}}
+    links = requests.post(f"{prefect}/artifacts/filter", json=wanted, timeout=30).json()
+    assert ("kiln-mlflow-run", "markdown") in [(a["key"], a["type"]) for a in links]  # a link, as Prefect keeps it
+    (link,) = [a for a in links if a["key"] == "kiln-mlflow-run"]
+    assert parent["run_id"] in link["data"]
+
+
 def test_the_model_version_shows_its_figures_and_the_splits_it_was_measured_on(built):
     client = mlflow.MlflowClient(f"sqlite:///{built.repo / 'mlflow' / 'mlflow.db'}")
     version = client.get_model_version("kiln-bbc-news", "1")
@@ -173,7 +189,7 @@ def test_the_first_version_is_promoted_and_the_audit_trail_records_it(built):
     # The first run registers version 1 and, with no champion, the floors promote it...
     promotion = json.loads((built.repo / "reports/promotion.json").read_text())
     assert promotion["promoted"] and promotion["champion"] == "1"
-    # ...and the audit trail records the decision, under `dvc repro` as under `kiln run`.
+    # ...and the audit trail records the decision.
     trail = [json.loads(line) for line in (built.repo / ".kiln/audit.jsonl").read_text().splitlines()]
     assert [(e["action"], e["model"], e["version"]) for e in trail] == [("promote", "kiln-bbc-news", "1")]
 
@@ -222,7 +238,7 @@ def test_dvc_plots_draw_the_selected_models_confusion_matrix_and_the_variants(bu
 
 
 def test_lineage_names_the_quantized_file_and_its_validation(built):
-    lineage = kiln("lineage", "1", cwd=built.repo)
+    lineage = kiln_here("lineage", "1", cwd=built.repo)
     assert lineage.returncode == 0, lineage.stdout + lineage.stderr
     quantized = next(o["md5"] for o in yaml.safe_load(built.lock)["stages"]["quantize"]["outs"])
     assert quantized in lineage.stdout and "validation   passed" in lineage.stdout
@@ -230,7 +246,7 @@ def test_lineage_names_the_quantized_file_and_its_validation(built):
 
 
 def test_predict_labels_a_text_with_a_label_of_the_corpus(built):
-    predicted = kiln("predict", TEXT, cwd=built.repo)
+    predicted = kiln_here("predict", TEXT, cwd=built.repo)
     assert predicted.returncode == 0, predicted.stdout + predicted.stderr
     labels = json.loads((built.repo / "reports/evaluation.json").read_text())["variants"]["teacher"]["per_class"]
     assert json.loads(predicted.stdout.splitlines()[-1])["label"] in labels
@@ -268,36 +284,31 @@ def test_nothing_changed_so_kiln_run_reruns_nothing(built):
 
 def test_a_param_change_makes_augment_stale_and_kiln_status_says_why(built):
     set_params(built.repo, augment={"alpha": 0.2})
-    status = kiln("status", cwd=built.repo)
+    status = kiln_here("status", cwd=built.repo)
     assert "augment:\n  changed deps: params.yaml (augment modified)" in status.stdout
     assert "finetune:\n  downstream of augment" in status.stdout
     assert "pretrain" not in status.stdout
 
 
-def test_kiln_run_force_reruns_the_data_stages_in_one_flow_and_leaves_dvc_lock_as_dvc_repro_did(built):
-    """Forced: the data half and the tokenizer (the training stages would only repeat it, at
-    a cost in test time)."""
-    set_params(built.repo, augment={"alpha": 0.1})  # as `dvc repro` ran it
-    forced = kiln("run", "--force", "tokenize", "augment", cwd=built.repo)
+def test_dvc_repro_force_reruns_the_data_stages_a_process_each_and_leaves_dvc_lock_as_kiln_run_did(built):
+    """Forced: the data half and the tokenizer, each stage a `kiln stage` process of DVC's,
+    the processes one MLflow parent run (the training stages would only repeat it, at a
+    cost in test time; `dvc exp run` below runs one of them the same way)."""
+    set_params(built.repo, augment={"alpha": 0.1})  # as `kiln run` ran it
+    before = runs(built.repo)
+    forced = run([str(BIN / "dvc"), "repro", "--force", "tokenize", "augment"], built.repo)
     assert forced.returncode == 0, forced.stdout + forced.stderr
-    assert forced.stdout.count(" ran ") == len(FORCED)
-    assert "overhead" in forced.stdout
+    assert forced.stdout.count("Running stage") == len(FORCED), forced.stdout
     assert lock_without_docs(built.repo) == built.expected
     latest = runs(built.repo)
-    flows = latest[latest["tags.kiln.trigger"] == "kiln run"]
-    parent = flows[flows["tags.mlflow.parentRunId"].isna()]
-    assert len(parent) == 1
-    # The flow run in Prefect: named as the MLflow run, saying what ran, linking to it.
-    prefect = os.environ[SHARED_PREFECT]
-    flow_run = requests.get(f"{prefect}/flow_runs/{parent['tags.kiln.prefect.flow_run_id'].iloc[0]}", timeout=30).json()
-    assert flow_run["name"] == parent["tags.mlflow.runName"].iloc[0]
-    assert flow_run["state"]["message"].startswith(f"{len(FORCED)} of ")
-    wanted = {"artifacts": {"flow_run_id": {"any_": [flow_run["id"]]}}}
-    links = requests.post(f"{prefect}/artifacts/filter", json=wanted, timeout=30).json()
-    assert [(a["key"], a["type"]) for a in links] == [("kiln-mlflow-run", "markdown")]  # a link, as Prefect keeps it
-    assert parent["run_id"].iloc[0] in links[0]["data"]
-    children = flows[flows["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]
-    assert (children["status"] == "FINISHED").sum() == len(FORCED)
+    new = latest[~latest["run_id"].isin(before["run_id"])]
+    parent = new[new["tags.mlflow.parentRunId"].isna()]
+    assert len(parent) == 1 and parent["tags.kiln.trigger"].iloc[0] == "dvc repro"
+    children = new[new["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]
+    assert sorted(children["tags.mlflow.runName"]) == sorted(FORCED)
+    assert (children["status"] == "FINISHED").all()
+    assert (new["tags.mlflow.source.name"] == "dvc repro").all()
+    assert (new["tags.mlflow.user"] == getpass.getuser()).all()
 
 
 def experiments(repo) -> dict[str, dict]:
@@ -313,11 +324,12 @@ def experiments(repo) -> dict[str, dict]:
 
 
 def test_dvc_exp_sweeps_track_into_the_repositorys_store_and_the_run_cache_restores_training(built):
-    """Two learning rates queued with `dvc exp run -S` and run by `dvc queue start`, each in
-    a workspace of its own under .dvc/tmp/exps/: both are in `dvc exp show` with their
-    metrics and are one pipeline run each in the repository's MLflow store. Then the
-    workspace takes the first rate, and back: DVC's run-cache restores the pruned model
-    both times, trained by neither run."""
+    """Two learning rates for prune queued with `dvc exp run -S` and run by `dvc queue
+    start`, each in a workspace of its own under .dvc/tmp/exps/: both are in `dvc exp
+    show` with their metrics and are one pipeline run each in the repository's MLflow
+    store. Then the workspace takes the first rate, and back: DVC's run-cache restores the
+    pruned model both times, trained by neither run. The sweep and the runs stop at prune
+    (its target): the stages after it would only repeat what the fixture's run checked."""
     dvc = str(BIN / "dvc")
     who = {"GIT_AUTHOR_NAME": "kiln-test", "GIT_AUTHOR_EMAIL": "test@kiln.invalid"}
     who |= {"GIT_COMMITTER_NAME": "kiln-test", "GIT_COMMITTER_EMAIL": "test@kiln.invalid"}
@@ -326,7 +338,8 @@ def test_dvc_exp_sweeps_track_into_the_repositorys_store_and_the_run_cache_resto
     before = runs(built.repo)
     rates = {"exp-low": 3e-4, "exp-high": 1e-2}
     for name, lr in rates.items():
-        queued = run([dvc, "exp", "run", "--queue", "-n", name, "-S", f"prune.optim.lr={lr}"], built.repo, **who)
+        sweep = [dvc, "exp", "run", "--queue", "-n", name, "-S", f"prune.optim.lr={lr}", "prune"]
+        queued = run(sweep, built.repo, **who)
         assert queued.returncode == 0, queued.stdout + queued.stderr
     try:
         started = run([dvc, "queue", "start"], built.repo, **who)
@@ -357,7 +370,7 @@ def test_dvc_exp_sweeps_track_into_the_repositorys_store_and_the_run_cache_resto
     shipped_lr = yaml.safe_load((built.repo / "params.yaml").read_text())["prune"]["optim"]["lr"]
     for lr in (rates["exp-low"], shipped_lr):
         set_params(built.repo, prune={"optim": {"lr": lr}})
-        restored = kiln("run", cwd=built.repo)
+        restored = kiln("run", "prune", cwd=built.repo)
         assert restored.returncode == 0, restored.stdout + restored.stderr
         assert re.search(r"^prune +restored ", restored.stdout, re.M), restored.stdout
     after = runs(built.repo)
