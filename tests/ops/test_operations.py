@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from tests.support import postgres, s3
 from tests.support.data import drifted_batch, good_batch
 from tests.support.params import shipped
-from tests.support.repo import BIN, ROOT, clean_env, copy_repo, kiln
+from tests.support.repo import BIN, ROOT, clean_env, copy_repo, kiln, kiln_here
 from tests.support.tiny import incoming_repo
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -186,7 +186,7 @@ def roles(repo: Path, database: str, mlflow_port: int, prefect_port: int, passwo
             timeout=300,
         )
         assert added.returncode == 0, added.stdout + added.stderr
-    listed = kiln("users", "list", cwd=repo)
+    listed = kiln_here("users", "list", cwd=repo)
     assert [line.split() for line in listed.stdout.splitlines()] == [
         ["admin", "admin"],
         ["pete", "promoter"],
@@ -214,14 +214,14 @@ def roles(repo: Path, database: str, mlflow_port: int, prefect_port: int, passwo
         f"{mlflow}/api/2.0/mlflow/runs/search", json={"experiment_ids": ids}, auth=as_reader, timeout=30
     )
     assert runs.status_code == 200 and runs.json()["runs"]
-    assert kiln("history", cwd=repo, **reader).returncode == 0
-    refused = kiln("promote", "--version", "2", "--force", "--reason", "try", cwd=repo, **reader)
+    assert kiln_here("history", cwd=repo, **reader).returncode == 0
+    refused = kiln_here("promote", "--version", "2", "--force", "--reason", "try", cwd=repo, **reader)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "user 'rita' may not move the champion of 'kiln-mine'" in refused.stderr
     champion = "SELECT version FROM registered_model_aliases WHERE name = 'kiln-mine' AND alias = 'champion'"
     assert query(database, champion) == [(1,)]
     promoter = {"MLFLOW_TRACKING_USERNAME": "pete", "MLFLOW_TRACKING_PASSWORD": "pete-promotes-it"}
-    forced = kiln("promote", "--version", "2", "--force", "--reason", "hotfix", cwd=repo, **promoter)
+    forced = kiln_here("promote", "--version", "2", "--force", "--reason", "hotfix", cwd=repo, **promoter)
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert query(database, champion) == [(2,)]
 
@@ -283,7 +283,7 @@ def test_scheduled_retrain_on_postgres_and_s3(database, bucket, tmp_path, webhoo
         assert "1 batch(es) learned; version 1 of 'kiln-mine' promoted to champion" in completed["message"]
         assert (repo / "data/processed/2026-11-22.csv").is_file()
         assert (repo / "data/processed/2026-11-22.csv.dvc").is_file()
-        status = kiln("status", cwd=repo, PREFECT_API_URL=api["PREFECT_API_URL"])
+        status = kiln_here("status", cwd=repo, PREFECT_API_URL=api["PREFECT_API_URL"])
         assert "Every stage is up to date." in status.stdout, status.stdout + status.stderr
         assert s3.keys(bucket, "dvc/files/md5/"), "the run pushed to the DVC remote"
 
@@ -315,7 +315,7 @@ def test_scheduled_retrain_on_postgres_and_s3(database, bucket, tmp_path, webhoo
         assert len([key for key in stored if key.endswith("retrain/summary.md")]) == 1, stored
         assert [key for key in stored if key.endswith(".onnx")], stored
         assert not (repo / "mlflow/artifacts").exists()
-        artifacts = kiln("lineage", "1", cwd=repo)
+        artifacts = kiln_here("lineage", "1", cwd=repo)
         assert artifacts.returncode == 0, artifacts.stderr
         second_clone(repo, tmp_path / "clone", bucket)
 
@@ -347,7 +347,7 @@ def test_scheduled_retrain_on_postgres_and_s3(database, bucket, tmp_path, webhoo
         assert trail[1]["data"] and all(e["who"] for e in trail)
         copies = query(database, "SELECT value FROM tags WHERE key = 'audit.hash'")
         assert sorted(v for (v,) in copies) == sorted(e["hash"] for e in trail)
-        listed = kiln("audit", "--action", "promote", cwd=repo)
+        listed = kiln_here("audit", "--action", "promote", cwd=repo)
         assert "kiln-mine v1" in listed.stdout and "batch-learned" not in listed.stdout
 
         roles(repo, database, mlflow_port, prefect_port, admin["password"])
@@ -374,15 +374,15 @@ def test_scheduled_retrain_on_postgres_and_s3(database, bucket, tmp_path, webhoo
         copies = query(database, "SELECT value FROM tags WHERE key = 'audit.hash'")
         copied = sorted(e["hash"] for e in trail if e["who"] != "rita")
         assert sorted(v for (v,) in copies) == copied, "every entry but the reader's has its copy"
-        intact = kiln("audit", "--verify", cwd=repo)
+        intact = kiln_here("audit", "--verify", cwd=repo)
         assert intact.returncode == 0 and "audit log intact: 7 entries" in intact.stdout, intact.stdout + intact.stderr
         # An edited entry breaks its hash; a deleted last entry only the server's copy shows.
         text = (repo / ".kiln/audit.jsonl").read_text()
         (repo / ".kiln/audit.jsonl").write_text(text.replace('"why": "try"', '"why": "asked nicely"'))
-        edited = kiln("audit", "--verify", cwd=repo)
+        edited = kiln_here("audit", "--verify", cwd=repo)
         assert edited.returncode == 1 and "entry 6: its content does not match its hash" in edited.stderr
         (repo / ".kiln/audit.jsonl").write_text("".join(json.dumps(e) + "\n" for e in trail[:-1]))
-        cut = kiln("audit", "--verify", cwd=repo)
+        cut = kiln_here("audit", "--verify", cwd=repo)
         assert cut.returncode == 1 and "entry 7: recorded in the tracking server but missing" in cut.stderr
     finally:
         serve.terminate()

@@ -1,6 +1,8 @@
 """The production loop on the tiny config: the champion's logged traffic watched by
 `kiln monitor`, and a labelling queue exported, labelled by a script, imported and learned
-by `kiln retrain`."""
+by `kiln retrain`. The flows (`run`, `monitor`, `retrain`) run as a user runs them, a process
+each; the commands between them run inside the test's process (`kiln_here`), where a
+process of their own would add seconds of imports and check nothing more."""
 
 import json
 import os
@@ -13,7 +15,7 @@ import pytest
 import requests
 
 from tests.support.data import good_batch
-from tests.support.repo import SHARED_PREFECT, copy_repo, kiln
+from tests.support.repo import SHARED_PREFECT, copy_repo, kiln, kiln_here
 from tests.support.tiny import incoming_repo
 
 pytestmark = pytest.mark.slow
@@ -23,7 +25,7 @@ def logged(repo, texts: list[str]) -> None:
     """`texts` answered by the champion and recorded in the inference log."""
     file = repo / "texts.jsonl"
     file.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
-    out = kiln("predict", "--log", "--file", str(file), cwd=repo)
+    out = kiln_here("predict", "--log", "--file", str(file), cwd=repo)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -80,7 +82,7 @@ def test_monitor_fires_on_shifted_traffic_only_and_a_labelled_queue_is_learned(t
     # New texts asked of the champion; the queue picks some, a script labels them.
     new_window(repo)
     logged(repo, good_batch(start=12, rows_per_label=6)["text"].tolist())
-    exported = kiln("label", "export", "--n", "10", cwd=repo)
+    exported = kiln_here("label", "export", "--n", "10", cwd=repo)
     assert exported.returncode == 0, exported.stdout + exported.stderr
     (folder,) = (repo / "data/labelling").iterdir()
     queue = pd.read_csv(folder / "queue.csv", dtype=str, keep_default_na=False)
@@ -90,9 +92,9 @@ def test_monitor_fires_on_shifted_traffic_only_and_a_labelled_queue_is_learned(t
     queue["label"] = [re.search(r"about (\w+):", t).group(1) for t in queue["text"]]
     queue.loc[[3, 7], "label"] = ""
     queue.to_csv(tmp_path / "labelled.csv", index=False)
-    imported = kiln("label", "import", str(tmp_path / "labelled.csv"), "--by", "rita", cwd=repo)
+    imported = kiln_here("label", "import", str(tmp_path / "labelled.csv"), "--by", "rita", cwd=repo)
     assert imported.returncode == 0, imported.stdout + imported.stderr
-    again = kiln("label", "import", str(tmp_path / "labelled.csv"), cwd=repo)
+    again = kiln_here("label", "import", str(tmp_path / "labelled.csv"), cwd=repo)
     assert again.returncode == 1 and "was imported already" in again.stderr
 
     retrained = kiln("retrain", cwd=repo)

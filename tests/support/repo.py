@@ -80,15 +80,18 @@ def kiln(*args: str, cwd: Path, own_prefect: bool = False, **extra: str) -> subp
     return run([str(BIN / "kiln"), *args], cwd, **extra)
 
 
-def kiln_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """`kiln ARGS` in `cwd` inside this process, for the unit tests of a command's output and
-    exit code, where a process of its own (seconds of imports) checks nothing more. The
-    environment, working directory and console are put back after."""
+def kiln_here(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess:
+    """`kiln ARGS` in `cwd` inside this process, with `clean_env(**extra)` as its
+    environment: for a command whose output, exit code and files are checked, where a
+    process of its own (seconds of imports) checks nothing more. The environment, working
+    directory and console are put back after."""
     from pipelines import cli
     from pipelines.core import console
 
     out, err = io.StringIO(), io.StringIO()
     environ, here, argv, shown = dict(os.environ), Path.cwd(), sys.argv, console._current
+    os.environ.clear()
+    os.environ.update(clean_env(**extra))
     os.chdir(cwd)
     sys.argv = ["kiln", *args]
     console._current = console.Console(out, err)
