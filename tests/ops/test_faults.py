@@ -20,7 +20,7 @@ import pytest
 from pipelines.core.env import SERVER_JOBS_OFF
 from tests.support.classical import fit_a_grid
 from tests.support.params import set_params
-from tests.support.repo import BIN, clean_env, kiln, run
+from tests.support.repo import BIN, clean_env, kiln, kiln_here, run
 from tests.support.shared import free_port
 
 pytestmark = pytest.mark.slow
@@ -195,7 +195,7 @@ def test_a_gone_tracking_server_fails_the_run_fast_and_the_rerun_registers_once(
         assert second.returncode == 0, second.stdout + second.stderr
         assert re.search(r"^export\s+up to date", second.stdout, re.MULTILINE), second.stdout
         # Register once more on the same inputs, as a rerun after a failure past registration does.
-        again = kiln("stage", "register", cwd=trained, MLFLOW_TRACKING_URI=uri)
+        again = kiln_here("stage", "register", cwd=trained, MLFLOW_TRACKING_URI=uri)
         assert again.returncode == 0 and "already holds this model" in again.stdout, again.stdout
         found = runs(trained, uri)
         assert not (found["status"] == "RUNNING").any()
@@ -232,7 +232,7 @@ def test_a_full_disk_is_one_line_naming_the_path(prepared):
 
 
 def test_a_full_tracking_store_is_one_line_naming_it(prepared):
-    assert kiln("stage", "tokenize", cwd=prepared).returncode == 0  # the store exists, with a run
+    assert kiln_here("stage", "tokenize", cwd=prepared).returncode == 0  # the store exists, with a run
     store = prepared / "mlflow" / "mlflow.db"
     before = md5(prepared / "models/tokenizer.json")
     # No file may reach an eighth of the store (about 1 MB): the store's first write lands
@@ -264,7 +264,7 @@ def test_a_full_tracking_store_is_one_line_naming_it(prepared):
         errors[0],
     ), errors[0]
     assert md5(prepared / "models/tokenizer.json") == before  # the last good output stays
-    assert kiln("stage", "tokenize", cwd=prepared).returncode == 0  # and the store still works
+    assert kiln_here("stage", "tokenize", cwd=prepared).returncode == 0  # and the store still works
 
 
 def test_a_stage_killed_with_its_outputs_set_aside_blocks_nothing(prepared):
@@ -277,7 +277,7 @@ def test_a_stage_killed_with_its_outputs_set_aside_blocks_nothing(prepared):
     before = md5(tokenizer)
     _set_aside(prepared, [tokenizer])
     tokenizer.write_text("half written by the killed stage")
-    out = kiln("stage", "split", cwd=prepared)
+    out = kiln_here("stage", "split", cwd=prepared)
     assert out.returncode == 0, out.stderr
     assert md5(tokenizer) == before
     assert not (prepared / ".kiln/previous").exists()
@@ -295,7 +295,7 @@ def test_a_planted_model_file_is_never_unpickled(trained, tmp_path):
         f"torch.save({{'bert.embeddings.word_embeddings.weight': P()}}, {str(folder / 'pytorch_model.bin')!r})\n"
     )
     subprocess.run([sys.executable, "-c", code], env={**os.environ, "MARK": str(mark)}, check=True)
-    out = kiln("stage", "finetune", cwd=trained, MARK=str(mark))
+    out = kiln_here("stage", "finetune", cwd=trained)
     assert out.returncode == 1 and "kiln: error: finetune: model models/encoder is corrupt" in out.stderr
     assert not mark.exists()
     shutil.rmtree(folder)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.support.params import set_params, shipped
-from tests.support.repo import BIN, clean_env, kiln
+from tests.support.repo import BIN, clean_env, kiln, kiln_here
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,8 @@ def card(repo: Path, folder: str) -> dict:
 
 
 def stage(repo: Path, name: str) -> subprocess.CompletedProcess:
-    out = kiln("stage", name, cwd=repo)
+    """`kiln stage NAME` in this process: what a stage writes and says is checked, not its process."""
+    out = kiln_here("stage", name, cwd=repo)
     assert out.returncode == 0, f"{name}:\n{out.stdout}\n{out.stderr}"
     return out
 
@@ -216,21 +217,22 @@ def test_a_best_checkpoint_that_does_not_load_sends_the_stage_back_to_the_start(
 
 def test_pretrain_with_ddp_on_two_cpu_processes(prepared):
     set_params(prepared, hardware={"accelerator": "cpu", "devices": 2, "strategy": "ddp"})
-    stage(prepared, "pretrain")
+    out = kiln("stage", "pretrain", cwd=prepared)  # a process of its own: Lightning starts the second
+    assert out.returncode == 0, out.stdout + out.stderr
     assert (prepared / "models/encoder/model.safetensors").is_file()
     assert len(child_runs(prepared, "pretrain")) == 1
 
 
 def test_a_missing_tokenizer_names_file_and_stage(prepared):
     (prepared / "models/tokenizer.json").unlink()
-    out = kiln("stage", "pretrain", cwd=prepared)
+    out = kiln_here("stage", "pretrain", cwd=prepared)
     assert out.returncode == 1
     assert "pretrain: tokenizer models/tokenizer.json is missing; the tokenize stage makes it" in out.stderr
 
 
 def test_params_out_of_range_fail_before_training(repo):
     set_params(repo, finetune={"optim": {"lr": -0.001}}, encoder={"hidden": 30, "heads": 4})
-    out = kiln("stage", "pretrain", cwd=repo)
+    out = kiln_here("stage", "pretrain", cwd=repo)
     assert out.returncode == 1
     assert "finetune.optim.lr" in out.stderr and "heads (4) must divide hidden (30)" in out.stderr
 

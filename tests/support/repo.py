@@ -3,9 +3,11 @@
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 from tests.support.stores import empty_store
@@ -83,18 +85,38 @@ def kiln(*args: str, cwd: Path, own_prefect: bool = False, **extra: str) -> subp
 def kiln_here(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess:
     """`kiln ARGS` in `cwd` inside this process, with `clean_env(**extra)` as its
     environment: for a command whose output, exit code and files are checked, where a
-    process of its own (seconds of imports) checks nothing more. The environment, working
-    directory and console are put back after."""
+    process of its own (seconds of imports) checks nothing more. Not for the flows (`run`,
+    `retrain`, `monitor`): they own their process's Prefect settings. What the command's
+    console prints is returned; the rest goes to its log file as in a process of its own.
+    The environment, working directory, console and SIGTERM's handler are put back after."""
     from pipelines import cli
     from pipelines.core import console
 
     out, err = io.StringIO(), io.StringIO()
     environ, here, argv, shown = dict(os.environ), Path.cwd(), sys.argv, console._current
+    capture, sigterm = console.capture, signal.getsignal(signal.SIGTERM)
+
+    @contextmanager
+    def into_strings(log: Path) -> Iterator[console.Console]:
+        """console.capture, its console printing to `out` and `err`, and sys.stdout and
+        sys.stderr to the log, as in a process of its own."""
+        with capture(log) as terminal:
+            streams = terminal.out, terminal.err, terminal.tty
+            terminal.out, terminal.err, terminal.tty = out, err, False
+            logged = [open(fd, "w", buffering=1, closefd=False) for fd in (1, 2)]  # noqa: SIM115
+            try:
+                with redirect_stdout(logged[0]), redirect_stderr(logged[1]):
+                    yield terminal
+            finally:  # capture closes the streams it made, not these
+                for stream in logged:
+                    stream.close()
+                terminal.out, terminal.err, terminal.tty = streams
+
     os.environ.clear()
     os.environ.update(clean_env(**extra))
     os.chdir(cwd)
     sys.argv = ["kiln", *args]
-    console._current = console.Console(out, err)
+    console._current, console.capture = console.Console(out, err), into_strings
     code = 0
     try:
         with redirect_stdout(out), redirect_stderr(err):
@@ -105,5 +127,6 @@ def kiln_here(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProces
         os.environ.clear()
         os.environ.update(environ)
         os.chdir(here)
-        sys.argv, console._current = argv, shown
+        sys.argv, console._current, console.capture = argv, shown, capture
+        signal.signal(signal.SIGTERM, sigterm)
     return subprocess.CompletedProcess(["kiln", *args], code, out.getvalue(), err.getvalue())
