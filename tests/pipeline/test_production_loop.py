@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.support.data import good_batch
-from tests.support.repo import SHARED_PREFECT, copy_repo, kiln, kiln_here
+from tests.support.repo import SHARED_PREFECT, kiln, kiln_here
 from tests.support.tiny import incoming_repo
 
 pytestmark = pytest.mark.slow
@@ -42,9 +42,12 @@ def drift_events(since: datetime) -> list[dict]:
     return answer.json()["events"]
 
 
-def test_monitor_fires_on_shifted_traffic_only_and_a_labelled_queue_is_learned(tmp_path):
+def test_monitor_fires_on_shifted_traffic_only_and_a_labelled_queue_is_learned(trained, tmp_path):
     started = datetime.now(UTC)
-    repo = incoming_repo(copy_repo(tmp_path / "kiln"), monitor={"min_requests": 20})
+    # From the session's trained models: the same rows come in through the incoming
+    # source, so the run redoes ingest and validate, finds the models up to date, and
+    # registers and promotes them.
+    repo = incoming_repo(trained, monitor={"min_requests": 20})
     first = kiln("run", cwd=repo)
     assert first.returncode == 0 and "version 1 of 'kiln-mine' promoted" in first.stdout, first.stdout + first.stderr
     split = pd.concat([pd.read_parquet(p) for p in sorted((repo / "data/split").glob("*.parquet"))])

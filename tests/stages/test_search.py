@@ -18,6 +18,7 @@ import pytest
 from pipelines.search.study import interrupted
 from tests.support.params import set_params
 from tests.support.repo import BIN, SHARED_PREFECT, clean_env, kiln
+from tests.support.stores import moved_store
 
 # Small enough for seconds per trial on two cores. A seed whose first (random) trials
 # alternate transformer, classical, transformer, classical: both families in 4 trials.
@@ -43,6 +44,7 @@ def search_template(trained_template: Path, tmp_path_factory) -> Path:
     """The trained repo (its teacher fine-tuned), with SEARCH in params.yaml."""
     dest = tmp_path_factory.mktemp("search") / "kiln"
     shutil.copytree(trained_template, dest, symlinks=True)
+    moved_store(dest / "mlflow/mlflow.db", trained_template, dest)
     set_params(dest, search=SEARCH)
     return dest
 
@@ -51,6 +53,7 @@ def search_template(trained_template: Path, tmp_path_factory) -> Path:
 def searching(search_template: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "kiln"
     shutil.copytree(search_template, dest, symlinks=True)
+    moved_store(dest / "mlflow/mlflow.db", search_template, dest)
     return dest
 
 

@@ -1,4 +1,4 @@
-"""Empty MLflow stores, as `make install` leaves one in a clone."""
+"""Empty MLflow stores, as `make install` leaves one in a clone, and copies of full ones."""
 
 import atexit
 import shutil
@@ -31,3 +31,18 @@ def empty_store(db: Path, home: Path | None = None) -> str:
     with closing(sqlite3.connect(db)) as copy, copy:
         copy.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (where,))
     return f"sqlite:///{db}"
+
+
+def moved_store(store: Path, old: Path, new: Path) -> None:
+    """The MLflow store copied from `old` to `new` made to name `new`: its experiments,
+    runs and models keep absolute artifact locations, and a copy would otherwise log into
+    the template (which the other tests read)."""
+    with closing(sqlite3.connect(store)) as db, db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for _, column, kind, *_ in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if "CHAR" in kind.upper() or "TEXT" in kind.upper():
+                    db.execute(
+                        f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) WHERE instr("{column}", ?)',
+                        (str(old), str(new), str(old)),
+                    )
