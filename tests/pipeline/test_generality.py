@@ -4,15 +4,18 @@ characters. Each run must end with a model that is promoted, or a clear line say
 was not."""
 
 import json
+import os
+import pty
 import random
 import re
+import subprocess
 
 import pandas as pd
 import pytest
 
 from tests.support.data import TOPICS, chinese
 from tests.support.params import set_params
-from tests.support.repo import BIN, clean_env, copy_repo
+from tests.support.repo import BIN, SHARED_PREFECT, clean_env, copy_repo
 from tests.support.tiny import TINY_TRAINING
 
 pytestmark = pytest.mark.slow
@@ -29,8 +32,10 @@ def short(rows_per_label: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows).drop_duplicates("text")
 
 
-def run(repo, frame: pd.DataFrame, text: str, label: str, labels: list[str], **params: dict):
-    """The run's selection and its screen; `params` beside the tiny models' (the start)."""
+def run(repo, frame: pd.DataFrame, text: str, label: str, labels: list[str], own_prefect=False, **params: dict):
+    """The run's selection and its screen; `params` beside the tiny models' (the start).
+    The run uses the session's Prefect server unless `own_prefect`, as a user's first run
+    starts its own."""
     frame.to_csv(repo / "data/external/mine.csv", index=False)
     # Tiny models; the floors decide and the data chooses the sequence length, as for a user.
     training = {k: v for k, v in TINY_TRAINING.items() if k != "promote"}
@@ -46,7 +51,7 @@ def run(repo, frame: pd.DataFrame, text: str, label: str, labels: list[str], **p
         },
         validate={"labels": labels},
     )
-    code, screen = on_a_terminal(repo)
+    code, screen = on_a_terminal(repo, {} if own_prefect else {"PREFECT_API_URL": os.environ[SHARED_PREFECT]})
     assert code == 0, screen
     assert re.search(
         r"^version 1 of 'kiln-mine' (promoted to champion|registered, not promoted .*: \w+)", screen, re.MULTILINE
@@ -66,18 +71,15 @@ def run(repo, frame: pd.DataFrame, text: str, label: str, labels: list[str], **p
     return selection, screen
 
 
-def on_a_terminal(repo) -> tuple[int, str]:
-    """`kiln run` on a pseudo-terminal, as a person runs it; the screen as it ends up
-    (lines a progress line rewrote with carriage returns count once)."""
-    import os
-    import pty
-    import subprocess
-
+def on_a_terminal(repo, env: dict[str, str]) -> tuple[int, str]:
+    """`kiln run` on a pseudo-terminal, as a person runs it, with `env` added to its
+    environment; the screen as it ends up (lines a progress line rewrote with carriage
+    returns count once)."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
         [str(BIN / "kiln"), "run"],
         cwd=repo,
-        env=clean_env(TERM="xterm"),
+        env=clean_env(TERM="xterm", **env),
         stdin=follower,
         stdout=follower,
         stderr=follower,
@@ -105,7 +107,7 @@ def test_a_skewed_language_without_spaces(tmp_path):
     # that val (about 40 texts) can tell a model that learned from always '好评'.
     frame = chinese({"好评": 260, "差评": 80, "中评": 60})
     assert frame["stars"].value_counts(normalize=True)["好评"] >= 0.64
-    selection, screen = run(repo, frame, "review", "stars", list(TOPICS), pretrain={"init": "auto"})
+    selection, screen = run(repo, frame, "review", "stars", list(TOPICS), own_prefect=True, pretrain={"init": "auto"})
     # English MiniLM's vocabulary reads a sentence without spaces as a piece per character.
     assert re.search(
         r"^\s*start: from scratch, since all-MiniLM-L6-v2's vocabulary does not fit the train texts: "
