@@ -344,12 +344,19 @@ def test_dvc_exp_sweeps_track_into_the_repositorys_store_and_the_run_cache_resto
     try:
         started = run([dvc, "queue", "start"], built.repo, **who)
         assert started.returncode == 0, started.stdout + started.stderr
-        deadline = time.monotonic() + 800
+        # A finished experiment is a git ref named after it (a look of milliseconds); DVC's own
+        # status, a process of seconds on a busy machine, is asked every half minute, for
+        # an experiment that failed and makes none.
+        deadline, asked = time.monotonic() + 800, time.monotonic()
         while time.monotonic() < deadline:
-            status = run([dvc, "queue", "status"], built.repo).stdout
-            if not re.search(r"\b(Queued|Running)\b", status):
-                break
-            time.sleep(5)
+            refs = ["git", "for-each-ref", "--format=%(refname:lstrip=-1)", "refs/exps"]
+            made = set(subprocess.run(refs, cwd=built.repo, capture_output=True, text=True).stdout.split())
+            if made >= set(rates) or time.monotonic() - asked > 30:
+                asked = time.monotonic()
+                status = run([dvc, "queue", "status"], built.repo).stdout
+                if not re.search(r"\b(Queued|Running)\b", status):
+                    break
+            time.sleep(1)
     finally:
         run([dvc, "queue", "stop", "--kill"], built.repo)
     assert status.count("Success") == 2, status + run([dvc, "queue", "logs", "exp-low"], built.repo).stdout
