@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from tests.support.repo import BIN, clean_env, kiln
+from tests.support.repo import BIN, clean_env, kiln_here
 from tests.support.shared import free_port
 
 
@@ -52,10 +52,10 @@ def test_kiln_ui_serves_the_local_store(repo):
 @pytest.mark.slow
 def test_gpu_profile_merges_into_params_and_keeps_comments(repo):
     before = (repo / "params.yaml").read_text()
-    out = kiln("profile", "gpu", cwd=repo)
+    out = kiln_here("profile", "gpu", cwd=repo)
     assert out.returncode == 0, out.stderr
     after = (repo / "params.yaml").read_text()
     assert "# Every knob of Kiln" in after and "precision: bf16-mixed" in after
     assert "  layers: 6" in after and after != before
-    bad = kiln("profile", "tpu", cwd=repo)
+    bad = kiln_here("profile", "tpu", cwd=repo)
     assert bad.returncode == 1 and "no profile 'tpu'" in bad.stderr and "profiles: gpu" in bad.stderr

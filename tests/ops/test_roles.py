@@ -12,7 +12,7 @@ import time
 import pytest
 import requests
 
-from tests.support.repo import BIN, clean_env, kiln
+from tests.support.repo import BIN, clean_env, kiln, kiln_here
 
 pytestmark = pytest.mark.slow
 
@@ -139,7 +139,7 @@ def test_a_removed_user_is_refused_at_once_though_checked_passwords_are_trusted_
     assert added.returncode == 0, added.stdout + added.stderr
     me = f"{url}/api/2.0/mlflow/users/current"
     assert requests.get(me, auth=_as("tess"), timeout=10).status_code == 200  # checked, so trusted
-    removed = kiln("users", "remove", "tess", cwd=repo)
+    removed = kiln_here("users", "remove", "tess", cwd=repo)
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert requests.get(me, auth=_as("tess"), timeout=10).status_code == 401
 

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.support.params import set_params
-from tests.support.repo import kiln
+from tests.support.repo import kiln, kiln_here
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +95,7 @@ def test_a_run_from_minilm_teaches_a_student_with_kilns_own_tokenizer(prepared_t
 
     # adapt_steps 0, the profile's: MiniLM as it is, without a val pass of a head it lacks.
     set_params(repo, pretrain={"init": "all-MiniLM-L6-v2", "adapt_steps": 0})
-    out = kiln("stage", "pretrain", cwd=repo)
+    out = kiln_here("stage", "pretrain", cwd=repo)
     assert out.returncode == 0, out.stdout + out.stderr
     kept = load_file(repo / "models/encoder/model.safetensors")["bert.encoder.layer.5.attention.self.query.weight"]
     assert kept.equal(start)

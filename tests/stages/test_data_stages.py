@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.data import tiny_frame
 from tests.support.params import set_params
-from tests.support.repo import BIN, kiln, run
+from tests.support.repo import BIN, kiln, kiln_here, run
 
 pytestmark = pytest.mark.slow
 
@@ -25,11 +25,11 @@ def use_file(repo, data: bytes | pd.DataFrame, name: str = "mine.csv") -> None:
 
 def test_bad_file_fails_ingest_and_keeps_the_last_good_dataset(repo):
     use_file(repo, tiny_frame())
-    assert kiln("stage", "ingest", cwd=repo).returncode == 0
+    assert kiln_here("stage", "ingest", cwd=repo).returncode == 0
     good = (repo / "data/raw/dataset.parquet").read_bytes()
     report = (repo / "reports/pii.json").read_bytes()
     use_file(repo, b'text,label\n"never closed,tech\nx,y\n')
-    out = kiln("stage", "ingest", cwd=repo)
+    out = kiln_here("stage", "ingest", cwd=repo)
     assert out.returncode == 1
     assert "kiln: error: ingest: " in out.stderr and "mine.csv: malformed CSV" in out.stderr
     assert "Traceback" not in out.stderr
@@ -40,7 +40,7 @@ def test_bad_file_fails_ingest_and_keeps_the_last_good_dataset(repo):
     assert not (repo / ".kiln/previous").exists()
     # A JSONL text column of numbers: one line naming the file, the line and the value.
     use_file(repo, b'{"text": "A story", "label": "tech"}\n{"text": 42, "label": "tech"}\n', "mine.jsonl")
-    out = kiln("stage", "ingest", cwd=repo)
+    out = kiln_here("stage", "ingest", cwd=repo)
     assert out.returncode == 1
     assert out.stderr.strip() == (
         f"kiln: error: ingest: {repo}/data/external/mine.jsonl: line 2: column 'text' holds int 42, not text"
@@ -51,7 +51,7 @@ def test_bad_file_fails_ingest_and_keeps_the_last_good_dataset(repo):
 def test_params_typo_fails_before_any_work(repo):
     set_params(repo, split={"tset": 0.2})
     store = (repo / "mlflow/mlflow.db").read_bytes()
-    out = kiln("stage", "ingest", cwd=repo)
+    out = kiln_here("stage", "ingest", cwd=repo)
     assert out.returncode == 1
     assert "split.tset: unknown key" in out.stderr
     assert not (repo / "data/raw/dataset.parquet").exists()
