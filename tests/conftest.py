@@ -13,7 +13,7 @@ from filelock import FileLock
 from tests.support import prefect_server
 from tests.support import webhook as hook
 from tests.support.repo import SHARED_PREFECT, copy_repo, kiln
-from tests.support.stores import empty_store, moved_store
+from tests.support.stores import copy_with_store, empty_store
 from tests.support.tiny import tiny_repo
 
 
@@ -78,10 +78,7 @@ def prepared(prepared_template: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def trained(trained_template: Path, tmp_path: Path) -> Path:
     """A fresh copy of `trained_template`, its MLflow store with it."""
-    dest = tmp_path / "kiln"
-    shutil.copytree(trained_template, dest, symlinks=True)
-    moved_store(dest / "mlflow/mlflow.db", trained_template, dest)
-    return dest
+    return copy_with_store(trained_template, tmp_path / "kiln")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,7 +7,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -18,7 +17,7 @@ import pytest
 from pipelines.search.study import interrupted
 from tests.support.params import set_params
 from tests.support.repo import BIN, SHARED_PREFECT, clean_env, kiln
-from tests.support.stores import moved_store
+from tests.support.stores import copy_with_store
 
 # Small enough for seconds per trial on two cores. A seed whose first (random) trials
 # alternate transformer, classical, transformer, classical: both families in 4 trials.
@@ -42,19 +41,14 @@ STUDY = re.compile(r"kiln-search-[0-9a-f]{12}-(\d+)")
 @pytest.fixture(scope="module")
 def search_template(trained_template: Path, tmp_path_factory) -> Path:
     """The trained repo (its teacher fine-tuned), with SEARCH in params.yaml."""
-    dest = tmp_path_factory.mktemp("search") / "kiln"
-    shutil.copytree(trained_template, dest, symlinks=True)
-    moved_store(dest / "mlflow/mlflow.db", trained_template, dest)
+    dest = copy_with_store(trained_template, tmp_path_factory.mktemp("search") / "kiln")
     set_params(dest, search=SEARCH)
     return dest
 
 
 @pytest.fixture
 def searching(search_template: Path, tmp_path: Path) -> Path:
-    dest = tmp_path / "kiln"
-    shutil.copytree(search_template, dest, symlinks=True)
-    moved_store(dest / "mlflow/mlflow.db", search_template, dest)
-    return dest
+    return copy_with_store(search_template, tmp_path / "kiln")
 
 
 def search(repo: Path, **extra: str) -> subprocess.CompletedProcess:

@@ -33,6 +33,14 @@ def empty_store(db: Path, home: Path | None = None) -> str:
     return f"sqlite:///{db}"
 
 
+def copy_with_store(source: Path, dest: Path) -> Path:
+    """`dest` as a copy of the repository `source`, its MLflow store with it and naming
+    `dest` (see moved_store)."""
+    shutil.copytree(source, dest, symlinks=True)
+    moved_store(dest / "mlflow/mlflow.db", source, dest)
+    return dest
+
+
 def moved_store(store: Path, old: Path, new: Path) -> None:
     """The MLflow store copied from `old` to `new` made to name `new`: its experiments,
     runs and models keep absolute artifact locations, and a copy would otherwise log into
