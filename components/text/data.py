@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
-from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding, PreTrainedTokenizerFast
+from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerFast
 
 from components.errors import KilnError
 from components.stats import seeded_sample, stratified_sample
@@ -39,7 +39,7 @@ def file_hash(path: Path) -> str:
 
 # Texts tokenized at a time. A fast tokenizer's batch output holds an Encoding per text
 # with its offsets, token strings and, when truncating, every overflowing token: for all
-# of 177,619 long texts at once that was 19.6 GB (finetune at 100 times BBC's rows).
+# of 177,619 long texts at once that was 19.6 GB (at 100 times BBC's rows).
 CHUNK = 2048
 
 
@@ -158,11 +158,15 @@ UNLABELED = -100
 class ClassificationData(L.LightningDataModule):
     """Texts truncated to `length` tokens with integer labels from `labels`. With
     `teacher_tokenizer` (distilling from a teacher whose vocabulary is not the student's),
-    each row also holds the teacher's own tokens of the same text, as `teacher_input_ids`
+    each batch also holds the teacher's own tokens of the same texts, as `teacher_input_ids`
     and `teacher_attention_mask`. With `teacher_logits` (by split, a row per text), each
-    row holds the teacher's logits of its text instead, as `teacher_logits`. With
+    batch holds the teacher's logits of its texts instead, as `teacher_logits`. With
     `val_texts`, the checks while training (`val_dataloader`) score at most that many val
-    texts, a seeded sample keeping each label's share; `loader("val")` is the whole split."""
+    texts, a seeded sample keeping each label's share; `loader("val")` is the whole split.
+
+    Texts are tokenized a batch at a time, as the loaders draw them: a bounded number of
+    steps reads a fraction of a large train split (550 batches of 32 from 177,619 texts at
+    100 times BBC's rows, which took 126 s to tokenize whole before the first step)."""
 
     def __init__(
         self,
@@ -179,18 +183,12 @@ class ClassificationData(L.LightningDataModule):
         super().__init__()
         self.batch_size = batch_size
         self.seed = seed
-        self.collator = (
-            DataCollatorWithPadding(tokenizer)
-            if teacher_tokenizer is None
-            else _TwoVocabularies(tokenizer, teacher_tokenizer)
-        )
+        self.collator = _Tokenized(tokenizer, length, teacher_tokenizer)
+        # Each split's text ids in its order (the frame's index where it has no id column).
+        self.ids = {name: frame.get("id", frame.index).tolist() for name, frame in splits.items()}
         self.sets = {}
         for name, frame in splits.items():
-            rows = self.encode(frame, labels, tokenizer, length)
-            if teacher_tokenizer is not None:
-                theirs = token_ids(teacher_tokenizer, frame["text"].tolist(), truncation=True, max_length=length)
-                for row, ids, mask in zip(rows, *theirs):
-                    row.update(teacher_input_ids=ids, teacher_attention_mask=mask)
+            rows = self.rows(frame, labels)
             if teacher_logits is not None and name in teacher_logits:
                 given = teacher_logits[name]
                 if len(given) != len(rows):
@@ -203,16 +201,15 @@ class ClassificationData(L.LightningDataModule):
             self.sets["val_check"] = _Rows([self.sets["val"][i] for i in kept])
 
     @staticmethod
-    def encode(frame: pd.DataFrame, labels: dict[str, int], tokenizer, length: int) -> list[dict]:
-        """Rows of tokens and label ids; a text without a label (an unlabelled text of a
-        transfer set) gets UNLABELED, which the losses leave out."""
+    def rows(frame: pd.DataFrame, labels: dict[str, int]) -> list[dict]:
+        """A row per text with its label id; a text without a label (an unlabelled text of
+        a transfer set) gets UNLABELED, which the losses leave out."""
         given = frame["label"].dropna()
         unknown = sorted(set(given) - set(labels))
         if unknown:
             raise KilnError(f"labels {unknown} are not in the model's label map {sorted(labels)}")
-        encoded = token_ids(tokenizer, frame["text"].tolist(), truncation=True, max_length=length)
-        ids = np.array([UNLABELED if pd.isna(v) else labels[v] for v in frame["label"]])
-        return [{"input_ids": e, "attention_mask": m, "labels": int(y)} for e, m, y in zip(*encoded, ids)]
+        ids = [UNLABELED if pd.isna(v) else labels[v] for v in frame["label"]]
+        return [{"text": text, "labels": y} for text, y in zip(frame["text"].tolist(), ids, strict=True)]
 
     def loader(self, name: str, shuffle: bool = False) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
@@ -230,18 +227,36 @@ class ClassificationData(L.LightningDataModule):
         return self.loader("test")
 
 
-class _TwoVocabularies:
-    """Pads the student's tokens and the teacher's, each with its own tokenizer's padding."""
+class _Tokenized:
+    """A batch of rows as tensors: the texts in the student's tokens, padded to the
+    longest, with their labels, the teacher's tokens of them (with `teacher`), and the
+    teacher's logits where the rows hold them."""
 
-    def __init__(self, student: PreTrainedTokenizerFast, teacher: PreTrainedTokenizerFast):
-        self.student = DataCollatorWithPadding(student)
-        self.teacher = DataCollatorWithPadding(teacher)
+    def __init__(self, tokenizer: PreTrainedTokenizerFast, length: int, teacher: PreTrainedTokenizerFast | None):
+        self.tokenizer = tokenizer
+        self.length = length
+        self.teacher = teacher
+
+    def tokens(self, tokenizer: PreTrainedTokenizerFast, texts: list[str]) -> dict[str, torch.Tensor]:
+        return dict(
+            tokenizer(
+                texts,
+                truncation=True,
+                max_length=self.length,
+                padding=True,
+                return_tensors="pt",
+                return_token_type_ids=False,
+            )
+        )
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        batch = self.student([{k: r[k] for k in ("input_ids", "attention_mask", "labels")} for r in rows])
-        theirs = self.teacher(
-            [{"input_ids": r["teacher_input_ids"], "attention_mask": r["teacher_attention_mask"]} for r in rows]
-        )
-        batch["teacher_input_ids"] = theirs["input_ids"]
-        batch["teacher_attention_mask"] = theirs["attention_mask"]
+        texts = [r["text"] for r in rows]
+        batch = self.tokens(self.tokenizer, texts)
+        batch["labels"] = torch.tensor([r["labels"] for r in rows])
+        if self.teacher is not None:
+            theirs = self.tokens(self.teacher, texts)
+            batch["teacher_input_ids"] = theirs["input_ids"]
+            batch["teacher_attention_mask"] = theirs["attention_mask"]
+        if "teacher_logits" in rows[0]:
+            batch["teacher_logits"] = torch.tensor([r["teacher_logits"] for r in rows])
         return batch

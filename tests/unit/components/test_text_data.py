@@ -89,3 +89,28 @@ def test_a_classifiers_val_check_scores_a_sample_keeping_label_shares_and_the_sp
     assert stratified_sample(["a"] * 99 + ["rare"], 10, 0)[-1] == 99  # every label keeps one text
     whole = ClassificationData({"val": val}, {"a": 0, "b": 1, "c": 2}, tokenizer, 16, 8, 0, val_texts=200)
     assert sum(len(batch["labels"]) for batch in whole.val_dataloader()) == 200
+
+
+def test_a_classifiers_batches_are_tokenized_as_drawn_and_match_the_tokenizer(tokenizer):
+    import numpy as np
+    import pandas as pd
+
+    from components.text.data import UNLABELED, ClassificationData
+
+    texts = [" ".join(f"word{j}" for j in range(i % 40 + 1)) for i in range(50)]
+    train = pd.DataFrame({"text": texts, "label": ["a", "b", None, "a", "b"] * 10})
+    logits = np.arange(100, dtype=np.float32).reshape(50, 2)
+    data = ClassificationData({"train": train}, {"a": 0, "b": 1}, tokenizer, 24, 8, 0, teacher_logits={"train": logits})
+    # Nothing is tokenized until a loader draws a batch: a row is its text and label id.
+    assert set(data.sets["train"][0]) == {"text", "labels", "teacher_logits"}
+    batches = list(data.loader("train"))
+    assert [len(b["labels"]) for b in batches] == [8] * 6 + [2]
+    expected = tokenizer(texts[:8], truncation=True, max_length=24, padding=True, return_tensors="pt")
+    first = batches[0]
+    assert torch.equal(first["input_ids"], expected["input_ids"])
+    assert torch.equal(first["attention_mask"], expected["attention_mask"])
+    assert first["input_ids"].shape[1] <= 24 and "token_type_ids" not in first
+    assert first["labels"].tolist() == [0, 1, UNLABELED, 0, 1, 0, 1, UNLABELED]
+    assert torch.equal(first["teacher_logits"], torch.from_numpy(logits[:8]))
+    with pytest.raises(Exception, match=r"labels \['z'\] are not in the model's label map"):
+        ClassificationData({"train": train.assign(label="z")}, {"a": 0, "b": 1}, tokenizer, 24, 8, 0)
