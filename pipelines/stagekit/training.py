@@ -109,6 +109,7 @@ class Scores(NamedTuple):
     metrics: dict[str, float]  # val/ and test/
     truth: list[int]  # val's label ids, in the split's order
     predicted: list[int]  # the model's predictions of them
+    ids: list  # val's text ids, in the same order
 
 
 def score(trainer, module, data) -> Scores:
@@ -121,9 +122,10 @@ def score(trainer, module, data) -> Scores:
     val = trainer.validate(module, dataloaders=data.loader("val"), verbose=False)[0]
     test = trainer.test(module, dataloaders=data.loader("test"), verbose=False)[0]
     if trainer.world_size > 1:
-        return Scores({**val, **test}, *predict_labels(module.model, data.loader("val")))
-    truth, predicted = module.seen["val"]
-    return Scores({**val, **test}, truth, predicted)
+        truth, predicted = predict_labels(module.model, data.loader("val"))
+    else:
+        truth, predicted = module.seen["val"]
+    return Scores({**val, **test}, truth, predicted, data.ids["val"])
 
 
 def card(
@@ -144,10 +146,22 @@ def card(
     )
 
 
-def save_model(ctx: StageContext, model, tokenizer, described: ModelCard, relative: str) -> None:
+# Beside a classifier's weights: its label ids of the val split it was scored on.
+VAL_PREDICTIONS = "val_predictions.json"
+
+
+def _ids_digest(ids) -> str:
+    return hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest()
+
+
+def save_model(
+    ctx: StageContext, model, tokenizer, described: ModelCard, relative: str, val: "Scores | None" = None
+) -> None:
     """A transformers folder (config.json, safetensors weights, tokenizer) plus kiln.json
-    with the sequence length the weights read, written atomically by the main process, and
-    the stage's checkpoints dropped: the model is in DVC's cache from here on."""
+    with the sequence length the weights read, and with `val` (the final score) the
+    model's predictions of the val split (VAL_PREDICTIONS, keyed by the split's ids),
+    written atomically by the main process, and the stage's checkpoints dropped: the model
+    is in DVC's cache from here on."""
     if not ctx.is_main:
         return
     out = ctx.path(relative)
@@ -158,7 +172,26 @@ def save_model(ctx: StageContext, model, tokenizer, described: ModelCard, relati
         except Exception as err:  # noqa: BLE001 - safetensors and torch report a full disk in their own types
             raise KilnError(f"cannot write {out}: {str(err).strip().splitlines()[-1][:200]}") from None
         described.model_copy(update={"max_length": model.config.max_position_embeddings}).write(tmp / "kiln.json")
+        if val is not None:
+            found = {"val_ids_sha256": _ids_digest(val.ids), "predicted": val.predicted}
+            (tmp / VAL_PREDICTIONS).write_text(json.dumps(found) + "\n", encoding="utf-8")
     remove(ctx.root / CHECKPOINTS / ctx.name)
+
+
+def val_predictions(ctx: StageContext, relative: str, val) -> list[int] | None:
+    """The label ids that the model `save_model` wrote to `relative` predicted for the
+    texts of the `val` frame, in its order, read off its final score; None when that
+    score was of other texts (or the model has none, as a pretrained encoder)."""
+    path = ctx.path(relative) / VAL_PREDICTIONS
+    if not path.is_file():
+        return None
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        raise KilnError(f"{ctx.name}: {path} is corrupt; rerun the {ctx.maker(relative)} stage") from None
+    if found.get("val_ids_sha256") != _ids_digest(val["id"]) or len(found.get("predicted", [])) != len(val):
+        return None
+    return found["predicted"]
 
 
 def load_model(ctx: StageContext, relative: str, cls) -> tuple[Any, Any, ModelCard]:

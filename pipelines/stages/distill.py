@@ -27,6 +27,7 @@ from pipelines.stagekit.training import (
     score,
     teacher_logits,
     teacher_tokens,
+    val_predictions,
     with_augmented,
 )
 
@@ -49,8 +50,13 @@ def run(ctx: StageContext) -> StageResult:
     length = taught.max_length
     # Hidden-state matching needs the teacher at each step; logits alone are computed once.
     cached = cfg.hidden_weight == 0
-    frames = {"train": split["train"], "val": split["val"]} if cached else {"val": split["val"]}
+    # The teacher's val answers, for the paired comparison: finetune's, read off its final
+    # score of this split (the teacher again over every val text only when it has none).
+    theirs = val_predictions(ctx, paths.teacher, split["val"])
+    frames = ({"train": split["train"]} if cached else {}) | ({"val": split["val"]} if theirs is None else {})
     answers = teacher_logits(teacher, teacher_tokenizer, frames, taught.labels, length, params.hardware)
+    if theirs is None:
+        theirs = answers["val"].argmax(-1).tolist()
     data = ClassificationData(
         split,
         taught.labels,
@@ -77,7 +83,6 @@ def run(ctx: StageContext) -> StageResult:
     }
     save_model(ctx, student, tokenizer, described.model_copy(update={"metrics": metrics}), paths.student)
     truth, mine = scored.truth, scored.predicted
-    theirs = answers["val"].argmax(-1).tolist()
     bounded = [f"{sampled:,} of {rows:,} train rows in the transfer set (distill.max_rows)"]
     summary = (bounded if sampled < rows else []) + _above_teacher(truth, mine, theirs, taught.metrics)
     result = StageResult(metrics=metrics, summary=summary)

@@ -59,7 +59,8 @@ def run(ctx: StageContext) -> StageResult:
     if cfg.ablation:
         metrics |= _ablation(ctx, split, labels, tokenizer, length, classifier, weight, pretrained, truth, predicted)
         metrics["ablation/pretraining_gain"] = metrics["test/macro_f1"] - metrics["ablation/scratch_test_macro_f1"]
-    save_model(ctx, module.model, tokenizer, described.model_copy(update={"metrics": metrics}), paths.teacher)
+    # Its val predictions go with it: distill compares its student with them, text by text.
+    save_model(ctx, module.model, tokenizer, described.model_copy(update={"metrics": metrics}), paths.teacher, scored)
     names = described.label_list
     truth, predicted = [names[i] for i in truth], [names[i] for i in predicted]
     return checked(ctx, StageResult(metrics=metrics), "teacher", split["train"]["label"], truth, predicted)

@@ -25,7 +25,7 @@ def test_the_final_score_reads_val_predictions_off_its_own_pass(tokenizer):
     from components.text.modules import Classifier
     from pipelines.stagekit.training import score
 
-    frame = tiny_frame()
+    frame = tiny_frame().assign(id=lambda f: [f"t{i}" for i in range(len(f))])
     names = sorted(set(frame["label"]))
     val = frame.iloc[::2].reset_index(drop=True)
     data = ClassificationData(
@@ -37,6 +37,7 @@ def test_the_final_score_reads_val_predictions_off_its_own_pass(tokenizer):
     scored = score(trainer, module, data)
     # The whole split in its order (not the check's sample), as a second pass would predict it.
     assert (scored.truth, scored.predicted) == predict_labels(model, data.loader("val"))
+    assert scored.ids == val["id"].tolist()
     assert len(scored.truth) == len(val) > 10
     right = sum(t == p for t, p in zip(scored.truth, scored.predicted))
     assert scored.metrics["val/accuracy"] == pytest.approx(right / len(val))
@@ -62,3 +63,26 @@ def test_a_model_card_carries_the_sequence_length_and_an_older_card_takes_it_fro
     older = ModelCard.read(written, "test", "finetune").model_dump(exclude={"max_length"})
     written.write_text(json.dumps(older))
     assert load_model(ctx, "models/teacher", MeanPoolClassifier)[2].max_length == 24
+
+
+def test_a_classifier_keeps_its_val_predictions_for_that_split_only(tmp_path, tokenizer):
+    from components.errors import KilnError
+    from pipelines.stagekit.training import Scores, save_model, val_predictions
+
+    frame = tiny_frame().assign(id=lambda f: [f"t{i}" for i in range(len(f))])
+    val = frame.iloc[::2].reset_index(drop=True)
+    model = tiny_bert(len(tokenizer), 16, 1, 32, 2)
+    described = ModelCard(stage="finetune", tokenizer="sha", params={}, data={}, metrics={})
+    ctx = evaluate_context(("evaluate",), tmp_path)
+    predicted = [i % 2 for i in range(len(val))]
+    scored = Scores({}, [0] * len(val), predicted, val["id"].tolist())
+    save_model(ctx, model, tokenizer, described, "models/teacher", scored)
+    assert val_predictions(ctx, "models/teacher", val) == predicted
+    # Another val split (a changed split, other rows, another order): the teacher must answer again.
+    assert val_predictions(ctx, "models/teacher", frame.iloc[1::2]) is None
+    assert val_predictions(ctx, "models/teacher", val.iloc[::-1]) is None
+    save_model(ctx, model, tokenizer, described, "models/student")  # no final score given: none kept
+    assert val_predictions(ctx, "models/student", val) is None
+    (tmp_path / "models/teacher/val_predictions.json").write_text("{half")
+    with pytest.raises(KilnError, match=r"val_predictions.json is corrupt; rerun the"):
+        val_predictions(ctx, "models/teacher", val)
