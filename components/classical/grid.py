@@ -85,14 +85,23 @@ def feature_sets(
                 )
 
 
+# Non-zeros of a feature set's train matrix from which its fits go to worker processes.
+# Each worker first spends seconds importing (joblib's loky pool): fits of 60 tiny texts
+# took the classical stage 10.6 s on two workers (12.2 s of CPU), 7.0 s in its own
+# process. BBC's feature sets hold 440,000 (words) and 2.0 million (chars) from 1,424
+# train texts; a fit of 100,000 random non-zeros took 0.05 s.
+PARALLEL_NNZ = 200_000
+
+
 def scored(
     features: Features, y_train: np.ndarray, y_val: np.ndarray, cfg: ClassicalConfig, seed: int
 ) -> list[tuple[GridScore, LogisticRegression]]:
     """A model fitted at each (C, class weight) of the grid on `features`, and its val score."""
     points = list(product(cfg.c, cfg.class_weight))
     # The fits of one feature set are independent: one per core (most of the grid's time;
-    # 2 cores fit BBC's char grid in 5.8 s instead of 13.7).
-    models = Parallel(n_jobs=-1)(
+    # 2 cores fit BBC's char grid in 5.8 s instead of 13.7), once they outweigh starting
+    # the worker processes.
+    models = Parallel(n_jobs=-1 if features.train.nnz >= PARALLEL_NNZ else 1)(
         delayed(_fit)(features.train, y_train, c, weighting, cfg.max_iter, seed) for c, weighting in points
     )
     results = []

@@ -290,3 +290,28 @@ def test_the_classical_grid_picks_balanced_weights_where_val_favours_them():
     assert scores["balanced"] > scores["none"] + 0.1
     assert chosen.best.class_weight == "balanced"
     assert chosen.pipeline["model"].class_weight == "balanced"
+
+
+def test_small_feature_sets_are_fitted_in_this_process_and_large_ones_on_every_core(monkeypatch):
+    """Worker processes cost seconds of imports each: only a feature set with
+    grid.PARALLEL_NNZ non-zeros or more is worth them."""
+    from components.classical import grid
+
+    asked = []
+    real = grid.Parallel
+
+    def parallel(n_jobs):
+        asked.append(n_jobs)
+        return real(n_jobs=1)  # the same fits either way; only the choice is checked here
+
+    monkeypatch.setattr(grid, "Parallel", parallel)
+    (x, y), (vx, vy) = english(40, 0), english(15, 1)
+    features = next(grid.feature_sets(x, vx, CFG, []))
+    assert 0 < features.train.nnz < grid.PARALLEL_NNZ
+    labels = {label: i for i, label in enumerate(sorted(set(y)))}
+    args = (np.array([labels[v] for v in y]), np.array([labels[v] for v in vy]), CFG, 0)
+    small = grid.scored(features, *args)
+    monkeypatch.setattr(grid, "PARALLEL_NNZ", features.train.nnz)
+    large = grid.scored(features, *args)
+    assert asked == [1, -1]
+    assert [score for score, _ in small] == [score for score, _ in large]
