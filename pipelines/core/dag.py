@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from components.errors import KilnError
+from pipelines.core import lockfile
 
 if TYPE_CHECKING:
     from dvc.repo import Repo
@@ -140,48 +141,10 @@ def in_process(execute: Callable[["PipelineStage", str], None]) -> Iterator[None
 
     dvc_run.cmd_run = cmd_run
     try:
-        with _lock_file_kept_parsed():
+        with lockfile.kept_parsed():
             yield
     finally:
         dvc_run.cmd_run = original
-
-
-@contextmanager
-def _lock_file_kept_parsed() -> Iterator[None]:
-    """While active, DVC's update of a YAML file starts from the document it last wrote,
-    when the file still holds exactly that text, instead of parsing the file again.
-
-    DVC adds each stage's entry to dvc.lock by parsing the whole file with ruamel's
-    round-trip parser, pure Python: 0.22 s for the 63 KB lock of a full run, before every
-    stage (4 s of a run's overhead). The document it gets is the one it dumped, which
-    nothing else holds, so the same file is written as before; a file changed in between
-    (another process wrote it) is parsed as DVC would.
-    """
-    import io
-
-    from dvc.utils.serialize import _yaml
-
-    parse, dump = _yaml.parse_yaml_for_update, _yaml._dump
-    last: dict = {}
-
-    def parse_kept(text, path):
-        # The same text parses to the same document, whichever file it was read from.
-        if "data" in last and last["text"] == text:
-            return last.pop("data")
-        last.clear()
-        return parse(text, path)
-
-    def dump_kept(data, stream):
-        buffer = io.StringIO()
-        dump(data, buffer)
-        stream.write(buffer.getvalue())
-        last.update(text=buffer.getvalue(), data=data)
-
-    _yaml.parse_yaml_for_update, _yaml._dump = parse_kept, dump_kept
-    try:
-        yield
-    finally:
-        _yaml.parse_yaml_for_update, _yaml._dump = parse, dump
 
 
 @contextmanager
