@@ -13,9 +13,8 @@ def kept_parsed() -> Iterator[None]:
     DVC adds each stage's entry to dvc.lock by parsing the whole file with ruamel's
     round-trip parser, pure Python, before every stage: 0.22 s a parse of a full run's
     63 KB lock (py-spy: 5.6 s of a tiny full run, 1.4 s with this). The document it gets is
-    the one it dumped, which
-    nothing else holds, so the same file is written as before; a file changed in between
-    (another process wrote it) is parsed as DVC would.
+    the one it dumped, which nothing else holds, so the same file is written as before; a
+    file changed in between (another process wrote it) is parsed as DVC would.
     """
     import io
 
@@ -34,8 +33,9 @@ def kept_parsed() -> Iterator[None]:
     def dump_kept(data, stream):
         buffer = io.StringIO()
         dump(data, buffer)
-        stream.write(buffer.getvalue())
-        last.update(text=buffer.getvalue(), data=data)
+        text = buffer.getvalue()
+        stream.write(text)
+        last.update(text=text, data=data)
 
     _yaml.parse_yaml_for_update, _yaml._dump = parse_kept, dump_kept
     try:
