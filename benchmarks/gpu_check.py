@@ -14,10 +14,10 @@ allocated memory. Kiln's fits neither validate, checkpoint nor log to MLflow whi
 `--chain`: the stages split, augment, tokenize, pretrain, finetune, distill and prune, run
 through their adapters as `kiln stage` runs them, but in a scratch folder and without MLflow,
 DVC and Great Expectations, none of which the GPU machine has; ingest is the dataset it
-writes (given by `--packed` or made here) and validate is skipped (on BBC it quarantines no
-row, so its output is ingest's). Params are params.yaml with the gpu and pretrained profiles.
-Prints each stage's seconds and the teacher's, student's and pruned student's macro-F1 on val
-and test.
+writes (given by `--packed` or made here), validate is skipped (on BBC it quarantines no
+row, so its output is ingest's) and unlabeled's output is empty (BBC comes with no
+unlabelled texts). Params are params.yaml with the gpu and pretrained profiles. Prints each
+stage's seconds and the teacher's, student's and pruned student's macro-F1 on val and test.
 
 Both modes read BBC as the ingest stage writes it (`ingest.source: bbc`, personal data
 masked). `--tiny`: either mode on CPU in seconds (2 layers, 64 wide, 32 tokens, batch 8, a
@@ -83,11 +83,11 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from components.data.split import split  # noqa: E402
 from components.text.classifier import MeanPoolClassifier  # noqa: E402
-from components.text.data import ClassificationData, MaskedLMData, label_map, load_tokenizer  # noqa: E402
+from components.text.data import ClassificationData, Loading, MaskedLMData, label_map, load_tokenizer  # noqa: E402
 from components.text.model import bert_config  # noqa: E402
 from components.text.modules import Classifier, MaskedLM  # noqa: E402
 from components.text.tokenizer import choose_max_length, token_counts, train_tokenizer  # noqa: E402
-from components.text.training import build_trainer  # noqa: E402
+from components.text.training import build_trainer, loading  # noqa: E402
 from pipelines.core.params import Params, parse  # noqa: E402
 
 # Lightning's hints (DataLoader workers, Tensor Cores) are about Kiln's choices, not this check's.
@@ -233,9 +233,13 @@ def plain_mlm(model, rows: list[dict], tokenizer, length: int, mask_prob: float,
     return loss
 
 
-def plain_classify(model, rows: list[dict], pad: int, length: int, device) -> Callable:
-    ids = padded(rows, "input_ids", length, pad, device)
-    attention = padded(rows, "attention_mask", length, 0, device)
+def plain_classify(model, rows: list[dict], tokenizer, length: int, device) -> Callable:
+    """The classification loss of a batch of `rows` (text, label id), tokenized once
+    beforehand and held on the device."""
+    tokens = tokenizer(
+        [r["text"] for r in rows], truncation=True, max_length=length, padding="max_length", return_tensors="pt"
+    )
+    ids, attention = tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
     labels = torch.tensor([r["labels"] for r in rows], device=device)
 
     def loss(pick: torch.Tensor) -> torch.Tensor:
@@ -317,11 +321,20 @@ def throughput(params: Params, tiny: bool, packed: Path | None, warmup: int, ste
     seed, read = params.hardware.seed, utilisation()
     texts = {name: frame["text"].tolist() for name, frame in parts.items()}
     pre, fine = params.pretrain, params.finetune
+    feed = loading(params.hardware)  # as the training stages load their batches
     mlm_data = MaskedLMData(
-        texts["train"], texts["val"], tokenizer, length, pre.loop.batch_size, pre.mask_prob, seed, pre.val_windows
+        texts["train"],
+        texts["val"],
+        tokenizer,
+        length,
+        pre.loop.batch_size,
+        pre.mask_prob,
+        seed,
+        pre.val_windows,
+        feed,
     )
     labels = label_map(parts["train"]["label"])
-    cls_data = ClassificationData(parts, labels, tokenizer, length, fine.loop.batch_size, seed)
+    cls_data = ClassificationData(parts, labels, tokenizer, length, fine.loop.batch_size, seed, loading=feed)
 
     def mlm_model():
         return BertForMaskedLM(bert_config(params.encoder, len(tokenizer), tokenizer.pad_token_id, max_length=length))
@@ -341,7 +354,7 @@ def throughput(params: Params, tiny: bool, packed: Path | None, warmup: int, ste
         ),
         "finetune": Task(
             cls_model,
-            lambda m: plain_classify(m, cls_data.sets["train"].rows, tokenizer.pad_token_id, length, m.device),
+            lambda m: plain_classify(m, cls_data.sets["train"].rows, tokenizer, length, m.device),
             len(cls_data.sets["train"]),
             lambda m: Classifier(m, fine.optim, {}, len(labels)),
             cls_data,
@@ -355,19 +368,26 @@ def throughput(params: Params, tiny: bool, packed: Path | None, warmup: int, ste
         f"{params.encoder.heads} heads, {sum(p.numel() for p in probe.bert.parameters()) / 1e6:.1f} M parameters, "
         f"vocabulary {len(tokenizer)}, {length} tokens, attention {probe.config._attn_implementation}; "
         f"batch {pre.loop.batch_size} (pretrain) and {fine.loop.batch_size} (finetune); "
+        f"Kiln's loaders: {feed.workers} workers, pinned {feed.pin}; "
         f"{warmup} warm-up steps, {steps} measured",
         flush=True,
     )
     results = {}
     for precision in ("bf16-mixed", "32-true"):
         for name, task in tasks.items():
-            for path in ("plain", "kiln"):
+            # kiln-inline: Kiln's path with its batches made in the training process, between
+            # steps, and copied from pageable memory (as on a CPU): what the loaders' workers buy.
+            paths = (
+                ("plain", "kiln", "kiln-inline") if precision == "bf16-mixed" and feed.workers else ("plain", "kiln")
+            )
+            for path in paths:
                 _fresh()
                 L.seed_everything(seed, verbose=False)
                 model, meter = task.model(), Meter(warmup, steps, read)
                 if path == "plain":
                     loss = run_plain(task, model, length, precision == "bf16-mixed", meter)
                 else:
+                    task.data.loading = feed if path == "kiln" else Loading()
                     loss = run_kiln(task, model, params, precision, meter)
                 peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
                 results[name, precision, path] = (meter.rate, meter.util(), peak, loss)
@@ -387,14 +407,15 @@ def print_throughput(results: dict) -> None:
         return f"{value:{width}{spec}}" if value is not None else " " * width
 
     print(
-        f"\n{'task':9} {'precision':10} {'path':5} {'tokens/s':>11} {'kiln/plain':>10} {'bf16/fp32':>9} "
+        f"\n{'task':9} {'precision':10} {'path':11} {'tokens/s':>11} {'kiln/plain':>10} {'bf16/fp32':>9} "
         f"{'GPU util %':>10} {'peak GiB':>8} {'last loss':>9}"
     )
     for (task, precision, path), (rate, util, peak, loss) in results.items():
-        kiln = rate / results[task, precision, "plain"][0] if path == "kiln" else None
-        bf16 = rate / results[task, "32-true", path][0] if precision == "bf16-mixed" else None
+        kiln = rate / results[task, precision, "plain"][0] if path != "plain" else None
+        fp32 = results.get((task, "32-true", path))
+        bf16 = rate / fp32[0] if precision == "bf16-mixed" and fp32 else None
         print(
-            f"{task:9} {precision:10} {path:5} {rate:11,.0f} {cell(kiln, '.2f', 10)} {cell(bf16, '.2f', 9)} "
+            f"{task:9} {precision:10} {path:11} {rate:11,.0f} {cell(kiln, '.2f', 10)} {cell(bf16, '.2f', 9)} "
             f"{cell(util, '.0f', 10)} {cell(peak, '.2f', 8)} {loss:9.3f}"
         )
 
@@ -443,6 +464,9 @@ def chain(params: Params, tiny: bool, packed: Path | None) -> None:
             if name == "ingest":  # and validate, which passes every BBC row on as it is
                 (root / paths.validated).parent.mkdir(parents=True)
                 dataset(params, packed).to_parquet(root / paths.validated, index=False)
+                # and unlabeled's output, empty, as it is without files in data/unlabeled/
+                (root / paths.unlabeled).parent.mkdir(parents=True, exist_ok=True)
+                pd.DataFrame({"id": [], "text": []}, dtype=object).to_parquet(root / paths.unlabeled, index=False)
                 metrics = {}
             else:
                 sections = tuple(stages[name].get("params", ()))
@@ -482,10 +506,13 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="a CPU-sized check of either mode")
     parser.add_argument("--pack", type=Path, metavar="DIR", help="write ingest's dataset and MiniLM to carry")
     parser.add_argument("--packed", type=Path, metavar="DIR", help="read them from DIR (else make them here)")
+    parser.add_argument("--batch", type=int, help="pretrain's and finetune's batch size instead of the profile's")
     parser.add_argument("--warmup", type=int, help="untimed steps (10; 2 with --tiny)")
     parser.add_argument("--steps", type=int, help="measured steps (100; 5 with --tiny)")
     args = parser.parse_args()
     extra = [BBC] + ([TINY] if args.tiny else [])
+    if args.batch:
+        extra.append({name: {"loop": {"batch_size": args.batch}} for name in ("pretrain", "finetune")})
     if not torch.cuda.is_available():
         extra.append({"hardware": {"accelerator": "cpu"}})
     if args.pack:

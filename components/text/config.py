@@ -64,6 +64,11 @@ class HardwareConfig(Strict):
     strategy: str
     precision: str = Field(description="auto: bf16-mixed where the hardware runs bf16 natively, else 32-true")
     num_nodes: int = Field(ge=1)
+    loader_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
+        description="processes that tokenize and mask batches beside training; auto: on a GPU, half of each "
+        "GPU's share of the CPU cores, up to 8 (batches pinned for asynchronous copies); on a CPU none, since its "
+        "cores train"
+    )
     seed: int
 
 

@@ -1,6 +1,8 @@
 """DataModules for masked-LM pretraining and sequence classification."""
 
 import hashlib
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -69,6 +71,29 @@ def windows(texts: list[str], tokenizer: PreTrainedTokenizerFast, length: int) -
     return out
 
 
+@dataclass(frozen=True)
+class Loading:
+    """How a DataModule's loaders make batches: in `workers` processes beside training (0:
+    in the training process, between its steps), pinned in page-locked memory with `pin`,
+    so that copying a batch to a GPU neither waits for the GPU's queued work nor holds up
+    the host (components.text.training.loading chooses for the hardware)."""
+
+    workers: int = 0
+    pin: bool = False
+
+    def options(self, collator=None) -> dict:
+        options = {"num_workers": self.workers, "pin_memory": self.pin, "persistent_workers": self.workers > 0}
+        if self.workers and isinstance(collator, DataCollatorForLanguageModeling):
+            options["worker_init_fn"] = partial(_reseed, collator)
+        return options
+
+
+def _reseed(collator: DataCollatorForLanguageModeling, worker: int) -> None:
+    """Each loader worker masks from its own stream (seed + worker id, as the collator
+    itself seeds workers): the generator the workers inherit would give them all one."""
+    collator.generator = torch.Generator().manual_seed(collator.seed + worker)
+
+
 class _Rows(Dataset):
     def __init__(self, rows: list[dict]):
         self.rows = rows
@@ -80,14 +105,24 @@ class _Rows(Dataset):
         return self.rows[index]
 
 
-def _seeded_collator(
-    tokenizer: PreTrainedTokenizerFast, mask_prob: float, seed: int
-) -> DataCollatorForLanguageModeling:
+class _Masking(DataCollatorForLanguageModeling):
+    """transformers' masking collator, whose batches also hold `masked`: the flat positions
+    of the masked tokens, found here on the CPU. The loss picks them with it; picking them
+    on a GPU by a boolean mask waits for the GPU at every step (masked_lm_loss). A plain
+    dict, not the tokenizer's BatchEncoding, whose `to` copies to a GPU synchronously."""
+
+    def __call__(self, examples: list[dict]) -> dict:
+        batch = dict(super().__call__(examples))
+        batch["masked"] = (batch["labels"].flatten() != -100).nonzero().squeeze(1)
+        return batch
+
+
+def _seeded_collator(tokenizer: PreTrainedTokenizerFast, mask_prob: float, seed: int) -> _Masking:
     """The masking collator with its generator made here, as the collator itself makes it
     in a main process. Left to itself it looks at the process name, and in any other
     process (a Prefect deployment runs flows in a child process) it expects to be a
     DataLoader worker and fails."""
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mask_prob, seed=seed)
+    collator = _Masking(tokenizer, mlm_probability=mask_prob, seed=seed)
     collator.generator = torch.Generator().manual_seed(seed)
     return collator
 
@@ -107,9 +142,11 @@ class MaskedLMData(L.LightningDataModule):
         mask_prob: float,
         seed: int,
         val_windows: int,
+        loading: Loading = Loading(),
     ):
         super().__init__()
         self.tokenizer = tokenizer
+        self.loading = loading
         self.batch_size = batch_size
         self.seed = seed
         self.collator = _seeded_collator(tokenizer, mask_prob, seed)
@@ -130,10 +167,11 @@ class MaskedLMData(L.LightningDataModule):
             shuffle=True,
             collate_fn=self.collator,
             generator=generator,
+            **self.loading.options(self.collator),
         )
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(_Rows(self.val_batches), batch_size=None)
+        return DataLoader(_Rows(self.val_batches), batch_size=None, pin_memory=self.loading.pin)
 
 
 def label_map(labels: pd.Series) -> dict[str, int]:
@@ -179,9 +217,11 @@ class ClassificationData(L.LightningDataModule):
         teacher_tokenizer: PreTrainedTokenizerFast | None = None,
         teacher_logits: dict[str, np.ndarray] | None = None,
         val_texts: int | None = None,
+        loading: Loading = Loading(),
     ):
         super().__init__()
         self.batch_size = batch_size
+        self.loading = loading
         self.seed = seed
         self.collator = _Tokenized(tokenizer, length, teacher_tokenizer)
         # Each split's text ids in its order (the frame's index where it has no id column).
@@ -214,7 +254,12 @@ class ClassificationData(L.LightningDataModule):
     def loader(self, name: str, shuffle: bool = False) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
-            self.sets[name], batch_size=self.batch_size, shuffle=shuffle, collate_fn=self.collator, generator=generator
+            self.sets[name],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            collate_fn=self.collator,
+            generator=generator,
+            **self.loading.options(),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -50,8 +50,12 @@ def kd_loss(
 ) -> torch.Tensor:
     # The weights are the labels', so they weigh only the hard-label term, which leaves out
     # the texts without a label (UNLABELED): a batch of those alone has none.
-    labelled = labels != UNLABELED
-    hard = F.cross_entropy(student[labelled], labels[labelled], weight=weight) if labelled.any() else student.sum() * 0
+    # The weighted mean over the labelled texts, summed and divided here: cross-entropy's
+    # own mean is 0 / 0 for none, and asking whether there are any waits for a GPU.
+    labelled = (labels != UNLABELED).float()
+    weights = labelled if weight is None else weight[labels.clamp(min=0)] * labelled
+    summed = F.cross_entropy(student, labels, weight=weight, ignore_index=UNLABELED, reduction="sum")
+    hard = summed / weights.sum().clamp(min=torch.finfo(weights.dtype).tiny)
     # KL(teacher || student) = sum p_t (log p_t - log p_s); batchmean makes it per example.
     soft = F.kl_div(
         F.log_softmax(student / temperature, -1), F.softmax(teacher / temperature, -1), reduction="batchmean"
@@ -160,7 +164,7 @@ class Distiller(Classifier):
             loss = kd_loss(
                 student.logits, batch["teacher_logits"], batch["labels"], cfg.alpha, cfg.temperature, self.class_weight
             )
-            self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
+            self.log("train/loss", loss, batch_size=batch["labels"].shape[0])
             return loss
         own_tokens = "teacher_input_ids" not in batch
         if own_tokens and self.teacher.config.vocab_size != self.model.config.vocab_size:
@@ -196,7 +200,7 @@ class Distiller(Classifier):
                 ) / len(self.pairs)
             self.log("train/hidden_loss", hidden, batch_size=batch["labels"].shape[0])
             loss = loss + self.cfg.hidden_weight * hidden
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["labels"].shape[0])
+        self.log("train/loss", loss, batch_size=batch["labels"].shape[0])
         return loss
 
     def trained_parameters(self) -> list[nn.Parameter]:

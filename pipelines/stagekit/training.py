@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 
 from components.errors import KilnError
 from components.text.config import check_validates
-from components.text.training import best_state, budgeted, build_trainer, device, precision, resume_point
+from components.text.training import best_state, budgeted, build_trainer, device, loading, precision, resume_point
 from pipelines.core import console
 from pipelines.core.io import atomic, remove
 from pipelines.core.records import ModelCard
@@ -231,7 +231,7 @@ def teacher_logits(teacher, tokenizer, frames: dict, labels: dict[str, int], len
     from components.text.data import ClassificationData
 
     where = device(hardware)
-    data = ClassificationData(frames, labels, tokenizer, length, 64, 0)
+    data = ClassificationData(frames, labels, tokenizer, length, 64, 0, loading=loading(hardware))
     model = teacher.to(where)
     with torch.autocast(where, dtype=torch.bfloat16, enabled=precision(hardware) == "bf16-mixed"):
         found = {name: logits_of(model, data.loader(name)) for name in frames}

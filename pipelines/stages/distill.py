@@ -16,6 +16,7 @@ from components.text.data import BERT_SPECIAL, ClassificationData, file_hash, lo
 from components.text.distill import Distiller, KdLoss, inherited_student, sized_config
 from components.text.modules import class_weights
 from components.text.tokenizer import cut_vocabulary, used_tokens
+from components.text.training import loading
 from pipelines.stagekit.contract import StageContext, StageResult
 from pipelines.stagekit.majority import checked
 from pipelines.stagekit.trained import trained_metrics
@@ -67,6 +68,7 @@ def run(ctx: StageContext) -> StageResult:
         teacher_tokenizer=None if cached else teacher_tokens(described, taught, teacher_tokenizer),
         teacher_logits={"train": answers["train"]} if cached else None,
         val_texts=cfg.loop.val_texts,
+        loading=loading(params.hardware),
     )
     weight = class_weights(cfg.class_weight, labelled["label"].map(taught.labels), len(taught.labels))
     teaching, loss = None if cached else teacher, KdLoss(cfg.alpha, cfg.temperature, cfg.hidden_weight)

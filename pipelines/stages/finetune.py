@@ -10,6 +10,7 @@ from components.text.classifier import MeanPoolClassifier, frozen
 from components.text.data import ClassificationData, label_map, stratified_fraction
 from components.text.model import keep_positions
 from components.text.modules import Classifier, class_weights
+from components.text.training import loading
 from pipelines.stagekit.contract import StageContext, StageResult
 from pipelines.stagekit.majority import checked
 from pipelines.stagekit.pretrained import resolve as pretrained_source
@@ -29,7 +30,14 @@ def run(ctx: StageContext) -> StageResult:
     loop, optim = (cfg.loop, cfg.optim) if pretrained.start is None else cfg.pretrained()
     length = pretrained.max_length
     data = ClassificationData(
-        split, labels, tokenizer, length, loop.batch_size, params.hardware.seed, val_texts=loop.val_texts
+        split,
+        labels,
+        tokenizer,
+        length,
+        loop.batch_size,
+        params.hardware.seed,
+        val_texts=loop.val_texts,
+        loading=loading(params.hardware),
     )
 
     def classifier() -> MeanPoolClassifier:
@@ -84,7 +92,14 @@ def _ablation(ctx, split, labels, tokenizer, length, classifier, weight, pretrai
     for name, (model, loop, optim) in rivals.items():
         L.seed_everything(params.hardware.seed, workers=True, verbose=False)
         data = ClassificationData(
-            split, labels, tokenizer, length, loop.batch_size, params.hardware.seed, val_texts=loop.val_texts
+            split,
+            labels,
+            tokenizer,
+            length,
+            loop.batch_size,
+            params.hardware.seed,
+            val_texts=loop.val_texts,
+            loading=loading(params.hardware),
         )
         module = Classifier(model, optim, {"ablation": name}, len(labels), weight)
         trainer = fit(ctx, module, data, name, loop, monitor="val/macro_f1", patience=cfg.patience, log_to_mlflow=False)

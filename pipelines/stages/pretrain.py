@@ -11,7 +11,7 @@ from components.text.data import MaskedLMData, file_hash, load_tokenizer
 from components.text.model import bert_config, count_parameters, keep_positions, unigram_bias, unigram_perplexity
 from components.text.modules import MaskedLM, masked_lm_perplexity
 from components.text.tokenizer import choose_max_length, token_counts, vocabulary_fit
-from components.text.training import precision
+from components.text.training import loading, precision
 from pipelines.stagekit import pretrained
 from pipelines.stagekit.contract import StageContext, StageResult
 from pipelines.stagekit.training import card, fit, save_model
@@ -140,6 +140,7 @@ def run(ctx: StageContext) -> StageResult:
         cfg.mask_prob,
         params.hardware.seed,
         cfg.val_windows,
+        loading(params.hardware),
     )
     trained, judged = _train(ctx, model, data, len(texts), described, loop, init is not None, fresh_head)
     metrics = {**chosen, **trained, "model/params": count_parameters(model), "model/max_length": length}

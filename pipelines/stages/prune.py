@@ -13,6 +13,7 @@ from components.text.distill import Distiller, KdLoss
 from components.text.model import count_parameters
 from components.text.modules import class_weights
 from components.text.prune import importance, prune
+from components.text.training import loading
 from pipelines.core.io import write_json
 from pipelines.stagekit.contract import StageContext, StageResult
 from pipelines.stagekit.majority import checked
@@ -66,6 +67,7 @@ def run(ctx: StageContext) -> StageResult:
         params.hardware.seed,
         teacher_tokenizer=teacher_tokens(made, taught, teacher_tokenizer),
         val_texts=cfg.loop.val_texts,
+        loading=loading(params.hardware),
     )
 
     heads, neurons = importance(student, data.train_dataloader(), cfg.importance_batches)

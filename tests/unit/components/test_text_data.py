@@ -114,3 +114,31 @@ def test_a_classifiers_batches_are_tokenized_as_drawn_and_match_the_tokenizer(to
     assert torch.equal(first["teacher_logits"], torch.from_numpy(logits[:8]))
     with pytest.raises(Exception, match=r"labels \['z'\] are not in the model's label map"):
         ClassificationData({"train": train.assign(label="z")}, {"a": 0, "b": 1}, tokenizer, 24, 8, 0)
+
+
+def test_masked_batches_are_plain_dicts_holding_the_masked_positions(tokenizer):
+    # A dict's tensors go to a GPU asynchronously (a BatchEncoding's `to` does not), and the
+    # loss picks the masked positions by `masked` instead of a boolean mask that syncs.
+    texts = tiny_frame()["text"].tolist()
+    data = MaskedLMData(texts, texts, tokenizer, 32, 8, 0.15, seed=0, val_windows=1024)
+    for batch in [next(iter(data.train_dataloader())), next(iter(data.val_dataloader()))]:
+        assert type(batch) is dict
+        assert torch.equal(batch["masked"], (batch["labels"].flatten() != -100).nonzero().squeeze(1))
+
+
+def test_loader_workers_mask_from_their_own_seeded_streams(tokenizer):
+    from components.text.data import Loading
+
+    texts = [" ".join("a story about tech and business" for _ in range(2))] * 64  # identical windows
+
+    def masks(workers: int) -> list[torch.Tensor]:
+        data = MaskedLMData(texts, texts[:2], tokenizer, 32, 8, 0.15, 0, 1024, Loading(workers=workers))
+        loader = data.train_dataloader()
+        assert loader.num_workers == workers and loader.persistent_workers == (workers > 0)
+        return [b["labels"] != -100 for b in loader]
+
+    two = masks(2)
+    assert all(torch.equal(a, b) for a, b in zip(two, masks(2)))  # the same masks run after run
+    # Worker 0 makes batches 0, 2, 4...; worker 1 batches 1, 3, 5. Their rows are alike, so
+    # one generator inherited by both would have drawn one mask for batch 0 and batch 1.
+    assert two[0].shape == two[1].shape and not torch.equal(two[0], two[1])

@@ -28,6 +28,24 @@ def test_auto_precision_is_bf16_only_where_the_cpu_multiplies_bf16(monkeypatch):
     assert training.precision(shipped("hardware")) == "bf16-mixed"
 
 
+def test_batches_are_made_in_workers_and_pinned_on_a_gpu_and_in_the_training_process_on_a_cpu(monkeypatch):
+    from components.text import training
+    from components.text.data import Loading
+
+    monkeypatch.setattr(training.torch.cuda, "is_available", lambda: False)
+    assert training.loading(shipped("hardware")) == Loading(workers=0, pin=False)
+    assert training.loading(shipped("hardware", loader_workers=3)) == Loading(workers=3, pin=False)
+    monkeypatch.setattr(training.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(training.torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(training.os, "cpu_count", lambda: 16)
+    assert training.loading(shipped("hardware")) == Loading(workers=4, pin=True)  # 8 cores per GPU, half
+    monkeypatch.setattr(training.os, "cpu_count", lambda: 64)
+    assert training.loading(shipped("hardware")) == Loading(workers=8, pin=True)
+    monkeypatch.setattr(training.os, "cpu_count", lambda: 2)
+    assert training.loading(shipped("hardware")) == Loading(workers=1, pin=True)
+    assert training.loading(shipped("hardware", accelerator="cpu")) == Loading(workers=0, pin=False)
+
+
 def test_a_pretrained_teacher_gets_its_own_loop_and_small_data_enough_steps():
     from components.text.training import budgeted
 
