@@ -4,12 +4,17 @@ pretrained chain's stage times.
 Default mode: one BERT encoder (the gpu profile's sizes, batch, sequence length and
 optimizer) trained for masked-LM pretraining and for finetuning, each by a plain loop
 (pre-tokenised tensors on the device, masking on the device, bf16 autocast, fused AdamW,
-SDPA attention, which is transformers' default for BERT and printed, no per-step host
-syncs) and by Kiln's path (the DataModules of components.text.data, the LightningModules of
-components.text.modules, the Trainer of components.text.training.build_trainer with the
-profile's hardware), in bf16-mixed and in fp32. Prints tokens/s (padded positions a second),
-the Kiln/plain and bf16/fp32 ratios, the GPU's mean utilisation while measuring, and peak
-allocated memory. Kiln's fits neither validate, checkpoint nor log to MLflow while measured.
+SDPA attention, which is transformers' default for BERT and printed, no host syncs of its
+own: transformers' check of the attention mask for SDPA makes one a step in both paths) and
+by Kiln's path (the DataModules of components.text.data with the loaders' workers and
+pinning the hardware gets, the LightningModules of components.text.modules, the Trainer of
+components.text.training.build_trainer with the profile's hardware), in bf16-mixed and in
+fp32; in bf16 also Kiln's path with its batches made in the training process between steps
+(`kiln-inline`, as on a CPU). Prints tokens/s (padded positions a second), the Kiln/plain and
+bf16/fp32 ratios, the GPU's mean utilisation while measuring, and peak allocated memory.
+Kiln's fits neither validate, checkpoint nor log to MLflow while measured. `--batch N` sets
+pretrain's and finetune's batch size; `--syncs` then lists, for three of Kiln's bf16 steps,
+each call that waits for the GPU and the frames that led to it.
 
 `--chain`: the stages split, augment, tokenize, pretrain, finetune, distill and prune, run
 through their adapters as `kiln stage` runs them, but in a scratch folder and without MLflow,
@@ -63,7 +68,9 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,7 +286,33 @@ def run_plain(task: Task, model, length: int, bf16: bool, meter: Meter) -> float
     return loss.item()
 
 
-def run_kiln(task: Task, model, params: Params, precision: str, meter: Meter) -> float:
+class SyncSites(L.Callback):
+    """Where a training step waits for the GPU: torch's sync debug mode over `count` steps
+    from step `start`, each synchronizing call site counted with the frames that led to it."""
+
+    def __init__(self, start: int, count: int = 3):
+        self.start, self.count, self.sites = start, count, Counter()
+        self.shown = warnings.showwarning
+
+    def _record(self, message, *_args, **_kwargs) -> None:
+        if "synchroniz" not in str(message):
+            return
+        frames = [f for f in traceback.extract_stack()[:-2] if "warnings" not in f.filename][-6:]
+        self.sites[" <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames))] += 1
+
+    def on_train_batch_start(self, trainer, *_args) -> None:
+        if trainer.global_step == self.start:
+            warnings.showwarning = self._record
+            warnings.simplefilter("always", UserWarning)
+            torch.cuda.set_sync_debug_mode("warn")
+        elif trainer.global_step == self.start + self.count:
+            torch.cuda.set_sync_debug_mode(0)
+            warnings.showwarning = self.shown
+
+
+def run_kiln(
+    task: Task, model, params: Params, precision: str, meter: Meter, callbacks: tuple[L.Callback, ...] = ()
+) -> float:
     hardware = params.hardware.model_copy(update={"precision": precision})
     # Steady-state training steps: no validation or checkpoint inside the measured window.
     loop = task.section.loop.model_copy(
@@ -292,7 +325,7 @@ def run_kiln(task: Task, model, params: Params, precision: str, meter: Meter) ->
     )
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer("gpu_check", hardware, loop, Path(tmp), [], progress=lambda _: None)
-        trainer.callbacks.append(Measured(meter))
+        trainer.callbacks.extend([Measured(meter), *callbacks])
         trainer.fit(task.module(model), datamodule=task.data)
     return float(trainer.callback_metrics["train/loss"])
 
@@ -316,7 +349,7 @@ def corpus(params: Params, tiny: bool, packed: Path | None):
     return parts, tokenizer, length
 
 
-def throughput(params: Params, tiny: bool, packed: Path | None, warmup: int, steps: int) -> None:
+def throughput(params: Params, tiny: bool, packed: Path | None, warmup: int, steps: int, syncs: bool) -> None:
     parts, tokenizer, length = corpus(params, tiny, packed)
     seed, read = params.hardware.seed, utilisation()
     texts = {name: frame["text"].tolist() for name, frame in parts.items()}
@@ -393,6 +426,14 @@ def throughput(params: Params, tiny: bool, packed: Path | None, warmup: int, ste
                 results[name, precision, path] = (meter.rate, meter.util(), peak, loss)
                 print(f"  {name} {precision} {path}: {meter.rate:,.0f} tokens/s", flush=True)
     print_throughput(results)
+    if syncs and torch.cuda.is_available():
+        for name, task in tasks.items():
+            task.data.loading, sites = feed, SyncSites(warmup)
+            run_kiln(task, task.model(), params, "bf16-mixed", Meter(warmup, sites.count, None), (sites,))
+            found = sum(sites.sites.values())
+            print(f"\n{name}, Kiln's path, bf16: {found} synchronizing calls in {sites.count} steps")
+            for site, n in sites.sites.most_common():
+                print(f"  {n:3d}  {site}")
 
 
 def _fresh() -> None:
@@ -506,6 +547,7 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="a CPU-sized check of either mode")
     parser.add_argument("--pack", type=Path, metavar="DIR", help="write ingest's dataset and MiniLM to carry")
     parser.add_argument("--packed", type=Path, metavar="DIR", help="read them from DIR (else make them here)")
+    parser.add_argument("--syncs", action="store_true", help="then list where Kiln's steps wait for the GPU")
     parser.add_argument("--batch", type=int, help="pretrain's and finetune's batch size instead of the profile's")
     parser.add_argument("--warmup", type=int, help="untimed steps (10; 2 with --tiny)")
     parser.add_argument("--steps", type=int, help="measured steps (100; 5 with --tiny)")
@@ -521,7 +563,7 @@ def main() -> None:
         return chain(load_params(("gpu", "pretrained"), extra), args.tiny, args.packed)
     warmup = args.warmup or (2 if args.tiny else 10)
     steps = args.steps or (5 if args.tiny else 100)
-    throughput(load_params(("gpu",), extra), args.tiny, args.packed, warmup, steps)
+    throughput(load_params(("gpu",), extra), args.tiny, args.packed, warmup, steps, args.syncs)
 
 
 if __name__ == "__main__":
