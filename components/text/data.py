@@ -105,6 +105,12 @@ class _Rows(Dataset):
         return self.rows[index]
 
 
+def masked_positions(labels: torch.Tensor) -> torch.Tensor:
+    """The flat positions of the masked tokens in a masked-LM batch's `labels` (every other
+    position holds the ignore label -100)."""
+    return (labels.flatten() != -100).nonzero().squeeze(1)
+
+
 class _Masking(DataCollatorForLanguageModeling):
     """transformers' masking collator, whose batches also hold `masked`: the flat positions
     of the masked tokens, found here on the CPU. The loss picks them with it; picking them
@@ -113,7 +119,7 @@ class _Masking(DataCollatorForLanguageModeling):
 
     def __call__(self, examples: list[dict]) -> dict:
         batch = dict(super().__call__(examples))
-        batch["masked"] = (batch["labels"].flatten() != -100).nonzero().squeeze(1)
+        batch["masked"] = masked_positions(batch["labels"])
         return batch
 
 

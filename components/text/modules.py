@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from transformers import get_linear_schedule_with_warmup
 
 from components.text.config import ClassWeight, OptimConfig
+from components.text.data import masked_positions
 from components.text.model import perplexity
 
 # The learning rate at each step, as the schedule set it (see training.build_trainer).
@@ -84,7 +85,7 @@ def masked_lm_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     # would wait there for the encoder to finish before the host could queue the rest.
     masked = batch.get("masked")
     if masked is None:
-        masked = (batch["labels"].flatten() != -100).nonzero().squeeze(1)
+        masked = masked_positions(batch["labels"])
     logits = model.cls(hidden.flatten(0, 1).index_select(0, masked))
     return nn.functional.cross_entropy(logits, batch["labels"].flatten().index_select(0, masked))
 

@@ -29,16 +29,7 @@ def run(ctx: StageContext) -> StageResult:
         split["train"] = with_augmented(ctx, split["train"])
     loop, optim = (cfg.loop, cfg.optim) if pretrained.start is None else cfg.pretrained()
     length = pretrained.max_length
-    data = ClassificationData(
-        split,
-        labels,
-        tokenizer,
-        length,
-        loop.batch_size,
-        params.hardware.seed,
-        val_texts=loop.val_texts,
-        loading=loading(params.hardware),
-    )
+    data = _data(ctx, split, labels, tokenizer, length, loop)
 
     def classifier() -> MeanPoolClassifier:
         config = encoder.config.__class__.from_dict(
@@ -74,6 +65,21 @@ def run(ctx: StageContext) -> StageResult:
     return checked(ctx, StageResult(metrics=metrics), "teacher", split["train"]["label"], truth, predicted)
 
 
+def _data(ctx: StageContext, split, labels, tokenizer, length: int, loop) -> ClassificationData:
+    """The splits as `loop` trains and checks a classifier on them, on this hardware."""
+    hardware = ctx.params.hardware
+    return ClassificationData(
+        split,
+        labels,
+        tokenizer,
+        length,
+        loop.batch_size,
+        hardware.seed,
+        val_texts=loop.val_texts,
+        loading=loading(hardware),
+    )
+
+
 def _ablation(ctx, split, labels, tokenizer, length, classifier, weight, pretrained, truth, predicted) -> dict:
     """The teacher's rivals on the same texts: the same classifier from scratch (what
     pretraining gains) and, when pretrain adapted a checkpoint to these texts, the
@@ -91,16 +97,7 @@ def _ablation(ctx, split, labels, tokenizer, length, classifier, weight, pretrai
     found = {}
     for name, (model, loop, optim) in rivals.items():
         L.seed_everything(params.hardware.seed, workers=True, verbose=False)
-        data = ClassificationData(
-            split,
-            labels,
-            tokenizer,
-            length,
-            loop.batch_size,
-            params.hardware.seed,
-            val_texts=loop.val_texts,
-            loading=loading(params.hardware),
-        )
+        data = _data(ctx, split, labels, tokenizer, length, loop)
         module = Classifier(model, optim, {"ablation": name}, len(labels), weight)
         trainer = fit(ctx, module, data, name, loop, monitor="val/macro_f1", patience=cfg.patience, log_to_mlflow=False)
         scored = score(trainer, module, data)
