@@ -12,7 +12,7 @@ from filelock import FileLock
 
 from tests.support import prefect_server
 from tests.support import webhook as hook
-from tests.support.repo import SHARED_PREFECT, copy_repo, kiln
+from tests.support.repo import SHARED_PREFECT, copy_repo, kiln_here
 from tests.support.stores import copy_with_store, empty_store
 from tests.support.tiny import tiny_repo
 
@@ -45,7 +45,7 @@ def prepared_template(tmp_path_factory, worker_id) -> Path:
 
     def build(folder: Path) -> None:
         dest = tiny_repo(copy_repo(folder / "kiln"))
-        out = kiln("run", "augment", "tokenize", cwd=dest)
+        out = kiln_here("run", "augment", "tokenize", cwd=dest)
         assert out.returncode == 0, out.stdout + out.stderr
 
     return built_once(tmp_path_factory, worker_id, "prepared", build) / "kiln"
@@ -58,7 +58,7 @@ def trained_template(prepared_template: Path, tmp_path_factory, worker_id) -> Pa
     def build(folder: Path) -> None:
         dest = folder / "kiln"
         shutil.copytree(prepared_template, dest, symlinks=True)
-        out = kiln("run", "prune", cwd=dest)
+        out = kiln_here("run", "prune", cwd=dest)
         assert out.returncode == 0, out.stdout + out.stderr
 
     return built_once(tmp_path_factory, worker_id, "trained", build) / "kiln"

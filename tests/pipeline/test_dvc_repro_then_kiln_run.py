@@ -98,7 +98,7 @@ def built(tmp_path_factory) -> Built:
     short = {"loop": {"max_steps": 20, "val_every_steps": 10}}
     set_params(repo, finetune=short, distill=short, prune=short, classical={"c": [1.0]})
     set_params(repo, explain={"aopc_texts": 20, "max_misclassified": 10})
-    first = kiln("run", cwd=repo)
+    first = kiln_here("run", cwd=repo)
     assert first.returncode == 0, first.stdout + first.stderr
     return Built(repo, (repo / "dvc.lock").read_text(), lock_without_docs(repo), len(runs(repo)))
 
@@ -272,7 +272,7 @@ def test_nothing_changed_so_dvc_repro_reruns_nothing(built):
 
 
 def test_nothing_changed_so_kiln_run_reruns_nothing(built):
-    out = kiln("run", cwd=built.repo)
+    out = kiln_here("run", cwd=built.repo)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("up to date") == len(STAGES)
     assert (built.repo / "dvc.lock").read_text() == built.lock
@@ -377,7 +377,7 @@ def test_dvc_exp_sweeps_track_into_the_repositorys_store_and_the_run_cache_resto
     shipped_lr = yaml.safe_load((built.repo / "params.yaml").read_text())["prune"]["optim"]["lr"]
     for lr in (rates["exp-low"], shipped_lr):
         set_params(built.repo, prune={"optim": {"lr": lr}})
-        restored = kiln("run", "prune", cwd=built.repo)
+        restored = kiln_here("run", "prune", cwd=built.repo)
         assert restored.returncode == 0, restored.stdout + restored.stderr
         assert re.search(r"^prune +restored ", restored.stdout, re.M), restored.stdout
     after = runs(built.repo)

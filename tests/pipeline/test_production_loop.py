@@ -48,7 +48,7 @@ def test_monitor_fires_on_shifted_traffic_only_and_a_labelled_queue_is_learned(t
     # source, so the run redoes ingest and validate, finds the models up to date, and
     # registers and promotes them.
     repo = incoming_repo(trained, monitor={"min_requests": 20})
-    first = kiln("run", cwd=repo)
+    first = kiln_here("run", cwd=repo)
     assert first.returncode == 0 and "version 1 of 'kiln-mine' promoted" in first.stdout, first.stdout + first.stderr
     split = pd.concat([pd.read_parquet(p) for p in sorted((repo / "data/split").glob("*.parquet"))])
 
@@ -100,7 +100,7 @@ def test_monitor_fires_on_shifted_traffic_only_and_a_labelled_queue_is_learned(t
     again = kiln_here("label", "import", str(tmp_path / "labelled.csv"), cwd=repo)
     assert again.returncode == 1 and "was imported already" in again.stderr
 
-    retrained = kiln("retrain", cwd=repo)
+    retrained = kiln_here("retrain", cwd=repo)
     assert retrained.returncode == 0, retrained.stdout + retrained.stderr
     assert "1 batch(es) learned" in retrained.stdout and "drift not checked" in retrained.stdout
     batch = f"labelled-{folder.name}.csv"

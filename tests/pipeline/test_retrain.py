@@ -7,7 +7,7 @@ import pytest
 
 from tests.support.data import good_batch
 from tests.support.params import set_params
-from tests.support.repo import copy_repo, kiln
+from tests.support.repo import copy_repo, kiln, kiln_here
 from tests.support.tiny import incoming_repo
 
 pytestmark = pytest.mark.slow
@@ -21,7 +21,7 @@ def test_bad_batches_are_quarantined_with_reports_and_a_notification(tmp_path, w
     good_batch().assign(label="astrology").to_csv(incoming / "a-unknown-label.csv", index=False)
     (incoming / "b-wrong-format.xlsx").write_bytes(b"PK\x03\x04 not a table")
     (incoming / "c-empty.csv").write_text("")
-    out = kiln("retrain", cwd=repo)
+    out = kiln_here("retrain", cwd=repo)
     assert out.returncode == 1, out.stdout + out.stderr
     assert "3 batch(es) quarantined" in out.stderr and "kiln: error:" in out.stderr
     assert "Traceback" not in out.stderr
@@ -70,14 +70,14 @@ def test_a_run_that_fails_halfway_keeps_the_champion_and_the_next_run_carries_on
     impossible): the stages before it stay done, and the next run starts from there."""
     repo = incoming_repo(copy_repo(tmp_path / "kiln"), export={"max_abs_diff": 1e-30})
     good_batch().to_csv(repo / "data/incoming/batch.csv", index=False)
-    failed = kiln("retrain", cwd=repo)
+    failed = kiln_here("retrain", cwd=repo)
     assert failed.returncode == 1 and "the pipeline failed" in failed.stderr, failed.stdout + failed.stderr
     assert "export" in failed.stderr and "Traceback" not in failed.stderr
     assert (repo / "data/processed/batch.csv").is_file() and (repo / "models/pruned").is_dir()
     assert not (repo / "reports/register.json").exists(), "nothing was registered"
 
     set_params(repo, export={"max_abs_diff": 1e-4})
-    done = kiln("retrain", cwd=repo)
+    done = kiln_here("retrain", cwd=repo)
     assert done.returncode == 0, done.stdout + done.stderr
     table = {
         line.split("|")[1].strip(): line.split("|")[2].strip()

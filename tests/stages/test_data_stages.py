@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.data import tiny_frame
 from tests.support.params import set_params
-from tests.support.repo import BIN, kiln, kiln_here, run
+from tests.support.repo import BIN, kiln_here, run
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ def test_quarantine_policy_lets_the_run_go_on(repo):
     frame.loc[0, "label"] = "sprot"
     use_file(repo, frame)
     set_params(repo, validate={"policy": "quarantine", "max_quarantine_share": 0.05})
-    out = kiln("run", "split", cwd=repo)
+    out = kiln_here("run", "split", cwd=repo)
     assert out.returncode == 0, out.stdout + out.stderr
     quarantined = pd.read_parquet(repo / "data/quarantine/rows.parquet")
     assert quarantined["id"].tolist() == ["mine.csv:2"]
@@ -90,7 +90,7 @@ def test_quarantine_policy_lets_the_run_go_on(repo):
 
 def test_kiln_run_stops_on_a_user_error_with_its_message(repo):
     use_file(repo, b"body,label\nhello there,tech\n")
-    out = kiln("run", cwd=repo)
+    out = kiln_here("run", cwd=repo)
     assert out.returncode == 1
     assert "kiln: error: ingest: " in out.stderr and "no text column 'text'" in out.stderr
     assert "Traceback" not in out.stdout + out.stderr
@@ -106,7 +106,7 @@ def test_stage_learns_from_train_only(repo):
     frame["text"] = [f"{t} marker{i}x marker{i}x marker{i}x" for i, t in enumerate(frame["text"])]
     frame.to_csv(repo / "data/external/mine.csv", index=False)
     set_params(repo, ingest={"source": "file", "file": {"path": "data/external/mine.csv"}})
-    out = kiln("run", "tokenize", cwd=repo)
+    out = kiln_here("run", "tokenize", cwd=repo)
     assert out.returncode == 0, out.stdout + out.stderr
     from tokenizers import Tokenizer
 

@@ -259,7 +259,7 @@ def test_a_refused_int8_is_left_out_and_a_classical_model_is_held_to_the_best_tr
     from pipelines.registry.gating import floor
 
     set_params(trained, select={"family": "classical"})
-    out = kiln("run", "quantize", "classical", "search", cwd=trained)
+    out = kiln_here("run", "quantize", "classical", "search", cwd=trained)
     assert out.returncode == 0, out.stdout + out.stderr
     int8 = trained / "models/model.int8.onnx"
     metadata = read_metadata(int8)

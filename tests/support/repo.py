@@ -82,15 +82,34 @@ def kiln(*args: str, cwd: Path, own_prefect: bool = False, **extra: str) -> subp
     return run([str(BIN / "kiln"), *args], cwd, **extra)
 
 
+def environment(env: dict[str, str]) -> None:
+    """`env` as this process's environment, with MLflow's process-wide tracking URI unset
+    (Lightning's MLFlowLogger sets it to the store a command tracked into), so MLflow reads
+    the store from `env` as a process of its own would. Unset before `env` is in place:
+    unsetting it removes MLFLOW_TRACKING_URI from the environment too."""
+    os.environ.clear()
+    if (mlflow := sys.modules.get("mlflow")) is not None:
+        mlflow.set_tracking_uri(None)
+    os.environ.update(env)
+
+
 def kiln_here(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess:
     """`kiln ARGS` in `cwd` inside this process, with `clean_env(**extra)` as its
     environment: for a command whose output, exit code and files are checked, where a
-    process of its own (seconds of imports) checks nothing more. Not for the flows (`run`,
-    `retrain`, `monitor`): they own their process's Prefect settings. What the command's
-    console prints is returned; the rest goes to its log file as in a process of its own.
-    The environment, working directory, console and SIGTERM's handler are put back after."""
+    process of its own (seconds of imports) checks nothing more. A `run` or `retrain` uses
+    the test session's Prefect server, as `kiln` gives them, with Prefect's settings read
+    again from the command's environment and again after it. What the command's console
+    prints is returned; the rest goes to its log file as in a process of its own. The
+    environment, working directory, console and SIGTERM's handler are put back after."""
     from pipelines import cli
     from pipelines.core import console
+
+    flow = args[:1] in (("run",), ("retrain",))
+    if flow:
+        from prefect.context import refresh_global_settings_context
+        from prefect.logging.handlers import APILogWorker
+
+        extra.setdefault("PREFECT_API_URL", os.environ[SHARED_PREFECT])
 
     out, err = io.StringIO(), io.StringIO()
     environ, here, argv, shown = dict(os.environ), Path.cwd(), sys.argv, console._current
@@ -112,8 +131,10 @@ def kiln_here(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProces
                     stream.close()
                 terminal.out, terminal.err, terminal.tty = streams
 
-    os.environ.clear()
-    os.environ.update(clean_env(**extra))
+    env = clean_env(**extra)  # read before the environment it is made from is cleared
+    environment(env)
+    if flow:
+        refresh_global_settings_context()
     os.chdir(cwd)
     sys.argv = ["kiln", *args]
     console._current, console.capture = console.Console(out, err), into_strings
@@ -124,8 +145,11 @@ def kiln_here(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProces
     except SystemExit as exit:
         code = exit.code if isinstance(exit.code, int) else 1
     finally:
-        os.environ.clear()
-        os.environ.update(environ)
+        if flow:  # its last log lines, before the session's server stops
+            APILogWorker.drain_all()
+        environment(environ)
+        if flow:
+            refresh_global_settings_context()
         os.chdir(here)
         sys.argv, console._current, console.capture = argv, shown, capture
         signal.signal(signal.SIGTERM, sigterm)
