@@ -94,7 +94,7 @@ def test_one_run_at_a_time_and_a_stopped_run_takes_its_server_with_it(prepared):
     first = start([str(BIN / "kiln"), "run"], prepared)
     server = wait_for(lambda: children(first.pid, "prefect server start"), "temporary Prefect server", proc=first)[0]
     wait_for(lambda: (prepared / "checkpoints").exists(), "a training stage", proc=first)
-    second = kiln("run", cwd=prepared)
+    second = kiln_here("run", cwd=prepared)
     assert second.returncode == 1
     assert f"kiln: error: another run (PID {first.pid}, started " in second.stderr
     assert ": kiln run) holds this repo" in second.stderr and "Traceback" not in second.stderr
@@ -118,7 +118,7 @@ def test_one_run_at_a_time_and_a_stopped_run_takes_its_server_with_it(prepared):
     again.wait()
     wait_for(lambda: gone(server), "the server of a kill -9'd run to stop", timeout=30)
     assert (runs(prepared)["status"] == "RUNNING").any()  # nobody could end them...
-    later = kiln("run", "ingest", cwd=prepared)
+    later = kiln_here("run", "ingest", cwd=prepared)
     assert later.returncode == 0, later.stderr
     assert not (runs(prepared)["status"] == "RUNNING").any()  # ...the next run did: KILLED
     assert (runs(prepared)["status"] == "KILLED").any()
@@ -126,7 +126,7 @@ def test_one_run_at_a_time_and_a_stopped_run_takes_its_server_with_it(prepared):
 
 def test_a_killed_dvc_repro_takes_its_stage_with_it(prepared):
     set_params(prepared, finetune={"patience": 1000, "loop": {"max_epochs": 1000, "max_steps": 4000}})
-    assert kiln("run", "pretrain", cwd=prepared).returncode == 0
+    assert kiln_here("run", "pretrain", cwd=prepared).returncode == 0
     dvc = start([str(BIN / "dvc"), "repro", "finetune"], prepared)
     stage = wait_for(lambda: children(dvc.pid, "kiln stage finetune"), "kiln stage finetune", proc=dvc)[0]
     wait_for(lambda: (prepared / "checkpoints/finetune/teacher/last.ckpt").is_file(), "a checkpoint", proc=dvc)
@@ -191,7 +191,7 @@ def test_a_gone_tracking_server_fails_the_run_fast_and_the_rerun_registers_once(
 
     server = _tracking_server(trained, port)
     try:
-        second = kiln("run", cwd=trained, MLFLOW_TRACKING_URI=uri)
+        second = kiln_here("run", cwd=trained, MLFLOW_TRACKING_URI=uri)
         assert second.returncode == 0, second.stdout + second.stderr
         assert re.search(r"^export\s+up to date", second.stdout, re.MULTILINE), second.stdout
         # Register once more on the same inputs, as a rerun after a failure past registration does.

@@ -1,8 +1,8 @@
 """The production loop on the tiny config: the champion's logged traffic watched by
 `kiln monitor`, and a labelling queue exported, labelled by a script, imported and learned
-by `kiln retrain`. The flows (`run`, `monitor`, `retrain`) run as a user runs them, a process
-each; the commands between them run inside the test's process (`kiln_here`), where a
-process of their own would add seconds of imports and check nothing more."""
+by `kiln retrain`. Every command runs inside the test's process (`kiln_here`), where a
+process of its own would add seconds of imports and check nothing more: the flows on the
+session's Prefect server, whose events the test reads."""
 
 import json
 import os
@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.support.data import good_batch
-from tests.support.repo import SHARED_PREFECT, kiln, kiln_here
+from tests.support.repo import SHARED_PREFECT, kiln_here
 from tests.support.tiny import incoming_repo
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,7 @@ def test_monitor_fires_on_shifted_traffic_only_and_a_labelled_queue_is_learned(t
 
     # Traffic like the training data: no verdict of drift, no event.
     logged(repo, split["text"].tolist())
-    calm = kiln("monitor", cwd=repo)
+    calm = kiln_here("monitor", cwd=repo)
     assert calm.returncode == 0, calm.stdout + calm.stderr
     assert f"no drift in kiln-mine v1, {len(split)} texts" in calm.stdout, calm.stdout
     assert "event kiln.monitor.drift" not in calm.stdout and "Traceback" not in calm.stderr
@@ -64,7 +64,7 @@ def test_monitor_fires_on_shifted_traffic_only_and_a_labelled_queue_is_learned(t
     (repo / "reports/monitor.html").unlink()
     new_window(repo)
     logged(repo, [f"Recipe {i}: whisk two eggs, fold in the flour and bake for {20 + i} minutes." for i in range(40)])
-    shifted = kiln("monitor", cwd=repo)
+    shifted = kiln_here("monitor", cwd=repo)
     assert shifted.returncode == 0, shifted.stdout + shifted.stderr
     assert "drift in kiln-mine v1, 40 texts" in shifted.stdout and "vocabulary   FAILED" in shifted.stdout
     assert "event kiln.monitor.drift emitted" in shifted.stdout

@@ -58,7 +58,7 @@ def test_a_second_retrain_while_one_holds_the_repository_changes_nothing(tmp_pat
 def test_retrain_fails_fast_naming_an_unreachable_tracking_server(tmp_path):
     repo = incoming_repo(copy_repo(tmp_path / "kiln"))
     good_batch().to_csv(repo / "data/incoming/batch.csv", index=False)
-    out = kiln("retrain", cwd=repo, MLFLOW_TRACKING_URI="http://127.0.0.1:9")
+    out = kiln_here("retrain", cwd=repo, MLFLOW_TRACKING_URI="http://127.0.0.1:9")
     assert out.returncode == 1
     assert "MLflow tracking server at http://127.0.0.1:9 is not answering" in out.stderr
     assert (repo / "data/incoming/batch.csv").is_file()

@@ -44,6 +44,10 @@ def project_files() -> list[str]:
     return [line for line in out.splitlines() if (ROOT / line).is_file()]
 
 
+# The commands that run a Prefect flow, as `args[:1]`.
+FLOWS = (("run",), ("retrain",), ("monitor",))
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without any tracking server or Prefect API of the developer's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_", "KILN_"))}
@@ -77,7 +81,7 @@ def kiln(*args: str, cwd: Path, own_prefect: bool = False, **extra: str) -> subp
     """`kiln ARGS` in `cwd`. A run, retrain or monitor uses the test session's Prefect server instead
     of starting its own (seconds each), unless `own_prefect` or PREFECT_API_URL is given:
     tests of the temporary server itself use `own_prefect`."""
-    if args[:1] in (("run",), ("retrain",), ("monitor",)) and not own_prefect and os.environ.get(SHARED_PREFECT):
+    if args[:1] in FLOWS and not own_prefect and os.environ.get(SHARED_PREFECT):
         extra.setdefault("PREFECT_API_URL", os.environ[SHARED_PREFECT])
     return run([str(BIN / "kiln"), *args], cwd, **extra)
 
@@ -96,15 +100,16 @@ def environment(env: dict[str, str]) -> None:
 def kiln_here(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess:
     """`kiln ARGS` in `cwd` inside this process, with `clean_env(**extra)` as its
     environment: for a command whose output, exit code and files are checked, where a
-    process of its own (seconds of imports) checks nothing more. A `run` or `retrain` uses
-    the test session's Prefect server, as `kiln` gives them, with Prefect's settings read
-    again from the command's environment and again after it. What the command's console
-    prints is returned; the rest goes to its log file as in a process of its own. The
-    environment, working directory, console and SIGTERM's handler are put back after."""
+    process of its own (seconds of imports) checks nothing more. A flow (`run`, `retrain`,
+    `monitor`) uses the test session's Prefect server, as `kiln` gives them, with Prefect's
+    settings read again from the command's environment and again after it. What the
+    command's console prints is returned; the rest goes to its log file as in a process of
+    its own. The environment, working directory, console and SIGTERM's handler are put back
+    after."""
     from pipelines import cli
     from pipelines.core import console
 
-    flow = args[:1] in (("run",), ("retrain",))
+    flow = args[:1] in FLOWS
     if flow:
         from prefect.context import refresh_global_settings_context
         from prefect.logging.handlers import APILogWorker
