@@ -169,10 +169,18 @@ def changed(repo: "Repo", stage: "PipelineStage") -> bool:
 
 
 def reproduce(repo: "Repo", stage: "PipelineStage", force: bool = False) -> None:
-    """Reproduce one stage as `dvc repro` does: run it, or restore its outputs from DVC's
-    run-cache when it has seen these inputs before."""
-    with dvc_lock_errors(Path(repo.root_dir)):
-        repo.reproduce(stage.addressing, single_item=True, force=force)
+    """Reproduce one stage of the plan as `dvc repro` does: run it, or restore its outputs
+    from DVC's run-cache when it has seen these inputs before.
+
+    `dvc repro` plans once and reproduces each planned stage in turn, under the lock and
+    SCM context its `Repo.reproduce` takes; so does this, with DVC's own steps. Asked for a
+    stage by name, `Repo.reproduce` would read dvc.yaml and dvc.lock again for each stage
+    (2.5 s of a default run's overhead)."""
+    from dvc.repo import lock_repo
+    from dvc.repo.reproduce import _reproduce
+
+    with dvc_lock_errors(Path(repo.root_dir)), lock_repo(repo), repo.scm_context():
+        _reproduce([stage], force=force, interactive=False)
 
 
 def status(repo: "Repo", targets: list[str] | None = None) -> dict[str, list[str]]:

@@ -18,6 +18,7 @@ def test_a_runs_lock_file_updates_start_from_the_document_last_written_unless_th
 
     with lockfile.kept_parsed():
         add("b")
+        _yaml.dump_yaml(tmp_path / "entry.yaml", {"cmd": "kiln stage b"})  # as DVC's run-cache writes
         add("c")  # the document "b" wrote: not parsed again
         assert len(parsed) == 1
         lock.write_text(lock.read_text().replace("kiln stage a", "kiln stage a2"))  # another process's write
