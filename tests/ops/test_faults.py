@@ -20,7 +20,7 @@ import pytest
 from pipelines.core.env import SERVER_JOBS_OFF
 from tests.support.classical import fit_a_grid
 from tests.support.params import set_params
-from tests.support.repo import BIN, clean_env, kiln, kiln_here, run
+from tests.support.repo import BIN, SHARED_PREFECT, clean_env, kiln, kiln_here, run
 from tests.support.shared import free_port
 
 pytestmark = pytest.mark.slow
@@ -77,7 +77,7 @@ def test_invalid_params_stop_a_run_naming_the_key_and_lose_no_data(prepared):
     the key, and `dvc checkout` brings the last good split back from DVC's cache."""
     before = {name: md5(prepared / f"data/split/{name}.parquet") for name in ("train", "val", "test")}
     set_params(prepared, split={"test": 1.5})
-    out = kiln("run", "split", cwd=prepared)
+    out = kiln_here("run", "split", cwd=prepared)
     assert out.returncode == 1 and "split.test" in out.stderr and "Traceback" not in out.stderr
     assert {name: md5(prepared / f"data/split/{name}.parquet") for name in before} == before
     out = run([str(BIN / "dvc"), "repro", "split"], prepared)
@@ -178,7 +178,9 @@ def test_a_gone_tracking_server_fails_the_run_fast_and_the_rerun_registers_once(
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     server = _tracking_server(trained, port)
-    first = start([str(BIN / "kiln"), "run"], trained, MLFLOW_TRACKING_URI=uri)
+    # On the session's Prefect server: what this run tests is its tracking server, not its own API.
+    shared = os.environ[SHARED_PREFECT]
+    first = start([str(BIN / "kiln"), "run"], trained, MLFLOW_TRACKING_URI=uri, PREFECT_API_URL=shared)
     # Late in the run, so the rerun has little left to do.
     wait_for(lambda: (trained / "reports/selection.json").is_file(), "select to finish", proc=first)
     os.killpg(server.pid, signal.SIGKILL)

@@ -32,7 +32,7 @@ def vocab(tokenizer: Path) -> dict[str, int]:
 def test_a_run_from_minilm_teaches_a_student_with_kilns_own_tokenizer(prepared_template: Path, tmp_path: Path):
     repo = tmp_path / "kiln"
     shutil.copytree(prepared_template, repo, symlinks=True)
-    out = kiln("profile", "pretrained", cwd=repo)
+    out = kiln_here("profile", "pretrained", cwd=repo)
     assert out.returncode == 0, out.stderr
     # Two masked-LM steps on the tiny texts cover domain adaptation from MiniLM's missing head.
     # `auto` chooses the start: the tiny texts' made-up words ("sportword3") are split into
