@@ -87,22 +87,24 @@ def kiln(*args: str, cwd: Path, own_prefect: bool = False, **extra: str) -> subp
 
 
 def environment(env: dict[str, str]) -> None:
-    """`env` as this process's environment, with MLflow's process-wide tracking URI unset
-    (Lightning's MLFlowLogger sets it to the store a command tracked into), so MLflow reads
-    the store from `env` as a process of its own would. Unset before `env` is in place:
-    unsetting it removes MLFLOW_TRACKING_URI from the environment too."""
+    """`env` as this process's environment, and the libraries' process-wide state read from
+    it again, as a process of its own would: MLflow's tracking URI unset (Lightning's
+    MLFlowLogger sets it to the store a command tracked into; unset before `env` is in
+    place, since unsetting removes MLFLOW_TRACKING_URI too), Prefect's settings read anew."""
     os.environ.clear()
     if (mlflow := sys.modules.get("mlflow")) is not None:
         mlflow.set_tracking_uri(None)
     os.environ.update(env)
+    if "prefect.context" in sys.modules:
+        sys.modules["prefect.context"].refresh_global_settings_context()
 
 
 def kiln_here(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess:
     """`kiln ARGS` in `cwd` inside this process, with `clean_env(**extra)` as its
     environment: for a command whose output, exit code and files are checked, where a
     process of its own (seconds of imports) checks nothing more. A flow (`run`, `retrain`,
-    `monitor`) uses the test session's Prefect server, as `kiln` gives them, with Prefect's
-    settings read again from the command's environment and again after it. What the
+    `monitor`) uses the test session's Prefect server, as `kiln` gives them (see
+    `environment` for the settings read again around each command). What the
     command's console prints is returned; the rest goes to its log file as in a process of
     its own. The environment, working directory, console and SIGTERM's handler are put back
     after."""
@@ -111,7 +113,6 @@ def kiln_here(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProces
 
     flow = args[:1] in FLOWS
     if flow:
-        from prefect.context import refresh_global_settings_context
         from prefect.logging.handlers import APILogWorker
 
         extra.setdefault("PREFECT_API_URL", os.environ[SHARED_PREFECT])
@@ -138,8 +139,6 @@ def kiln_here(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProces
 
     env = clean_env(**extra)  # read before the environment it is made from is cleared
     environment(env)
-    if flow:
-        refresh_global_settings_context()
     os.chdir(cwd)
     sys.argv = ["kiln", *args]
     console._current, console.capture = console.Console(out, err), into_strings
@@ -153,8 +152,6 @@ def kiln_here(*args: str, cwd: Path, **extra: str) -> subprocess.CompletedProces
         if flow:  # its last log lines, before the session's server stops
             APILogWorker.drain_all()
         environment(environ)
-        if flow:
-            refresh_global_settings_context()
         os.chdir(here)
         sys.argv, console._current, console.capture = argv, shown, capture
         signal.signal(signal.SIGTERM, sigterm)
